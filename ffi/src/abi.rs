@@ -1,0 +1,140 @@
+//! The `#[repr(C)]` definitions of ABI v1, exactly as `shared/ABI.md` names
+//! them. Fields are only ever appended.
+
+use std::os::raw::c_char;
+
+/// The ABI version this crate implements. A host refuses a vtable whose
+/// `abi_version` differs.
+pub const BEXT_LOCKING_ABI_VERSION: u32 = 1;
+
+/// The call did what was asked.
+pub const BEXT_LOCKING_OK: i32 = 0;
+/// `try_lock` only: someone else holds the key; `*out_json` is NULL. Not an error.
+pub const BEXT_LOCKING_CONTENDED: i32 = 1;
+/// The backend failed (unreachable, protocol, timeout), or `renew` found the
+/// lock no longer ours.
+pub const BEXT_LOCKING_ERR_BACKEND: i32 = -1;
+/// Bad input: a NULL pointer, invalid UTF-8, malformed JSON, a key or TTL out
+/// of range, a bad config.
+pub const BEXT_LOCKING_ERR_INVALID: i32 = -2;
+/// The plugin panicked; the panic was caught at the boundary.
+pub const BEXT_LOCKING_ERR_PANIC: i32 = -3;
+
+/// The longest key, in bytes of UTF-8.
+pub const BEXT_LOCKING_MAX_KEY_BYTES: u32 = 1024;
+/// The longest TTL in milliseconds (365 days).
+pub const BEXT_LOCKING_MAX_TTL_MS: u64 = 31_536_000_000;
+
+/// Fuel budget for one `try_lock` in a metering sandbox.
+pub const BEXT_LOCKING_FUEL_TRY_LOCK: u64 = 50_000_000;
+/// Fuel budget for one `renew`.
+pub const BEXT_LOCKING_FUEL_RENEW: u64 = 50_000_000;
+/// Fuel budget for one `release`.
+pub const BEXT_LOCKING_FUEL_RELEASE: u64 = 50_000_000;
+/// Fuel budget for one `cleanup`.
+pub const BEXT_LOCKING_FUEL_CLEANUP: u64 = 100_000_000;
+
+/// The name of the one symbol a plugin exports, NUL-terminated for `dlsym`.
+pub const BEXT_LOCKING_ENTRY_SYMBOL: &[u8] = b"bext_locking_plugin_entry\0";
+
+/// An instance created by `create`. Opaque: only the plugin knows its layout.
+///
+/// Owned by the host from a successful `create` until it passes it to
+/// `destroy`, exactly once.
+pub struct BextLockingInstance {
+    _private: [u8; 0],
+}
+
+/// `describe`: writes the plugin's description JSON to `*out_json` (free it
+/// with `free_string`). Safe to call at any time from any thread.
+pub type BextLockingDescribeFn = Option<unsafe extern "C" fn(out_json: *mut *mut c_char) -> i32>;
+
+/// `create`: parses `config_json` (NULL means `{}`; borrowed for the call) and
+/// on success stores a new instance in `*out_instance`, owned by the caller
+/// until `destroy`. On failure writes an error object to `*out_error_json`
+/// (free it with `free_string`).
+pub type BextLockingCreateFn = Option<
+    unsafe extern "C" fn(
+        config_json: *const c_char,
+        out_instance: *mut *mut BextLockingInstance,
+        out_error_json: *mut *mut c_char,
+    ) -> i32,
+>;
+
+/// `try_lock`, `renew`, `release`: take a borrowed JSON input and write a
+/// plugin-owned JSON output (a handle, or an error object) to `*out_json`.
+/// May run concurrently on one instance from any threads.
+pub type BextLockingCallFn = Option<
+    unsafe extern "C" fn(
+        instance: *mut BextLockingInstance,
+        input_json: *const c_char,
+        out_json: *mut *mut c_char,
+    ) -> i32,
+>;
+
+/// `cleanup`: closes connections and stops background work; later calls on
+/// the instance fail with `BEXT_LOCKING_ERR_BACKEND`.
+pub type BextLockingCleanupFn = Option<
+    unsafe extern "C" fn(instance: *mut BextLockingInstance, out_json: *mut *mut c_char) -> i32,
+>;
+
+/// `destroy`: frees an instance (cleaning up first if needed) and joins its
+/// threads. Called exactly once per instance, never concurrently with
+/// another call on it.
+pub type BextLockingDestroyFn = Option<unsafe extern "C" fn(instance: *mut BextLockingInstance)>;
+
+/// `free_string`: releases a string this plugin returned. NULL is a no-op.
+/// Never pass a plugin's string to the C library's `free`.
+pub type BextLockingFreeStringFn = Option<unsafe extern "C" fn(s: *mut c_char)>;
+
+/// The table of a plugin's functions, returned by `bext_locking_plugin_entry`.
+///
+/// Static and valid for as long as the library stays loaded (plugins are
+/// linked `-z nodelete`, so that is the life of the process). A host reads a
+/// field only when `struct_size` covers it, and refuses a table whose
+/// `abi_version` differs from its own, whose `struct_size` is smaller than
+/// v1's, or whose slots are NULL.
+#[repr(C)]
+pub struct BextLockingVTable {
+    /// `sizeof(BextLockingVTable)` as compiled into the plugin.
+    pub struct_size: u32,
+    /// The `BEXT_LOCKING_ABI_VERSION` the plugin was built for.
+    pub abi_version: u32,
+    /// Static, NUL-terminated UTF-8 name: "memory", "sqlite", "redis", "pg", ...
+    pub name: *const c_char,
+    /// Static, NUL-terminated: the plugin's own semver.
+    pub version: *const c_char,
+    /// See [`BextLockingDescribeFn`].
+    pub describe: BextLockingDescribeFn,
+    /// See [`BextLockingCreateFn`].
+    pub create: BextLockingCreateFn,
+    /// `try_lock(instance, request_json, out_json)`: request
+    /// `{"key":"…","ttl_ms":N}`; on `BEXT_LOCKING_OK` writes the handle, on
+    /// `BEXT_LOCKING_CONTENDED` writes nothing.
+    pub try_lock: BextLockingCallFn,
+    /// `renew(instance, handle_json, out_json)`: restarts the TTL; an error
+    /// means the lock is lost. Writes nothing on success.
+    pub renew: BextLockingCallFn,
+    /// `release(instance, handle_json, out_json)`: OK also when the lock is no
+    /// longer ours (nothing is touched then). Writes nothing on success.
+    pub release: BextLockingCallFn,
+    /// See [`BextLockingCleanupFn`].
+    pub cleanup: BextLockingCleanupFn,
+    /// See [`BextLockingDestroyFn`].
+    pub destroy: BextLockingDestroyFn,
+    /// See [`BextLockingFreeStringFn`].
+    pub free_string: BextLockingFreeStringFn,
+}
+
+// SAFETY: the vtable is immutable after construction and its pointers refer
+// to static strings and functions, so sharing it between threads is sound.
+unsafe impl Sync for BextLockingVTable {}
+
+/// The size of the v1 vtable: the smallest `struct_size` a host accepts.
+pub const BEXT_LOCKING_VTABLE_V1_SIZE: u32 = std::mem::size_of::<BextLockingVTable>() as u32;
+
+/// The type of `bext_locking_plugin_entry`: returns the static vtable, or NULL
+/// when the plugin cannot serve `host_abi_version`. Idempotent, cheap and
+/// thread-safe.
+pub type BextLockingEntryFn =
+    unsafe extern "C" fn(host_abi_version: u32) -> *const BextLockingVTable;

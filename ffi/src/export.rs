@@ -1,0 +1,91 @@
+//! What a backend provides to be exported, and the macro that exports it.
+
+use std::ffi::CStr;
+
+use bext_locking::{LockingPlugin, PluginError};
+use serde::de::DeserializeOwned;
+
+use crate::abi::*;
+use crate::slots;
+
+/// Everything the exported slots need to know about a backend.
+///
+/// Implement it on a unit struct in the backend crate and pass that struct to
+/// [`export_locking_plugin!`](crate::export_locking_plugin).
+pub trait Export: 'static {
+    /// The backend type handed out by `create`.
+    type Plugin: LockingPlugin + 'static;
+    /// The parsed config. Every top-level key must be listed in
+    /// [`config_schema`](Self::config_schema)'s `properties`: the slot rejects
+    /// any other key before serde sees it, so the schema and the accepted
+    /// keys cannot drift apart.
+    type Config: DeserializeOwned;
+    /// The vtable's `name` (e.g. `c"memory"`).
+    const NAME: &'static CStr;
+    /// The vtable's `version`: usually the crate version.
+    const VERSION: &'static CStr;
+    /// One sentence for `describe`.
+    const DESCRIPTION: &'static str;
+    /// Whether the default configuration hands out fences.
+    const FENCING: bool;
+    /// The JSON Schema of the config object, with `properties`.
+    fn config_schema() -> serde_json::Value;
+    /// Builds an instance from a parsed config. Return
+    /// [`PluginError::invalid`] for a bad value and [`PluginError::backend`]
+    /// when the backend cannot be set up; never put credentials in messages.
+    fn create(config: Self::Config) -> Result<Self::Plugin, PluginError>;
+}
+
+/// Builds the static vtable of `E`. Used by
+/// [`export_locking_plugin!`](crate::export_locking_plugin); test fixtures
+/// use it with struct-update syntax to build deliberately broken tables.
+pub const fn vtable<E: Export>() -> BextLockingVTable {
+    BextLockingVTable {
+        struct_size: BEXT_LOCKING_VTABLE_V1_SIZE,
+        abi_version: BEXT_LOCKING_ABI_VERSION,
+        name: E::NAME.as_ptr(),
+        version: E::VERSION.as_ptr(),
+        describe: Some(slots::describe::<E>),
+        create: Some(slots::create::<E>),
+        try_lock: Some(slots::try_lock::<E>),
+        renew: Some(slots::renew::<E>),
+        release: Some(slots::release::<E>),
+        cleanup: Some(slots::cleanup::<E>),
+        destroy: Some(slots::destroy::<E>),
+        free_string: Some(slots::free_string),
+    }
+}
+
+/// The body of `bext_locking_plugin_entry`: the table for ABI v1 hosts, NULL
+/// for any other version (a host refuses a table of another major version
+/// anyway, so answering NULL tells it early).
+#[doc(hidden)]
+pub fn entry(table: &'static BextLockingVTable, host_abi_version: u32) -> *const BextLockingVTable {
+    if host_abi_version == BEXT_LOCKING_ABI_VERSION { table } else { std::ptr::null() }
+}
+
+/// Exports a backend as a bext-locking plugin.
+///
+/// ```ignore
+/// struct Exported;
+/// impl bext_locking_ffi::Export for Exported { /* ... */ }
+/// bext_locking_ffi::export_locking_plugin!(Exported);
+/// ```
+///
+/// Emits the static vtable and the `bext_locking_plugin_entry` symbol. Use it
+/// once per `cdylib`.
+#[macro_export]
+macro_rules! export_locking_plugin {
+    ($export:ty) => {
+        static BEXT_LOCKING_VTABLE: $crate::BextLockingVTable = $crate::vtable::<$export>();
+
+        /// The plugin's entry point (ABI v1): returns the static vtable for
+        /// host ABI 1, NULL otherwise.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn bext_locking_plugin_entry(
+            host_abi_version: u32,
+        ) -> *const $crate::BextLockingVTable {
+            $crate::export::entry(&BEXT_LOCKING_VTABLE, host_abi_version)
+        }
+    };
+}

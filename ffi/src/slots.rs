@@ -1,0 +1,264 @@
+//! The `extern "C"` functions behind every vtable slot.
+//!
+//! Each slot is generic over the backend's [`Export`] and is instantiated in
+//! the backend's own crate by `export_locking_plugin!`. Every one of them
+//! checks its pointers, clears its out-parameter, catches panics, and turns
+//! the outcome into a status code plus optional plugin-owned JSON.
+
+use std::any::Any;
+use std::ffi::{CStr, CString, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
+
+use bext_locking::{ErrorKind, LockHandle, LockingPlugin, validate_lock_request};
+
+use crate::abi::*;
+use crate::export::Export;
+use crate::json::{LockRequest, error_json, parse_config};
+
+/// What a slot body produced, before it is written to the out-parameter.
+enum Done {
+    /// OK with a JSON payload.
+    Payload(String),
+    /// OK with nothing to return.
+    Empty,
+    /// `try_lock` found the key held.
+    Contended,
+}
+
+/// A failed call: its status code and error object.
+struct Failure {
+    status: i32,
+    json: String,
+}
+
+impl Failure {
+    fn invalid(message: &str) -> Self {
+        Self {
+            status: BEXT_LOCKING_ERR_INVALID,
+            json: error_json(ErrorKind::InvalidArgument, message),
+        }
+    }
+
+    fn backend(message: &str) -> Self {
+        Self { status: BEXT_LOCKING_ERR_BACKEND, json: error_json(ErrorKind::Backend, message) }
+    }
+
+    fn panic(payload: Box<dyn Any + Send>) -> Self {
+        let what = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a non-string payload");
+        let message = format!("the plugin panicked: {what}");
+        let json = serde_json::json!({ "code": "panic", "message": message }).to_string();
+        Self { status: BEXT_LOCKING_ERR_PANIC, json }
+    }
+}
+
+type SlotResult = Result<Done, Failure>;
+
+/// Hands a Rust string to the caller as a plugin-owned C string.
+fn into_c(s: String) -> *mut c_char {
+    // JSON never holds a raw NUL (serde_json escapes it as \u0000), so this
+    // only fails if an invariant broke; degrade to NULL rather than panic.
+    CString::new(s).map_or(ptr::null_mut(), CString::into_raw)
+}
+
+/// Runs a slot body behind the panic boundary and writes its outcome to
+/// `out`, which must already have been checked for NULL and cleared.
+fn finish(out: *mut *mut c_char, body: impl FnOnce() -> SlotResult) -> i32 {
+    let result = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|p| Err(Failure::panic(p)));
+    let (status, text) = match result {
+        Ok(Done::Payload(json)) => (BEXT_LOCKING_OK, Some(json)),
+        Ok(Done::Empty) => (BEXT_LOCKING_OK, None),
+        Ok(Done::Contended) => (BEXT_LOCKING_CONTENDED, None),
+        Err(f) => (f.status, Some(f.json)),
+    };
+    if let Some(text) = text {
+        // SAFETY: `out` was checked non-NULL by `clear_out`, and the caller
+        // promises it points to a writable `char *`.
+        unsafe { *out = into_c(text) };
+    }
+    status
+}
+
+/// Checks an out-parameter and sets `*out = NULL`, as the ABI requires on
+/// entry. Returns false when `out` itself is NULL.
+fn clear_out<T>(out: *mut *mut T) -> bool {
+    if out.is_null() {
+        return false;
+    }
+    // SAFETY: non-NULL, and the caller promises it points to a writable
+    // pointer-sized slot for the duration of the call.
+    unsafe { *out = ptr::null_mut() };
+    true
+}
+
+/// Borrows a NUL-terminated UTF-8 input string.
+fn input<'a>(p: *const c_char, what: &str) -> Result<&'a str, Failure> {
+    if p.is_null() {
+        return Err(Failure::invalid(&format!("{what} is NULL")));
+    }
+    // SAFETY: non-NULL, and the ABI requires inputs to be NUL-terminated
+    // strings that stay valid for the whole call.
+    let bytes = unsafe { CStr::from_ptr(p) };
+    bytes.to_str().map_err(|e| Failure::invalid(&format!("{what} is not valid UTF-8: {e}")))
+}
+
+/// Borrows the backend behind an instance pointer.
+fn plugin<'a, E: Export>(instance: *mut BextLockingInstance) -> Result<&'a E::Plugin, Failure> {
+    if instance.is_null() {
+        return Err(Failure::invalid("instance is NULL"));
+    }
+    // SAFETY: non-NULL instances are only ever made by `create::<E>` below
+    // from `Box<E::Plugin>`, and stay valid until `destroy`, which the ABI
+    // forbids from racing any other call on the instance.
+    Ok(unsafe { &*(instance as *const E::Plugin) })
+}
+
+/// Parses and checks a handle passed back by the host.
+fn handle(text: &str) -> Result<LockHandle, Failure> {
+    let handle: LockHandle = serde_json::from_str(text)
+        .map_err(|e| Failure::invalid(&format!("handle_json is not a lock handle: {e}")))?;
+    validate_lock_request(&handle.key, handle.ttl_ms).map_err(|m| Failure::invalid(&m))?;
+    Ok(handle)
+}
+
+pub(crate) unsafe extern "C" fn describe<E: Export>(out_json: *mut *mut c_char) -> i32 {
+    if !clear_out(out_json) {
+        return BEXT_LOCKING_ERR_INVALID;
+    }
+    finish(out_json, || {
+        let json = serde_json::json!({
+            "name": E::NAME.to_string_lossy(),
+            "version": E::VERSION.to_string_lossy(),
+            "abi_version": BEXT_LOCKING_ABI_VERSION,
+            "description": E::DESCRIPTION,
+            "fencing": E::FENCING,
+            "config_schema": E::config_schema(),
+        });
+        Ok(Done::Payload(json.to_string()))
+    })
+}
+
+pub(crate) unsafe extern "C" fn create<E: Export>(
+    config_json: *const c_char,
+    out_instance: *mut *mut BextLockingInstance,
+    out_error_json: *mut *mut c_char,
+) -> i32 {
+    if !clear_out(out_instance) | !clear_out(out_error_json) {
+        return BEXT_LOCKING_ERR_INVALID;
+    }
+    let mut made: *mut BextLockingInstance = ptr::null_mut();
+    let status = finish(out_error_json, || {
+        let text = if config_json.is_null() { "{}" } else { input(config_json, "config_json")? };
+        let config = parse_config::<E::Config>(text, &E::config_schema()).map_err(failure)?;
+        let plugin = E::create(config).map_err(failure)?;
+        made = Box::into_raw(Box::new(plugin)) as *mut BextLockingInstance;
+        Ok(Done::Empty)
+    });
+    // SAFETY: `out_instance` was checked non-NULL above.
+    unsafe { *out_instance = made };
+    status
+}
+
+fn failure(e: bext_locking::PluginError) -> Failure {
+    match e.kind {
+        ErrorKind::InvalidArgument => Failure::invalid(&e.message),
+        ErrorKind::Backend => Failure::backend(&e.message),
+    }
+}
+
+pub(crate) unsafe extern "C" fn try_lock<E: Export>(
+    instance: *mut BextLockingInstance,
+    request_json: *const c_char,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    if !clear_out(out_json) {
+        return BEXT_LOCKING_ERR_INVALID;
+    }
+    finish(out_json, || {
+        let plugin = plugin::<E>(instance)?;
+        let text = input(request_json, "request_json")?;
+        let req: LockRequest<'_> = serde_json::from_str(text)
+            .map_err(|e| Failure::invalid(&format!("request_json is not a lock request: {e}")))?;
+        validate_lock_request(&req.key, req.ttl_ms).map_err(|m| Failure::invalid(&m))?;
+        match plugin.try_lock(&req.key, req.ttl_ms) {
+            Ok(Some(h)) => {
+                let json =
+                    serde_json::to_string(&h).map_err(|e| Failure::backend(&e.to_string()))?;
+                Ok(Done::Payload(json))
+            }
+            Ok(None) => Ok(Done::Contended),
+            Err(m) => Err(Failure::backend(&m)),
+        }
+    })
+}
+
+pub(crate) unsafe extern "C" fn renew<E: Export>(
+    instance: *mut BextLockingInstance,
+    handle_json: *const c_char,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    if !clear_out(out_json) {
+        return BEXT_LOCKING_ERR_INVALID;
+    }
+    finish(out_json, || {
+        let plugin = plugin::<E>(instance)?;
+        let h = handle(input(handle_json, "handle_json")?)?;
+        plugin.renew(&h).map(|()| Done::Empty).map_err(|m| Failure::backend(&m))
+    })
+}
+
+pub(crate) unsafe extern "C" fn release<E: Export>(
+    instance: *mut BextLockingInstance,
+    handle_json: *const c_char,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    if !clear_out(out_json) {
+        return BEXT_LOCKING_ERR_INVALID;
+    }
+    finish(out_json, || {
+        let plugin = plugin::<E>(instance)?;
+        let h = handle(input(handle_json, "handle_json")?)?;
+        plugin.release(h).map(|()| Done::Empty).map_err(|m| Failure::backend(&m))
+    })
+}
+
+pub(crate) unsafe extern "C" fn cleanup<E: Export>(
+    instance: *mut BextLockingInstance,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    if !clear_out(out_json) {
+        return BEXT_LOCKING_ERR_INVALID;
+    }
+    finish(out_json, || {
+        plugin::<E>(instance)?.cleanup();
+        Ok(Done::Empty)
+    })
+}
+
+pub(crate) unsafe extern "C" fn destroy<E: Export>(instance: *mut BextLockingInstance) {
+    if instance.is_null() {
+        return;
+    }
+    // SAFETY: the instance came from `Box::into_raw` in `create::<E>`, and the
+    // ABI says `destroy` is called exactly once, with no call racing it.
+    let boxed = unsafe { Box::from_raw(instance as *mut E::Plugin) };
+    // A panic here has nowhere to be reported (destroy returns nothing); the
+    // panic hook has already printed it, and unwinding must not cross `extern "C"`.
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        boxed.cleanup();
+        drop(boxed);
+    }));
+}
+
+pub(crate) unsafe extern "C" fn free_string(s: *mut c_char) {
+    if s.is_null() {
+        return;
+    }
+    // SAFETY: every string this plugin returns comes from `CString::into_raw`
+    // in `into_c`, and the ABI gives it back here exactly once.
+    drop(unsafe { CString::from_raw(s) });
+}

@@ -1,0 +1,193 @@
+//! Opening a library file and validating the vtable it exports.
+
+use std::ffi::{CStr, c_char};
+use std::path::{Path, PathBuf};
+
+use bext_locking::LockingPlugin;
+use bext_locking_ffi::{
+    BEXT_LOCKING_ABI_VERSION, BEXT_LOCKING_ENTRY_SYMBOL, BEXT_LOCKING_OK,
+    BEXT_LOCKING_VTABLE_V1_SIZE, BextLockingEntryFn, BextLockingInstance, BextLockingVTable,
+};
+use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+use serde::Deserialize;
+
+use crate::error::{LoadError, LoadErrorKind};
+use crate::instance::{FfiPlugin, take_string};
+
+/// A validated plugin library. Cheap to clone; the library stays loaded for
+/// the life of the process.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    path: PathBuf,
+    vtable: &'static BextLockingVTable,
+    name: String,
+    version: String,
+}
+
+/// What a plugin's `describe` slot reports.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Description {
+    /// The plugin's name, e.g. `"redis"`.
+    pub name: String,
+    /// The plugin's own semver.
+    pub version: String,
+    /// The ABI version it was built for.
+    pub abi_version: u32,
+    /// One sentence about the backend.
+    pub description: String,
+    /// Whether the default configuration hands out fences.
+    pub fencing: bool,
+    /// The JSON Schema of its config object.
+    pub config_schema: serde_json::Value,
+}
+
+/// Opens `path`, calls its entry with ABI v1 and validates the vtable.
+///
+/// The library is opened with `RTLD_NOW` (so missing symbols fail here, not
+/// mid-call) and `RTLD_LOCAL` (so two plugins' symbols never mix), and is
+/// never closed. Note that opening the same path twice returns the code
+/// loaded the first time: to load a newer build, load a private copy.
+pub fn load(path: impl AsRef<Path>) -> Result<LoadedPlugin, LoadError> {
+    let path = path.as_ref().to_path_buf();
+    let fail = |kind| LoadError { path: path.clone(), kind };
+    // SAFETY: loading a library runs its initialisers; that is the point of a
+    // plugin, and callers choose which files to trust (the directory scanner
+    // refuses files others could have written).
+    let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| fail(LoadErrorKind::Open(open_message(e))))?;
+    // Never unloaded: instances and the vtable point into the library's code.
+    let lib: &'static Library = Box::leak(Box::new(lib));
+    // SAFETY: the ABI fixes the entry symbol's type as `BextLockingEntryFn`.
+    let entry = unsafe { lib.get::<BextLockingEntryFn>(BEXT_LOCKING_ENTRY_SYMBOL) }
+        .map_err(|_| fail(LoadErrorKind::NoEntrySymbol))?;
+    // SAFETY: the entry is a plain function of the declared type; the ABI
+    // makes it safe to call from any thread, any number of times.
+    let table = unsafe { entry(BEXT_LOCKING_ABI_VERSION) };
+    if table.is_null() {
+        return Err(fail(LoadErrorKind::EntryRefused));
+    }
+    // SAFETY: a non-NULL entry result points to a static vtable that lives as
+    // long as the library, which we never unload. We read `struct_size` and
+    // `abi_version` first, and the rest only once `struct_size` covers v1.
+    let vtable: &'static BextLockingVTable = unsafe { &*table };
+    validate(vtable).map_err(&fail)?;
+    // SAFETY: `validate` checked both pointers are non-NULL; the ABI says they
+    // are static NUL-terminated strings.
+    let name =
+        unsafe { static_str(vtable.name) }.ok_or_else(|| fail(LoadErrorKind::BadString("name")))?;
+    // SAFETY: as above.
+    let version = unsafe { static_str(vtable.version) }
+        .ok_or_else(|| fail(LoadErrorKind::BadString("version")))?;
+    Ok(LoadedPlugin { path, vtable, name, version })
+}
+
+fn open_message(e: libloading::Error) -> String {
+    match e {
+        libloading::Error::DlOpen { desc } => format!("{desc:?}").trim_matches('"').to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn validate(v: &BextLockingVTable) -> Result<(), LoadErrorKind> {
+    if v.abi_version != BEXT_LOCKING_ABI_VERSION {
+        return Err(LoadErrorKind::AbiMismatch { found: v.abi_version });
+    }
+    if v.struct_size < BEXT_LOCKING_VTABLE_V1_SIZE {
+        return Err(LoadErrorKind::VTableTooSmall { found: v.struct_size });
+    }
+    let fields: [(&'static str, bool); 10] = [
+        ("name", v.name.is_null()),
+        ("version", v.version.is_null()),
+        ("describe", v.describe.is_none()),
+        ("create", v.create.is_none()),
+        ("try_lock", v.try_lock.is_none()),
+        ("renew", v.renew.is_none()),
+        ("release", v.release.is_none()),
+        ("cleanup", v.cleanup.is_none()),
+        ("destroy", v.destroy.is_none()),
+        ("free_string", v.free_string.is_none()),
+    ];
+    match fields.iter().find(|(_, null)| *null) {
+        Some((field, _)) => Err(LoadErrorKind::NullField(field)),
+        None => Ok(()),
+    }
+}
+
+/// # Safety
+/// `p` must be a non-NULL, NUL-terminated string that outlives the process.
+unsafe fn static_str(p: *const c_char) -> Option<String> {
+    // SAFETY: guaranteed by the caller.
+    let s = unsafe { CStr::from_ptr(p) }.to_str().ok()?;
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+impl LoadedPlugin {
+    /// The plugin's name from its vtable.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The plugin's version from its vtable.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The raw vtable, for hosts that want to call slots themselves.
+    pub fn vtable(&self) -> &'static BextLockingVTable {
+        self.vtable
+    }
+
+    /// Calls `describe` and parses its answer.
+    pub fn describe(&self) -> Result<Description, String> {
+        let describe = self.vtable.describe.ok_or("describe slot is NULL")?;
+        let mut out: *mut c_char = std::ptr::null_mut();
+        // SAFETY: `out` is a valid out-parameter; describe may run any time.
+        let status = unsafe { describe(&mut out) };
+        // SAFETY: the string (if any) was returned by this plugin's slot.
+        let text = unsafe { take_string(self.vtable, out) };
+        if status != BEXT_LOCKING_OK {
+            return Err(format!(
+                "{}: describe failed ({status}): {}",
+                self.name,
+                text.unwrap_or_default()
+            ));
+        }
+        let text = text.ok_or_else(|| format!("{}: describe returned no JSON", self.name))?;
+        serde_json::from_str(&text)
+            .map_err(|e| format!("{}: describe returned bad JSON: {e}", self.name))
+    }
+
+    /// Creates an instance from a config JSON object (`"{}"` for defaults).
+    ///
+    /// The error names the plugin and repeats the plugin's message.
+    pub fn create(&self, config_json: &str) -> Result<Box<dyn LockingPlugin>, String> {
+        self.create_ffi(config_json).map(|p| Box::new(p) as Box<dyn LockingPlugin>)
+    }
+
+    /// Like [`create`](Self::create), returning the concrete wrapper type.
+    pub fn create_ffi(&self, config_json: &str) -> Result<FfiPlugin, String> {
+        let create = self.vtable.create.ok_or("create slot is NULL")?;
+        let config = std::ffi::CString::new(config_json)
+            .map_err(|_| format!("{}: config contains a NUL byte", self.name))?;
+        let mut instance: *mut BextLockingInstance = std::ptr::null_mut();
+        let mut err: *mut c_char = std::ptr::null_mut();
+        // SAFETY: all pointers are valid for the call; `config` outlives it.
+        let status = unsafe { create(config.as_ptr(), &mut instance, &mut err) };
+        // SAFETY: the string (if any) was returned by this plugin's slot.
+        let err = unsafe { take_string(self.vtable, err) };
+        if status != BEXT_LOCKING_OK || instance.is_null() {
+            return Err(format!(
+                "{}: create failed: {}",
+                self.name,
+                crate::instance::error_message(status, err.as_deref())
+            ));
+        }
+        // SAFETY: `instance` was just created by this vtable's `create`.
+        Ok(unsafe { FfiPlugin::from_raw(self.vtable, instance, self.name.clone()) })
+    }
+}

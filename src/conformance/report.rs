@@ -1,0 +1,73 @@
+//! The outcome of a conformance run, for people and for machines.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One check's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    /// The check's stable name, e.g. `stale_release_is_noop`.
+    pub name: &'static str,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Why it failed; empty when it passed.
+    pub message: String,
+    /// How long it took.
+    #[serde(serialize_with = "millis")]
+    pub duration: Duration,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u128(d.as_millis())
+}
+
+/// All checks' outcomes for one backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The name the backend reported.
+    pub backend: String,
+    /// One entry per check, in run order.
+    pub checks: Vec<CheckResult>,
+}
+
+impl Report {
+    /// True when every check passed (and at least one ran).
+    pub fn passed(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
+    }
+
+    /// The checks that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &CheckResult> {
+        self.checks.iter().filter(|c| !c.passed)
+    }
+
+    /// A fixed-width table: check, result, time, message.
+    pub fn table(&self) -> String {
+        let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(5).max(5);
+        let mut out = format!(
+            "conformance: {}\n{:<width$}  result  time(ms)  message\n",
+            self.backend, "check"
+        );
+        for c in &self.checks {
+            let verdict = if c.passed { "pass" } else { "FAIL" };
+            let _ = writeln!(
+                out,
+                "{:<width$}  {verdict:<6}  {:>8}  {}",
+                c.name,
+                c.duration.as_millis(),
+                c.message
+            );
+        }
+        let failed = self.failures().count();
+        let _ = writeln!(out, "{} passed, {failed} failed", self.checks.len() - failed);
+        out
+    }
+
+    /// Panics with the table unless every check passed: for use in tests.
+    #[track_caller]
+    pub fn assert_passed(&self) {
+        assert!(self.passed(), "conformance failed\n{}", self.table());
+    }
+}

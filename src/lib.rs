@@ -1,0 +1,32 @@
+//! Pluggable distributed locks.
+//!
+//! This crate is what every part of bext-locking shares: the [`LockingPlugin`]
+//! trait a backend implements, the [`LockHandle`] it hands out, the key and
+//! TTL [`limits`] every backend enforces the same way, and the [`fuel`]
+//! budgets a sandboxed host may grant each call. Backends are compiled into
+//! shared libraries by `bext-locking-ffi` and loaded back into a
+//! `Box<dyn LockingPlugin>` by `bext-locking-loader`, so a host written
+//! against this trait does not care whether a backend is linked in or
+//! dlopen'd at deploy time.
+//!
+//! The one rule that runs through everything: `Ok(None)` from
+//! [`LockingPlugin::try_lock`] means *someone else holds the lock* (skip the
+//! job), while `Err` means *the backend is broken* (log it, alert, maybe
+//! retry). Mixing the two up is how lock libraries either run a job twice or
+//! silently stop running it.
+
+#![deny(missing_docs)]
+
+mod error;
+pub mod fuel;
+mod handle;
+pub mod limits;
+mod plugin;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use error::{ErrorKind, PluginError};
+pub use handle::LockHandle;
+pub use limits::{MAX_KEY_BYTES, MAX_TTL_MS, validate_key, validate_lock_request, validate_ttl};
+pub use plugin::LockingPlugin;
