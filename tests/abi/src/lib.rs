@@ -1,0 +1,1 @@
+//! Cross-crate ABI tests live in `tests/`; this library is empty.
