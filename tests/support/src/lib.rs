@@ -41,3 +41,5 @@ pub fn free_port() -> u16 {
         .expect("local_addr")
         .port()
 }
+
+pub mod hammer;
