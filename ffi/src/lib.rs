@@ -12,7 +12,7 @@
 //! host's `dlclose` can never unmap code that thread-local destructors still
 //! point into:
 //!
-//! ```no_run
+//! ```ignore
 //! // build.rs
 //! fn main() {
 //!     println!("cargo::rustc-cdylib-link-arg=-Wl,-z,nodelete");
