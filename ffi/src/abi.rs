@@ -104,9 +104,12 @@ pub struct BextLockingVTable {
     pub name: *const c_char,
     /// Static, NUL-terminated: the plugin's own semver.
     pub version: *const c_char,
-    /// See [`BextLockingDescribeFn`].
+    /// `describe(out_json)`: writes
+    /// `{"name","version","abi_version","description","fencing","config_schema"}`.
     pub describe: BextLockingDescribeFn,
-    /// See [`BextLockingCreateFn`].
+    /// `create(config_json, out_instance, out_error_json)`: a new instance
+    /// from a config object (NULL means `{}`), owned by the host until
+    /// `destroy`. An unknown config key is `BEXT_LOCKING_ERR_INVALID` naming it.
     pub create: BextLockingCreateFn,
     /// `try_lock(instance, request_json, out_json)`: request
     /// `{"key":"…","ttl_ms":N}`; on `BEXT_LOCKING_OK` writes the handle, on
@@ -118,11 +121,15 @@ pub struct BextLockingVTable {
     /// `release(instance, handle_json, out_json)`: OK also when the lock is no
     /// longer ours (nothing is touched then). Writes nothing on success.
     pub release: BextLockingCallFn,
-    /// See [`BextLockingCleanupFn`].
+    /// `cleanup(instance, out_json)`: closes connections and stops background
+    /// work; later calls on the instance return `BEXT_LOCKING_ERR_BACKEND`.
+    /// Writes nothing on success.
     pub cleanup: BextLockingCleanupFn,
-    /// See [`BextLockingDestroyFn`].
+    /// `destroy(instance)`: frees the instance (cleaning up first if needed).
+    /// Exactly once per instance, never racing another call on it.
     pub destroy: BextLockingDestroyFn,
-    /// See [`BextLockingFreeStringFn`].
+    /// `free_string(s)`: releases a string this plugin returned (never use
+    /// `free()`); NULL is a no-op.
     pub free_string: BextLockingFreeStringFn,
 }
 
