@@ -1,0 +1,168 @@
+package bextlock
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Status is a status code returned by a plugin slot, as ABI v1 defines it.
+type Status int32
+
+// The status codes of ABI v1. Negative means error; codes are never reused.
+const (
+	// StatusOK: the call did what was asked.
+	StatusOK Status = 0
+	// StatusContended: try_lock only, someone else holds the key. Not an
+	// error: [Locker.TryLock] reports it as (nil, false, nil).
+	StatusContended Status = 1
+	// StatusBackend: the backend failed, or renew found the lock no longer ours.
+	StatusBackend Status = -1
+	// StatusInvalid: bad input (key or TTL out of range, malformed JSON, bad config).
+	StatusInvalid Status = -2
+	// StatusPanic: the plugin panicked; the panic was caught at the boundary.
+	StatusPanic Status = -3
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusOK:
+		return "ok"
+	case StatusContended:
+		return "contended"
+	case StatusBackend:
+		return "backend"
+	case StatusInvalid:
+		return "invalid_argument"
+	case StatusPanic:
+		return "panic"
+	}
+	return fmt.Sprintf("status(%d)", int32(s))
+}
+
+// Sentinels for errors.Is. A plugin call fails with an [*Error] that matches
+// exactly one of ErrBackend, ErrInvalid, ErrPanic or ErrProtocol; [Open]
+// fails with an [*OpenError] wrapping one of the Open sentinels.
+var (
+	// ErrBackend matches StatusBackend: the backend is unreachable or broken,
+	// or (from Renew) the lock is no longer held by this handle.
+	ErrBackend = errors.New("backend error")
+	// ErrInvalid matches StatusInvalid: the request or config was refused.
+	ErrInvalid = errors.New("invalid argument")
+	// ErrPanic matches StatusPanic: the plugin panicked and caught it.
+	ErrPanic = errors.New("plugin panicked")
+	// ErrProtocol means the plugin's answer broke the ABI: an unknown status,
+	// OK without a handle, a handle that is not valid JSON.
+	ErrProtocol = errors.New("plugin broke the ABI")
+	// ErrClosed is returned by calls on a Locker after Close.
+	ErrClosed = errors.New("bextlock: locker is closed")
+
+	// ErrDlopen: the dynamic loader could not open the file; the error
+	// carries its dlerror text.
+	ErrDlopen = errors.New("dlopen failed")
+	// ErrNotPlugin: the library has no bext_locking_plugin_entry symbol.
+	ErrNotPlugin = errors.New("not a bext-locking plugin: no bext_locking_plugin_entry symbol")
+	// ErrABIMismatch: the plugin does not speak this host's ABI version.
+	ErrABIMismatch = errors.New("ABI version mismatch")
+	// ErrBadVTable: the vtable is too small, or a mandatory slot or string is
+	// NULL or empty.
+	ErrBadVTable = errors.New("invalid plugin vtable")
+)
+
+// Error is a failed plugin call: the status the slot returned and the
+// plugin's error object {"code":...,"message":...}.
+//
+// Match the kind with errors.Is(err, ErrBackend) (or ErrInvalid, ErrPanic,
+// ErrProtocol), or take the details with errors.As.
+type Error struct {
+	// Plugin is the plugin's name, e.g. "memory".
+	Plugin string
+	// Op is the slot that failed: "create", "try_lock", "renew", ...
+	Op string
+	// Status is the status code the slot returned.
+	Status Status
+	// Code is the error object's code: "backend", "invalid_argument" or
+	// "panic"; empty when the plugin sent no error object.
+	Code string
+	// Message is the error object's message, or a description of the ABI
+	// violation for ErrProtocol errors.
+	Message string
+
+	protocol bool
+}
+
+func (e *Error) Error() string {
+	kind := e.Code
+	if kind == "" {
+		kind = e.Status.String()
+	}
+	if e.protocol {
+		kind = "protocol"
+	}
+	return fmt.Sprintf("bextlock: %s: %s: %s: %s", e.Plugin, e.Op, kind, e.Message)
+}
+
+// Is reports whether target is the sentinel for e's status.
+func (e *Error) Is(target error) bool {
+	if e.protocol {
+		return target == ErrProtocol
+	}
+	switch target {
+	case ErrBackend:
+		return e.Status == StatusBackend
+	case ErrInvalid:
+		return e.Status == StatusInvalid
+	case ErrPanic:
+		return e.Status == StatusPanic
+	case ErrProtocol:
+		return e.Status >= 0 || e.Status < StatusPanic
+	}
+	return false
+}
+
+// statusError builds the error for a negative status and its error JSON.
+func statusError(plugin, op string, status int32, errJSON []byte, hasJSON bool) *Error {
+	e := &Error{Plugin: plugin, Op: op, Status: Status(status)}
+	var obj struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	switch {
+	case !hasJSON:
+		e.Message = "(the plugin sent no error object)"
+	case json.Unmarshal(errJSON, &obj) == nil && obj.Message != "":
+		e.Code, e.Message = obj.Code, obj.Message
+	default:
+		e.Message = string(errJSON)
+	}
+	if Status(status) < StatusPanic {
+		e.protocol = true
+		e.Message = fmt.Sprintf("unknown status %d: %s", status, e.Message)
+	}
+	return e
+}
+
+// protocolError reports a plugin answer that breaks the ABI.
+func protocolError(plugin, op string, status int32, format string, args ...any) *Error {
+	return &Error{Plugin: plugin, Op: op, Status: Status(status), Message: fmt.Sprintf(format, args...), protocol: true}
+}
+
+// invalidError reports input this host refuses before calling the plugin,
+// with the same kind the plugin would give it.
+func invalidError(plugin, op, format string, args ...any) *Error {
+	return &Error{Plugin: plugin, Op: op, Status: StatusInvalid, Code: "invalid_argument", Message: fmt.Sprintf(format, args...)}
+}
+
+// OpenError is a library that could not be opened as a plugin. Err wraps one
+// of ErrDlopen, ErrNotPlugin, ErrABIMismatch or ErrBadVTable.
+type OpenError struct {
+	// Path is the file that was being opened.
+	Path string
+	// Err says why, with the dynamic loader's text where there is one.
+	Err error
+}
+
+func (e *OpenError) Error() string { return "bextlock: open " + e.Path + ": " + e.Err.Error() }
+
+// Unwrap returns e.Err, so errors.Is(err, ErrNotPlugin) works.
+func (e *OpenError) Unwrap() error { return e.Err }

@@ -1,0 +1,3 @@
+module github.com/bext-locking/bext-locking/hosts/go
+
+go 1.19

@@ -1,0 +1,158 @@
+package bextlock
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// maxTTL is BEXT_LOCKING_MAX_TTL_MS, 365 days.
+const maxTTL = 365 * 24 * time.Hour
+
+// Locker is an instance of a backend, created by [Plugin.New].
+//
+// All methods are safe for concurrent use by multiple goroutines. Close
+// waits for calls in flight, and calls made after it return ErrClosed.
+//
+// Locks are not reentrant: TryLock on a key that this Locker already holds
+// reports contention.
+type Locker struct {
+	plugin *Plugin
+
+	// mu is held shared by every plugin call and exclusively by Close, so
+	// destroy never races a call on the instance (the ABI forbids it).
+	mu   sync.RWMutex
+	inst *cInstance // nil once closed
+}
+
+// Plugin returns the plugin this Locker's instance belongs to.
+func (l *Locker) Plugin() *Plugin { return l.plugin }
+
+type lockRequest struct {
+	Key   string `json:"key"`
+	TTLMs int64  `json:"ttl_ms"`
+}
+
+// TryLock tries once to take key for ttl, without waiting.
+//
+// It returns the handle and true when the lock was acquired; nil, false and
+// a nil error when someone else holds the key (contention is not an error);
+// and an error only when the backend is broken or the request is refused.
+// Keep the distinction: treating an error as contention hides an outage, and
+// treating contention as an error pages someone for nothing.
+//
+// key must be 1 to 1024 bytes of valid UTF-8. ttl is sent in whole
+// milliseconds (truncated) and must be between 1ms and 365 days.
+func (l *Locker) TryLock(key string, ttl time.Duration) (*Handle, bool, error) {
+	name := l.plugin.name
+	// encoding/json would quietly turn invalid UTF-8 into U+FFFD, mapping
+	// different keys onto one lock.
+	if !utf8.ValidString(key) {
+		return nil, false, invalidError(name, "try_lock", "the key is not valid UTF-8")
+	}
+	if ttl < time.Millisecond {
+		return nil, false, invalidError(name, "try_lock", "ttl %v is shorter than 1ms", ttl)
+	}
+	req, err := json.Marshal(lockRequest{Key: key, TTLMs: int64(ttl / time.Millisecond)})
+	if err != nil {
+		return nil, false, invalidError(name, "try_lock", "cannot encode the request: %v", err)
+	}
+	status, out, hasOut, err := l.call(slotTryLock, req)
+	if err != nil {
+		return nil, false, err
+	}
+	switch Status(status) {
+	case StatusContended:
+		return nil, false, nil
+	case StatusOK:
+	default:
+		if status < 0 {
+			return nil, false, statusError(name, "try_lock", status, out, hasOut)
+		}
+		return nil, false, protocolError(name, "try_lock", status, "unexpected status %d", status)
+	}
+	if !hasOut {
+		return nil, false, protocolError(name, "try_lock", status, "OK without a handle")
+	}
+	h, perr := parseHandle(out)
+	if perr == nil && h.key != key {
+		perr = fmt.Errorf("the handle is for key %q, not %q", h.key, key)
+	}
+	if perr != nil {
+		// We may hold a lock we cannot describe: give it back rather than
+		// leave it to expire.
+		_, _, _, _ = l.call(slotRelease, out)
+		return nil, false, protocolError(name, "try_lock", status, "%v: %s", perr, out)
+	}
+	return h, true, nil
+}
+
+// Renew restarts the handle's TTL. An error means the lock can no longer be
+// trusted to be ours: ErrBackend when the backend says it is not held by
+// this handle any more (expired, released or taken over) or could not be
+// reached. Do not retry a failed renew into a second holder; stop the
+// protected work instead.
+func (l *Locker) Renew(h *Handle) error {
+	return l.handleCall(slotRenew, h)
+}
+
+// Release gives the lock back. Releasing a lock that is no longer ours
+// (expired, taken over) succeeds and touches nothing.
+func (l *Locker) Release(h *Handle) error {
+	return l.handleCall(slotRelease, h)
+}
+
+func (l *Locker) handleCall(s slot, h *Handle) error {
+	name := l.plugin.name
+	if h == nil || len(h.raw) == 0 {
+		return invalidError(name, s.String(), "no handle")
+	}
+	status, out, hasOut, err := l.call(s, h.raw)
+	switch {
+	case err != nil:
+		return err
+	case status < 0:
+		return statusError(name, s.String(), status, out, hasOut)
+	case status != int32(StatusOK):
+		return protocolError(name, s.String(), status, "unexpected status %d", status)
+	}
+	return nil
+}
+
+// call runs one slot under the shared lock, so Close waits for it.
+func (l *Locker) call(s slot, input []byte) (status int32, out []byte, hasOut bool, err error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.inst == nil {
+		return 0, nil, false, ErrClosed
+	}
+	status, out, hasOut = callSlot(l.plugin.vt, s, l.inst, input)
+	return status, out, hasOut, nil
+}
+
+// Close shuts the instance down: it waits for calls in flight, runs the
+// plugin's cleanup (closing connections, stopping background work) and frees
+// the instance. Locks still held are not released; they expire with their
+// TTL. Later calls return ErrClosed; closing again is a no-op.
+//
+// The error is cleanup's; the instance is freed either way.
+func (l *Locker) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.inst == nil {
+		return nil
+	}
+	vt, name := l.plugin.vt, l.plugin.name
+	status, out, hasOut := callCleanup(vt, l.inst)
+	callDestroy(vt, l.inst)
+	l.inst = nil
+	switch {
+	case status < 0:
+		return statusError(name, "cleanup", status, out, hasOut)
+	case status != int32(StatusOK):
+		return protocolError(name, "cleanup", status, "unexpected status %d", status)
+	}
+	return nil
+}

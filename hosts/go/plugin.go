@@ -1,0 +1,122 @@
+package bextlock
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// Plugin is an opened plugin library with a validated vtable.
+//
+// A Plugin is safe for concurrent use and needs no closing: the library is
+// never unloaded (plugins are linked so that it could not be anyway), so
+// Lockers may outlive the Plugin value they came from.
+type Plugin struct {
+	path    string
+	vt      *cVTable
+	name    string
+	version string
+}
+
+// Description is what a plugin's describe slot reports.
+type Description struct {
+	// Name is the plugin's name, e.g. "redis".
+	Name string `json:"name"`
+	// Version is the plugin's own semver.
+	Version string `json:"version"`
+	// ABIVersion is the ABI version it was built for.
+	ABIVersion uint32 `json:"abi_version"`
+	// Description is one sentence about the backend.
+	Description string `json:"description"`
+	// Fencing says whether the default configuration hands out fences;
+	// each Handle says whether it carries one.
+	Fencing bool `json:"fencing"`
+	// ConfigSchema is the JSON Schema of the config object New accepts.
+	ConfigSchema json.RawMessage `json:"config_schema"`
+}
+
+// Open loads the plugin library at path, calls its entry point with ABI
+// version 1 and validates the vtable it returns (ABI version, struct size,
+// no NULL slots or strings).
+//
+// path is given to dlopen as is: use a path containing a slash, since a bare
+// file name is searched for on the library path. The library is opened with
+// RTLD_NOW|RTLD_LOCAL and never closed. Opening the same path twice returns
+// the code loaded the first time, even if the file changed since; to load a
+// newer build, write it to a new path (write, then rename; never overwrite a
+// loaded file in place).
+//
+// On failure the error is an [*OpenError] wrapping ErrDlopen (with the
+// dynamic loader's message), ErrNotPlugin, ErrABIMismatch or ErrBadVTable.
+func Open(path string) (*Plugin, error) {
+	vt, name, version, err := openVTable(path)
+	if err != nil {
+		return nil, &OpenError{Path: path, Err: err}
+	}
+	return &Plugin{path: path, vt: vt, name: name, version: version}, nil
+}
+
+// Name is the plugin's name from its vtable, e.g. "memory".
+func (p *Plugin) Name() string { return p.name }
+
+// Version is the plugin's version from its vtable.
+func (p *Plugin) Version() string { return p.version }
+
+// Path is the file the plugin was opened from.
+func (p *Plugin) Path() string { return p.path }
+
+// Describe calls the plugin's describe slot.
+func (p *Plugin) Describe() (Description, error) {
+	status, out, hasOut := callDescribe(p.vt)
+	switch {
+	case status < 0:
+		return Description{}, statusError(p.name, "describe", status, out, hasOut)
+	case status != int32(StatusOK):
+		return Description{}, protocolError(p.name, "describe", status, "unexpected status %d", status)
+	case !hasOut:
+		return Description{}, protocolError(p.name, "describe", status, "OK without a description")
+	}
+	var d Description
+	if err := json.Unmarshal(out, &d); err != nil {
+		return Description{}, protocolError(p.name, "describe", status, "the description is not valid JSON: %v", err)
+	}
+	return d, nil
+}
+
+// New creates an instance of the backend.
+//
+// config is marshalled with encoding/json and must give a JSON object (a
+// struct, a map, or a json.RawMessage holding an object); nil means {}. Each
+// backend lists its keys in [Description.ConfigSchema]; an unknown key is an
+// error naming it. A refused config gives an error matching ErrInvalid, an
+// unreachable backend one matching ErrBackend.
+//
+// Close the Locker when done with it.
+func (p *Plugin) New(config any) (*Locker, error) {
+	text := []byte("{}")
+	if config != nil {
+		var err error
+		if text, err = json.Marshal(config); err != nil {
+			return nil, invalidError(p.name, "create", "the config cannot be marshalled to JSON: %v", err)
+		}
+		if bytes.Equal(text, []byte("null")) {
+			text = []byte("{}")
+		}
+	}
+	inst, status, errJSON, hasErr := callCreate(p.vt, text)
+	switch {
+	case status < 0:
+		if inst != nil {
+			// An instance despite the error: not ours to leak.
+			callDestroy(p.vt, inst)
+		}
+		return nil, statusError(p.name, "create", status, errJSON, hasErr)
+	case status != int32(StatusOK):
+		if inst != nil {
+			callDestroy(p.vt, inst)
+		}
+		return nil, protocolError(p.name, "create", status, "unexpected status %d", status)
+	case inst == nil:
+		return nil, protocolError(p.name, "create", status, "OK without an instance")
+	}
+	return &Locker{plugin: p, inst: inst}, nil
+}
