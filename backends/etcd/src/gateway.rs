@@ -1,0 +1,519 @@
+//! A small blocking client for the etcd v3 API through etcd's JSON gateway
+//! (`POST /v3/...`, served by every etcd since 3.4 on its client URLs).
+//!
+//! Every call takes a deadline and never outlives it. Calls fail over from
+//! one endpoint to the next only when the request surely did not reach the
+//! server (connection refused, connect timed out), or when re-sending it is
+//! harmless (reads, keep-alives, revokes): a write whose answer was lost is
+//! reported as an error rather than sent twice.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{PoisonError, RwLock};
+use std::time::{Duration, Instant};
+use std::{fmt, io};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+
+use crate::config::Password;
+
+/// What went wrong with a call, sorted by what the caller may do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No endpoint took the request: it was never sent.
+    Unreachable,
+    /// The request may or may not have been applied: the answer timed out
+    /// or the connection broke after sending.
+    Ambiguous,
+    /// etcd answered with an error (gRPC status `code`).
+    Server {
+        /// The gRPC status code etcd reported.
+        code: i64,
+    },
+    /// The answer could not be understood.
+    Protocol,
+}
+
+/// A failed call; the message names the endpoint and the cause, never a
+/// credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// The class of failure.
+    pub kind: ErrorKind,
+    /// What happened, for people.
+    pub message: String,
+}
+
+impl Error {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// gRPC `NOT_FOUND`, as etcd reports a lease that does not exist.
+const CODE_NOT_FOUND: i64 = 5;
+/// gRPC `UNAUTHENTICATED`: the auth token expired or is unknown.
+const CODE_UNAUTHENTICATED: i64 = 16;
+
+/// Whether a request may be sent again after an ambiguous failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// Reads and idempotent lease calls: retry on the next endpoint.
+    Safe,
+    /// Writes: only re-send when the request surely never left.
+    NeverTwice,
+}
+
+/// A key's current record, as a range read returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The stored value.
+    pub value: Vec<u8>,
+    /// The cluster revision at which the key was created.
+    pub create_revision: i64,
+    /// The lease the key is attached to; 0 for none.
+    pub lease: i64,
+}
+
+/// One member's view of the cluster, from `/v3/maintenance/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// This member's id.
+    pub member_id: u64,
+    /// The member it believes leads; 0 when it knows none.
+    pub leader: u64,
+    /// The raft term it is in.
+    pub raft_term: u64,
+}
+
+/// A blocking etcd v3 client over the JSON gateway, safe to share between
+/// threads; each thread's request uses its own pooled connection.
+pub struct Client {
+    agent: ureq::Agent,
+    endpoints: Vec<String>,
+    /// The endpoint that answered last; calls start there.
+    preferred: AtomicUsize,
+    connect_timeout: Duration,
+    credentials: Option<(String, Password)>,
+    token: RwLock<Option<String>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.endpoints)
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for these base URLs (`http://host:port`, as
+    /// [`crate::config::EtcdConfig::check`] normalises them).
+    pub fn new(
+        endpoints: Vec<String>,
+        connect_timeout: Duration,
+        credentials: Option<(String, Password)>,
+    ) -> Self {
+        let agent = ureq::Agent::config_builder()
+            // etcd's error answers carry a JSON body worth reading.
+            .http_status_as_error(false)
+            // Room for one idle connection per thread of a busy host.
+            .max_idle_connections(64)
+            .max_idle_connections_per_host(32)
+            .user_agent("bext-locking-etcd")
+            .build()
+            .new_agent();
+        Self {
+            agent,
+            endpoints,
+            preferred: AtomicUsize::new(0),
+            connect_timeout,
+            credentials,
+            token: RwLock::new(None),
+        }
+    }
+
+    /// The endpoints this client talks to.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Grants a lease of `ttl_s` seconds and returns its id. etcd raises a
+    /// TTL below its minimum to that minimum.
+    pub fn lease_grant(&self, ttl_s: i64, deadline: Instant) -> Result<i64, Error> {
+        let body = json!({ "TTL": ttl_s.to_string() });
+        let answer = self.call("/v3/lease/grant", &body, deadline, Resend::NeverTwice)?;
+        if let Some(e) = answer.get("error").and_then(Value::as_str).filter(|e| !e.is_empty()) {
+            return Err(Error::new(ErrorKind::Server { code: 0 }, format!("lease grant: {e}")));
+        }
+        match int(&answer, "ID") {
+            0 => Err(Error::new(ErrorKind::Protocol, "lease grant answered without a lease id")),
+            id => Ok(id),
+        }
+    }
+
+    /// Refreshes a lease once; returns its TTL in seconds, or 0 when the
+    /// lease no longer exists.
+    pub fn lease_keepalive(&self, lease: i64, deadline: Instant) -> Result<i64, Error> {
+        let body = json!({ "ID": lease.to_string() });
+        let answer = self.call("/v3/lease/keepalive", &body, deadline, Resend::Safe)?;
+        // A streaming call: the gateway wraps each message in `result`.
+        if let Some(e) = answer.get("error") {
+            return Err(server_error(e, "lease keep-alive"));
+        }
+        let result = answer
+            .get("result")
+            .ok_or_else(|| Error::new(ErrorKind::Protocol, "lease keep-alive answered without a result"))?;
+        Ok(int(result, "TTL"))
+    }
+
+    /// Revokes a lease, deleting every key attached to it. Returns false when
+    /// the lease was already gone.
+    pub fn lease_revoke(&self, lease: i64, deadline: Instant) -> Result<bool, Error> {
+        let body = json!({ "ID": lease.to_string() });
+        match self.call("/v3/lease/revoke", &body, deadline, Resend::Safe) {
+            Ok(_) => Ok(true),
+            Err(Error { kind: ErrorKind::Server { code: CODE_NOT_FOUND }, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates `key` with `value` on `lease` in one transaction, only if the
+    /// key does not exist. Returns the revision that created it, or `None`
+    /// when the key already existed (nothing was written).
+    pub fn put_if_absent(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+        deadline: Instant,
+    ) -> Result<Option<i64>, Error> {
+        let key = B64.encode(key);
+        let body = json!({
+            "compare": [{ "key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0" }],
+            "success": [{ "request_put": { "key": key, "value": B64.encode(value), "lease": lease.to_string() } }],
+        });
+        let answer = self.call("/v3/kv/txn", &body, deadline, Resend::NeverTwice)?;
+        if !succeeded(&answer) {
+            return Ok(None);
+        }
+        // The transaction wrote one key, so the store's new revision is
+        // that key's create revision.
+        match answer.get("header").map(|h| int(h, "revision")) {
+            Some(rev) if rev > 0 => Ok(Some(rev)),
+            _ => Err(Error::new(ErrorKind::Protocol, "transaction answered without a revision")),
+        }
+    }
+
+    /// Deletes `key` in one transaction only if its value is `value`.
+    /// Returns the deleted record, or `None` when the value differed or the
+    /// key was gone (nothing was touched).
+    pub fn delete_if_value(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        deadline: Instant,
+    ) -> Result<Option<KeyValue>, Error> {
+        let key = B64.encode(key);
+        let body = json!({
+            "compare": [{ "key": key, "target": "VALUE", "result": "EQUAL", "value": B64.encode(value) }],
+            "success": [{ "request_delete_range": { "key": key, "prev_kv": true } }],
+        });
+        // Sending it twice is harmless: the second one finds the value gone.
+        let answer = self.call("/v3/kv/txn", &body, deadline, Resend::Safe)?;
+        if !succeeded(&answer) {
+            return Ok(None);
+        }
+        let prev = answer
+            .pointer("/responses/0/response_delete_range/prev_kvs/0")
+            .map(key_value)
+            .transpose()?;
+        Ok(prev)
+    }
+
+    /// Reads `key` (linearizably: it needs a quorum).
+    pub fn get(&self, key: &[u8], deadline: Instant) -> Result<Option<KeyValue>, Error> {
+        let body = json!({ "key": B64.encode(key) });
+        let answer = self.call("/v3/kv/range", &body, deadline, Resend::Safe)?;
+        answer.pointer("/kvs/0").map(key_value).transpose()
+    }
+
+    /// Writes `key` unconditionally, attached to `lease` (0 for none).
+    pub fn put(&self, key: &[u8], value: &[u8], lease: i64, deadline: Instant) -> Result<(), Error> {
+        let body = json!({ "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string() });
+        self.call("/v3/kv/put", &body, deadline, Resend::NeverTwice).map(drop)
+    }
+
+    /// Deletes `key` unconditionally; returns whether it existed.
+    pub fn delete(&self, key: &[u8], deadline: Instant) -> Result<bool, Error> {
+        let body = json!({ "key": B64.encode(key) });
+        let answer = self.call("/v3/kv/deleterange", &body, deadline, Resend::Safe)?;
+        Ok(int(&answer, "deleted") > 0)
+    }
+
+    /// The status of the first endpoint that answers.
+    pub fn status(&self, deadline: Instant) -> Result<MemberStatus, Error> {
+        let answer = self.call("/v3/maintenance/status", &json!({}), deadline, Resend::Safe)?;
+        let header = answer.get("header").unwrap_or(&Value::Null);
+        Ok(MemberStatus {
+            member_id: uint(header, "member_id"),
+            leader: uint(&answer, "leader"),
+            raft_term: uint(&answer, "raftTerm").max(uint(header, "raft_term")),
+        })
+    }
+
+    /// Sends one request, failing over between endpoints as its [`Resend`]
+    /// allows, and re-authenticating once when the token was refused.
+    fn call(&self, path: &str, body: &Value, deadline: Instant, resend: Resend) -> Result<Value, Error> {
+        let payload = body.to_string();
+        let n = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let mut failures = Vec::new();
+        for step in 0..n {
+            let idx = (first + step) % n;
+            let endpoint = &self.endpoints[idx];
+            match self.send_authenticated(endpoint, path, &payload, deadline) {
+                Ok(v) => {
+                    if idx != first {
+                        self.preferred.store(idx, Ordering::Relaxed);
+                    }
+                    return Ok(v);
+                }
+                Err(e) => {
+                    let again = match e.kind {
+                        ErrorKind::Unreachable => true,
+                        ErrorKind::Ambiguous => resend == Resend::Safe,
+                        // A member without a leader, or one cut off from it,
+                        // says so; another member may do better.
+                        ErrorKind::Server { code: 14 } => resend == Resend::Safe,
+                        _ => false,
+                    };
+                    if !again || Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    failures.push(e.message);
+                }
+            }
+        }
+        Err(Error::new(ErrorKind::Unreachable, format!("no endpoint answered: {}", failures.join("; "))))
+    }
+
+    fn send_authenticated(
+        &self,
+        endpoint: &str,
+        path: &str,
+        payload: &str,
+        deadline: Instant,
+    ) -> Result<Value, Error> {
+        if self.credentials.is_none() {
+            return self.send(endpoint, path, payload, None, deadline);
+        }
+        let token = match self.current_token() {
+            Some(t) => t,
+            None => self.authenticate(endpoint, deadline)?,
+        };
+        match self.send(endpoint, path, payload, Some(&token), deadline) {
+            Err(Error { kind: ErrorKind::Server { code: CODE_UNAUTHENTICATED }, .. }) => {
+                // Simple tokens expire after a few minutes of disuse: get a
+                // fresh one and try once more.
+                let token = self.authenticate(endpoint, deadline)?;
+                self.send(endpoint, path, payload, Some(&token), deadline)
+            }
+            other => other,
+        }
+    }
+
+    fn current_token(&self) -> Option<String> {
+        self.token.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn authenticate(&self, endpoint: &str, deadline: Instant) -> Result<String, Error> {
+        let Some((user, password)) = &self.credentials else {
+            return Err(Error::new(ErrorKind::Protocol, "no credentials configured"));
+        };
+        let body = json!({ "name": user, "password": password.expose() }).to_string();
+        let answer = self.send(endpoint, "/v3/auth/authenticate", &body, None, deadline).map_err(|e| {
+            Error { message: format!("authentication as `{user}` failed: {}", e.message), ..e }
+        })?;
+        let token = answer
+            .get("token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Protocol,
+                    format!("authentication as `{user}` on {endpoint} answered without a token (is auth enabled?)"),
+                )
+            })?
+            .to_owned();
+        *self.token.write().unwrap_or_else(PoisonError::into_inner) = Some(token.clone());
+        Ok(token)
+    }
+
+    /// One HTTP request to one endpoint, bounded by `deadline`.
+    fn send(
+        &self,
+        endpoint: &str,
+        path: &str,
+        payload: &str,
+        token: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Value, Error> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(Error::new(ErrorKind::Ambiguous, format!("{endpoint}{path}: timed out")));
+        }
+        let mut request = self
+            .agent
+            .post(format!("{endpoint}{path}"))
+            .config()
+            .timeout_global(Some(remaining))
+            .timeout_connect(Some(self.connect_timeout.min(remaining)))
+            .build()
+            .header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", token);
+        }
+        let mut response =
+            request.send(payload).map_err(|e| transport_error(endpoint, path, e))?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| transport_error(endpoint, path, e))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("{endpoint}{path}: HTTP {} with a body that is not JSON ({e})", status.as_u16()),
+            )
+        })?;
+        if status.is_success() {
+            Ok(value)
+        } else {
+            let e = server_error(&value, &format!("{endpoint}{path}"));
+            Err(Error { message: format!("{} (HTTP {})", e.message, status.as_u16()), ..e })
+        }
+    }
+}
+
+/// Sorts a transport failure into "never sent" and "maybe applied".
+fn transport_error(endpoint: &str, path: &str, e: ureq::Error) -> Error {
+    let kind = match &e {
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => ErrorKind::Unreachable,
+        ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => ErrorKind::Unreachable,
+        ureq::Error::Io(io) if not_connected(io) => ErrorKind::Unreachable,
+        _ => ErrorKind::Ambiguous,
+    };
+    Error::new(kind, format!("{endpoint}{path}: {e}"))
+}
+
+fn not_connected(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::AddrNotAvailable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::HostUnreachable
+    )
+}
+
+/// etcd's gateway error body: `{"error":"...","message":"...","code":N}`.
+fn server_error(value: &Value, what: &str) -> Error {
+    let message = value
+        .get("message")
+        .or_else(|| value.get("error"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown error");
+    let code = value.get("code").and_then(Value::as_i64).unwrap_or(2);
+    Error::new(ErrorKind::Server { code }, format!("{what}: {message}"))
+}
+
+/// Whether a transaction took its success branch (proto3 JSON omits `false`).
+fn succeeded(answer: &Value) -> bool {
+    answer.get("succeeded").and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn key_value(v: &Value) -> Result<KeyValue, Error> {
+    let value = match v.get("value").and_then(Value::as_str) {
+        None => Vec::new(),
+        Some(s) => B64
+            .decode(s)
+            .map_err(|e| Error::new(ErrorKind::Protocol, format!("value is not base64: {e}")))?,
+    };
+    Ok(KeyValue { value, create_revision: int(v, "create_revision"), lease: int(v, "lease") })
+}
+
+/// An int64 field: proto3 JSON writes them as strings and omits zeros.
+fn int(v: &Value, field: &str) -> i64 {
+    match v.get(field) {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A uint64 field (member ids use the whole range).
+fn uint(v: &Value, field: &str) -> u64 {
+    match v.get(field) {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int64_fields_read_as_strings_numbers_or_absent() {
+        let v = json!({"a": "42", "b": 7, "big": "18446744073709551615"});
+        assert_eq!(int(&v, "a"), 42);
+        assert_eq!(int(&v, "b"), 7);
+        assert_eq!(int(&v, "missing"), 0);
+        assert_eq!(uint(&v, "big"), u64::MAX);
+    }
+
+    #[test]
+    fn gateway_errors_keep_their_code() {
+        let e = server_error(&json!({"error":"x","message":"etcdserver: requested lease not found","code":5}), "revoke");
+        assert_eq!(e.kind, ErrorKind::Server { code: 5 });
+        assert!(e.message.contains("lease not found"));
+    }
+
+    #[test]
+    fn nothing_listening_is_unreachable_and_fast() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let c = Client::new(vec![format!("http://127.0.0.1:{port}")], Duration::from_secs(1), None);
+        let started = Instant::now();
+        let e = c.get(b"k", Instant::now() + Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_silent_server_times_out_at_the_deadline() {
+        // Accepts connections (the kernel does) but never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let c = Client::new(vec![url], Duration::from_secs(1), None);
+        let started = Instant::now();
+        let e = c.put_if_absent(b"k", b"v", 1, Instant::now() + Duration::from_millis(300)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Ambiguous, "{e}");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "{took:?}");
+    }
+}
