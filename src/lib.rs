@@ -18,15 +18,21 @@
 #![deny(missing_docs)]
 
 mod error;
+mod exclusive;
 pub mod fuel;
+mod guard;
 mod handle;
 pub mod limits;
 mod plugin;
+#[cfg(test)]
+mod testing;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
 pub use error::{ErrorKind, PluginError};
+pub use exclusive::{LockingHint, RunError, run_exclusive};
+pub use guard::{GuardOptions, LockGuard, LockLost};
 pub use handle::LockHandle;
 pub use limits::{MAX_KEY_BYTES, MAX_TTL_MS, validate_key, validate_lock_request, validate_ttl};
 pub use plugin::LockingPlugin;
