@@ -13,13 +13,26 @@
 //! Libraries are opened with `RTLD_NOW | RTLD_LOCAL` and never closed: a
 //! Rust cdylib with live thread-local destructors cannot be unmapped safely,
 //! and every instance keeps pointers into its library's code.
+//!
+//! A host with a folder of plugins uses [`scan`] (load them all once, with a
+//! report of what was skipped and why) or a [`Registry`] (instances by
+//! plugin name, following the folder as files are added, replaced and
+//! removed). Both load each file from a private copy and refuse files that
+//! others than root or this user could have written; `docs/LOADER.md` tells
+//! the whole story.
 
 #![deny(missing_docs)]
 
 mod error;
 mod instance;
 mod library;
+mod private_copy;
+mod registry;
+mod scan;
+mod security;
 
 pub use error::{LoadError, LoadErrorKind};
 pub use instance::FfiPlugin;
 pub use library::{Description, LoadedPlugin, load};
+pub use registry::{Registry, RegistryEvent, RegistryOptions};
+pub use scan::{ScanOptions, ScanReport, ScannedPlugin, SkipKind, Skipped, scan};

@@ -48,13 +48,20 @@ pub struct Description {
 /// never closed. Note that opening the same path twice returns the code
 /// loaded the first time: to load a newer build, load a private copy.
 pub fn load(path: impl AsRef<Path>) -> Result<LoadedPlugin, LoadError> {
-    let path = path.as_ref().to_path_buf();
+    let path = path.as_ref();
+    load_as(path, path)
+}
+
+/// Opens `file` but reports (and remembers) it as `shown`: the scanner opens
+/// a private copy of each plugin file and names the original everywhere.
+pub(crate) fn load_as(file: &Path, shown: &Path) -> Result<LoadedPlugin, LoadError> {
+    let path = shown.to_path_buf();
     let fail = |kind| LoadError { path: path.clone(), kind };
     // SAFETY: loading a library runs its initialisers; that is the point of a
     // plugin, and callers choose which files to trust (the directory scanner
     // refuses files others could have written).
-    let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }
-        .map_err(|e| fail(LoadErrorKind::Open(open_message(e))))?;
+    let lib = unsafe { Library::open(Some(file), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| fail(LoadErrorKind::Open(open_message(e, file, shown))))?;
     // Never unloaded: instances and the vtable point into the library's code.
     let lib: &'static Library = Box::leak(Box::new(lib));
     // SAFETY: the ABI fixes the entry symbol's type as `BextLockingEntryFn`.
@@ -81,10 +88,18 @@ pub fn load(path: impl AsRef<Path>) -> Result<LoadedPlugin, LoadError> {
     Ok(LoadedPlugin { path, vtable, name, version })
 }
 
-fn open_message(e: libloading::Error) -> String {
-    match e {
+/// The dynamic loader's message, without the file name it usually starts
+/// with (the error names the file already), and with a private copy's
+/// temporary name replaced by the file it was copied from.
+fn open_message(e: libloading::Error, file: &Path, shown: &Path) -> String {
+    let msg = match e {
         libloading::Error::DlOpen { desc } => format!("{desc:?}").trim_matches('"').to_owned(),
         other => other.to_string(),
+    };
+    let file = file.to_string_lossy();
+    match msg.strip_prefix(&*file).and_then(|m| m.strip_prefix(": ")) {
+        Some(rest) => rest.to_owned(),
+        None => msg.replace(&*file, &shown.to_string_lossy()),
     }
 }
 
@@ -119,6 +134,16 @@ unsafe fn static_str(p: *const c_char) -> Option<String> {
     // SAFETY: guaranteed by the caller.
     let s = unsafe { CStr::from_ptr(p) }.to_str().ok()?;
     (!s.is_empty()).then(|| s.to_owned())
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LoadedPlugin {

@@ -1,0 +1,223 @@
+//! Loading a plugin file through a private copy.
+//!
+//! glibc (and dyld) return the already-loaded library when a path, or the
+//! same inode, is opened again, so a rebuilt file at the same path would
+//! silently keep the old code. And a library mapped straight from the
+//! plugin folder crashes the process (SIGBUS) when someone overwrites that
+//! file in place. So each load reads the file through the handle its checks
+//! were made on, checks the image is complete, writes the bytes to a fresh
+//! file with a unique name, opens that, and unlinks it at once: the mapping
+//! stays valid, nobody else can reach the copy, and the original can be
+//! overwritten, renamed or removed at any time.
+
+use std::hash::{DefaultHasher, Hasher};
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::LoadErrorKind;
+use crate::library::{LoadedPlugin, load_as};
+use crate::scan::{ScannedPlugin, SkipKind};
+use crate::security::CheckedFile;
+
+/// The file name suffix of shared libraries on this platform.
+pub(crate) const LIBRARY_SUFFIX: &str = if cfg!(target_os = "macos") { ".dylib" } else { ".so" };
+
+/// What a file's inode looked like when it was read: if any of this changes
+/// the file was written, replaced, chmod'ed or chown'ed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) len: u64,
+    pub(crate) mtime_ns: i128,
+    pub(crate) ctime_ns: i128,
+}
+
+impl Fingerprint {
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        }
+    }
+}
+
+/// Why a file was not loaded, before it is worded for a report.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The file changed while it was being read: someone is still writing.
+    Changing,
+    /// The content hash equals the one the caller already has loaded.
+    Unchanged,
+    /// A reason to report.
+    Skip(SkipKind, String),
+}
+
+/// A successfully loaded plugin file.
+pub(crate) struct Loaded {
+    pub(crate) info: ScannedPlugin,
+    /// Hash of the bytes loaded (only when asked for).
+    pub(crate) hash: Option<u64>,
+}
+
+/// What the caller wants done beyond loading.
+pub(crate) struct LoadRequest<'a> {
+    /// The path in the plugin folder, as reports show it.
+    pub(crate) path: &'a Path,
+    /// Where the private copy is written.
+    pub(crate) copy_dir: &'a Path,
+    /// The fingerprint the caller decided to load; a file that no longer
+    /// matches is [`Failure::Changing`].
+    pub(crate) expect: Option<Fingerprint>,
+    /// Hash the bytes (the registry does, to skip files touched but not changed).
+    pub(crate) want_hash: bool,
+    /// Stop with [`Failure::Unchanged`] when the bytes hash to this.
+    pub(crate) known_hash: Option<u64>,
+}
+
+/// Reads, checks, copies, loads and validates one plugin file.
+pub(crate) fn load_checked(req: &LoadRequest<'_>, checked: CheckedFile) -> Result<Loaded, Failure> {
+    let CheckedFile { mut file, meta } = checked;
+    let before = Fingerprint::of(&meta);
+    if req.expect.is_some_and(|fp| fp != before) {
+        return Err(Failure::Changing);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Failure::Skip(SkipKind::Unreadable, format!("cannot read the file: {e}")))?;
+    let after = file.metadata().map(|m| Fingerprint::of(&m));
+    if after.as_ref().ok() != Some(&before) || bytes.len() as u64 != before.len {
+        return Err(Failure::Changing);
+    }
+    let hash = req.want_hash.then(|| {
+        // In-process only, so the hasher's unspecified stability across
+        // Rust releases does not matter.
+        let mut h = DefaultHasher::new();
+        h.write(&bytes);
+        h.finish()
+    });
+    if hash.is_some() && hash == req.known_hash {
+        return Err(Failure::Unchanged);
+    }
+    check_image(&bytes).map_err(|m| Failure::Skip(SkipKind::Malformed, m))?;
+    let plugin = load_copy(req, &bytes)?;
+    let info = validate(req.path, plugin)?;
+    Ok(Loaded { info, hash })
+}
+
+/// Refuses an image the dynamic loader would map but then fault on: a
+/// truncated file (copied halfway, a full disk) whose segments reach past
+/// its end would raise SIGBUS when its pages are touched, inside `dlopen`.
+fn check_image(bytes: &[u8]) -> Result<(), String> {
+    use object::{Object, ObjectKind, ObjectSection, ObjectSegment};
+    let image = object::File::parse(bytes)
+        .map_err(|e| format!("not a shared library, or truncated ({e})"))?;
+    if image.kind() != ObjectKind::Dynamic {
+        return Err(format!("not a shared library (object kind {:?})", image.kind()));
+    }
+    let len = bytes.len() as u64;
+    let past_end =
+        |(offset, size): (u64, u64)| offset.checked_add(size).is_none_or(|end| end > len);
+    if image.segments().any(|s| past_end(s.file_range())) {
+        return Err(format!("truncated: a segment extends past the end of the file ({len} bytes)"));
+    }
+    if image.sections().filter_map(|s| s.file_range()).any(past_end) {
+        return Err(format!("truncated: a section extends past the end of the file ({len} bytes)"));
+    }
+    Ok(())
+}
+
+/// Writes the bytes to a fresh, uniquely named file, loads it and unlinks it.
+fn load_copy(req: &LoadRequest<'_>, bytes: &[u8]) -> Result<LoadedPlugin, Failure> {
+    let copy_failed = |e: std::io::Error| {
+        Failure::Skip(
+            SkipKind::LoadFailed,
+            format!("cannot write a private copy in {}: {e}", req.copy_dir.display()),
+        )
+    };
+    // Created 0600 with O_EXCL under a random name: nobody else can swap it
+    // between our write and the dlopen.
+    let mut copy = tempfile::Builder::new()
+        .prefix(".bext-locking-plugin-")
+        .suffix(LIBRARY_SUFFIX)
+        .tempfile_in(req.copy_dir)
+        .map_err(copy_failed)?;
+    copy.write_all(bytes).and_then(|()| copy.flush()).map_err(copy_failed)?;
+    let loaded = load_as(copy.path(), req.path);
+    // Unlinked whatever happened: a loaded copy stays mapped without a name.
+    drop(copy);
+    loaded.map_err(|e| {
+        let (kind, reason) = classify(&e.kind);
+        Failure::Skip(kind, reason)
+    })
+}
+
+/// Words a [`LoadErrorKind`] for a report (the path is shown beside it).
+pub(crate) fn classify(kind: &LoadErrorKind) -> (SkipKind, String) {
+    let host = bext_locking_ffi::BEXT_LOCKING_ABI_VERSION;
+    match kind {
+        LoadErrorKind::Open(msg) => (SkipKind::LoadFailed, format!("failed to load: {msg}")),
+        LoadErrorKind::NoEntrySymbol => (
+            SkipKind::NotAPlugin,
+            "not a bext-locking plugin (no `bext_locking_plugin_entry` symbol)".to_owned(),
+        ),
+        LoadErrorKind::EntryRefused => (
+            SkipKind::AbiMismatch,
+            format!("ABI mismatch: the plugin refused host ABI version {host}"),
+        ),
+        LoadErrorKind::AbiMismatch { found } => (
+            SkipKind::AbiMismatch,
+            format!("ABI mismatch: built for ABI version {found}, this host speaks version {host}"),
+        ),
+        LoadErrorKind::VTableTooSmall { found } => (
+            SkipKind::AbiMismatch,
+            format!(
+                "ABI mismatch: vtable is {found} bytes, smaller than the {} bytes of ABI v1",
+                bext_locking_ffi::BEXT_LOCKING_VTABLE_V1_SIZE
+            ),
+        ),
+        LoadErrorKind::NullField(field) => {
+            (SkipKind::InvalidPlugin, format!("invalid plugin: vtable field `{field}` is NULL"))
+        }
+        LoadErrorKind::BadString(field) => (
+            SkipKind::InvalidPlugin,
+            format!("invalid plugin: vtable `{field}` is empty or not valid UTF-8"),
+        ),
+    }
+}
+
+/// The last check before a plugin may serve: `describe` must answer, and
+/// agree with the vtable about who the plugin is.
+fn validate(path: &Path, plugin: LoadedPlugin) -> Result<ScannedPlugin, Failure> {
+    let invalid =
+        |m: String| Failure::Skip(SkipKind::InvalidPlugin, format!("invalid plugin: {m}"));
+    let d = plugin.describe().map_err(invalid)?;
+    if d.name != plugin.name() || d.version != plugin.version() {
+        return Err(invalid(format!(
+            "describe says {} {} but the vtable says {} {}",
+            d.name,
+            d.version,
+            plugin.name(),
+            plugin.version()
+        )));
+    }
+    if d.abi_version != bext_locking_ffi::BEXT_LOCKING_ABI_VERSION {
+        return Err(Failure::Skip(
+            SkipKind::AbiMismatch,
+            format!("ABI mismatch: describe reports ABI version {}", d.abi_version),
+        ));
+    }
+    Ok(ScannedPlugin {
+        name: d.name,
+        version: d.version,
+        abi_version: d.abi_version,
+        fencing: d.fencing,
+        description: d.description,
+        path: path.to_path_buf(),
+        plugin,
+    })
+}
