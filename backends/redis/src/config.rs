@@ -1,0 +1,318 @@
+//! The config object, its schema, and the checks that turn it into settings.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bext_locking::PluginError;
+use serde::Deserialize;
+
+use crate::redact::redact_url;
+
+/// The default `key_prefix`.
+pub const DEFAULT_KEY_PREFIX: &str = "bext:lock:";
+const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 500;
+const DEFAULT_OP_TIMEOUT_MS: u64 = 1_000;
+const DEFAULT_POOL_SIZE: usize = 16;
+const DEFAULT_CLOCK_DRIFT_FACTOR: f64 = 0.01;
+const MAX_POOL_SIZE: usize = 1024;
+/// An hour: a longer timeout is a typo, and would make a hung server hang the host.
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// The Redis backend's config. Exactly one of `url`, `urls` and
+/// `cluster_urls` must be given.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RedisConfig {
+    /// One Redis server: locks with fences.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Several independent masters: Redlock quorum locks, without fences.
+    #[serde(default)]
+    pub urls: Option<Vec<String>>,
+    /// Seed nodes of one Redis Cluster: locks with fences, each key on the
+    /// node that owns its hash slot.
+    #[serde(default)]
+    pub cluster_urls: Option<Vec<String>>,
+    /// Prepended to every Redis key this backend writes.
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    /// How long opening one connection (TCP and handshake) may take.
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// How long one call (`try_lock`, `renew`, `release`) may take in all.
+    #[serde(default)]
+    pub op_timeout_ms: Option<u64>,
+    /// The most connections kept open to each server.
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+    /// Redlock's allowance for clock drift between the client and the
+    /// masters, as a fraction of the TTL.
+    #[serde(default)]
+    pub clock_drift_factor: Option<f64>,
+}
+
+/// The JSON Schema listed by `describe`. The ffi layer rejects any key not
+/// listed under `properties`.
+pub fn schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "additionalProperties": false,
+        "oneOf": [
+            { "required": ["url"] },
+            { "required": ["urls"] },
+            { "required": ["cluster_urls"] }
+        ],
+        "properties": {
+            "url": {
+                "type": "string",
+                "description": "one Redis server, e.g. redis://:password@127.0.0.1:6379/0; locks carry fences"
+            },
+            "urls": {
+                "type": "array",
+                "items": { "type": "string" },
+                "minItems": 1,
+                "description": "independent Redis masters (3 or 5 is typical): Redlock quorum locks, without fences"
+            },
+            "cluster_urls": {
+                "type": "array",
+                "items": { "type": "string" },
+                "minItems": 1,
+                "description": "seed nodes of one Redis Cluster; locks carry fences"
+            },
+            "key_prefix": {
+                "type": "string",
+                "default": DEFAULT_KEY_PREFIX,
+                "description": "prepended to every Redis key; must not contain { or } (they pick the cluster hash slot)"
+            },
+            "connect_timeout_ms": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_TIMEOUT_MS,
+                "default": DEFAULT_CONNECT_TIMEOUT_MS,
+                "description": "longest time to open one connection, TCP and handshake"
+            },
+            "op_timeout_ms": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_TIMEOUT_MS,
+                "default": DEFAULT_OP_TIMEOUT_MS,
+                "description": "longest time one call may take, connecting included, also when a server hangs"
+            },
+            "pool_size": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_POOL_SIZE,
+                "default": DEFAULT_POOL_SIZE,
+                "description": "most connections open to each server (each cluster connection reaches every master)"
+            },
+            "clock_drift_factor": {
+                "type": "number",
+                "minimum": 0,
+                "exclusiveMaximum": 0.5,
+                "default": DEFAULT_CLOCK_DRIFT_FACTOR,
+                "description": "Redlock only: clock drift allowance as a fraction of the TTL (plus 2 ms)"
+            }
+        }
+    })
+}
+
+/// Which kind of deployment the config names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Topology {
+    /// One server.
+    Single(String),
+    /// Independent masters, locked by majority.
+    Quorum(Vec<String>),
+    /// One Redis Cluster, reached through these seed nodes.
+    Cluster(Vec<String>),
+}
+
+/// A checked config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the servers are.
+    pub topology: Topology,
+    /// Prepended to every key.
+    pub key_prefix: String,
+    /// Per connection attempt.
+    pub connect_timeout: Duration,
+    /// Per call.
+    pub op_timeout: Duration,
+    /// Connections per server.
+    pub pool_size: usize,
+    /// Redlock drift allowance.
+    pub clock_drift_factor: f64,
+}
+
+impl Settings {
+    /// Checks every value, naming the first bad one. URLs in messages are
+    /// redacted.
+    pub fn from_config(c: RedisConfig) -> Result<Self, PluginError> {
+        let topology = match (c.url, c.urls, c.cluster_urls) {
+            (Some(url), None, None) => {
+                check_url(&url, "url")?;
+                Topology::Single(url)
+            }
+            (None, Some(urls), None) => Topology::Quorum(check_urls(urls, "urls")?),
+            (None, None, Some(urls)) => Topology::Cluster(check_urls(urls, "cluster_urls")?),
+            (None, None, None) => {
+                return Err(PluginError::invalid(
+                    "config needs one of `url` (one server), `urls` (Redlock over independent masters) or `cluster_urls` (Redis Cluster)",
+                ));
+            }
+            _ => {
+                return Err(PluginError::invalid(
+                    "config takes only one of `url`, `urls` and `cluster_urls`",
+                ));
+            }
+        };
+        let key_prefix = c.key_prefix.unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
+        if key_prefix.contains(['{', '}']) {
+            return Err(PluginError::invalid(
+                "key_prefix must not contain `{` or `}`: Redis Cluster would take them as the hash tag, splitting a lock from its fence counter",
+            ));
+        }
+        let connect_timeout =
+            timeout(c.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS, "connect_timeout_ms")?;
+        let op_timeout = timeout(c.op_timeout_ms, DEFAULT_OP_TIMEOUT_MS, "op_timeout_ms")?;
+        let pool_size = c.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
+        if pool_size == 0 || pool_size > MAX_POOL_SIZE {
+            return Err(PluginError::invalid(format!(
+                "pool_size is {pool_size}; it must be 1 to {MAX_POOL_SIZE}"
+            )));
+        }
+        let clock_drift_factor = c.clock_drift_factor.unwrap_or(DEFAULT_CLOCK_DRIFT_FACTOR);
+        if !(0.0..0.5).contains(&clock_drift_factor) {
+            return Err(PluginError::invalid(format!(
+                "clock_drift_factor is {clock_drift_factor}; it must be at least 0 and below 0.5"
+            )));
+        }
+        Ok(Self {
+            topology,
+            key_prefix,
+            connect_timeout,
+            op_timeout,
+            pool_size,
+            clock_drift_factor,
+        })
+    }
+}
+
+fn timeout(value: Option<u64>, default: u64, name: &str) -> Result<Duration, PluginError> {
+    let ms = value.unwrap_or(default);
+    if ms == 0 || ms > MAX_TIMEOUT_MS {
+        return Err(PluginError::invalid(format!(
+            "{name} is {ms}; it must be 1 to {MAX_TIMEOUT_MS}"
+        )));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn check_url(url: &str, name: &str) -> Result<(), PluginError> {
+    let shown = redact_url(url);
+    let Some(parsed) = redis::parse_redis_url(url) else {
+        return Err(PluginError::invalid(format!("{name} {shown} is not a redis:// URL")));
+    };
+    if !matches!(parsed.scheme(), "redis" | "valkey") {
+        return Err(PluginError::invalid(format!(
+            "{name} {shown}: scheme `{}` is not supported; use redis://host:port (TLS and unix sockets are not built in)",
+            parsed.scheme()
+        )));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(PluginError::invalid(format!("{name} {shown} has no host")));
+    }
+    Ok(())
+}
+
+fn check_urls(urls: Vec<String>, name: &str) -> Result<Vec<String>, PluginError> {
+    if urls.is_empty() {
+        return Err(PluginError::invalid(format!("{name} is empty; list at least one server")));
+    }
+    let mut seen = HashSet::new();
+    for (i, url) in urls.iter().enumerate() {
+        check_url(url, &format!("{name}[{i}]"))?;
+        let parsed = redis::parse_redis_url(url).expect("checked above");
+        let place = (
+            parsed.host_str().unwrap_or_default().to_ascii_lowercase(),
+            parsed.port().unwrap_or(6379),
+            parsed.path().trim_matches('/').to_owned(),
+        );
+        // The same server listed twice would count twice towards a majority.
+        if !seen.insert(place) {
+            return Err(PluginError::invalid(format!(
+                "{name}[{i}] {} names a server listed before; each must be a distinct server",
+                redact_url(url)
+            )));
+        }
+    }
+    Ok(urls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(json: &str) -> Result<Settings, PluginError> {
+        let config: RedisConfig = bext_locking_ffi::parse_config(json, &schema())?;
+        Settings::from_config(config)
+    }
+
+    fn err(json: &str) -> String {
+        let e = settings(json).unwrap_err();
+        assert_eq!(e.kind, bext_locking::ErrorKind::InvalidArgument, "{json}: {}", e.message);
+        e.message
+    }
+
+    #[test]
+    fn minimal_configs() {
+        let s = settings(r#"{"url":"redis://127.0.0.1:6379"}"#).unwrap();
+        assert_eq!(s.topology, Topology::Single("redis://127.0.0.1:6379".into()));
+        assert_eq!(s.key_prefix, DEFAULT_KEY_PREFIX);
+        assert_eq!(s.pool_size, DEFAULT_POOL_SIZE);
+        let s = settings(r#"{"urls":["redis://a:1","redis://b:1","redis://c:1"]}"#).unwrap();
+        assert!(matches!(s.topology, Topology::Quorum(ref u) if u.len() == 3));
+        let s = settings(r#"{"cluster_urls":["redis://a:1"],"op_timeout_ms":5}"#).unwrap();
+        assert!(matches!(s.topology, Topology::Cluster(_)));
+        assert_eq!(s.op_timeout, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn every_schema_key_is_accepted() {
+        let s = settings(
+            r#"{"url":"redis://h","key_prefix":"p:","connect_timeout_ms":7,"op_timeout_ms":9,
+                "pool_size":2,"clock_drift_factor":0.02}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.key_prefix.as_str(), s.connect_timeout.as_millis(), s.pool_size),
+            ("p:", 7, 2)
+        );
+    }
+
+    #[test]
+    fn bad_configs_name_the_problem() {
+        assert!(err("{}").contains("needs one of `url`"));
+        assert!(err(r#"{"url":"redis://a","urls":["redis://b"]}"#).contains("only one of"));
+        assert!(err(r#"{"urls":[]}"#).contains("urls is empty"));
+        assert!(err(r#"{"url":"http://a"}"#).contains("not a redis:// URL"));
+        assert!(err(r#"{"url":"rediss://a"}"#).contains("scheme `rediss`"));
+        assert!(err(r#"{"urls":["redis://a:1","redis://A:1/"]}"#).contains("urls[1]"));
+        assert!(err(r#"{"url":"redis://a","op_timeout_ms":0}"#).contains("op_timeout_ms is 0"));
+        assert!(err(r#"{"url":"redis://a","pool_size":0}"#).contains("pool_size is 0"));
+        assert!(err(r#"{"url":"redis://a","clock_drift_factor":0.5}"#).contains("clock_drift"));
+        assert!(err(r#"{"url":"redis://a","key_prefix":"{x}"}"#).contains("key_prefix"));
+        assert!(err(r#"{"url":"redis://a","uri":"x"}"#).contains("unknown config key `uri`"));
+    }
+
+    #[test]
+    fn bad_urls_never_show_the_password() {
+        for json in [
+            r#"{"url":"http://u:hunter2@a"}"#,
+            r#"{"urls":["redis://:hunter2@a:1","redis://:hunter2@a:1"]}"#,
+            r#"{"url":"rediss://:hunter2@a"}"#,
+        ] {
+            let message = err(json);
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
+}

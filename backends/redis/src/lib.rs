@@ -1,0 +1,237 @@
+//! The Redis bext-locking backend.
+//!
+//! Three deployments, picked by the config:
+//!
+//! * `url`: one server. Acquire is one Lua script, `SET key token NX PX ttl`
+//!   plus a bump of a never-expiring per-key fence counter, so handles carry
+//!   fences that rise across acquisitions, releases, expiries and (through a
+//!   counter seeded from the server clock) restarts that lost the data.
+//! * `urls`: Redlock over N independent masters, in parallel, kept only with
+//!   a majority and positive validity. No fences (see [`quorum`]).
+//! * `cluster_urls`: one Redis Cluster; the single-node scripts, with the
+//!   lock and its counter in one hash slot.
+//!
+//! Release is compare-and-delete and renew compare-and-`PEXPIRE`, so a stale
+//! handle never touches a newer holder's lock and renew never re-creates a
+//! lock that is gone. Every call is bounded by `op_timeout_ms`, connections
+//! are pooled and reopened by themselves after a server restart, and no
+//! message ever contains a password from a URL.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod cluster;
+mod config;
+pub mod keys;
+mod node;
+mod pool;
+mod quorum;
+mod redact;
+mod scripts;
+
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bext_locking::{LockHandle, LockingPlugin, PluginError, validate_lock_request};
+use redis::Value;
+
+pub use config::{DEFAULT_KEY_PREFIX, RedisConfig, Settings, Topology};
+pub use redact::redact_url;
+
+use crate::cluster::Cluster;
+use crate::keys::{fence_key, lock_key};
+use crate::node::{Invocation, Node};
+use crate::quorum::Quorum;
+use crate::redact::Secrets;
+use crate::scripts::{ACQUIRE_FENCED, RELEASE, RENEW};
+
+/// Where the locks live.
+enum Backend {
+    /// One server or one cluster: the fenced scripts.
+    Fenced(Fenced),
+    /// Independent masters.
+    Quorum(Quorum),
+}
+
+/// Deployments that run the fenced scripts.
+enum Fenced {
+    Single(Node),
+    Cluster(Box<Cluster>),
+}
+
+impl Fenced {
+    fn call(&self, inv: &Invocation<'_>, deadline: Instant) -> Result<Value, String> {
+        match self {
+            Fenced::Single(node) => node.call(inv, deadline),
+            Fenced::Cluster(cluster) => cluster.call(inv, deadline),
+        }
+    }
+}
+
+/// An instance of the Redis backend. Safe to share between threads.
+pub struct RedisPlugin {
+    backend: Backend,
+    prefix: String,
+    op_timeout: Duration,
+    closed: AtomicBool,
+}
+
+impl RedisPlugin {
+    /// Builds an instance from its config. Opens no connection: servers
+    /// that are down, or a wrong password, show up as `Err` from the calls.
+    pub fn from_config(config: RedisConfig) -> Result<Self, PluginError> {
+        Self::new(Settings::from_config(config)?)
+    }
+
+    /// Builds an instance from checked settings.
+    pub fn new(s: Settings) -> Result<Self, PluginError> {
+        let backend = match &s.topology {
+            Topology::Single(url) => Backend::Fenced(Fenced::Single(
+                Node::new(url, s.pool_size, s.connect_timeout, Secrets::of([url]))
+                    .map_err(PluginError::invalid)?,
+            )),
+            Topology::Cluster(urls) => Backend::Fenced(Fenced::Cluster(Box::new(
+                Cluster::new(urls, s.pool_size, s.connect_timeout, s.op_timeout, Secrets::of(urls))
+                    .map_err(PluginError::invalid)?,
+            ))),
+            Topology::Quorum(urls) => {
+                let secrets = Secrets::of(urls);
+                let nodes = urls
+                    .iter()
+                    .map(|u| Node::new(u, s.pool_size, s.connect_timeout, secrets.clone()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(PluginError::invalid)?;
+                Backend::Quorum(Quorum::new(nodes, s.clock_drift_factor, s.op_timeout))
+            }
+        };
+        Ok(Self {
+            backend,
+            prefix: s.key_prefix,
+            op_timeout: s.op_timeout,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether this instance's handles carry fences (single node and
+    /// cluster: yes; quorum: no).
+    pub fn fencing(&self) -> bool {
+        !matches!(self.backend, Backend::Quorum(_))
+    }
+
+    fn check_open(&self) -> Result<(), String> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err("redis: this instance was cleaned up".to_owned());
+        }
+        Ok(())
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.op_timeout
+    }
+}
+
+fn unexpected(what: &str, v: &Value) -> String {
+    format!("redis: unexpected reply to {what}: {v:?}")
+}
+
+impl LockingPlugin for RedisPlugin {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, String> {
+        validate_lock_request(key, ttl_ms)?;
+        self.check_open()?;
+        let fenced = match &self.backend {
+            Backend::Quorum(q) => return q.try_lock(&self.prefix, key, ttl_ms),
+            Backend::Fenced(f) => f,
+        };
+        let token = uuid::Uuid::new_v4().to_string();
+        let (lock, fence) = (lock_key(&self.prefix, key), fence_key(&self.prefix, key));
+        let ttl = ttl_ms.to_string();
+        let inv =
+            Invocation { lua: &ACQUIRE_FENCED, keys: &[&lock, &fence], args: &[&token, &ttl] };
+        match fenced.call(&inv, self.deadline())? {
+            Value::Int(f) if f > 0 => Ok(Some(LockHandle {
+                key: key.to_owned(),
+                lock_id: token,
+                ttl_ms,
+                fence: Some(f as u64),
+            })),
+            Value::Nil => Ok(None),
+            other => Err(unexpected("acquire", &other)),
+        }
+    }
+
+    fn renew(&self, handle: &LockHandle) -> Result<(), String> {
+        validate_lock_request(&handle.key, handle.ttl_ms)?;
+        self.check_open()?;
+        let fenced = match &self.backend {
+            Backend::Quorum(q) => return q.renew(&self.prefix, handle),
+            Backend::Fenced(f) => f,
+        };
+        let lock = lock_key(&self.prefix, &handle.key);
+        let ttl = handle.ttl_ms.to_string();
+        let inv = Invocation { lua: &RENEW, keys: &[&lock], args: &[&handle.lock_id, &ttl] };
+        match fenced.call(&inv, self.deadline())? {
+            Value::Int(1) => Ok(()),
+            Value::Int(0) => Err(format!(
+                "redis: lock on `{}` is no longer held by this handle (expired, released or taken over)",
+                handle.key
+            )),
+            other => Err(unexpected("renew", &other)),
+        }
+    }
+
+    fn release(&self, handle: LockHandle) -> Result<(), String> {
+        validate_lock_request(&handle.key, handle.ttl_ms)?;
+        self.check_open()?;
+        let fenced = match &self.backend {
+            Backend::Quorum(q) => return q.release(&self.prefix, &handle),
+            Backend::Fenced(f) => f,
+        };
+        let lock = lock_key(&self.prefix, &handle.key);
+        let inv = Invocation { lua: &RELEASE, keys: &[&lock], args: &[&handle.lock_id] };
+        match fenced.call(&inv, self.deadline())? {
+            Value::Int(_) => Ok(()),
+            other => Err(unexpected("release", &other)),
+        }
+    }
+
+    fn cleanup(&self) {
+        self.closed.store(true, Ordering::Release);
+        match &self.backend {
+            Backend::Fenced(Fenced::Single(node)) => node.close(),
+            Backend::Fenced(Fenced::Cluster(cluster)) => cluster.close(),
+            Backend::Quorum(q) => q.close(),
+        }
+    }
+}
+
+/// The export description used by the `.so`.
+pub struct Exported;
+
+impl bext_locking_ffi::Export for Exported {
+    type Plugin = RedisPlugin;
+    type Config = RedisConfig;
+    const NAME: &'static CStr = c"redis";
+    const VERSION: &'static CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"0.0.0",
+        };
+    const DESCRIPTION: &'static str = "Redis locks: one server with fencing tokens, Redlock over independent masters, or Redis Cluster";
+    // The default deployment (one `url`) fences; quorum handles carry none.
+    const FENCING: bool = true;
+
+    fn config_schema() -> serde_json::Value {
+        config::schema()
+    }
+
+    fn create(config: RedisConfig) -> Result<RedisPlugin, PluginError> {
+        RedisPlugin::from_config(config)
+    }
+}
+
+bext_locking_ffi::export_locking_plugin!(Exported);

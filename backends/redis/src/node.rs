@@ -1,0 +1,309 @@
+//! One Redis server: its pooled connections, and script calls on them that
+//! never outlive a deadline.
+//!
+//! A call is split into *send* and *receive* so the quorum mode can put its
+//! request on the wire to every master before waiting for any answer: the
+//! masters work in parallel without a thread per request. Every socket
+//! operation runs under the time left until the call's deadline (socket
+//! read/write timeouts, connect timeout), so a hung server (SIGSTOP, a
+//! black-holed network) costs at most that.
+
+use std::time::{Duration, Instant};
+
+use redis::{ErrorKind, RedisError, Value};
+
+use crate::pool::{Lease, Pool, PoolError};
+use crate::redact::{Secrets, redact_url};
+use crate::scripts::Lua;
+
+/// A script call: which script, its keys and its arguments.
+pub struct Invocation<'a> {
+    /// The script.
+    pub lua: &'a Lua,
+    /// `KEYS`.
+    pub keys: &'a [&'a str],
+    /// `ARGV`.
+    pub args: &'a [&'a str],
+}
+
+impl Invocation<'_> {
+    /// The command as bytes on the wire: `EVALSHA` normally, `EVAL` when the
+    /// server does not know the script (after a restart or `SCRIPT FLUSH`).
+    pub fn packed(&self, by_sha: bool) -> Vec<u8> {
+        let mut cmd = if by_sha { redis::cmd("EVALSHA") } else { redis::cmd("EVAL") };
+        cmd.arg(if by_sha { self.lua.sha.as_str() } else { self.lua.source });
+        cmd.arg(self.keys.len());
+        for k in self.keys {
+            cmd.arg(*k);
+        }
+        for a in self.args {
+            cmd.arg(*a);
+        }
+        cmd.get_packed_command()
+    }
+}
+
+/// A pooled connection and the socket timeout currently set on it.
+pub struct Conn {
+    inner: redis::Connection,
+    timeout: Duration,
+}
+
+/// One server.
+pub struct Node {
+    client: redis::Client,
+    label: String,
+    pool: Pool<Conn>,
+    connect_timeout: Duration,
+    secrets: Secrets,
+}
+
+impl Node {
+    /// A node for `url` (already checked). Opens no connection yet.
+    pub fn new(
+        url: &str,
+        pool_size: usize,
+        connect_timeout: Duration,
+        secrets: Secrets,
+    ) -> Result<Self, String> {
+        let label = redact_url(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| secrets.scrub(format!("redis {label}: bad URL: {e}")))?;
+        Ok(Self { client, label, pool: Pool::new(pool_size), connect_timeout, secrets })
+    }
+
+    /// The URL with its password redacted.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Drops idle connections and refuses new calls.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    /// Runs one script call to completion.
+    pub fn call(&self, inv: &Invocation<'_>, deadline: Instant) -> Result<Value, String> {
+        let mut p = self.start(deadline);
+        if p.needs_connect() {
+            p.connect(deadline);
+        }
+        p.send(&inv.packed(true), deadline);
+        p.finish(inv, deadline)
+    }
+
+    /// Leases a connection slot without connecting yet.
+    pub fn start(&self, deadline: Instant) -> Pending<'_> {
+        match self.pool.take(deadline) {
+            Ok(lease) => Pending { node: self, lease: Some(lease), failure: None, stale: false },
+            Err(e) => {
+                let why = match e {
+                    PoolError::Closed => "this instance was cleaned up".to_owned(),
+                    PoolError::Exhausted => format!(
+                        "all {} pooled connections stayed busy until the deadline",
+                        self.pool_cap()
+                    ),
+                };
+                Pending { node: self, lease: None, failure: Some(self.message(&why)), stale: false }
+            }
+        }
+    }
+
+    fn pool_cap(&self) -> usize {
+        self.pool.cap()
+    }
+
+    fn message(&self, what: &str) -> String {
+        self.secrets.scrub(format!("redis {}: {what}", self.label))
+    }
+
+    fn error(&self, e: &RedisError, deadline_hit: bool) -> String {
+        if deadline_hit || e.is_timeout() {
+            return self.message("no answer before the deadline (op_timeout_ms)");
+        }
+        self.message(&e.to_string())
+    }
+
+    fn open(&self, deadline: Instant) -> Result<Conn, String> {
+        let remaining = remaining(deadline)
+            .ok_or_else(|| self.message("no time left to connect before the deadline"))?;
+        let inner = self
+            .client
+            .get_connection_with_timeout(remaining.min(self.connect_timeout))
+            .map_err(|e| {
+                if e.is_timeout() {
+                    self.message("connect timed out")
+                } else {
+                    self.message(&format!("cannot connect: {e}"))
+                }
+            })?;
+        // The driver clears socket timeouts after its handshake.
+        let mut conn = Conn { inner, timeout: Duration::ZERO };
+        fit_timeout(&mut conn, deadline, false).map_err(|e| self.error(&e, true))?;
+        Ok(conn)
+    }
+}
+
+/// The time left until `deadline`, or `None` when it has passed.
+pub fn remaining(deadline: Instant) -> Option<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    (!left.is_zero()).then_some(left)
+}
+
+/// How long a read may still wait once the deadline has passed: an answer
+/// that arrived in time but was not read yet (this thread was descheduled)
+/// still counts. Callers that measure validity measure it after reading.
+const READ_GRACE: Duration = Duration::from_millis(1);
+
+/// Sets the socket timeouts to the time left, unless they are already
+/// close to it: one `setsockopt` pair per call would be a measurable share
+/// of a loopback round trip.
+fn fit_timeout(conn: &mut Conn, deadline: Instant, grace: bool) -> Result<(), RedisError> {
+    let Some(left) = remaining(deadline).or(grace.then_some(READ_GRACE)) else {
+        return Err(RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)));
+    };
+    let slack = (left / 16).max(Duration::from_millis(1));
+    if conn.timeout.abs_diff(left) > slack {
+        conn.inner.set_read_timeout(Some(left))?;
+        conn.inner.set_write_timeout(Some(left))?;
+        conn.timeout = left;
+    }
+    Ok(())
+}
+
+/// A call in flight on one node.
+pub struct Pending<'n> {
+    node: &'n Node,
+    lease: Option<Lease<'n, Conn>>,
+    failure: Option<String>,
+    /// The reused connection failed on send: reconnect and resend in `finish`.
+    stale: bool,
+}
+
+impl Pending<'_> {
+    /// Whether a fresh connection must be opened before sending.
+    pub fn needs_connect(&self) -> bool {
+        self.failure.is_none() && self.lease.as_ref().is_some_and(|l| l.conn.is_none())
+    }
+
+    /// Opens the connection this call will use.
+    pub fn connect(&mut self, deadline: Instant) {
+        let Some(lease) = self.lease.as_mut() else { return };
+        match self.node.open(deadline) {
+            Ok(conn) => lease.conn = Some(conn),
+            Err(e) => self.failure = Some(e),
+        }
+    }
+
+    /// Puts the request on the wire (no waiting for the answer).
+    pub fn send(&mut self, packed: &[u8], deadline: Instant) {
+        if self.failure.is_some() {
+            return;
+        }
+        let Some(lease) = self.lease.as_mut() else { return };
+        let Some(conn) = lease.conn.as_mut() else { return };
+        let sent = fit_timeout(conn, deadline, false)
+            .and_then(|()| conn.inner.send_packed_command(packed));
+        if let Err(e) = sent {
+            lease.conn = None;
+            if lease.reused && is_stale(&e) {
+                self.stale = true;
+            } else {
+                self.failure = Some(self.node.error(&e, false));
+            }
+        }
+    }
+
+    /// Waits for the answer, retrying once on a fresh connection when a
+    /// reused one turns out to be dead (the server restarted), and once with
+    /// `EVAL` when the server lost its script cache.
+    pub fn finish(mut self, inv: &Invocation<'_>, deadline: Instant) -> Result<Value, String> {
+        if let Some(f) = self.failure.take() {
+            return Err(f);
+        }
+        let node = self.node;
+        let Some(lease) = self.lease.as_mut() else {
+            return Err(node.message("no connection"));
+        };
+        if self.stale || lease.conn.is_none() {
+            // Stale: the server restarted, so the other idle connections are
+            // dead too. Never connected: the caller skipped `connect`.
+            if self.stale {
+                node.pool.clear_idle();
+            }
+            return resend(node, lease, inv, deadline);
+        }
+        match receive(lease, deadline) {
+            Ok(v) => script_reply(node, lease, v, inv, deadline),
+            Err(e) if lease.reused && is_stale(&e) => {
+                node.pool.clear_idle();
+                resend(node, lease, inv, deadline)
+            }
+            Err(e) => Err(node.error(&e, remaining(deadline).is_none())),
+        }
+    }
+}
+
+/// A failure that means "this connection was closed under us", as opposed
+/// to a slow or hung server.
+fn is_stale(e: &RedisError) -> bool {
+    e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+fn receive(lease: &mut Lease<'_, Conn>, deadline: Instant) -> Result<Value, RedisError> {
+    let conn = lease.conn.as_mut().expect("sent on this connection");
+    let got = fit_timeout(conn, deadline, true).and_then(|()| conn.inner.recv_response());
+    if got.is_err() {
+        // A half-read reply leaves the stream out of step: never reuse it.
+        lease.conn = None;
+    }
+    got
+}
+
+fn resend(
+    node: &Node,
+    lease: &mut Lease<'_, Conn>,
+    inv: &Invocation<'_>,
+    deadline: Instant,
+) -> Result<Value, String> {
+    lease.reused = false;
+    lease.conn = Some(node.open(deadline)?);
+    exchange(node, lease, &inv.packed(true), deadline)
+        .and_then(|v| script_reply(node, lease, v, inv, deadline))
+}
+
+fn exchange(
+    node: &Node,
+    lease: &mut Lease<'_, Conn>,
+    packed: &[u8],
+    deadline: Instant,
+) -> Result<Value, String> {
+    let conn = lease.conn.as_mut().expect("connected");
+    if let Err(e) =
+        fit_timeout(conn, deadline, false).and_then(|()| conn.inner.send_packed_command(packed))
+    {
+        lease.conn = None;
+        return Err(node.error(&e, remaining(deadline).is_none()));
+    }
+    receive(lease, deadline).map_err(|e| node.error(&e, remaining(deadline).is_none()))
+}
+
+/// Turns a server error reply into `Err` (the connection stays good), and
+/// answers `NOSCRIPT` by sending the script's source.
+fn script_reply(
+    node: &Node,
+    lease: &mut Lease<'_, Conn>,
+    value: Value,
+    inv: &Invocation<'_>,
+    deadline: Instant,
+) -> Result<Value, String> {
+    match value.extract_error() {
+        Ok(v) => Ok(v),
+        Err(e) if e.kind() == ErrorKind::NoScriptError => {
+            exchange(node, lease, &inv.packed(false), deadline)?
+                .extract_error()
+                .map_err(|e| node.error(&e, false))
+        }
+        Err(e) => Err(node.error(&e, false)),
+    }
+}

@@ -1,0 +1,214 @@
+//! Redlock: one lock over N independent masters, held while a majority
+//! holds it.
+//!
+//! Each attempt starts a monotonic clock before its first request, puts the
+//! request on the wire to every master before reading any answer (so the
+//! masters work in parallel and a hung one costs one per-node timeout, not
+//! one per master), and keeps the lock only when a majority granted it
+//! *and* time is left on the lease after subtracting the elapsed time and
+//! the clock-drift allowance. A failed attempt is undone on every master.
+//!
+//! Quorum locks carry no fence: the masters share no counter, and a
+//! per-master counter can go backwards when the majority that granted the
+//! next lock is a different set of masters (one restarted without data).
+
+use std::time::{Duration, Instant};
+
+use bext_locking::LockHandle;
+use redis::Value;
+
+use crate::keys::lock_key;
+use crate::node::{Invocation, Node, Pending};
+use crate::scripts::{ACQUIRE_PLAIN, RELEASE, RENEW};
+
+/// The fixed part of Redlock's drift allowance.
+const DRIFT_FLOOR: Duration = Duration::from_millis(2);
+/// The per-master timeout never drops below this, however short the TTL:
+/// under load a loopback round trip alone can take a few milliseconds.
+const MIN_NODE_TIMEOUT: Duration = Duration::from_millis(10);
+
+/// N independent masters.
+pub struct Quorum {
+    nodes: Vec<Node>,
+    drift_factor: f64,
+    op_timeout: Duration,
+}
+
+/// How each master answered one fan-out.
+struct Tally {
+    yes: usize,
+    no: usize,
+    failures: Vec<String>,
+}
+
+impl Quorum {
+    /// A quorum over `nodes`.
+    pub fn new(nodes: Vec<Node>, drift_factor: f64, op_timeout: Duration) -> Self {
+        Self { nodes, drift_factor, op_timeout }
+    }
+
+    /// Drops idle connections and refuses new calls on every master.
+    pub fn close(&self) {
+        self.nodes.iter().for_each(Node::close);
+    }
+
+    fn majority(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    /// How long to wait for one master: far below the TTL so a dead master
+    /// does not eat the lease, and at most half the call's budget so undoing
+    /// a failed attempt still has time.
+    fn node_timeout(&self, ttl_ms: u64) -> Duration {
+        (Duration::from_millis(ttl_ms) / 10).max(MIN_NODE_TIMEOUT).min(self.op_timeout / 2)
+    }
+
+    /// The lease left after `elapsed`, in milliseconds (negative when gone):
+    /// `ttl - elapsed - (ttl * drift + 2 ms)`.
+    fn validity_ms(&self, ttl_ms: u64, elapsed: Duration) -> f64 {
+        let ttl = ttl_ms as f64;
+        ttl - elapsed.as_secs_f64() * 1000.0
+            - (ttl * self.drift_factor + DRIFT_FLOOR.as_secs_f64() * 1000.0)
+    }
+
+    /// Sends `inv` to every master, then collects every answer.
+    fn fan_out(&self, inv: &Invocation<'_>, deadline: Instant) -> Vec<Result<Value, String>> {
+        let packed = inv.packed(true);
+        let mut pending: Vec<Pending<'_>> = self.nodes.iter().map(|n| n.start(deadline)).collect();
+        for p in pending.iter_mut().filter(|p| !p.needs_connect()) {
+            p.send(&packed, deadline);
+        }
+        let mut fresh: Vec<&mut Pending<'_>> =
+            pending.iter_mut().filter(|p| p.needs_connect()).collect();
+        // Opening connections is the rare path (first use, after a restart).
+        // A master that accepts TCP but never answers (SIGSTOP) blocks its
+        // connect until the deadline, so connects run in parallel threads.
+        if fresh.len() == 1 {
+            let p = &mut fresh[0];
+            p.connect(deadline);
+            p.send(&packed, deadline);
+        } else if !fresh.is_empty() {
+            std::thread::scope(|s| {
+                for p in fresh {
+                    let packed = &packed;
+                    let work = move || {
+                        p.connect(deadline);
+                        p.send(packed, deadline);
+                    };
+                    // If no thread can be made, `finish` connects in line:
+                    // slower, still correct.
+                    let _ = std::thread::Builder::new().spawn_scoped(s, work);
+                }
+            });
+        }
+        pending.into_iter().map(|p| p.finish(inv, deadline)).collect()
+    }
+
+    fn tally(&self, results: Vec<Result<Value, String>>) -> Tally {
+        let mut t = Tally { yes: 0, no: 0, failures: Vec::new() };
+        for (node, r) in self.nodes.iter().zip(results) {
+            match r {
+                Ok(Value::Int(1)) => t.yes += 1,
+                Ok(Value::Int(0)) => t.no += 1,
+                Ok(other) => t
+                    .failures
+                    .push(format!("redis {}: unexpected script reply {other:?}", node.label())),
+                Err(e) => t.failures.push(e),
+            }
+        }
+        t
+    }
+
+    /// One Redlock attempt.
+    pub fn try_lock(
+        &self,
+        prefix: &str,
+        key: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<LockHandle>, String> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let lock = lock_key(prefix, key);
+        let ttl = ttl_ms.to_string();
+        let start = Instant::now();
+        let inv = Invocation { lua: &ACQUIRE_PLAIN, keys: &[&lock], args: &[&token, &ttl] };
+        let t = self.tally(self.fan_out(&inv, start + self.node_timeout(ttl_ms)));
+        let validity = self.validity_ms(ttl_ms, start.elapsed());
+        if t.yes >= self.majority() && validity > 0.0 {
+            return Ok(Some(LockHandle {
+                key: key.to_owned(),
+                lock_id: token,
+                ttl_ms,
+                fence: None,
+            }));
+        }
+        // Undo the attempt everywhere, also where the answer was lost: a
+        // master that timed out may still have stored the token. What cannot
+        // be undone now expires with the TTL.
+        let _ = self.release_token(&lock, &token, start + self.op_timeout);
+        if t.no > 0 {
+            return Ok(None);
+        }
+        let n = self.nodes.len();
+        if t.yes >= self.majority() {
+            return Err(format!(
+                "redis quorum: {} of {n} masters granted `{key}` but no validity was left ({validity:.1} ms): ttl_ms {ttl_ms} is shorter than the round trips plus the clock drift allowance",
+                t.yes
+            ));
+        }
+        Err(format!(
+            "redis quorum: only {} of {n} masters granted `{key}` ({} needed), the rest failed: {}",
+            t.yes,
+            self.majority(),
+            t.failures.join("; ")
+        ))
+    }
+
+    /// Compare-and-extend on every master; kept only with a majority of
+    /// confirmations inside the new lease's validity.
+    pub fn renew(&self, prefix: &str, handle: &LockHandle) -> Result<(), String> {
+        let lock = lock_key(prefix, &handle.key);
+        let ttl = handle.ttl_ms.to_string();
+        let start = Instant::now();
+        let inv = Invocation { lua: &RENEW, keys: &[&lock], args: &[&handle.lock_id, &ttl] };
+        let t = self.tally(self.fan_out(&inv, start + self.node_timeout(handle.ttl_ms)));
+        let validity = self.validity_ms(handle.ttl_ms, start.elapsed());
+        if t.yes >= self.majority() && validity > 0.0 {
+            return Ok(());
+        }
+        let mut why = format!(
+            "redis quorum: lock on `{}` is lost: {} of {} masters confirmed it ({} needed, validity {validity:.1} ms)",
+            handle.key,
+            t.yes,
+            self.nodes.len(),
+            self.majority()
+        );
+        if !t.failures.is_empty() {
+            why.push_str("; failures: ");
+            why.push_str(&t.failures.join("; "));
+        }
+        Err(why)
+    }
+
+    /// Compare-and-delete on every master.
+    pub fn release(&self, prefix: &str, handle: &LockHandle) -> Result<(), String> {
+        let lock = lock_key(prefix, &handle.key);
+        self.release_token(&lock, &handle.lock_id, Instant::now() + self.op_timeout)
+    }
+
+    /// OK when a majority answered: the rest expire with the TTL, and a
+    /// minority can never keep anyone else from a quorum.
+    fn release_token(&self, lock: &str, token: &str, deadline: Instant) -> Result<(), String> {
+        let inv = Invocation { lua: &RELEASE, keys: &[lock], args: &[token] };
+        let results = self.fan_out(&inv, deadline);
+        let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        if self.nodes.len() - failures.len() >= self.majority() {
+            return Ok(());
+        }
+        Err(format!(
+            "redis quorum: release reached only {} of {} masters: {}",
+            self.nodes.len() - failures.len(),
+            self.nodes.len(),
+            failures.join("; ")
+        ))
+    }
+}

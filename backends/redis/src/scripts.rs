@@ -1,0 +1,93 @@
+//! The Lua scripts. Each runs atomically on the server, so a check and the
+//! write that depends on it can never be split by another client.
+//!
+//! Every script is idempotent for the token it is given: running it twice
+//! (after a connection dropped before the reply arrived) returns what the
+//! first run would have. That is what makes the one silent retry on a
+//! reused connection safe.
+
+use std::sync::LazyLock;
+
+/// A script's source and its SHA-1, for `EVALSHA` with an `EVAL` fallback.
+pub struct Lua {
+    /// The Lua source.
+    pub source: &'static str,
+    /// Its SHA-1 in hex, as `EVALSHA` wants it.
+    pub sha: String,
+}
+
+impl Lua {
+    fn new(source: &'static str) -> Self {
+        Self { source, sha: redis::Script::new(source).get_hash().to_owned() }
+    }
+}
+
+/// Single node and cluster: `SET NX PX`, then bump the never-expiring fence
+/// counter. A missing counter starts from the server clock in microseconds,
+/// so fences keep rising after a restart that lost the data (as long as the
+/// server clock does not step back and a key is acquired less than once per
+/// microsecond on average).
+///
+/// KEYS: lock, fence. ARGV: token, ttl_ms. Returns the fence, or nil when
+/// someone else holds the lock.
+pub static ACQUIRE_FENCED: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local fence = redis.call('INCR', KEYS[2])
+  if fence == 1 then
+    local t = redis.call('TIME')
+    fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('SET', KEYS[2], string.format('%.0f', fence))
+  end
+  return fence
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return tonumber(redis.call('GET', KEYS[2]))
+end
+return false
+"#,
+    )
+});
+
+/// Quorum: `SET NX PX` on one master. KEYS: lock. ARGV: token, ttl_ms.
+/// Returns 1 when the token holds the lock, 0 when another does.
+pub static ACQUIRE_PLAIN: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// Compare-and-`PEXPIRE`: never creates a missing key. KEYS: lock.
+/// ARGV: token, ttl_ms. Returns 1 when extended, 0 when not ours.
+pub static RENEW: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#,
+    )
+});
+
+/// Compare-and-delete. KEYS: lock. ARGV: token. Returns 1 when deleted, 0
+/// when the key was gone or held by another token.
+pub static RELEASE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#,
+    )
+});
