@@ -10,7 +10,7 @@ GO_TEST_PACKAGES = $(patsubst backends/%/Cargo.toml,bext-locking-%,$(wildcard ba
 	bext-locking-fixture-panicky bext-locking-fixture-no-entry \
 	bext-locking-fixture-bad-abi bext-locking-fixture-small-struct bext-locking-fixture-null-slot
 # No module downloads: the module uses the standard library only.
-GO_TEST_ENV = BEXT_TARGET_DIR=$(GO_TARGET_DIR) GOPROXY=off GOFLAGS=-mod=readonly
+GO_TEST_ENV = RUST_BACKTRACE=0 BEXT_TARGET_DIR=$(GO_TARGET_DIR) GOPROXY=off GOFLAGS=-mod=readonly
 
 .PHONY: go-test
 test: go-test

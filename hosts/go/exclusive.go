@@ -125,7 +125,10 @@ func (w *keeper) run(acquired time.Time) {
 	}
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
-	expiry := time.NewTimer(time.Until(acquired.Add(ttl)))
+	// deadline is when the lease ends by our clock: a renew only extends it
+	// if it was sent before then, since a later one cannot vouch for the gap.
+	deadline := acquired.Add(ttl)
+	expiry := time.NewTimer(time.Until(deadline))
 	defer expiry.Stop()
 	results := make(chan renewResult, 1)
 	inFlight := false
@@ -153,10 +156,15 @@ func (w *keeper) run(acquired time.Time) {
 				w.lose(r.err)
 				return
 			}
+			if r.started.After(deadline) {
+				w.lose(fmt.Errorf("the %v lease ran out before a renew was sent", ttl))
+				return
+			}
 			if !expiry.Stop() {
 				<-expiry.C
 			}
-			expiry.Reset(time.Until(r.started.Add(ttl)))
+			deadline = r.started.Add(ttl)
+			expiry.Reset(time.Until(deadline))
 		case <-expiry.C:
 			w.lose(fmt.Errorf("the %v lease ran out before a renew succeeded", ttl))
 			return
