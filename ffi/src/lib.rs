@@ -25,6 +25,7 @@ mod abi;
 pub mod export;
 mod json;
 mod slots;
+pub mod wire;
 
 pub use abi::*;
 pub use export::{Export, vtable};

@@ -19,7 +19,7 @@ use crate::json::{LockRequest, error_json, parse_config};
 /// What a slot body produced, before it is written to the out-parameter.
 enum Done {
     /// OK with a JSON payload.
-    Payload(String),
+    Payload(Json),
     /// OK with nothing to return.
     Empty,
     /// `try_lock` found the key held.
@@ -58,11 +58,21 @@ impl Failure {
 
 type SlotResult = Result<Done, Failure>;
 
-/// Hands a Rust string to the caller as a plugin-owned C string.
-fn into_c(s: String) -> *mut c_char {
-    // JSON never holds a raw NUL (serde_json escapes it as \u0000), so this
-    // only fails if an invariant broke; degrade to NULL rather than panic.
-    CString::new(s).map_or(ptr::null_mut(), CString::into_raw)
+/// Hands JSON to the caller as a plugin-owned C string. `Nul` buffers
+/// already end in their terminator (see [`crate::wire`]).
+fn into_c(json: Json) -> *mut c_char {
+    // JSON never holds a raw NUL (it is escaped as \u0000), so these only
+    // fail if an invariant broke; degrade to NULL rather than panic.
+    match json {
+        Json::Text(s) => CString::new(s).map_or(ptr::null_mut(), CString::into_raw),
+        Json::Nul(v) => CString::from_vec_with_nul(v).map_or(ptr::null_mut(), CString::into_raw),
+    }
+}
+
+/// A JSON payload: built by serde_json, or NUL-terminated by `wire`.
+enum Json {
+    Text(String),
+    Nul(Vec<u8>),
 }
 
 /// Runs a slot body behind the panic boundary and writes its outcome to
@@ -73,7 +83,7 @@ fn finish(out: *mut *mut c_char, body: impl FnOnce() -> SlotResult) -> i32 {
         Ok(Done::Payload(json)) => (BEXT_LOCKING_OK, Some(json)),
         Ok(Done::Empty) => (BEXT_LOCKING_OK, None),
         Ok(Done::Contended) => (BEXT_LOCKING_CONTENDED, None),
-        Err(f) => (f.status, Some(f.json)),
+        Err(f) => (f.status, Some(Json::Text(f.json))),
     };
     if let Some(text) = text {
         // SAFETY: `out` was checked non-NULL by `clear_out`, and the caller
@@ -95,15 +105,34 @@ fn clear_out<T>(out: *mut *mut T) -> bool {
     true
 }
 
-/// Borrows a NUL-terminated UTF-8 input string.
-fn input<'a>(p: *const c_char, what: &str) -> Result<&'a str, Failure> {
+/// Borrows a NUL-terminated input string's bytes.
+fn input_bytes<'a>(p: *const c_char, what: &str) -> Result<&'a [u8], Failure> {
     if p.is_null() {
         return Err(Failure::invalid(&format!("{what} is NULL")));
     }
     // SAFETY: non-NULL, and the ABI requires inputs to be NUL-terminated
     // strings that stay valid for the whole call.
-    let bytes = unsafe { CStr::from_ptr(p) };
-    bytes.to_str().map_err(|e| Failure::invalid(&format!("{what} is not valid UTF-8: {e}")))
+    Ok(unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+/// Borrows a NUL-terminated UTF-8 input string.
+fn input<'a>(p: *const c_char, what: &str) -> Result<&'a str, Failure> {
+    let bytes = input_bytes(p, what)?;
+    std::str::from_utf8(bytes)
+        .map_err(|e| Failure::invalid(&format!("{what} is not valid UTF-8: {e}")))
+}
+
+/// Parses JSON input straight from bytes (serde_json checks the UTF-8 of
+/// what it reads); on failure, names invalid UTF-8 when that is the cause.
+fn parse_input<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+    what: &str,
+    shape: &str,
+) -> Result<T, Failure> {
+    serde_json::from_slice(bytes).map_err(|e| match std::str::from_utf8(bytes) {
+        Err(u) => Failure::invalid(&format!("{what} is not valid UTF-8: {u}")),
+        Ok(_) => Failure::invalid(&format!("{what} is not {shape}: {e}")),
+    })
 }
 
 /// Borrows the backend behind an instance pointer.
@@ -118,9 +147,12 @@ fn plugin<'a, E: Export>(instance: *mut BextLockingInstance) -> Result<&'a E::Pl
 }
 
 /// Parses and checks a handle passed back by the host.
-fn handle(text: &str) -> Result<LockHandle, Failure> {
-    let handle: LockHandle = serde_json::from_str(text)
-        .map_err(|e| Failure::invalid(&format!("handle_json is not a lock handle: {e}")))?;
+fn handle(p: *const c_char) -> Result<LockHandle, Failure> {
+    let bytes = input_bytes(p, "handle_json")?;
+    let handle = match crate::wire::parse_canonical_handle(bytes) {
+        Some(h) => h,
+        None => parse_input::<LockHandle>(bytes, "handle_json", "a lock handle")?,
+    };
     validate_lock_request(&handle.key, handle.ttl_ms).map_err(|m| Failure::invalid(&m))?;
     Ok(handle)
 }
@@ -138,7 +170,7 @@ pub(crate) unsafe extern "C" fn describe<E: Export>(out_json: *mut *mut c_char) 
             "fencing": E::FENCING,
             "config_schema": E::config_schema(),
         });
-        Ok(Done::Payload(json.to_string()))
+        Ok(Done::Payload(Json::Text(json.to_string())))
     })
 }
 
@@ -180,16 +212,18 @@ pub(crate) unsafe extern "C" fn try_lock<E: Export>(
     }
     finish(out_json, || {
         let plugin = plugin::<E>(instance)?;
-        let text = input(request_json, "request_json")?;
-        let req: LockRequest<'_> = serde_json::from_str(text)
-            .map_err(|e| Failure::invalid(&format!("request_json is not a lock request: {e}")))?;
-        validate_lock_request(&req.key, req.ttl_ms).map_err(|m| Failure::invalid(&m))?;
-        match plugin.try_lock(&req.key, req.ttl_ms) {
-            Ok(Some(h)) => {
-                let json =
-                    serde_json::to_string(&h).map_err(|e| Failure::backend(&e.to_string()))?;
-                Ok(Done::Payload(json))
+        let bytes = input_bytes(request_json, "request_json")?;
+        let parsed;
+        let (key, ttl_ms) = match crate::wire::parse_canonical_request(bytes) {
+            Some(fast) => fast,
+            None => {
+                parsed = parse_input::<LockRequest<'_>>(bytes, "request_json", "a lock request")?;
+                (&*parsed.key, parsed.ttl_ms)
             }
+        };
+        validate_lock_request(key, ttl_ms).map_err(|m| Failure::invalid(&m))?;
+        match plugin.try_lock(key, ttl_ms) {
+            Ok(Some(h)) => Ok(Done::Payload(Json::Nul(crate::wire::handle_json_nul(&h)))),
             Ok(None) => Ok(Done::Contended),
             Err(m) => Err(Failure::backend(&m)),
         }
@@ -206,7 +240,7 @@ pub(crate) unsafe extern "C" fn renew<E: Export>(
     }
     finish(out_json, || {
         let plugin = plugin::<E>(instance)?;
-        let h = handle(input(handle_json, "handle_json")?)?;
+        let h = handle(handle_json)?;
         plugin.renew(&h).map(|()| Done::Empty).map_err(|m| Failure::backend(&m))
     })
 }
@@ -221,7 +255,7 @@ pub(crate) unsafe extern "C" fn release<E: Export>(
     }
     finish(out_json, || {
         let plugin = plugin::<E>(instance)?;
-        let h = handle(input(handle_json, "handle_json")?)?;
+        let h = handle(handle_json)?;
         plugin.release(h).map(|()| Done::Empty).map_err(|m| Failure::backend(&m))
     })
 }

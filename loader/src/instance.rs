@@ -1,15 +1,15 @@
 //! A plugin instance behind the C ABI, wrapped as a `LockingPlugin`.
 
-use std::ffi::{CStr, CString, c_char};
+use std::ffi::{CStr, c_char};
 use std::ptr::{self, NonNull};
 
 use bext_locking::{LockHandle, LockingPlugin};
 use bext_locking_ffi::{
     BEXT_LOCKING_CONTENDED, BEXT_LOCKING_ERR_BACKEND, BEXT_LOCKING_ERR_INVALID,
     BEXT_LOCKING_ERR_PANIC, BEXT_LOCKING_OK, BextLockingCallFn, BextLockingInstance,
-    BextLockingVTable,
+    BextLockingVTable, wire,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// An instance created by a loaded plugin. Dropping it calls `destroy`.
 ///
@@ -28,12 +28,6 @@ pub struct FfiPlugin {
 unsafe impl Send for FfiPlugin {}
 // SAFETY: see `Send`.
 unsafe impl Sync for FfiPlugin {}
-
-#[derive(Serialize)]
-struct Request<'a> {
-    key: &'a str,
-    ttl_ms: u64,
-}
 
 #[derive(Deserialize)]
 struct ErrorObject {
@@ -88,27 +82,47 @@ impl FfiPlugin {
         Self { vtable, instance, name }
     }
 
-    /// Calls one of the JSON-in, JSON-out slots; returns the status and the
-    /// plugin's output, already copied and freed.
-    fn call(&self, slot: BextLockingCallFn, input: &[u8]) -> (i32, Option<String>) {
-        let Some(slot) = slot else { return (BEXT_LOCKING_ERR_INVALID, None) };
-        let input = match CString::new(input) {
-            Ok(c) => c,
-            Err(_) => return (BEXT_LOCKING_ERR_INVALID, None),
-        };
+    /// Calls one of the JSON-in, JSON-out slots with a NUL-terminated input
+    /// (see `bext_locking_ffi::wire`); returns the status and the plugin's
+    /// output string, which the caller must pass to [`Self::finish`].
+    fn call(&self, slot: BextLockingCallFn, input_nul: &[u8]) -> (i32, *mut c_char) {
+        let Some(slot) = slot else { return (BEXT_LOCKING_ERR_INVALID, ptr::null_mut()) };
+        debug_assert_eq!(input_nul.last(), Some(&0));
         let mut out: *mut c_char = ptr::null_mut();
-        // SAFETY: the instance is live (destroyed only in Drop), `input`
-        // outlives the call, and `out` is a valid out-parameter.
-        let status = unsafe { slot(self.instance.as_ptr(), input.as_ptr(), &mut out) };
-        // SAFETY: `out` is NULL or a string from this plugin's slot.
-        (status, unsafe { take_string(self.vtable, out) })
+        // SAFETY: the instance is live (destroyed only in Drop), `input_nul`
+        // is NUL-terminated and outlives the call, `out` is a valid
+        // out-parameter.
+        let status = unsafe { slot(self.instance.as_ptr(), input_nul.as_ptr().cast(), &mut out) };
+        (status, out)
     }
 
-    fn expect_empty(&self, what: &str, status: i32, out: Option<String>) -> Result<(), String> {
+    /// Reads a plugin string with `read` and frees it with the plugin's
+    /// `free_string`, without copying it first.
+    fn finish<T>(&self, out: *mut c_char, read: impl FnOnce(Option<&[u8]>) -> T) -> T {
+        if out.is_null() {
+            return read(None);
+        }
+        // SAFETY: a non-NULL output is a live NUL-terminated string returned
+        // by this plugin's slot; it is freed below, after its last use.
+        let value = read(Some(unsafe { CStr::from_ptr(out) }.to_bytes()));
+        if let Some(free) = self.vtable.free_string {
+            // SAFETY: returned by this plugin and not freed yet.
+            unsafe { free(out) };
+        }
+        value
+    }
+
+    fn error(&self, status: i32, out: *mut c_char) -> String {
+        self.finish(out, |b| error_message(status, b.map(String::from_utf8_lossy).as_deref()))
+    }
+
+    fn expect_empty(&self, what: &str, (status, out): (i32, *mut c_char)) -> Result<(), String> {
         match status {
-            BEXT_LOCKING_OK => Ok(()),
-            s if s < 0 => Err(error_message(s, out.as_deref())),
-            s => Err(format!("{}: {what} returned unexpected status {s}", self.name)),
+            BEXT_LOCKING_OK => self.finish(out, |_| Ok(())),
+            s if s < 0 => Err(self.error(s, out)),
+            s => self.finish(out, |_| {
+                Err(format!("{}: {what} returned unexpected status {s}", self.name))
+            }),
         }
     }
 }
@@ -119,33 +133,36 @@ impl LockingPlugin for FfiPlugin {
     }
 
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, String> {
-        let request = serde_json::to_vec(&Request { key, ttl_ms }).map_err(|e| e.to_string())?;
-        let (status, out) = self.call(self.vtable.try_lock, &request);
+        let (status, out) = self.call(self.vtable.try_lock, &wire::request_json_nul(key, ttl_ms));
         match status {
-            BEXT_LOCKING_OK => {
-                let text = out.ok_or_else(|| {
+            BEXT_LOCKING_OK => self.finish(out, |json| {
+                let json = json.ok_or_else(|| {
                     format!("{}: try_lock returned OK without a handle", self.name)
                 })?;
-                serde_json::from_str(&text)
+                if let Some(h) = wire::parse_canonical_handle(json) {
+                    return Ok(Some(h));
+                }
+                serde_json::from_slice(json)
                     .map(Some)
                     .map_err(|e| format!("{}: try_lock returned a bad handle: {e}", self.name))
-            }
-            BEXT_LOCKING_CONTENDED => Ok(None),
-            s if s < 0 => Err(error_message(s, out.as_deref())),
-            s => Err(format!("{}: try_lock returned unexpected status {s}", self.name)),
+            }),
+            BEXT_LOCKING_CONTENDED => self.finish(out, |_| Ok(None)),
+            s if s < 0 => Err(self.error(s, out)),
+            s => self.finish(out, |_| {
+                Err(format!("{}: try_lock returned unexpected status {s}", self.name))
+            }),
         }
     }
 
     fn renew(&self, handle: &LockHandle) -> Result<(), String> {
-        let json = serde_json::to_vec(handle).map_err(|e| e.to_string())?;
-        let (status, out) = self.call(self.vtable.renew, &json);
-        self.expect_empty("renew", status, out)
+        self.expect_empty("renew", self.call(self.vtable.renew, &wire::handle_json_nul(handle)))
     }
 
     fn release(&self, handle: LockHandle) -> Result<(), String> {
-        let json = serde_json::to_vec(&handle).map_err(|e| e.to_string())?;
-        let (status, out) = self.call(self.vtable.release, &json);
-        self.expect_empty("release", status, out)
+        self.expect_empty(
+            "release",
+            self.call(self.vtable.release, &wire::handle_json_nul(&handle)),
+        )
     }
 
     fn cleanup(&self) {

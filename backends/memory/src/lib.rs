@@ -65,6 +65,12 @@ impl MemoryPlugin {
         })
     }
 
+    /// Entries in this instance's table, including expired ones not yet
+    /// reclaimed: lets tests and metrics see that memory stays bounded.
+    pub fn store_len(&self) -> usize {
+        self.store.len()
+    }
+
     fn check_open(&self) -> Result<(), String> {
         if self.closed.load(Ordering::Acquire) {
             return Err("memory: this instance was cleaned up".to_owned());

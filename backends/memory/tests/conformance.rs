@@ -6,7 +6,7 @@ use bext_locking::conformance::{self, Options};
 use bext_locking_memory::MemoryPlugin;
 
 fn options() -> Options {
-    Options { short_ttl_ms: 50, settle_ms: 30, fencing: Some(true), ..Options::default() }
+    Options { fencing: Some(true), ..Options::default() }
 }
 
 #[test]
