@@ -1,0 +1,392 @@
+//! Advisory mode: a session advisory lock per held key, each on a pooled
+//! connection lent to that lock alone until it is released or expires.
+//!
+//! PostgreSQL keeps a session lock until the session unlocks it or ends, so
+//! the TTL is the plugin's job: a reaper thread unlocks every lock whose
+//! deadline passed without a renew and gives its connection back. A host
+//! that dies loses its connections, and the server frees its locks at once.
+//!
+//! Advisory locks stack within one session; here no session ever holds two
+//! (a connection goes back to the pool only after its unlock), and a key
+//! this instance already holds or is acquiring answers "contended" without
+//! asking the server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bext_locking::{LockHandle, PluginError};
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::conn::{Conn, Fail, FailKind};
+use crate::keyhash::advisory_key;
+use crate::pool::{Pool, closed};
+
+const TRY_LOCK: usize = 0;
+const UNLOCK: usize = 1;
+const PING: usize = 2;
+
+fn statements() -> Vec<String> {
+    vec![
+        "SELECT pg_try_advisory_lock($1)".to_owned(),
+        "SELECT pg_advisory_unlock($1)".to_owned(),
+        "SELECT 1".to_owned(),
+    ]
+}
+
+/// A lock this instance holds: its token, and the session that holds it.
+struct HeldLock {
+    lock_id: Uuid,
+    hash: i64,
+    /// `None` once the connection was taken to unlock or discard it.
+    conn: Mutex<Option<Conn>>,
+}
+
+enum Slot {
+    /// A `try_lock` of this key is talking to the server.
+    Acquiring,
+    /// Held until `expiry.0` unless renewed.
+    Held { lock: Arc<HeldLock>, expiry: Expiry },
+}
+
+/// A deadline made unique by a sequence number, to index `Held::expiries`.
+type Expiry = (Instant, u64);
+
+#[derive(Default)]
+struct Held {
+    slots: HashMap<String, Slot>,
+    /// Every held slot's expiry, soonest first: what the reaper sleeps on.
+    expiries: BTreeMap<Expiry, String>,
+    seq: u64,
+    closed: bool,
+}
+
+impl Held {
+    fn next_expiry(&mut self, at: Instant, key: &str) -> Expiry {
+        self.seq += 1;
+        let e = (at, self.seq);
+        self.expiries.insert(e, key.to_owned());
+        e
+    }
+}
+
+struct Shared {
+    pool: Pool,
+    held: Mutex<Held>,
+    /// Wakes the reaper: a sooner expiry, or shutdown.
+    wake: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update keeps the maps consistent before it can panic.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An advisory-mode instance.
+pub(crate) struct Advisory {
+    shared: Arc<Shared>,
+    reaper: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Wrong or stale handle: the lock is not (or no longer) held here.
+pub(crate) fn not_held(key: &str) -> Fail {
+    Fail::new(
+        FailKind::Server,
+        format!(
+            "lock on `{key}` is no longer held by this handle (expired, released or taken over)"
+        ),
+    )
+}
+
+impl Advisory {
+    pub fn open(settings: Settings) -> Result<Self, PluginError> {
+        let pool = Pool::new(settings, statements());
+        let conn = pool.get(pool.deadline()).map_err(|e| {
+            let s = pool.settings();
+            PluginError::backend(s.secrets.scrub(&format!("pg ({}): {}", s.target, e.message)))
+        })?;
+        pool.put(conn);
+        let shared =
+            Arc::new(Shared { pool, held: Mutex::new(Held::default()), wake: Condvar::new() });
+        let for_reaper = shared.clone();
+        let reaper = std::thread::Builder::new()
+            .name("bext-pg-reaper".into())
+            .spawn(move || for_reaper.reap())
+            .map_err(|e| {
+                PluginError::backend(format!("pg: cannot start the reaper thread: {e}"))
+            })?;
+        Ok(Self { shared, reaper: Mutex::new(Some(reaper)) })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.shared.pool
+    }
+
+    pub fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, Fail> {
+        let started = Instant::now();
+        {
+            let mut h = lock(&self.shared.held);
+            if h.closed {
+                return Err(closed());
+            }
+            if h.slots.contains_key(key) {
+                return Ok(None);
+            }
+            h.slots.insert(key.to_owned(), Slot::Acquiring);
+        }
+        let mut pending = Pending { shared: &self.shared, key, armed: true };
+        let hash = advisory_key(key);
+        let deadline = self.shared.pool.deadline();
+        let (won, conn) = self.shared.pool.attempt(deadline, |c| {
+            let row = c.query_opt(TRY_LOCK, &[&hash], deadline)?;
+            Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+        })?;
+        if !won {
+            self.shared.pool.put(conn);
+            return Ok(None);
+        }
+        let lock_id = Uuid::new_v4();
+        let mut h = lock(&self.shared.held);
+        if h.closed {
+            drop(h);
+            // Closing the session releases the lock.
+            self.shared.pool.discard(conn);
+            return Err(closed());
+        }
+        // Measured from before the request, so the local lease never
+        // outlasts the one asked for.
+        let until = started.checked_add(Duration::from_millis(ttl_ms)).unwrap_or(started);
+        let expiry = h.next_expiry(until, key);
+        let soonest = h.expiries.first_key_value().is_some_and(|(e, _)| *e == expiry);
+        let held = Arc::new(HeldLock { lock_id, hash, conn: Mutex::new(Some(conn)) });
+        h.slots.insert(key.to_owned(), Slot::Held { lock: held, expiry });
+        pending.armed = false;
+        drop(h);
+        if soonest {
+            self.shared.wake.notify_one();
+        }
+        Ok(Some(LockHandle {
+            key: key.to_owned(),
+            lock_id: lock_id.to_string(),
+            ttl_ms,
+            fence: None,
+        }))
+    }
+
+    /// Restarts the TTL after checking on the lock's own connection that
+    /// the session (and so the lock) still exists.
+    pub fn renew(&self, handle: &LockHandle) -> Result<(), Fail> {
+        let started = Instant::now();
+        let Ok(lock_id) = Uuid::parse_str(&handle.lock_id) else {
+            return Err(not_held(&handle.key));
+        };
+        let held = {
+            let h = lock(&self.shared.held);
+            if h.closed {
+                return Err(closed());
+            }
+            match h.slots.get(&handle.key) {
+                Some(Slot::Held { lock, expiry }) if lock.lock_id == lock_id => {
+                    if expiry.0 <= started {
+                        return Err(not_held(&handle.key));
+                    }
+                    lock.clone()
+                }
+                _ => return Err(not_held(&handle.key)),
+            }
+        };
+        let mut conn_slot = lock(&held.conn);
+        let Some(conn) = conn_slot.as_mut() else { return Err(not_held(&handle.key)) };
+        if let Err(e) = conn.query_opt(PING, &[], self.shared.pool.deadline()) {
+            // The session may be gone (and the lock with it); make sure it
+            // is, so that "renew failed" always means "not held".
+            let conn = conn_slot.take();
+            drop(conn_slot);
+            self.forget(&handle.key, &held);
+            if let Some(conn) = conn {
+                self.shared.pool.discard(conn);
+            }
+            return Err(Fail::new(
+                FailKind::Connection,
+                format!("lock on `{}` is lost: its connection failed ({e})", handle.key),
+            ));
+        }
+        drop(conn_slot);
+        let mut guard = lock(&self.shared.held);
+        let h = &mut *guard;
+        match h.slots.get_mut(&handle.key) {
+            Some(Slot::Held { lock, expiry }) if Arc::ptr_eq(lock, &held) => {
+                h.expiries.remove(expiry);
+                h.seq += 1;
+                let until =
+                    started.checked_add(Duration::from_millis(handle.ttl_ms)).unwrap_or(started);
+                *expiry = (until, h.seq);
+                h.expiries.insert(*expiry, handle.key.clone());
+                Ok(())
+            }
+            // Released or reaped while we checked.
+            _ => Err(not_held(&handle.key)),
+        }
+    }
+
+    pub fn release(&self, handle: &LockHandle) -> Result<(), Fail> {
+        let lock_id = Uuid::parse_str(&handle.lock_id).ok();
+        let held = {
+            let mut guard = lock(&self.shared.held);
+            let h = &mut *guard;
+            if h.closed {
+                return Err(closed());
+            }
+            match h.slots.get(&handle.key) {
+                Some(Slot::Held { lock, expiry }) if Some(lock.lock_id) == lock_id => {
+                    let held = lock.clone();
+                    h.expiries.remove(expiry);
+                    h.slots.remove(&handle.key);
+                    held
+                }
+                // Not ours (any more): touch nothing.
+                _ => return Ok(()),
+            }
+        };
+        self.shared.unlock(&held)
+    }
+
+    /// Drops `key`'s slot if it still belongs to `held`.
+    fn forget(&self, key: &str, held: &Arc<HeldLock>) {
+        let mut guard = lock(&self.shared.held);
+        let h = &mut *guard;
+        if let Some(Slot::Held { lock, expiry }) = h.slots.get(key) {
+            if Arc::ptr_eq(lock, held) {
+                h.expiries.remove(expiry);
+                h.slots.remove(key);
+            }
+        }
+    }
+
+    /// Ends every held lock (by closing its session), stops the reaper and
+    /// closes the pool. Idempotent.
+    pub fn cleanup(&self) {
+        let locks: Vec<Arc<HeldLock>> = {
+            let mut h = lock(&self.shared.held);
+            h.closed = true;
+            h.expiries.clear();
+            h.slots
+                .drain()
+                .filter_map(|(_, s)| match s {
+                    Slot::Held { lock, .. } => Some(lock),
+                    Slot::Acquiring => None,
+                })
+                .collect()
+        };
+        self.shared.wake.notify_all();
+        if let Some(reaper) = lock(&self.reaper).take() {
+            let _ = reaper.join();
+        }
+        for held in locks {
+            let conn = lock(&held.conn).take();
+            if let Some(conn) = conn {
+                self.shared.pool.discard(conn);
+            }
+        }
+        self.shared.pool.close();
+    }
+}
+
+impl Drop for Advisory {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+impl Shared {
+    /// The reaper: sleeps until the soonest expiry, unlocks what expired.
+    fn reap(&self) {
+        loop {
+            let expired = {
+                let mut h = lock(&self.held);
+                loop {
+                    if h.closed {
+                        return;
+                    }
+                    let now = Instant::now();
+                    let mut expired = Vec::new();
+                    while let Some((&(at, seq), _)) = h.expiries.first_key_value() {
+                        if at > now {
+                            break;
+                        }
+                        let key = h.expiries.remove(&(at, seq)).unwrap_or_default();
+                        if let Some(Slot::Held { lock, .. }) = h.slots.remove(&key) {
+                            expired.push(lock);
+                        }
+                    }
+                    if !expired.is_empty() {
+                        break expired;
+                    }
+                    h = match h.expiries.first_key_value().map(|(e, _)| e.0) {
+                        Some(at) => {
+                            self.wake
+                                .wait_timeout(h, at - now)
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0
+                        }
+                        None => self.wake.wait(h).unwrap_or_else(PoisonError::into_inner),
+                    };
+                }
+            };
+            for held in expired {
+                // An unlock that fails closed the session, which frees the
+                // lock all the same; there is nobody to report it to.
+                let _ = self.unlock(&held);
+            }
+        }
+    }
+
+    /// Unlocks a lock removed from the map and gives its connection back.
+    fn unlock(&self, held: &HeldLock) -> Result<(), Fail> {
+        let Some(mut conn) = lock(&held.conn).take() else { return Ok(()) };
+        match conn.query_opt(UNLOCK, &[&held.hash], self.pool.deadline()) {
+            Ok(_) => {
+                self.pool.put(conn);
+                Ok(())
+            }
+            Err(e) => {
+                let gone = e.kind == FailKind::Connection;
+                self.pool.discard(conn);
+                // A session that is gone holds nothing; otherwise closing
+                // it frees the lock once the server sees it close.
+                if gone {
+                    Ok(())
+                } else {
+                    Err(Fail::new(
+                        e.kind,
+                        format!(
+                            "could not confirm the unlock ({e}); its connection was closed, so \
+                             the server frees the lock when it notices"
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Removes an `Acquiring` slot unless the acquisition completed, so an
+/// error or a panic never leaves the key looking held.
+struct Pending<'a> {
+    shared: &'a Shared,
+    key: &'a str,
+    armed: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut h = lock(&self.shared.held);
+            if matches!(h.slots.get(self.key), Some(Slot::Acquiring)) {
+                h.slots.remove(self.key);
+            }
+        }
+    }
+}

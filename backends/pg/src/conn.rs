@@ -1,0 +1,268 @@
+//! One connection: a `tokio-postgres` client driven on its own
+//! current-thread runtime by the calling thread, with a deadline on every
+//! call.
+//!
+//! This is what the sync `postgres` crate does, plus the deadline: its
+//! `Client` waits as long as the server takes, so a frozen server or a
+//! black-holed network would hang a `try_lock` forever.
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Connection, NoTls, Row, Socket, Statement};
+
+use crate::config::Settings;
+
+/// How a call failed, which decides what happens to its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailKind {
+    /// The connection is gone or unusable (closed, I/O error, FATAL).
+    Connection,
+    /// The deadline passed; the connection's state is unknown.
+    Timeout,
+    /// The server refused the statement; the connection is still fine.
+    Server,
+    /// Every pooled connection stayed busy until the deadline.
+    Busy,
+    /// The instance was cleaned up.
+    Closed,
+}
+
+/// A failed call with a message fit for the caller (no credentials).
+#[derive(Debug, Clone)]
+pub(crate) struct Fail {
+    pub kind: FailKind,
+    pub message: String,
+}
+
+impl Fail {
+    pub fn new(kind: FailKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+
+    fn from_pg(e: &tokio_postgres::Error) -> Self {
+        let kind = match e.as_db_error() {
+            Some(db) => {
+                let code = db.code().code();
+                let gone = matches!(db.severity(), "FATAL" | "PANIC")
+                    || code.starts_with("57P")
+                    || code.starts_with("08");
+                if gone { FailKind::Connection } else { FailKind::Server }
+            }
+            None => FailKind::Connection,
+        };
+        Self::new(kind, describe_error(e))
+    }
+
+    /// Whether the connection that produced this failure can be reused.
+    pub fn keeps_connection(&self) -> bool {
+        self.kind == FailKind::Server
+    }
+}
+
+impl fmt::Display for Fail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A one-line description of a client error, including its causes (the
+/// client's own `Display` stops at "db error" or "error connecting").
+pub(crate) fn describe_error(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            s.push_str(&format!(" ({detail})"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    s
+}
+
+type Driver = Connection<Socket, NoTlsStream>;
+
+/// One open connection and its prepared statements.
+pub(crate) struct Conn {
+    // Fields drop in order: the client and socket before their runtime.
+    client: Client,
+    /// Reads and writes the socket; `None` once the connection ended.
+    driver: Option<Pin<Box<Driver>>>,
+    /// Why the driver stopped, to explain the "connection closed" that
+    /// pending calls then see.
+    ended: Option<String>,
+    statement_timeout: Duration,
+    /// The statements of the mode, prepared once per connection.
+    pub stmts: Vec<Statement>,
+    /// True until the connection has come back to the pool once: a failure
+    /// on a fresh connection is not worth retrying on another.
+    pub fresh: bool,
+    rt: Runtime,
+}
+
+impl Conn {
+    /// Opens a connection and prepares `statements` on it, all before
+    /// `deadline` and within the connect timeout.
+    pub fn open(s: &Settings, statements: &[String], deadline: Instant) -> Result<Self, Fail> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Fail::new(FailKind::Connection, format!("cannot start a runtime: {e}")))?;
+        let until = deadline.min(Instant::now() + s.connect_timeout);
+        // Timers must be made inside the runtime, hence the async blocks.
+        let opened =
+            rt.block_on(async { tokio::time::timeout_at(until.into(), s.pg.connect(NoTls)).await });
+        let (client, driver) = match opened {
+            Err(_) => {
+                return Err(Fail::new(
+                    FailKind::Timeout,
+                    format!("connecting took longer than {} ms", s.connect_timeout.as_millis()),
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(Fail::new(
+                    FailKind::Connection,
+                    format!("cannot connect: {}", describe_error(&e)),
+                ));
+            }
+            Ok(Ok(pair)) => pair,
+        };
+        let mut conn = Self {
+            client,
+            driver: Some(Box::pin(driver)),
+            ended: None,
+            statement_timeout: s.statement_timeout,
+            stmts: Vec::with_capacity(statements.len()),
+            fresh: true,
+            rt,
+        };
+        for sql in statements {
+            let stmt = conn.drive(until, |c| c.prepare(sql))?;
+            conn.stmts.push(stmt);
+        }
+        Ok(conn)
+    }
+
+    /// Runs one client future to completion, driving the socket meanwhile,
+    /// and gives up at `deadline` (or after the statement timeout).
+    fn drive<'c, T, F>(
+        &'c mut self,
+        deadline: Instant,
+        call: impl FnOnce(&'c Client) -> F,
+    ) -> Result<T, Fail>
+    where
+        F: Future<Output = Result<T, tokio_postgres::Error>> + 'c,
+    {
+        let until = deadline.min(Instant::now() + self.statement_timeout);
+        let Self { client, driver, ended, rt, statement_timeout, .. } = self;
+        let fut = call(client);
+        let out = rt.block_on(async {
+            let mut fut = pin!(fut);
+            let mut sleep = pin!(tokio::time::sleep_until(until.into()));
+            poll_fn(|cx| {
+                if let Some(d) = driver.as_mut() {
+                    if let Poll::Ready(r) = d.as_mut().poll(cx) {
+                        // Dropping the driver fails every pending call with
+                        // "connection closed"; remember why it ended.
+                        *ended = Some(match r {
+                            Ok(()) => "the server closed the connection".to_owned(),
+                            Err(e) => describe_error(&e),
+                        });
+                        *driver = None;
+                    }
+                }
+                if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            })
+            .await
+        });
+        match out {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => {
+                let mut fail = Fail::from_pg(&e);
+                if let Some(why) = ended.as_deref() {
+                    if !fail.message.contains(why) {
+                        fail.message.push_str(&format!(" ({why})"));
+                    }
+                }
+                Err(fail)
+            }
+            None => {
+                let waited = if until < deadline { *statement_timeout } else { Duration::ZERO };
+                Err(Fail::new(
+                    FailKind::Timeout,
+                    if waited.is_zero() {
+                        "the call ran out of time waiting for the server".to_owned()
+                    } else {
+                        format!("no answer from the server within {} ms", waited.as_millis())
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Runs prepared statement `stmt` and returns at most one row.
+    pub fn query_opt(
+        &mut self,
+        stmt: usize,
+        params: &[&(dyn ToSql + Sync)],
+        deadline: Instant,
+    ) -> Result<Option<Row>, Fail> {
+        let stmt = self.stmts[stmt].clone();
+        self.drive(deadline, move |c| async move { c.query_opt(&stmt, params).await })
+    }
+
+    /// Runs prepared statement `stmt` and returns the rows it touched.
+    pub fn execute(
+        &mut self,
+        stmt: usize,
+        params: &[&(dyn ToSql + Sync)],
+        deadline: Instant,
+    ) -> Result<u64, Fail> {
+        let stmt = self.stmts[stmt].clone();
+        self.drive(deadline, move |c| async move { c.execute(&stmt, params).await })
+    }
+
+    /// Runs one unprepared statement (setup only) and returns its rows.
+    pub fn query_sql(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        deadline: Instant,
+    ) -> Result<Vec<Row>, Fail> {
+        self.drive(deadline, move |c| c.query(sql, params))
+    }
+
+    /// Whether the connection is known to be unusable.
+    pub fn is_broken(&self) -> bool {
+        self.driver.is_none() || self.client.is_closed()
+    }
+
+    /// Says goodbye to the server (so it ends the session at once, releasing
+    /// any session lock) and closes the socket, waiting at most until
+    /// `deadline`.
+    pub fn close(self, deadline: Instant) {
+        let Self { client, driver, rt, .. } = self;
+        drop(client);
+        if let Some(driver) = driver {
+            // With its client gone, the driver sends Terminate and ends.
+            let _ = rt.block_on(async { tokio::time::timeout_at(deadline.into(), driver).await });
+        }
+    }
+}
