@@ -2,10 +2,12 @@
 //! (`POST /v3/...`, served by every etcd since 3.4 on its client URLs).
 //!
 //! Every call takes a deadline and never outlives it. Calls fail over from
-//! one endpoint to the next only when the request surely did not reach the
-//! server (connection refused, connect timed out), or when re-sending it is
-//! harmless (reads, keep-alives, revokes): a write whose answer was lost is
-//! reported as an error rather than sent twice.
+//! one endpoint to the next when the request surely did not reach the server
+//! (connection refused, connect timed out), and re-send it within the
+//! deadline only when that is harmless: reads, keep-alives, revokes, and the
+//! lock transactions, which are written so that a second send recognises the
+//! first one's effect. A plain write whose answer was lost is reported as an
+//! error rather than sent twice.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
@@ -61,13 +63,20 @@ impl std::error::Error for Error {}
 
 /// gRPC `NOT_FOUND`, as etcd reports a lease that does not exist.
 const CODE_NOT_FOUND: i64 = 5;
+/// gRPC `UNAVAILABLE`: no leader, leader changed, or the proposal timed out.
+const CODE_UNAVAILABLE: i64 = 14;
 /// gRPC `UNAUTHENTICATED`: the auth token expired or is unknown.
 const CODE_UNAUTHENTICATED: i64 = 16;
+/// The shortest attempt worth starting.
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+/// The pause before re-sending after etcd said it is unavailable.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Whether a request may be sent again after an ambiguous failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resend {
-    /// Reads and idempotent lease calls: retry on the next endpoint.
+    /// Reads, idempotent writes, and writes whose repeat is harmless:
+    /// retry, on the next endpoint, within the deadline.
     Safe,
     /// Writes: only re-send when the request surely never left.
     NeverTwice,
@@ -152,7 +161,9 @@ impl Client {
     /// TTL below its minimum to that minimum.
     pub fn lease_grant(&self, ttl_s: i64, deadline: Instant) -> Result<i64, Error> {
         let body = json!({ "TTL": ttl_s.to_string() });
-        let answer = self.call("/v3/lease/grant", &body, deadline, Resend::NeverTwice)?;
+        // A grant sent twice leaves at most one lease that no key is
+        // attached to; it runs out on its own.
+        let answer = self.call("/v3/lease/grant", &body, deadline, Resend::Safe)?;
         if let Some(e) = answer.get("error").and_then(Value::as_str).filter(|e| !e.is_empty()) {
             return Err(Error::new(ErrorKind::Server { code: 0 }, format!("lease grant: {e}")));
         }
@@ -191,6 +202,10 @@ impl Client {
     /// Creates `key` with `value` on `lease` in one transaction, only if the
     /// key does not exist. Returns the revision that created it, or `None`
     /// when the key already existed (nothing was written).
+    ///
+    /// Sending it twice is harmless: when the key exists, the transaction
+    /// reads it back, and a key carrying this very `value` and `lease` was
+    /// created by the first send, whose answer was lost.
     pub fn put_if_absent(
         &self,
         key: &[u8],
@@ -202,10 +217,14 @@ impl Client {
         let body = json!({
             "compare": [{ "key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0" }],
             "success": [{ "request_put": { "key": key, "value": B64.encode(value), "lease": lease.to_string() } }],
+            "failure": [{ "request_range": { "key": key } }],
         });
-        let answer = self.call("/v3/kv/txn", &body, deadline, Resend::NeverTwice)?;
+        let answer = self.call("/v3/kv/txn", &body, deadline, Resend::Safe)?;
         if !succeeded(&answer) {
-            return Ok(None);
+            let existing = answer.pointer("/responses/0/response_range/kvs/0").map(key_value).transpose()?;
+            return Ok(existing
+                .filter(|kv| kv.value == value && kv.lease == lease)
+                .map(|kv| kv.create_revision));
         }
         // The transaction wrote one key, so the store's new revision is
         // that key's create revision.
@@ -274,38 +293,59 @@ impl Client {
 
     /// Sends one request, failing over between endpoints as its [`Resend`]
     /// allows, and re-authenticating once when the token was refused.
+    ///
+    /// A request that may be re-sent gets half the budget per attempt: a
+    /// proposal that a follower forwarded to a leader that just died is never
+    /// answered, and the second attempt, after the election, is.
     fn call(&self, path: &str, body: &Value, deadline: Instant, resend: Resend) -> Result<Value, Error> {
         let payload = body.to_string();
         let n = self.endpoints.len();
-        let first = self.preferred.load(Ordering::Relaxed) % n;
-        let mut failures = Vec::new();
-        for step in 0..n {
-            let idx = (first + step) % n;
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let per_attempt =
+            if resend == Resend::Safe { (budget / 2).max(MIN_ATTEMPT) } else { budget };
+        let mut idx = self.preferred.load(Ordering::Relaxed) % n;
+        let mut unreachable = Vec::new();
+        loop {
             let endpoint = &self.endpoints[idx];
-            match self.send_authenticated(endpoint, path, &payload, deadline) {
+            let attempt_deadline = deadline.min(Instant::now() + per_attempt);
+            let e = match self.send_authenticated(endpoint, path, &payload, attempt_deadline) {
                 Ok(v) => {
-                    if idx != first {
-                        self.preferred.store(idx, Ordering::Relaxed);
-                    }
+                    self.preferred.store(idx, Ordering::Relaxed);
                     return Ok(v);
                 }
-                Err(e) => {
-                    let again = match e.kind {
-                        ErrorKind::Unreachable => true,
-                        ErrorKind::Ambiguous => resend == Resend::Safe,
-                        // A member without a leader, or one cut off from it,
-                        // says so; another member may do better.
-                        ErrorKind::Server { code: 14 } => resend == Resend::Safe,
-                        _ => false,
-                    };
-                    if !again || Instant::now() >= deadline {
-                        return Err(e);
-                    }
-                    failures.push(e.message);
+                Err(e) => e,
+            };
+            let again = match e.kind {
+                ErrorKind::Unreachable => true,
+                ErrorKind::Ambiguous => resend == Resend::Safe,
+                // "no leader", "leader changed", "request timed out": the
+                // request did not take effect or is safe to repeat.
+                ErrorKind::Server { code: CODE_UNAVAILABLE } => resend == Resend::Safe,
+                _ => false,
+            };
+            if !again {
+                return Err(e);
+            }
+            if e.kind == ErrorKind::Unreachable {
+                unreachable.push(e.message.clone());
+                if unreachable.len() >= n {
+                    return Err(Error::new(
+                        ErrorKind::Unreachable,
+                        format!("no endpoint reachable: {}", unreachable.join("; ")),
+                    ));
+                }
+            } else {
+                unreachable.clear();
+                if e.kind != ErrorKind::Ambiguous {
+                    // Give an election a moment instead of spinning on it.
+                    std::thread::sleep(RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())));
                 }
             }
+            if deadline.saturating_duration_since(Instant::now()) < MIN_ATTEMPT {
+                return Err(e);
+            }
+            idx = (idx + 1) % n;
         }
-        Err(Error::new(ErrorKind::Unreachable, format!("no endpoint answered: {}", failures.join("; "))))
     }
 
     fn send_authenticated(

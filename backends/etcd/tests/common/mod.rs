@@ -55,6 +55,7 @@ pub struct Cluster {
     pub members: Vec<Member>,
     root: PathBuf,
     initial_cluster: String,
+    extra_args: Vec<String>,
 }
 
 impl Cluster {
@@ -65,6 +66,11 @@ impl Cluster {
 
     /// Starts an `n`-member cluster and waits until it has a leader.
     pub fn start(n: usize) -> Self {
+        Self::start_with(n, &[])
+    }
+
+    /// Starts an `n`-member cluster whose members get `extra_args` too.
+    pub fn start_with(n: usize, extra_args: &[&str]) -> Self {
         ensure_etcd();
         let root = scratch_root().join(format!(
             "bext-etcd-{}-{}",
@@ -87,7 +93,8 @@ impl Cluster {
             .collect();
         let initial_cluster =
             members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
-        let mut cluster = Self { members, root, initial_cluster };
+        let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        let mut cluster = Self { members, root, initial_cluster, extra_args };
         for i in 0..n {
             cluster.spawn(i);
         }
@@ -112,6 +119,7 @@ impl Cluster {
             // Ticks of 50 ms and a 500 ms election timeout: leaders change in
             // about a second, and the lease floor (1.5 × election) is 1 s.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("log fd")))
             .stderr(Stdio::from(log))
