@@ -122,17 +122,22 @@ fn input<'a>(p: *const c_char, what: &str) -> Result<&'a str, Failure> {
         .map_err(|e| Failure::invalid(&format!("{what} is not valid UTF-8: {e}")))
 }
 
-/// Parses JSON input straight from bytes (serde_json checks the UTF-8 of
-/// what it reads); on failure, names invalid UTF-8 when that is the cause.
+/// Parses a JSON object input that the canonical fast path did not take.
 fn parse_input<'a, T: serde::Deserialize<'a>>(
     bytes: &'a [u8],
     what: &str,
     shape: &str,
 ) -> Result<T, Failure> {
-    serde_json::from_slice(bytes).map_err(|e| match std::str::from_utf8(bytes) {
-        Err(u) => Failure::invalid(&format!("{what} is not valid UTF-8: {u}")),
-        Ok(_) => Failure::invalid(&format!("{what} is not {shape}: {e}")),
-    })
+    // serde_json skips ignored fields without checking their UTF-8, and the
+    // ABI makes any invalid UTF-8 an invalid argument: check it all first.
+    let text = std::str::from_utf8(bytes)
+        .map_err(|u| Failure::invalid(&format!("{what} is not valid UTF-8: {u}")))?;
+    // Derived impls also read a struct from a JSON array (`["k",1000]`);
+    // the ABI's inputs are objects.
+    if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+        return Err(Failure::invalid(&format!("{what} is not {shape}: expected a JSON object")));
+    }
+    serde_json::from_str(text).map_err(|e| Failure::invalid(&format!("{what} is not {shape}: {e}")))
 }
 
 /// Borrows the backend behind an instance pointer.
