@@ -143,6 +143,15 @@ impl LockingPlugin for PgPlugin {
     }
 }
 
+impl std::fmt::Debug for PgPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgPlugin")
+            .field("mode", &self.mode())
+            .field("server", &self.pool().settings().target)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for PgPlugin {
     fn drop(&mut self) {
         self.cleanup();

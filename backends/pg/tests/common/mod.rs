@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod proxy;
 
 use bext_locking::LockingPlugin;
 
@@ -81,7 +82,7 @@ impl Scratch {
     pub fn terminate_all(&self) -> i64 {
         let mut c = admin(&base_url());
         c.query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
              WHERE application_name = $1 AND pid <> pg_backend_pid()",
             &[&self.app],
         )
