@@ -237,6 +237,13 @@ typedef struct BextLockingVTable {
   BextLockingFreeStringFn free_string;
 } BextLockingVTable;
 
+/**
+ * The type of `bext_locking_plugin_entry`: returns the static vtable, or NULL
+ * when the plugin cannot serve `host_abi_version`. Idempotent, cheap and
+ * thread-safe.
+ */
+typedef const struct BextLockingVTable *(*BextLockingEntryFn)(uint32_t host_abi_version);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

@@ -22,9 +22,10 @@ pub const REGENERATE: &str = "make header";
 
 /// The workspace root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-    })
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
 }
 
 /// Where the committed header lives under `root`.
@@ -95,8 +96,10 @@ fn config() -> Config {
         line_length: 100,
         ..Config::default()
     };
-    // A byte string has no C spelling; the prototype below names the symbol.
+    // A byte string has no C spelling; the prototype names the symbol.
     config.export.exclude.push("BEXT_LOCKING_ENTRY_SYMBOL".to_owned());
+    // Nothing refers to it, but hosts cast dlsym's result to it.
+    config.export.include.push("BextLockingEntryFn".to_owned());
     config
 }
 

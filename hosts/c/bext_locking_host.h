@@ -1,0 +1,243 @@
+/*
+ * bext_locking_host.h: load a bext-locking plugin from C, checked the way the
+ * Rust loader checks it. Header-only: include it (after nothing special) and
+ * link with -ldl.
+ *
+ *     BextLockingHostPlugin p;
+ *     char err[512];
+ *     if (bext_locking_host_load("/usr/lib/bext-locking/libbext_locking_memory.so",
+ *                                &p, err, sizeof err) != 0) {
+ *         fprintf(stderr, "%s\n", err);   // "<path>: <reason>", with dlerror() text
+ *         return 1;
+ *     }
+ *     // p.vtable->create(...), ->try_lock(...), ...; free every output string
+ *     // with p.vtable->free_string, never free().
+ *
+ * What bext_locking_host_load checks, in this order (the same as
+ * bext-locking-loader, with the same wording):
+ *   1. dlopen(path, RTLD_NOW | RTLD_LOCAL) succeeds (else: dlerror text);
+ *   2. the library exports bext_locking_plugin_entry (else: "not a bext-locking
+ *      plugin", plus dlerror text);
+ *   3. entry(BEXT_LOCKING_ABI_VERSION) is not NULL;
+ *   4. vtable->abi_version == BEXT_LOCKING_ABI_VERSION;
+ *   5. vtable->struct_size >= the size of the v1 vtable;
+ *   6. name, version and every slot are non-NULL;
+ *   7. name and version are non-empty, valid UTF-8.
+ *
+ * Libraries are never dlclose'd, also after a failed check (plugins are linked
+ * -z nodelete, and their vtable and instances point into their code). The
+ * functions are thread-safe: dlopen is, and dlerror() is read on the calling
+ * thread right after the call that failed.
+ *
+ * The contract itself is in bext_locking.h (generated) and shared/ABI.md.
+ */
+
+#ifndef BEXT_LOCKING_HOST_H
+#define BEXT_LOCKING_HOST_H
+
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bext_locking.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The size of the v1 vtable: the smallest struct_size a host accepts. Spelled
+ * through the last v1 field so it stays right when later versions append. */
+#define BEXT_LOCKING_HOST_VTABLE_V1_SIZE \
+  (offsetof(BextLockingVTable, free_string) + sizeof(BextLockingFreeStringFn))
+
+/* A validated plugin. Plain data: copy it freely; it stays valid for the life
+ * of the process. */
+typedef struct BextLockingHostPlugin {
+  void *library;                   /* the dlopen handle (never closed) */
+  const BextLockingVTable *vtable; /* static table, checked */
+  const char *name;                /* == vtable->name, valid UTF-8 */
+  const char *version;             /* == vtable->version, valid UTF-8 */
+} BextLockingHostPlugin;
+
+/* Writes "<path>: <reason>" into err (when err_len > 0), truncating. */
+static inline void bext_locking_host_fail_(char *err, size_t err_len, const char *path,
+                                           const char *fmt, ...) {
+  va_list ap;
+  int n;
+  if (err == NULL || err_len == 0) return;
+  n = snprintf(err, err_len, "%s: ", path != NULL ? path : "(null)");
+  if (n < 0 || (size_t)n >= err_len) return;
+  va_start(ap, fmt);
+  vsnprintf(err + n, err_len - (size_t)n, fmt, ap);
+  va_end(ap);
+}
+
+/* Strict UTF-8 (what Rust's str accepts): no overlong forms, no surrogates,
+ * nothing above U+10FFFF. */
+static inline int bext_locking_host_is_utf8(const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p) {
+    unsigned char c = *p;
+    size_t n;
+    uint32_t cp;
+    size_t i;
+    if (c < 0x80) { p++; continue; }
+    if (c >= 0xC2 && c <= 0xDF) { n = 1; cp = c & 0x1F; }
+    else if (c >= 0xE0 && c <= 0xEF) { n = 2; cp = c & 0x0F; }
+    else if (c >= 0xF0 && c <= 0xF4) { n = 3; cp = c & 0x07; }
+    else return 0;
+    for (i = 1; i <= n; i++) {
+      if ((p[i] & 0xC0) != 0x80) return 0;
+      cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+      return 0;
+    p += n + 1;
+  }
+  return 1;
+}
+
+/* Loads and checks the plugin at path. Returns 0 and fills *out, or -1 and
+ * writes the reason (naming the file) into err. *out is untouched on failure. */
+static inline int bext_locking_host_load(const char *path, BextLockingHostPlugin *out,
+                                         char *err, size_t err_len) {
+  void *lib;
+  void *sym;
+  const char *dl;
+  BextLockingEntryFn entry;
+  const BextLockingVTable *vt;
+  const char *null_field = NULL;
+
+  if (err != NULL && err_len > 0) err[0] = '\0';
+  if (path == NULL || out == NULL) {
+    bext_locking_host_fail_(err, err_len, path, "bext_locking_host_load: %s is NULL",
+                            path == NULL ? "path" : "out");
+    return -1;
+  }
+  lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (lib == NULL) {
+    dl = dlerror();
+    bext_locking_host_fail_(err, err_len, path, "cannot load library: %s",
+                            dl != NULL ? dl : "unknown dlopen error");
+    return -1;
+  }
+  (void)dlerror(); /* clear, so a NULL result below is told apart from an error */
+  sym = dlsym(lib, "bext_locking_plugin_entry");
+  dl = dlerror();
+  if (sym == NULL || dl != NULL) {
+    bext_locking_host_fail_(err, err_len, path,
+                            "not a bext-locking plugin (no `bext_locking_plugin_entry` symbol): %s",
+                            dl != NULL ? dl : "the symbol is NULL");
+    return -1;
+  }
+  /* ISO C has no conversion from void * to a function pointer; POSIX
+   * guarantees the representation, so copy the bits. */
+  memcpy(&entry, &sym, sizeof entry);
+  vt = entry(BEXT_LOCKING_ABI_VERSION);
+  if (vt == NULL) {
+    bext_locking_host_fail_(err, err_len, path, "plugin refused host ABI version %u",
+                            (unsigned)BEXT_LOCKING_ABI_VERSION);
+    return -1;
+  }
+  if (vt->abi_version != BEXT_LOCKING_ABI_VERSION) {
+    bext_locking_host_fail_(err, err_len, path,
+                            "plugin is built for ABI version %u, this host speaks version %u",
+                            (unsigned)vt->abi_version, (unsigned)BEXT_LOCKING_ABI_VERSION);
+    return -1;
+  }
+  if (vt->struct_size < BEXT_LOCKING_HOST_VTABLE_V1_SIZE) {
+    bext_locking_host_fail_(err, err_len, path,
+                            "vtable struct_size is %u bytes, smaller than the %u bytes of ABI v1",
+                            (unsigned)vt->struct_size, (unsigned)BEXT_LOCKING_HOST_VTABLE_V1_SIZE);
+    return -1;
+  }
+  if (vt->name == NULL) null_field = "name";
+  else if (vt->version == NULL) null_field = "version";
+  else if (vt->describe == NULL) null_field = "describe";
+  else if (vt->create == NULL) null_field = "create";
+  else if (vt->try_lock == NULL) null_field = "try_lock";
+  else if (vt->renew == NULL) null_field = "renew";
+  else if (vt->release == NULL) null_field = "release";
+  else if (vt->cleanup == NULL) null_field = "cleanup";
+  else if (vt->destroy == NULL) null_field = "destroy";
+  else if (vt->free_string == NULL) null_field = "free_string";
+  if (null_field != NULL) {
+    bext_locking_host_fail_(err, err_len, path, "vtable field `%s` is NULL", null_field);
+    return -1;
+  }
+  if (vt->name[0] == '\0' || !bext_locking_host_is_utf8(vt->name)) {
+    bext_locking_host_fail_(err, err_len, path, "vtable `name` is empty or not valid UTF-8");
+    return -1;
+  }
+  if (vt->version[0] == '\0' || !bext_locking_host_is_utf8(vt->version)) {
+    bext_locking_host_fail_(err, err_len, path, "vtable `version` is empty or not valid UTF-8");
+    return -1;
+  }
+  out->library = lib;
+  out->vtable = vt;
+  out->name = vt->name;
+  out->version = vt->version;
+  return 0;
+}
+
+/* The constant's name for a status code, for logs. */
+static inline const char *bext_locking_host_status_name(int32_t status) {
+  switch (status) {
+    case BEXT_LOCKING_OK: return "BEXT_LOCKING_OK";
+    case BEXT_LOCKING_CONTENDED: return "BEXT_LOCKING_CONTENDED";
+    case BEXT_LOCKING_ERR_BACKEND: return "BEXT_LOCKING_ERR_BACKEND";
+    case BEXT_LOCKING_ERR_INVALID: return "BEXT_LOCKING_ERR_INVALID";
+    case BEXT_LOCKING_ERR_PANIC: return "BEXT_LOCKING_ERR_PANIC";
+    default: return status < 0 ? "unknown error status" : "unknown status";
+  }
+}
+
+/* Writes the try_lock request {"key":"...","ttl_ms":N} into buf, escaping the
+ * key as JSON. Returns the length the full request needs (without the NUL),
+ * like snprintf: the request was truncated when that is >= len. Returns -1
+ * when key is NULL. Key and TTL limits are checked by the plugin. */
+static inline int bext_locking_host_request_json(char *buf, size_t len, const char *key,
+                                                 uint64_t ttl_ms) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *k = (const unsigned char *)key;
+  size_t n = 0;
+  char tail[48];
+  const char *t;
+#define BEXT_LOCKING_HOST_PUT_(ch)              \
+  do {                                          \
+    if (buf != NULL && n + 1 < len) buf[n] = (ch); \
+    n++;                                        \
+  } while (0)
+  if (key == NULL) return -1;
+  for (t = "{\"key\":\""; *t; t++) BEXT_LOCKING_HOST_PUT_(*t);
+  for (; *k; k++) {
+    if (*k == '"' || *k == '\\') {
+      BEXT_LOCKING_HOST_PUT_('\\');
+      BEXT_LOCKING_HOST_PUT_((char)*k);
+    } else if (*k < 0x20) {
+      BEXT_LOCKING_HOST_PUT_('\\');
+      BEXT_LOCKING_HOST_PUT_('u');
+      BEXT_LOCKING_HOST_PUT_('0');
+      BEXT_LOCKING_HOST_PUT_('0');
+      BEXT_LOCKING_HOST_PUT_(hex[*k >> 4]);
+      BEXT_LOCKING_HOST_PUT_(hex[*k & 15]);
+    } else {
+      BEXT_LOCKING_HOST_PUT_((char)*k);
+    }
+  }
+  snprintf(tail, sizeof tail, "\",\"ttl_ms\":%llu}", (unsigned long long)ttl_ms);
+  for (t = tail; *t; t++) BEXT_LOCKING_HOST_PUT_(*t);
+#undef BEXT_LOCKING_HOST_PUT_
+  if (buf != NULL && len > 0) buf[n < len ? n : len - 1] = '\0';
+  return (int)n;
+}
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* BEXT_LOCKING_HOST_H */

@@ -1,0 +1,71 @@
+# C side (owned by the C host): the generated header, the C hosts, install.
+# Included by the Makefile. The C programs themselves are built and run
+# under valgrind by the Rust tests in tests/abi (part of `make unit`).
+
+CC ?= cc
+PREFIX ?= /usr/local
+DESTDIR ?=
+# Where `make install` takes libraries and the CLI from. The tests install
+# from their own debug folder with INSTALL_NO_BUILD=1.
+INSTALL_PROFILE ?= release
+INSTALL_FROM ?= $(or $(CARGO_TARGET_DIR),target)/$(INSTALL_PROFILE)
+C_VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
+C_STRICT := -std=c11 -Wall -Wextra -Wpedantic -Werror
+C_HOSTS := example conformance stress
+C_BUILD_DIR := $(or $(CARGO_TARGET_DIR),target)/c-hosts
+
+.PHONY: header header-check c-test c-hosts install
+
+test: c-test
+
+# Rewrites include/bext_locking.h from ffi/ with the pinned cbindgen.
+header:
+	$(CARGO) run -q -p bext-locking-header
+
+# Fails when the committed header drifts from ffi/ (also a test in tools/header).
+header-check:
+	$(CARGO) run -q -p bext-locking-header -- --check
+
+# Quick gate on top of `unit` (which runs the C programs under valgrind):
+# the header is current and every C host compiles with strict flags.
+c-test: header-check c-hosts
+
+c-hosts:
+	@mkdir -p $(C_BUILD_DIR)
+	@for p in $(C_HOSTS); do \
+		echo "$(CC) $(C_STRICT) hosts/c/$$p.c"; \
+		$(CC) $(C_STRICT) -pthread -Iinclude -Ihosts/c hosts/c/$$p.c -ldl -o $(C_BUILD_DIR)/$$p || exit 1; \
+	done
+
+# make install PREFIX=/opt/bext: headers, plugins, pkg-config file, CLI.
+install:
+ifneq ($(INSTALL_NO_BUILD),1)
+	$(CARGO) build --workspace $(if $(filter release,$(INSTALL_PROFILE)),--release,)
+endif
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/bext-locking \
+		$(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+	install -m 644 include/bext_locking.h hosts/c/bext_locking_host.h $(DESTDIR)$(PREFIX)/include/
+	@# Every plugin library except the test fixtures.
+	@set -e; for lib in $(INSTALL_FROM)/libbext_locking_*.so; do \
+		case "$$lib" in *libbext_locking_fixture_*) continue ;; esac; \
+		[ -e "$$lib" ] || { echo "no plugin libraries in $(INSTALL_FROM)"; exit 1; }; \
+		echo "install $$lib -> $(PREFIX)/lib/bext-locking/"; \
+		install -m 755 "$$lib" $(DESTDIR)$(PREFIX)/lib/bext-locking/; \
+	done
+	@if [ -x $(INSTALL_FROM)/bext-lock ]; then \
+		echo "install $(INSTALL_FROM)/bext-lock -> $(PREFIX)/bin/"; \
+		install -m 755 $(INSTALL_FROM)/bext-lock $(DESTDIR)$(PREFIX)/bin/; \
+	else echo "no $(INSTALL_FROM)/bext-lock: CLI not installed"; fi
+	@printf '%s\n' \
+		'prefix=$(PREFIX)' \
+		'includedir=$${prefix}/include' \
+		'libdir=$${prefix}/lib' \
+		'plugindir=$${libdir}/bext-locking' \
+		'' \
+		'Name: bext-locking' \
+		'Description: Pluggable distributed locks: C ABI header, loader helper and plugin libraries' \
+		'Version: $(C_VERSION)' \
+		'Cflags: -I$${includedir}' \
+		'Libs: -ldl' \
+		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/bext-locking.pc
+	@echo "installed bext-locking $(C_VERSION) to $(DESTDIR)$(PREFIX)"

@@ -1,0 +1,192 @@
+//! The C hosts in `hosts/c`, built with strict flags and run under valgrind:
+//! the example program, the loader helper header, the ABI conformance
+//! program (against every available backend) and the 8-thread stress test.
+
+use std::process::Command;
+
+use bext_locking_abi_tests::{
+    CXX_FLAGS, Scratch, backends, compile, compile_c, describe, plugin, run, valgrind,
+};
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A conformance run's failed checks and summary, without the passing ones.
+fn failed_checks(out: &std::process::Output) -> String {
+    let text: Vec<String> =
+        stdout(out).lines().filter(|l| !l.starts_with("ok ")).map(str::to_owned).collect();
+    format!(
+        "{}
+{}
+--- stderr ---
+{}",
+        out.status,
+        text.join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn example_takes_renews_and_releases_under_valgrind() {
+    let scratch = Scratch::new("example");
+    let exe = compile_c(&scratch, &["hosts/c/example.c"], "example");
+    let lib = plugin("memory");
+    let out = valgrind(&exe, &[lib.to_str().unwrap(), "{}", "jobs/nightly"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    for step in [
+        "loaded memory",
+        "try_lock jobs/nightly: acquired",
+        "try_lock again from the same instance: BEXT_LOCKING_CONTENDED",
+        "renew: the TTL restarted",
+        "release: done",
+        "destroyed the instance",
+    ] {
+        assert!(text.contains(step), "missing `{step}`: {}", describe(&out));
+    }
+}
+
+#[test]
+fn example_error_paths_are_clean_under_valgrind() {
+    let scratch = Scratch::new("example-errors");
+    let exe = compile_c(&scratch, &["hosts/c/example.c"], "example");
+    let memory = plugin("memory");
+    let memory = memory.to_str().unwrap();
+    let missing = scratch.path().join("libbext_locking_nope.so");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![missing.display().to_string()], "cannot load library"),
+        (vec![plugin("fixture-no-entry").display().to_string()], "not a bext-locking plugin"),
+        (vec![plugin("fixture-null-slot").display().to_string()], "vtable field `renew` is NULL"),
+        (vec![memory.into(), r#"{"colour":"blue"}"#.into()], "unknown config key `colour`"),
+        (vec![memory.into(), "{not json".into()], "invalid_argument"),
+        (
+            vec![memory.into(), "{}".into(), String::new()],
+            "try_lock failed: BEXT_LOCKING_ERR_INVALID",
+        ),
+        (
+            vec![memory.into(), "{}".into(), "k".repeat(1025)],
+            "try_lock failed: BEXT_LOCKING_ERR_INVALID",
+        ),
+    ];
+    for (args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = valgrind(&exe, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: want `{want}`: {}", describe(&out));
+    }
+}
+
+#[test]
+fn example_and_helper_compile_as_cxx() {
+    let scratch = Scratch::new("example-cxx");
+    let exe = compile(&scratch, "g++", CXX_FLAGS, &["hosts/c/example.c"], "example");
+    let out = run(Command::new(&exe).arg(plugin("memory")));
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+#[test]
+fn helper_refuses_what_the_rust_loader_refuses() {
+    let scratch = Scratch::new("helper");
+    let exe = compile_c(&scratch, &["tests/abi/c/load_report.c"], "load_report");
+    let cases = [
+        ("memory", "OK memory "),
+        ("fixture-panicky", "OK panicky 0.1.0"),
+        ("fixture-bad-abi", "plugin is built for ABI version 2, this host speaks version 1"),
+        (
+            "fixture-small-struct",
+            "vtable struct_size is 80 bytes, smaller than the 88 bytes of ABI v1",
+        ),
+        ("fixture-null-slot", "vtable field `renew` is NULL"),
+        ("fixture-no-entry", "not a bext-locking plugin (no `bext_locking_plugin_entry` symbol): "),
+    ];
+    let paths: Vec<_> = cases.iter().map(|(name, _)| plugin(name)).collect();
+    let args: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let out = valgrind(&exe, &args);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), cases.len(), "{}", describe(&out));
+    for ((line, (_, want)), path) in lines.iter().zip(cases).zip(&args) {
+        assert!(line.contains(want), "want `{want}`, got `{line}`");
+        if line.starts_with("ERR") {
+            assert!(line.contains(path), "the error does not name the file: {line}");
+        }
+    }
+    // dlerror() text is passed on: it names the missing symbol.
+    assert!(lines[5].ends_with("undefined symbol: bext_locking_plugin_entry"), "{}", lines[5]);
+}
+
+#[test]
+fn conformance_against_every_available_backend() {
+    let scratch = Scratch::new("conformance");
+    let exe = compile_c(&scratch, &["hosts/c/conformance.c"], "conformance");
+    let found = backends("c-conformance");
+    let mut failures = Vec::new();
+    for backend in &found {
+        let out = valgrind(&exe, &[backend.library.to_str().unwrap(), &backend.config]);
+        let text = stdout(&out);
+        eprintln!("{}: {}", backend.name, text.lines().last().unwrap_or(""));
+        if !out.status.success() {
+            failures.push(format!("{}:\n{}", backend.name, failed_checks(&out)));
+        }
+    }
+    assert!(failures.is_empty(), "C conformance failed:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn conformance_and_panic_boundary_with_the_panicky_fixture() {
+    let scratch = Scratch::new("conformance-panicky");
+    let exe = compile_c(&scratch, &["hosts/c/conformance.c"], "conformance");
+    let lib = plugin("fixture-panicky");
+    let out = valgrind(&exe, &[lib.to_str().unwrap(), r#"{"namespace":"c-panicky"}"#, "--panicky"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", failed_checks(&out));
+    for check in [
+        "ok   a panic in create is ERR_PANIC with code panic",
+        "ok   a panic in try_lock is ERR_PANIC with code panic",
+        "ok   try_lock works after a caught panic",
+    ] {
+        assert!(text.contains(check), "missing `{check}`: {}", describe(&out));
+    }
+}
+
+#[test]
+fn conformance_fails_a_plugin_whose_instances_do_not_share() {
+    // The program must be able to fail: memory instances without a common
+    // namespace do not see each other's locks, so contention checks fail.
+    let scratch = Scratch::new("conformance-negative");
+    let exe = compile_c(&scratch, &["hosts/c/conformance.c"], "conformance");
+    let out = run(Command::new(&exe).arg(plugin("memory")).arg("{}"));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(stdout(&out).contains("FAIL another instance gets CONTENDED"), "{}", describe(&out));
+}
+
+#[test]
+fn stress_eight_threads_never_overlap_on_any_backend() {
+    let scratch = Scratch::new("stress");
+    let exe = compile_c(&scratch, &["hosts/c/stress.c"], "stress");
+    let mut failures = Vec::new();
+    for backend in &backends("c-stress") {
+        // valgrind runs one thread at a time: enough rounds to interleave,
+        // few enough to stay quick on network backends.
+        let rounds = if backend.name == "memory" { "200" } else { "40" };
+        let out = valgrind(&exe, &[backend.library.to_str().unwrap(), &backend.config, rounds]);
+        eprintln!("{}: {}", backend.name, stdout(&out).trim());
+        if !out.status.success() {
+            failures.push(format!("{}:\n{}", backend.name, describe(&out)));
+        }
+    }
+    assert!(failures.is_empty(), "C stress failed:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn stress_detects_overlap() {
+    // Eight private memory instances never contend: the test must see the
+    // overlap and fail, or it proves nothing.
+    let scratch = Scratch::new("stress-negative");
+    let exe = compile_c(&scratch, &["hosts/c/stress.c"], "stress");
+    let out = run(Command::new(&exe).arg(plugin("memory")).args(["{}", "30"]));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(stdout(&out).contains("FAIL: max holders"), "{}", describe(&out));
+}
