@@ -11,7 +11,8 @@
 //! overwritten, renamed or removed at any time.
 
 use std::hash::{DefaultHasher, Hasher};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -93,26 +94,55 @@ pub(crate) fn load_checked(req: &LoadRequest<'_>, checked: CheckedFile) -> Resul
     if after.as_ref().ok() != Some(&before) || bytes.len() as u64 != before.len {
         return Err(Failure::Changing);
     }
+    let plan = check_image(&bytes).map_err(|m| Failure::Skip(SkipKind::Malformed, m))?;
     let hash = req.want_hash.then(|| {
-        // In-process only, so the hasher's unspecified stability across
-        // Rust releases does not matter.
+        // Only the bytes that would be loaded count: a rebuild that changed
+        // nothing but debug info is not a new plugin. In-process only, so
+        // the hasher's unspecified stability across Rust releases is fine.
         let mut h = DefaultHasher::new();
-        h.write(&bytes);
+        for range in plan.kept(bytes.len()) {
+            h.write(&bytes[range]);
+        }
         h.finish()
     });
     if hash.is_some() && hash == req.known_hash {
         return Err(Failure::Unchanged);
     }
-    check_image(&bytes).map_err(|m| Failure::Skip(SkipKind::Malformed, m))?;
-    let plugin = load_copy(req, &bytes)?;
+    let plugin = load_copy(req, &bytes, &plan)?;
     let info = validate(req.path, plugin)?;
     Ok(Loaded { info, hash })
+}
+
+/// Which bytes of an image the private copy leaves out.
+#[derive(Debug, Default)]
+struct CopyPlan {
+    /// Sorted, disjoint byte ranges of debug sections past every segment:
+    /// nothing maps them, and nothing could read them from an unlinked copy
+    /// anyway, so the copy has holes there. They are most of a build with
+    /// debug info, so this makes each load several times cheaper and each
+    /// leaked mapping (see docs/LOADER.md) that much smaller.
+    holes: Vec<Range<usize>>,
+}
+
+impl CopyPlan {
+    /// The ranges that are written, for a file of `len` bytes.
+    fn kept(&self, len: usize) -> Vec<Range<usize>> {
+        let mut kept = Vec::with_capacity(self.holes.len() + 1);
+        let mut at = 0;
+        for hole in &self.holes {
+            kept.push(at..hole.start);
+            at = hole.end;
+        }
+        kept.push(at..len);
+        kept
+    }
 }
 
 /// Refuses an image the dynamic loader would map but then fault on: a
 /// truncated file (copied halfway, a full disk) whose segments reach past
 /// its end would raise SIGBUS when its pages are touched, inside `dlopen`.
-fn check_image(bytes: &[u8]) -> Result<(), String> {
+/// Returns what the private copy may leave out.
+fn check_image(bytes: &[u8]) -> Result<CopyPlan, String> {
     use object::{Object, ObjectKind, ObjectSection, ObjectSegment};
     let image = object::File::parse(bytes)
         .map_err(|e| format!("not a shared library, or truncated ({e})"))?;
@@ -128,11 +158,34 @@ fn check_image(bytes: &[u8]) -> Result<(), String> {
     if image.sections().filter_map(|s| s.file_range()).any(past_end) {
         return Err(format!("truncated: a section extends past the end of the file ({len} bytes)"));
     }
-    Ok(())
+    let loaded_end =
+        image.segments().map(|s| s.file_range()).map(|(o, n)| o + n).max().unwrap_or(0);
+    let mut holes: Vec<Range<usize>> = image
+        .sections()
+        .filter(|s| s.name().is_ok_and(|n| n.starts_with(".debug") || n.starts_with(".zdebug")))
+        .filter_map(|s| s.file_range())
+        .filter(|&(offset, size)| offset >= loaded_end && size > 0)
+        .map(|(offset, size)| offset as usize..(offset + size) as usize)
+        .collect();
+    holes.sort_by_key(|r| r.start);
+    // Merge, so `kept` sees disjoint ranges even for odd layouts.
+    let mut merged: Vec<Range<usize>> = Vec::with_capacity(holes.len());
+    for hole in holes {
+        match merged.last_mut() {
+            Some(last) if hole.start <= last.end => last.end = last.end.max(hole.end),
+            _ => merged.push(hole),
+        }
+    }
+    Ok(CopyPlan { holes: merged })
 }
 
-/// Writes the bytes to a fresh, uniquely named file, loads it and unlinks it.
-fn load_copy(req: &LoadRequest<'_>, bytes: &[u8]) -> Result<LoadedPlugin, Failure> {
+/// Writes the bytes (but the plan's holes) to a fresh, uniquely named file,
+/// loads it and unlinks it.
+fn load_copy(
+    req: &LoadRequest<'_>,
+    bytes: &[u8],
+    plan: &CopyPlan,
+) -> Result<LoadedPlugin, Failure> {
     let copy_failed = |e: std::io::Error| {
         Failure::Skip(
             SkipKind::LoadFailed,
@@ -146,7 +199,7 @@ fn load_copy(req: &LoadRequest<'_>, bytes: &[u8]) -> Result<LoadedPlugin, Failur
         .suffix(LIBRARY_SUFFIX)
         .tempfile_in(req.copy_dir)
         .map_err(copy_failed)?;
-    copy.write_all(bytes).and_then(|()| copy.flush()).map_err(copy_failed)?;
+    write_sparse(copy.as_file_mut(), bytes, plan).map_err(copy_failed)?;
     let loaded = load_as(copy.path(), req.path);
     // Unlinked whatever happened: a loaded copy stays mapped without a name.
     drop(copy);
@@ -154,6 +207,16 @@ fn load_copy(req: &LoadRequest<'_>, bytes: &[u8]) -> Result<LoadedPlugin, Failur
         let (kind, reason) = classify(&e.kind);
         Failure::Skip(kind, reason)
     })
+}
+
+fn write_sparse(file: &mut std::fs::File, bytes: &[u8], plan: &CopyPlan) -> std::io::Result<()> {
+    for range in plan.kept(bytes.len()) {
+        file.seek(SeekFrom::Start(range.start as u64))?;
+        file.write_all(&bytes[range])?;
+    }
+    // A hole at the very end is not created by seeking alone.
+    file.set_len(bytes.len() as u64)?;
+    file.flush()
 }
 
 /// Words a [`LoadErrorKind`] for a report (the path is shown beside it).
@@ -220,4 +283,34 @@ fn validate(path: &Path, plugin: LoadedPlugin) -> Result<ScannedPlugin, Failure>
         path: path.to_path_buf(),
         plugin,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copy_leaves_out_only_debug_sections_past_the_loaded_segments() {
+        use object::{Object, ObjectSegment};
+        let path = bext_locking_test_support::plugin_path("fixture-reload-v1");
+        let bytes = std::fs::read(path).unwrap();
+        let plan = check_image(&bytes).unwrap();
+        assert!(!plan.holes.is_empty(), "a debug build has debug sections");
+        let image = object::File::parse(&*bytes).unwrap();
+        let loaded_end = image.segments().map(|s| s.file_range()).map(|(o, n)| o + n).max();
+        assert!(plan.holes.iter().all(|h| Some(h.start as u64) >= loaded_end));
+        let kept: usize = plan.kept(bytes.len()).iter().map(|r| r.len()).sum();
+        let holes: usize = plan.holes.iter().map(|r| r.len()).sum();
+        assert_eq!(kept + holes, bytes.len());
+        assert!(holes > bytes.len() / 2, "debug info is most of a debug build");
+    }
+
+    #[test]
+    fn a_truncated_image_is_refused_before_the_loader_sees_it() {
+        let path = bext_locking_test_support::plugin_path("fixture-reload-v1");
+        let bytes = std::fs::read(path).unwrap();
+        for len in [0, 3, 64, 1000, bytes.len() / 3, bytes.len() - 1] {
+            assert!(check_image(&bytes[..len]).is_err(), "{len} bytes accepted");
+        }
+    }
 }
