@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::LockingPlugin;
-use crate::guard::{LockGuard, LockLost};
+use crate::guard::{LockGuard, LockLost, ReleaseError};
 
 /// Why [`run_exclusive`] did not simply run the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,12 +73,12 @@ pub fn run_exclusive<T>(
         return Ok(None);
     };
     let value = f(&guard);
-    if let Some(lost) = guard.lost() {
-        return Err(RunError::Lost(lost));
+    match guard.release() {
+        Err(ReleaseError::Lost(lost)) => Err(RunError::Lost(lost)),
+        // A release that fails after a clean run changes nothing for the
+        // caller: the lease ends with its TTL.
+        Ok(()) | Err(ReleaseError::Backend(_)) => Ok(Some(value)),
     }
-    // A release that fails after a clean run changes nothing for the caller.
-    let _ = guard.release();
-    Ok(Some(value))
 }
 
 /// Whether a job must run on one node of the cluster at a time.

@@ -148,18 +148,19 @@ enum Event {
 /// # use std::sync::Arc;
 /// # use std::time::Duration;
 /// # use bext_locking::{LockGuard, LockingPlugin};
-/// # fn job(plugin: Arc<dyn LockingPlugin>) -> Result<(), String> {
-/// if let Some(guard) = LockGuard::acquire(&plugin, "jobs/nightly", Duration::from_secs(30))? {
-///     for step in 0..10 {
+/// fn nightly(plugin: &Arc<dyn LockingPlugin>) -> Result<(), Box<dyn std::error::Error>> {
+///     let Some(guard) = LockGuard::acquire(plugin, "jobs/nightly", Duration::from_secs(30))? else {
+///         return Ok(()); // another node runs it
+///     };
+///     for _step in 0..10 {
 ///         if guard.is_lost() {
 ///             return Err("lost the lock; stopping".into());
 ///         }
 ///         // ... one step of the job ...
-/// #       let _ = step;
 ///     }
 ///     guard.release()?;
+///     Ok(())
 /// }
-/// # Ok(()) }
 /// ```
 ///
 /// Two threads work for each guard: one keeps time and decides, the other
@@ -390,24 +391,44 @@ impl LockGuard {
 
     /// Stops renewing and releases the lock.
     ///
-    /// Returns `Err` with the [`LockLost`] message if the lock was lost (it
-    /// is then not released: it is no longer ours to release), or the
-    /// backend's error if the release failed (the lease then ends by
-    /// itself when its TTL runs out).
-    pub fn release(mut self) -> Result<(), String> {
+    /// Fails with [`ReleaseError::Lost`] if the lock was lost (it is then
+    /// not released: it is no longer ours to release), or with
+    /// [`ReleaseError::Backend`] if the release call failed (the lease then
+    /// ends by itself when its TTL runs out).
+    pub fn release(mut self) -> Result<(), ReleaseError> {
         self.finish()
     }
 
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Result<(), ReleaseError> {
         if self.timer.is_none() && self.renewer.is_none() {
             return Ok(()); // already finished
         }
         if let Some(lost) = self.stop() {
-            return Err(lost.to_string());
+            return Err(ReleaseError::Lost(lost));
         }
-        self.plugin.release(self.handle.clone())
+        self.plugin.release(self.handle.clone()).map_err(ReleaseError::Backend)
     }
 }
+
+/// Why [`LockGuard::release`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseError {
+    /// The lock had been lost before the release; nothing was released.
+    Lost(LockLost),
+    /// The backend's release call failed; the lease ends with its TTL.
+    Backend(String),
+}
+
+impl fmt::Display for ReleaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReleaseError::Lost(lost) => lost.fmt(f),
+            ReleaseError::Backend(e) => write!(f, "release failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReleaseError {}
 
 impl Shared {
     /// Watchers are dropped once the guard stops, so a channel receiver sees
@@ -600,8 +621,10 @@ mod tests {
         let g = guard(&plugin, "k");
         test.steal("k");
         assert!(g.wait_lost(PATIENCE).is_some());
-        let err = g.release().unwrap_err();
-        assert!(err.contains("was lost"), "{err}");
+        match g.release() {
+            Err(ReleaseError::Lost(lost)) => assert!(lost.to_string().contains("was lost"), "{lost}"),
+            other => panic!("expected Lost, got {other:?}"),
+        }
         assert_eq!(test.count(&Call::Release), 0, "released a lock that was no longer ours");
         assert_eq!(test.holder("k").as_deref(), Some("thief"));
     }

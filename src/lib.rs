@@ -32,7 +32,7 @@ pub mod conformance;
 
 pub use error::{ErrorKind, PluginError};
 pub use exclusive::{LockingHint, RunError, run_exclusive};
-pub use guard::{GuardOptions, LockGuard, LockLost};
+pub use guard::{GuardOptions, LockGuard, LockLost, ReleaseError};
 pub use handle::LockHandle;
 pub use limits::{MAX_KEY_BYTES, MAX_TTL_MS, validate_key, validate_lock_request, validate_ttl};
 pub use plugin::LockingPlugin;

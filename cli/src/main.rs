@@ -1,6 +1,303 @@
-//! `bext-lock`: placeholder until the CLI issue lands.
+//! `bext-lock`: run a command once across a cluster, like `flock(1)` for
+//! distributed locks, and inspect and check lock plugins.
+//!
+//! See `docs/CLI.md` for the full story; `bext-lock help <command>` for each
+//! command.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod duration;
+mod inspect;
+mod resolve;
+mod run;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes, documented in `docs/CLI.md` and `bext-lock run --help`.
+pub mod exit {
+    /// Success (for `run`: the command's own status is passed through).
+    pub const OK: i32 = 0;
+    /// Something went wrong before the work started: unknown plugin, bad
+    /// config file, signal handling unavailable. Also `check`'s "a check
+    /// failed".
+    pub const ERROR: i32 = 1;
+    /// `check`: at least one conformance check failed.
+    pub const CHECK_FAILED: i32 = 1;
+    /// Bad command-line usage.
+    pub const USAGE: i32 = 2;
+    /// The lock backend returned an error (`create` or `try_lock`): the
+    /// command was not run. Like sysexits' `EX_UNAVAILABLE`.
+    pub const BACKEND: i32 = 69;
+    /// The lock is held elsewhere (default of `-E`): the command was not
+    /// run. sysexits' `EX_TEMPFAIL`: try again later.
+    pub const CONTENDED: u8 = 75;
+    /// The lock was lost while the command ran; the command was sent
+    /// SIGTERM (and SIGKILL after the grace period).
+    pub const LOST: i32 = 76;
+    /// The command could not be executed (like a shell).
+    pub const NOT_EXECUTABLE: i32 = 126;
+    /// The command was not found (like a shell).
+    pub const NOT_FOUND: i32 = 127;
+}
+
+/// An error to print as one line, with the exit code to leave with.
+#[derive(Debug)]
+pub struct CliError {
+    code: i32,
+    message: String,
+}
+
+impl CliError {
+    fn new(code: i32, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+    fn error(message: impl Into<String>) -> Self {
+        Self::new(exit::ERROR, message)
+    }
+    fn usage(message: impl Into<String>) -> Self {
+        Self::new(exit::USAGE, message)
+    }
+}
+
+/// Milliseconds of a duration, saturating.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+const ABOUT: &str = "Run a command once across a cluster (flock(1) for distributed locks), \
+and inspect and check bext-locking plugins.";
+
+const AFTER_HELP: &str = "\
+PLUGIN is a path to a plugin library (contains '/' or ends in .so) or a name such as
+`sqlite`, looked up as libbext_locking_<name>.so in, first match wins:
+  1. each --plugin-dir, in order;   2. each folder of $BEXT_PLUGIN_DIR (':'-separated);
+  3. the folder of this binary;     4. <that folder>/../lib/bext-locking
+and, failing that, by the name a plugin in those folders reports.
+
+Examples:
+  bext-lock run sqlite -c '{\"path\":\"/var/lib/app/locks.db\"}' -k nightly --ttl 30s -- ./nightly.sh
+  bext-lock plugins
+  bext-lock describe redis
+  bext-lock check ./libmy_plugin.so --config @my-plugin.json";
+
+#[derive(Parser)]
+#[command(name = "bext-lock", version, about = ABOUT, after_help = AFTER_HELP)]
+struct Cli {
+    /// Look for plugins in DIR before the default folders (repeatable).
+    #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
+    plugin_dir: Vec<PathBuf>,
+
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    Run(RunCmd),
+    Plugins(PluginsCmd),
+    Describe(DescribeCmd),
+    Check(CheckCmd),
+}
+
+const RUN_AFTER: &str = "\
+The command gets BEXT_LOCK_KEY, BEXT_LOCK_ID (this acquisition's lock id) and, when the
+backend fences, BEXT_LOCK_FENCE (a number that rises with every acquisition: pass it to
+what you write so it can refuse a stale holder). SIGINT, SIGTERM, SIGHUP and SIGQUIT sent
+to bext-lock are passed on to the command (a terminal's Ctrl-C reaches it directly).
+
+Exit status:
+  the command's own     it ran while the lock was held (128+N if killed by signal N)
+  75 (or -E CODE)       the lock is held elsewhere; the command did not run
+  76                    the lock was lost while the command ran; it got SIGTERM (then
+                        SIGKILL after --grace)
+  69                    the lock backend failed; the command did not run
+  1                     bext-lock failed before locking (plugin not found, bad config)
+  2                     bad usage
+  126, 127              the command could not be run / was not found
+  128+N                 bext-lock got signal N while waiting for the lock
+
+Examples:
+  # Run the nightly report on one machine only; the others skip with 75:
+  bext-lock run sqlite --config '{\"path\":\"/var/lib/app/locks.db\"}' \\
+      --key reports/nightly --ttl 30s -- ./nightly-report.sh
+
+  # Wait up to 2 minutes for the lock instead of skipping:
+  bext-lock run redis --config @/etc/app/redis-lock.json --key deploy --ttl 1m --wait 2m -- ./deploy.sh
+
+  # A cron line that treats 'someone else ran it' as success:
+  bext-lock run pg --config @/etc/app/pg.json --key cleanup -E 0 -- ./cleanup.sh";
+
+/// Run a command only while holding a lock, renewing it in the background.
+#[derive(Args)]
+#[command(after_help = RUN_AFTER)]
+struct RunCmd {
+    /// The lock plugin: a name (e.g. sqlite, redis, pg, memory) or a path.
+    plugin: String,
+    /// The lock key (1 to 1024 bytes).
+    #[arg(short, long)]
+    key: String,
+    /// Lease length, renewed every third of it while the command runs; if
+    /// bext-lock dies, others wait at most this long: 500ms, 30s, 5m.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_positive)]
+    ttl: Duration,
+    /// The plugin's config: JSON, or @FILE to read it from a file (keeps
+    /// passwords out of `ps`). Default: {}.
+    #[arg(
+        short,
+        long,
+        value_name = "JSON|@FILE",
+        env = "BEXT_LOCK_CONFIG",
+        hide_env_values = true
+    )]
+    config: Option<String>,
+    /// If the lock is held, retry (with jittered backoff) for up to this
+    /// long before giving up with the conflict exit code.
+    #[arg(short, long, value_name = "DURATION", value_parser = duration::parse)]
+    wait: Option<Duration>,
+    /// Exit code when the lock is held elsewhere.
+    #[arg(short = 'E', long = "conflict-exit-code", value_name = "CODE", default_value_t = exit::CONTENDED)]
+    conflict_exit_code: u8,
+    /// After the lock is lost, how long the command gets between SIGTERM and SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::parse)]
+    grace: Duration,
+    /// Say on stderr what happens (acquired, skipped, released).
+    #[arg(short, long)]
+    verbose: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+const PLUGINS_AFTER: &str = "\
+Without --dir, every folder of the plugin search path is scanned (see `bext-lock --help`).
+Files that others than root or you can write are refused, as the loader does everywhere.
+
+Examples:
+  bext-lock plugins
+  bext-lock plugins --dir /usr/local/lib/bext-locking
+  bext-lock plugins --json";
+
+/// List the plugins found, with name, version, ABI, fencing and path, and
+/// the files skipped with the reason.
+#[derive(Args)]
+#[command(after_help = PLUGINS_AFTER)]
+struct PluginsCmd {
+    /// Scan only these folders (repeatable).
+    #[arg(long, value_name = "DIR")]
+    dir: Vec<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+const DESCRIBE_AFTER: &str = "\
+Examples:
+  bext-lock describe sqlite
+  bext-lock describe ./target/debug/libbext_locking_redis.so --json";
+
+/// Show a plugin's capabilities and config keys.
+#[derive(Args)]
+#[command(after_help = DESCRIBE_AFTER)]
+struct DescribeCmd {
+    /// The plugin: a name or a path.
+    plugin: String,
+    /// Print the plugin's describe JSON (with its full config schema).
+    #[arg(long)]
+    json: bool,
+}
+
+const CHECK_AFTER: &str = "\
+Instances are created from the same config, as if on two hosts sharing one backend; keys
+live under a fresh random prefix, so a shared server is safe to check against. The memory
+plugin needs a namespace for its instances to share locks: --config '{\"namespace\":\"check\"}'.
+
+Exit status: 0 when every check passed, 1 when one failed or the check could not run,
+69 when no instance could be created, 2 on bad usage.
+
+Examples:
+  bext-lock check sqlite --config '{\"path\":\"/tmp/check.db\"}'
+  bext-lock check ./libmy_plugin.so --config @my-plugin.json --json
+  bext-lock check redis --config '{\"url\":\"redis://127.0.0.1:6379\"}' --only stale_release_is_noop";
+
+/// Run the conformance suite against a plugin through its shared library.
+#[derive(Args)]
+#[command(after_help = CHECK_AFTER)]
+struct CheckCmd {
+    /// The plugin: a name or a path.
+    plugin: String,
+    /// The plugin's config: JSON or @FILE. Default: {}.
+    #[arg(
+        short,
+        long,
+        value_name = "JSON|@FILE",
+        env = "BEXT_LOCK_CONFIG",
+        hide_env_values = true
+    )]
+    config: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Run only this check (repeatable).
+    #[arg(long, value_name = "CHECK")]
+    only: Vec<String>,
+    /// The short lease used by the expiry checks; raise it for backends
+    /// with coarse clocks or slow round trips.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = duration::parse_positive)]
+    short_ttl: Duration,
+    /// Extra wait past the short lease before it counts as expired.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = duration::parse)]
+    settle: Duration,
+}
 
 fn main() {
-    eprintln!("bext-lock: not implemented yet");
-    std::process::exit(2);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with 0; usage errors to stderr with 2.
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    let dirs = cli.plugin_dir;
+    let result = match cli.command {
+        Commands::Run(r) => run::run(
+            run::RunArgs {
+                plugin: r.plugin,
+                key: r.key,
+                ttl: r.ttl,
+                config: r.config,
+                wait: r.wait,
+                conflict_exit_code: r.conflict_exit_code,
+                grace: r.grace,
+                verbose: r.verbose,
+                command: r.command,
+            },
+            &dirs,
+        ),
+        Commands::Plugins(p) => inspect::plugins(&p.dir, &dirs, p.json),
+        Commands::Describe(d) => inspect::describe(&d.plugin, &dirs, d.json),
+        Commands::Check(c) => inspect::check(
+            inspect::CheckArgs {
+                plugin: c.plugin,
+                config: c.config,
+                json: c.json,
+                only: c.only,
+                short_ttl: c.short_ttl,
+                settle: c.settle,
+            },
+            &dirs,
+        ),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("bext-lock: {}", e.message);
+            std::process::exit(e.code);
+        }
+    }
 }

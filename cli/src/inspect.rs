@@ -1,0 +1,282 @@
+//! `bext-lock plugins`, `describe` and `check`: looking at plugins.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bext_locking::conformance::{self, Options};
+use bext_locking_loader::{ScanOptions, SkipKind};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::{self, Secrets};
+use crate::resolve::{self, SearchDir};
+use crate::{CliError, exit};
+
+#[derive(Serialize)]
+struct Found {
+    name: String,
+    version: String,
+    abi_version: u32,
+    fencing: bool,
+    description: String,
+    path: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Skip {
+    path: PathBuf,
+    kind: String,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct Listing {
+    searched: Vec<PathBuf>,
+    plugins: Vec<Found>,
+    skipped: Vec<Skip>,
+}
+
+fn kind_name(kind: SkipKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{kind:?}"))
+}
+
+/// `plugins`: scans `dirs` (or the whole search path) and lists what loads.
+pub fn plugins(dirs: &[PathBuf], plugin_dirs: &[PathBuf], json: bool) -> Result<i32, CliError> {
+    let search: Vec<SearchDir> = if dirs.is_empty() {
+        resolve::search_path(plugin_dirs)
+    } else {
+        dirs.iter().map(|d| SearchDir { dir: d.clone(), origin: "--dir" }).collect()
+    };
+    let mut listing = Listing { searched: Vec::new(), plugins: Vec::new(), skipped: Vec::new() };
+    for d in &search {
+        // Default folders that do not exist are simply not there; a folder
+        // the user named is reported.
+        if !d.dir.exists() && !dirs.is_empty() {
+            return Err(CliError::error(format!("--dir {}: no such folder", d.dir.display())));
+        }
+        if !d.dir.is_dir() {
+            continue;
+        }
+        listing.searched.push(d.dir.clone());
+        let report = bext_locking_loader::scan(&d.dir, &ScanOptions::default());
+        for p in report.loaded {
+            if let Some(first) = listing.plugins.iter().find(|f| f.name == p.name) {
+                listing.skipped.push(Skip {
+                    path: p.path.clone(),
+                    kind: "shadowed".to_owned(),
+                    reason: format!(
+                        "plugin `{}` is found first at {}",
+                        p.name,
+                        first.path.display()
+                    ),
+                });
+                continue;
+            }
+            listing.plugins.push(Found {
+                name: p.name,
+                version: p.version,
+                abi_version: p.abi_version,
+                fencing: p.fencing,
+                description: p.description,
+                path: p.path,
+            });
+        }
+        listing.skipped.extend(report.skipped.into_iter().map(|s| Skip {
+            path: s.path,
+            kind: kind_name(s.kind),
+            reason: s.reason,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&listing).unwrap_or_default());
+        return Ok(exit::OK);
+    }
+    print!("{}", listing_table(&listing));
+    Ok(exit::OK)
+}
+
+fn listing_table(l: &Listing) -> String {
+    let mut out = String::new();
+    if l.plugins.is_empty() {
+        out.push_str("no plugins found\n");
+    } else {
+        let w = l.plugins.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);
+        let v = l.plugins.iter().map(|p| p.version.len()).max().unwrap_or(7).max(7);
+        let _ = writeln!(out, "{:<w$}  {:<v$}  abi  fencing  path", "name", "version");
+        for p in &l.plugins {
+            let fencing = if p.fencing { "yes" } else { "no" };
+            let _ = writeln!(
+                out,
+                "{:<w$}  {:<v$}  {:<3}  {fencing:<7}  {}",
+                p.name,
+                p.version,
+                p.abi_version,
+                p.path.display()
+            );
+        }
+    }
+    if !l.skipped.is_empty() {
+        out.push_str("\nskipped:\n");
+        for s in &l.skipped {
+            let _ = writeln!(out, "  {} ({}): {}", s.path.display(), s.kind, s.reason);
+        }
+    }
+    let searched: Vec<String> = l.searched.iter().map(|d| d.display().to_string()).collect();
+    let _ = writeln!(
+        out,
+        "\nsearched: {}",
+        if searched.is_empty() { "(no folder exists)".to_owned() } else { searched.join(", ") }
+    );
+    out
+}
+
+/// `describe`: what a plugin says about itself.
+pub fn describe(plugin: &str, plugin_dirs: &[PathBuf], json: bool) -> Result<i32, CliError> {
+    let lib = resolve::load(plugin, plugin_dirs).map_err(CliError::error)?;
+    let d = lib.describe().map_err(|e| CliError::new(exit::BACKEND, e))?;
+    if json {
+        let value = serde_json::json!({
+            "name": d.name,
+            "version": d.version,
+            "abi_version": d.abi_version,
+            "description": d.description,
+            "fencing": d.fencing,
+            "path": lib.path(),
+            "config_schema": d.config_schema,
+        });
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        return Ok(exit::OK);
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "name:        {}", d.name);
+    let _ = writeln!(out, "version:     {}", d.version);
+    let _ = writeln!(out, "abi:         {}", d.abi_version);
+    let fencing = if d.fencing { "yes (handles carry a fence by default)" } else { "no" };
+    let _ = writeln!(out, "fencing:     {fencing}");
+    let _ = writeln!(out, "file:        {}", lib.path().display());
+    let _ = writeln!(out, "description: {}", d.description);
+    out.push_str(&schema_text(&d.config_schema));
+    print!("{out}");
+    Ok(exit::OK)
+}
+
+/// The config keys of a JSON Schema, one per line.
+fn schema_text(schema: &Value) -> String {
+    let mut out = String::from("config keys:\n");
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        out.push_str("  (none)\n");
+        return out;
+    };
+    if props.is_empty() {
+        out.push_str("  (none)\n");
+    }
+    let w = props.keys().map(String::len).max().unwrap_or(0);
+    for (name, p) in props {
+        let ty = match p.get("type") {
+            Some(Value::String(t)) => t.clone(),
+            Some(Value::Array(ts)) => {
+                ts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|")
+            }
+            _ => "any".to_owned(),
+        };
+        let req = if required.contains(&name.as_str()) { ", required" } else { "" };
+        let default = p.get("default").map(|d| format!(" (default {d})")).unwrap_or_default();
+        let desc = p.get("description").and_then(Value::as_str).unwrap_or("");
+        let _ = writeln!(out, "  {name:<w$}  {ty}{req}  {desc}{default}");
+    }
+    let example = required.iter().map(|k| format!("\"{k}\":…")).collect::<Vec<_>>().join(",");
+    let _ = writeln!(out, "minimal config: {{{example}}}");
+    out
+}
+
+/// What `check` was asked to do.
+pub struct CheckArgs {
+    pub plugin: String,
+    pub config: Option<String>,
+    pub json: bool,
+    pub only: Vec<String>,
+    pub short_ttl: Duration,
+    pub settle: Duration,
+}
+
+/// `check`: the conformance suite through the plugin's `.so`.
+pub fn check(args: CheckArgs, plugin_dirs: &[PathBuf]) -> Result<i32, CliError> {
+    let config = config::read(args.config.as_deref()).map_err(CliError::error)?;
+    let secrets = Secrets::of(&config);
+    let known = conformance::check_names();
+    if let Some(bad) = args.only.iter().find(|n| !known.contains(&n.as_str())) {
+        return Err(CliError::usage(format!(
+            "--only {bad}: no such check; the checks are: {}",
+            known.join(", ")
+        )));
+    }
+    let lib = resolve::load(&args.plugin, plugin_dirs).map_err(CliError::error)?;
+    let config_text = config.to_string();
+    // Fail early, with the plugin's own words, if no instance can be made.
+    drop(lib.create(&config_text).map_err(|e| CliError::new(exit::BACKEND, secrets.scrub(&e)))?);
+    let factory = || lib.create(&config_text);
+    let options = Options {
+        short_ttl_ms: crate::millis(args.short_ttl),
+        settle_ms: crate::millis(args.settle),
+        ..Options::default()
+    };
+    if !args.json {
+        eprintln!(
+            "bext-lock: checking {} ({}) with config {}",
+            lib.name(),
+            lib.path().display(),
+            config::redacted(&config)
+        );
+    }
+    let only: Vec<&str> = args.only.iter().map(String::as_str).collect();
+    let mut report = conformance::run_only(&factory, &options, &only);
+    for c in &mut report.checks {
+        c.message = secrets.scrub(&c.message);
+    }
+    report.backend = secrets.scrub(&report.backend);
+    if args.json {
+        let value = serde_json::json!({
+            "plugin": lib.name(),
+            "path": lib.path(),
+            "passed": report.passed(),
+            "report": report,
+        });
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(if report.passed() { exit::OK } else { exit::CHECK_FAILED })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn schema_lists_keys_with_required_and_defaults() {
+        let schema = json!({
+            "type": "object",
+            "required": ["path"],
+            "properties": {
+                "path": {"type": "string", "description": "the file"},
+                "busy_timeout_ms": {"type": "integer", "default": 5000}
+            }
+        });
+        let text = schema_text(&schema);
+        assert!(text.contains("path             string, required  the file"), "{text}");
+        assert!(text.contains("(default 5000)"), "{text}");
+        assert!(text.contains("minimal config: {\"path\":…}"), "{text}");
+        assert!(schema_text(&json!({"type":"object"})).contains("(none)"));
+    }
+}

@@ -1,0 +1,330 @@
+//! `bext-lock run` end to end: the real binary, real plugins, real children.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+/// `bext-lock run sqlite --config <db> --key KEY --ttl TTL [extra] -- CMD...`
+fn run_sqlite(db: &Db, key: &str, ttl: &str, extra: &[&str], command: &[String]) -> Proc {
+    let mut c = cmd();
+    c.args(["run", "sqlite", "--config", &db.config(), "--key", key, "--ttl", ttl])
+        .args(extra)
+        .arg("--")
+        .args(command)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Proc::spawn(&mut c)
+}
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+#[test]
+fn exit_status_is_the_commands() {
+    need(&["memory"]);
+    let o = output(&["run", "memory", "--key", "k", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let o = output(&["run", "memory", "--key", "k", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Killed by a signal: 128 + N, as a shell reports it.
+    let o = output(&["run", "memory", "--key", "k", "--", "sh", "-c", "kill -KILL $$"]);
+    assert_eq!(o.status.code(), Some(128 + 9), "{}", stderr(&o));
+}
+
+#[test]
+fn the_child_gets_key_lock_id_and_fence() {
+    need(&["sqlite"]);
+    let db = Db::new();
+    let print = sh("echo \"$BEXT_LOCK_KEY|$BEXT_LOCK_ID|${BEXT_LOCK_FENCE-unset}\"");
+    let mut fences = Vec::new();
+    for _ in 0..2 {
+        let o = run_sqlite(&db, "jobs/env", "5s", &[], &print).wait_output();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = stdout(&o);
+        let parts: Vec<&str> = out.trim().split('|').collect();
+        assert_eq!(parts[0], "jobs/env");
+        assert!(parts[1].len() >= 8, "lock id {:?}", parts[1]);
+        fences.push(parts[2].parse::<u64>().expect("a numeric fence"));
+    }
+    assert!(fences[1] > fences[0], "fences must rise: {fences:?}");
+}
+
+#[test]
+fn an_outer_fence_is_not_passed_on() {
+    need(&["memory"]);
+    // memory fences, so check the variable is replaced, not inherited.
+    let o = cmd()
+        .env("BEXT_LOCK_FENCE", "999999")
+        .args(["run", "memory", "--key", "k", "--", "sh", "-c", "echo $BEXT_LOCK_FENCE"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "1");
+}
+
+#[test]
+fn two_concurrent_runs_one_runs_the_other_exits_75() {
+    need(&["sqlite"]);
+    let db = Db::new();
+    let (ready, stop) = (db.file("a-ready"), db.file("a-stop"));
+    let mut a = run_sqlite(&db, "jobs/once", "5s", &[], &job_until(&ready, &stop));
+    wait_for_file(&ready);
+
+    let b_ran = db.file("b-ran");
+    let b = run_sqlite(&db, "jobs/once", "5s", &[], &sh(&format!("touch '{}'", b_ran.display())));
+    let o = b.wait_output();
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(!b_ran.exists(), "the second run ran its command while the lock was held");
+    assert!(stderr(&o).is_empty(), "contention is quiet without -v: {}", stderr(&o));
+
+    // -E changes the code; -v says why.
+    let o = run_sqlite(&db, "jobs/once", "5s", &["-E", "0", "-v"], &sh("exit 9")).wait_output();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("held elsewhere"), "{}", stderr(&o));
+
+    std::fs::write(&stop, "").unwrap();
+    assert_eq!(a.wait().code(), Some(0));
+    // Released when the command ended: the next run gets the lock.
+    let o = run_sqlite(&db, "jobs/once", "5s", &[], &sh("exit 0")).wait_output();
+    assert_eq!(o.status.code(), Some(0), "not released: {}", stderr(&o));
+}
+
+#[test]
+fn wait_gets_the_lock_once_the_holder_is_done() {
+    need(&["sqlite"]);
+    let db = Db::new();
+    let (ready, stop) = (db.file("a-ready"), db.file("a-stop"));
+    let mut a = run_sqlite(&db, "jobs/wait", "5s", &[], &job_until(&ready, &stop));
+    wait_for_file(&ready);
+    // B waits; its command checks that A's command has finished by then.
+    let b = run_sqlite(
+        &db,
+        "jobs/wait",
+        "5s",
+        &["--wait", "15s"],
+        &sh(&format!("[ -e '{}' ] && echo after", stop.display())),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&stop, "").unwrap();
+    assert_eq!(a.wait().code(), Some(0));
+    let o = b.wait_output();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "after");
+}
+
+#[test]
+fn wait_gives_up_with_75() {
+    need(&["sqlite"]);
+    let db = Db::new();
+    let (ready, stop) = (db.file("a-ready"), db.file("a-stop"));
+    let mut a = run_sqlite(&db, "jobs/busy", "5s", &[], &job_until(&ready, &stop));
+    wait_for_file(&ready);
+    let b_ran = db.file("b-ran");
+    let touch = sh(&format!("touch '{}'", b_ran.display()));
+    let o = run_sqlite(&db, "jobs/busy", "5s", &["--wait", "400ms"], &touch).wait_output();
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(!b_ran.exists());
+    std::fs::write(&stop, "").unwrap();
+    assert_eq!(a.wait().code(), Some(0));
+}
+
+/// A command that records a SIGTERM/SIGINT in `got` and exits 42 on it.
+fn trapping(ready: &std::path::Path, got: &std::path::Path) -> Vec<String> {
+    sh(&format!(
+        "trap 'echo TERM > \"{g}\"; exit 42' TERM; trap 'echo INT > \"{g}\"; exit 43' INT; \
+         touch '{r}'; i=0; while [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done",
+        g = got.display(),
+        r = ready.display()
+    ))
+}
+
+#[test]
+fn sigterm_and_sigint_are_forwarded_to_the_command() {
+    need(&["sqlite"]);
+    let db = Db::new();
+    for (sig, word, code) in [(Signal::SIGTERM, "TERM", 42), (Signal::SIGINT, "INT", 43)] {
+        let (ready, got) = (db.file(&format!("ready-{word}")), db.file(&format!("got-{word}")));
+        let mut p = run_sqlite(&db, "jobs/sig", "5s", &[], &trapping(&ready, &got));
+        wait_for_file(&ready);
+        p.signal(sig);
+        assert_eq!(p.wait().code(), Some(code), "{word} not forwarded");
+        assert_eq!(std::fs::read_to_string(&got).unwrap().trim(), word);
+    }
+    // The lock was released after the forwarded signal ended the command.
+    let o = run_sqlite(&db, "jobs/sig", "5s", &[], &sh("exit 0")).wait_output();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn a_command_killed_by_a_forwarded_signal_reports_128_plus_n() {
+    need(&["memory"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let script = format!("touch '{}'; exec sleep 20", ready.display());
+    let mut c = cmd();
+    c.args(["run", "memory", "--key", "k", "--", "sh", "-c", &script]);
+    let mut p = Proc::spawn(&mut c);
+    wait_for_file(&ready);
+    std::thread::sleep(Duration::from_millis(50)); // let `exec sleep` happen
+    p.signal(Signal::SIGTERM);
+    let status = p.wait();
+    assert_eq!(status.code(), Some(128 + 15), "{status:?}");
+    assert_eq!(status.signal(), None, "bext-lock itself must exit, not die");
+}
+
+/// Takes the lock over in the database, behind the holder's back.
+fn steal(db: &Db, key: &str) {
+    let conn = rusqlite::Connection::open(&db.path).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    let n = conn
+        .execute("UPDATE bext_locks SET lock_id = 'stolen-by-the-test' WHERE key = ?1", [key])
+        .unwrap();
+    assert_eq!(n, 1, "no lock row for {key}");
+}
+
+#[test]
+fn a_lost_lock_terminates_the_command_with_76() {
+    need(&["sqlite"]);
+    let db = Db::new();
+    let (ready, got) = (db.file("ready"), db.file("got"));
+    let p = run_sqlite(&db, "jobs/lost", "600ms", &[], &trapping(&ready, &got));
+    wait_for_file(&ready);
+    steal(&db, "jobs/lost");
+    let o = p.wait_output();
+    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&got).unwrap().trim(), "TERM", "no SIGTERM on loss");
+    let err = stderr(&o);
+    assert!(err.contains("was lost"), "{err}");
+    // The thief's lock was not released by the loser.
+    let conn = rusqlite::Connection::open(&db.path).unwrap();
+    let id: String = conn
+        .query_row("SELECT lock_id FROM bext_locks WHERE key = 'jobs/lost'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(id, "stolen-by-the-test");
+}
+
+#[test]
+fn a_command_that_ignores_sigterm_gets_sigkill_after_the_grace() {
+    need(&["sqlite"]);
+    let db = Db::new();
+    let (ready, alive) = (db.file("ready"), db.file("alive"));
+    // Ignores TERM, and would write `alive` if it lived 10 s.
+    let script = format!(
+        "trap '' TERM; touch '{r}'; i=0; while [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; touch '{a}'",
+        r = ready.display(),
+        a = alive.display()
+    );
+    let p = run_sqlite(&db, "jobs/stubborn", "600ms", &["--grace", "300ms"], &sh(&script));
+    wait_for_file(&ready);
+    steal(&db, "jobs/stubborn");
+    let o = p.wait_output();
+    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    assert!(stderr(&o).contains("SIGKILL"), "{}", stderr(&o));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!alive.exists(), "the command outlived the lost lock");
+}
+
+#[test]
+fn a_paused_holder_loses_the_lock_and_stops_its_command() {
+    need(&["sqlite"]);
+    let db = Db::new();
+    let (ready, got) = (db.file("ready"), db.file("got"));
+    let p = run_sqlite(&db, "jobs/paused", "300ms", &[], &trapping(&ready, &got));
+    wait_for_file(&ready);
+    // Freeze bext-lock (not its command) past the lease; another holder
+    // takes the key meanwhile.
+    p.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(600));
+    let o = run_sqlite(&db, "jobs/paused", "5s", &[], &sh("exit 0")).wait_output();
+    assert_eq!(o.status.code(), Some(0), "the expired lease was not taken: {}", stderr(&o));
+    p.signal(Signal::SIGCONT);
+    let o = p.wait_output();
+    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&got).unwrap().trim(), "TERM");
+}
+
+#[test]
+fn commands_that_cannot_run() {
+    need(&["memory"]);
+    let o = output(&["run", "memory", "--key", "k", "--", "/nonexistent/command"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert!(stderr(&o).contains("command not found"), "{}", stderr(&o));
+    // The lock was released: memory is per process, so check via verbose output instead.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-executable");
+    std::fs::write(&file, "#!/bin/sh\n").unwrap();
+    let o = output(&["run", "memory", "--key", "k", "--", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+}
+
+#[test]
+fn errors_are_one_line_with_distinct_codes() {
+    need(&["sqlite"]);
+    let one_line = |o: &std::process::Output| {
+        let err = stderr(o);
+        assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+        assert!(err.starts_with("bext-lock: "), "{err}");
+        err
+    };
+    let o = output(&["run", "no-such-plugin", "--key", "k", "--", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(one_line(&o).contains("no plugin named `no-such-plugin`"));
+
+    let o = output(&["run", "sqlite", "--config", "{not json", "--key", "k", "--", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(one_line(&o).contains("not valid JSON"));
+
+    // The backend refuses (no such folder): 69, the command never ran.
+    let o = output(&[
+        "run",
+        "sqlite",
+        "--config",
+        r#"{"path":"/nonexistent/dir/x.db"}"#,
+        "--key",
+        "k",
+        "--",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(69));
+    one_line(&o);
+
+    let o = output(&["run", "sqlite", "--key", "k", "--ttl", "30", "--", "true"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no unit"), "{}", stderr(&o));
+    let o = output(&["run", "sqlite", "--key", "k", "--ttl", "0s", "--", "true"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = output(&["run", "sqlite", "--key", "k"]);
+    assert_eq!(o.status.code(), Some(2), "a command is required");
+}
+
+#[test]
+fn passwords_in_configs_are_never_printed() {
+    need(&["sqlite"]);
+    let dir = tempfile::tempdir().unwrap();
+    // A config whose value the backend echoes in its error: the URL's
+    // password must be masked in whatever reaches the terminal.
+    let config = serde_json::json!({
+        "path": format!("{}/file://u:hunter2@host/x.db", dir.path().join("missing").display()),
+    })
+    .to_string();
+    let o = output(&["run", "sqlite", "-v", "--config", &config, "--key", "k", "--", "true"]);
+    assert_ne!(o.status.code(), Some(0));
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(!all.contains("hunter2"), "password printed: {all}");
+
+    // Keys that name a secret are masked in the verbose config echo.
+    need(&["memory"]);
+    let o = cmd()
+        .args(["run", "memory", "-v", "--key", "k", "--", "true"])
+        .env("BEXT_LOCK_CONFIG", r#"{"namespace":"redis://:hunter2@h:1"}"#)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("redis://:***@h:1"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
+}
