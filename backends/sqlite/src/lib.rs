@@ -1,0 +1,248 @@
+//! The SQLite bext-locking backend: the embedded default.
+//!
+//! Locks are rows in one table of one database file. Every process on the
+//! host that opens the same file (directly or from containers sharing the
+//! folder) gets real mutual exclusion with TTLs and fencing, with no server
+//! to run. SQLite is compiled in (`rusqlite`'s `bundled` feature).
+//!
+//! * Acquire is one statement that inserts the key or takes over an expired
+//!   row, and returns a fence that rises by one with every acquisition of
+//!   the key. Release expires the row instead of deleting it, so the fence
+//!   is never reset.
+//! * Renew extends only an unexpired lease whose `lock_id` is ours; it never
+//!   re-creates a row.
+//! * Time is the host's wall clock as SQLite reads it, shared by every
+//!   process on the host: this backend is for **one host**. A database file
+//!   on a network file system is not supported (SQLite's WAL needs shared
+//!   memory, and the hosts' clocks would differ).
+//! * The file runs in WAL mode with a busy timeout. A call that cannot get
+//!   the write lock within the timeout is `Err`, never a wrong answer.
+//!
+//! One instance owns one connection behind a mutex: every operation writes,
+//! and SQLite admits one writer per file at a time, so threads of one
+//! instance queue on the mutex (which wakes them at once) rather than on
+//! SQLite's sleeping busy handler.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod busy;
+mod open;
+pub mod sql;
+
+use std::ffi::CStr;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bext_locking::{LockHandle, LockingPlugin, PluginError, validate_lock_request};
+use rusqlite::{Connection, ErrorCode, OptionalExtension};
+use serde::Deserialize;
+use uuid::Uuid;
+
+pub use sql::{DEFAULT_TABLE, Statements, validate_table_name};
+
+/// How long a call waits for another writer by default.
+pub const DEFAULT_BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// The longest accepted busy timeout: ten minutes.
+pub const MAX_BUSY_TIMEOUT_MS: u64 = 600_000;
+
+/// The SQLite backend's config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// The database file, created with its table if missing. Its directory
+    /// must exist.
+    pub path: PathBuf,
+    /// How long a call waits for the write lock held by another connection
+    /// before it fails; default [`DEFAULT_BUSY_TIMEOUT_MS`].
+    #[serde(default)]
+    pub busy_timeout_ms: Option<u64>,
+    /// The lock table; default [`DEFAULT_TABLE`].
+    #[serde(default)]
+    pub table: Option<String>,
+}
+
+impl SqliteConfig {
+    /// A config for `path` with every other setting at its default.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), busy_timeout_ms: None, table: None }
+    }
+}
+
+/// An instance of the SQLite backend.
+pub struct SqlitePlugin {
+    /// `None` once cleaned up.
+    conn: Mutex<Option<Connection>>,
+    statements: Statements,
+    busy_timeout_ms: u64,
+}
+
+impl SqlitePlugin {
+    /// Opens (or creates) the lock database a config names.
+    ///
+    /// A bad path or file, a hostile table name or a table of another shape
+    /// is an [`invalid`](PluginError::invalid) error; a file that stays busy
+    /// or fails to switch to WAL is a [`backend`](PluginError::backend) one.
+    pub fn from_config(config: SqliteConfig) -> Result<Self, PluginError> {
+        let table = config.table.as_deref().unwrap_or(DEFAULT_TABLE);
+        validate_table_name(table).map_err(PluginError::invalid)?;
+        let busy_timeout_ms = config.busy_timeout_ms.unwrap_or(DEFAULT_BUSY_TIMEOUT_MS);
+        if busy_timeout_ms > MAX_BUSY_TIMEOUT_MS {
+            return Err(PluginError::invalid(format!(
+                "busy_timeout_ms is {busy_timeout_ms}; it must be 0 to {MAX_BUSY_TIMEOUT_MS}"
+            )));
+        }
+        let statements = Statements::new(table);
+        let conn =
+            open::open(&config.path, table, Duration::from_millis(busy_timeout_ms), &statements)?;
+        Ok(Self { conn: Mutex::new(Some(conn)), statements, busy_timeout_ms })
+    }
+
+    /// Opens (or creates) the lock database at `path` with default settings.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, PluginError> {
+        Self::from_config(SqliteConfig::new(path))
+    }
+
+    /// Runs `f` on the connection, or fails when the instance was cleaned up.
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, String> {
+        let guard = lock(&self.conn);
+        let conn =
+            guard.as_ref().ok_or_else(|| "sqlite: this instance was cleaned up".to_owned())?;
+        busy::within(Duration::from_millis(self.busy_timeout_ms), || f(conn))
+            .map_err(|e| self.describe(e))
+    }
+
+    fn describe(&self, e: rusqlite::Error) -> String {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => format!(
+                "sqlite: the database stayed locked by another writer for longer than \
+                 busy_timeout_ms ({} ms); the lock state is unknown: {e}",
+                self.busy_timeout_ms
+            ),
+            _ => format!("sqlite: {e}"),
+        }
+    }
+}
+
+/// A poisoned mutex only means a panic happened while it was held; the
+/// connection rolls back any statement it was running, so it is still sound.
+fn lock(m: &Mutex<Option<Connection>>) -> MutexGuard<'_, Option<Connection>> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// TTLs are at most 365 days in milliseconds, far inside `i64`.
+fn ttl_sql(ttl_ms: u64) -> i64 {
+    i64::try_from(ttl_ms).unwrap_or(i64::MAX)
+}
+
+impl LockingPlugin for SqlitePlugin {
+    fn name(&self) -> &str {
+        "sqlite"
+    }
+
+    fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, String> {
+        validate_lock_request(key, ttl_ms)?;
+        let lock_id = Uuid::new_v4().to_string();
+        let fence = self.with_conn(|c| {
+            c.prepare_cached(&self.statements.acquire)?
+                .query_row((key, &lock_id, ttl_sql(ttl_ms)), |row| row.get::<_, i64>(0))
+                .optional()
+        })?;
+        Ok(fence.map(|fence| LockHandle {
+            key: key.to_owned(),
+            lock_id,
+            ttl_ms,
+            // Fences start at 1 and only ever grow.
+            fence: Some(u64::try_from(fence).unwrap_or(0)),
+        }))
+    }
+
+    fn renew(&self, handle: &LockHandle) -> Result<(), String> {
+        validate_lock_request(&handle.key, handle.ttl_ms)?;
+        let changed = self.with_conn(|c| {
+            c.prepare_cached(&self.statements.renew)?.execute((
+                &handle.key,
+                &handle.lock_id,
+                ttl_sql(handle.ttl_ms),
+            ))
+        })?;
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "sqlite: lock on `{}` is no longer held by this handle (expired, released or \
+                 taken over)",
+                handle.key
+            ))
+        }
+    }
+
+    fn release(&self, handle: LockHandle) -> Result<(), String> {
+        self.with_conn(|c| {
+            c.prepare_cached(&self.statements.release)?.execute((&handle.key, &handle.lock_id))
+        })?;
+        Ok(())
+    }
+
+    fn cleanup(&self) {
+        // Dropping the connection closes it; the last one to close
+        // checkpoints the WAL into the main file.
+        lock(&self.conn).take();
+    }
+}
+
+/// The export description used by the `.so`.
+pub struct Exported;
+
+impl bext_locking_ffi::Export for Exported {
+    type Plugin = SqlitePlugin;
+    type Config = SqliteConfig;
+    const NAME: &'static CStr = c"sqlite";
+    const VERSION: &'static CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"0.0.0",
+        };
+    const DESCRIPTION: &'static str = "Leases with fencing in a SQLite file shared by the \
+                                       processes of one host; no server needed";
+    const FENCING: bool = true;
+
+    fn config_schema() -> serde_json::Value {
+        serde_json::json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["path"],
+            "properties": {
+                "path": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "the database file, created with its table if missing; its directory must exist; on a local disk of this host"
+                },
+                "busy_timeout_ms": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": MAX_BUSY_TIMEOUT_MS,
+                    "default": DEFAULT_BUSY_TIMEOUT_MS,
+                    "description": "how long a call waits for another writer before it fails with a backend error"
+                },
+                "table": {
+                    "type": "string",
+                    "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+                    "default": DEFAULT_TABLE,
+                    "description": "the lock table; ASCII letters, digits and underscores"
+                }
+            }
+        })
+    }
+
+    fn create(config: SqliteConfig) -> Result<SqlitePlugin, PluginError> {
+        SqlitePlugin::from_config(config)
+    }
+}
+
+bext_locking_ffi::export_locking_plugin!(Exported);
