@@ -127,7 +127,10 @@ impl EtcdConfig {
             .endpoints
             .iter()
             .enumerate()
-            .map(|(i, e)| normalize_endpoint(e).map_err(|m| PluginError::invalid(format!("endpoints[{i}] {m}"))))
+            .map(|(i, e)| {
+                normalize_endpoint(e)
+                    .map_err(|m| PluginError::invalid(format!("endpoints[{i}] {m}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if self.key_prefix.len() > MAX_KEY_PREFIX_BYTES {
             return Err(PluginError::invalid(format!(
@@ -137,7 +140,9 @@ impl EtcdConfig {
         }
         let timeout = |name: &str, ms: u64| {
             if ms == 0 || ms > MAX_TIMEOUT_MS {
-                Err(PluginError::invalid(format!("`{name}` is {ms}; it must be 1 to {MAX_TIMEOUT_MS}")))
+                Err(PluginError::invalid(format!(
+                    "`{name}` is {ms}; it must be 1 to {MAX_TIMEOUT_MS}"
+                )))
             } else {
                 Ok(Duration::from_millis(ms))
             }
@@ -148,10 +153,20 @@ impl EtcdConfig {
             (None, None) => None,
             (Some(user), Some(password)) if !user.is_empty() => Some((user, password)),
             (Some(_), Some(_)) => return Err(PluginError::invalid("`user` is empty")),
-            (Some(_), None) => return Err(PluginError::invalid("`user` is set but `password` is not")),
-            (None, Some(_)) => return Err(PluginError::invalid("`password` is set but `user` is not")),
+            (Some(_), None) => {
+                return Err(PluginError::invalid("`user` is set but `password` is not"));
+            }
+            (None, Some(_)) => {
+                return Err(PluginError::invalid("`password` is set but `user` is not"));
+            }
         };
-        Ok(Checked { endpoints, key_prefix: self.key_prefix, connect_timeout, op_timeout, credentials })
+        Ok(Checked {
+            endpoints,
+            key_prefix: self.key_prefix,
+            connect_timeout,
+            op_timeout,
+            credentials,
+        })
     }
 }
 
@@ -171,7 +186,9 @@ fn normalize_endpoint(raw: &str) -> Result<String, String> {
                 "`{raw}` uses https, which this build does not support (no TLS); use an http:// endpoint on a trusted network or a local TLS proxy"
             ));
         }
-        Some((scheme, _)) => return Err(format!("`{raw}` has scheme `{scheme}`; only http:// is supported")),
+        Some((scheme, _)) => {
+            return Err(format!("`{raw}` has scheme `{scheme}`; only http:// is supported"));
+        }
     };
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() {
@@ -224,7 +241,8 @@ mod tests {
 
     #[test]
     fn endpoints_are_normalised() {
-        let ok = |raw: &str, want: &str| assert_eq!(normalize_endpoint(raw).unwrap(), want, "{raw}");
+        let ok =
+            |raw: &str, want: &str| assert_eq!(normalize_endpoint(raw).unwrap(), want, "{raw}");
         ok("127.0.0.1:2379", "http://127.0.0.1:2379");
         ok("http://127.0.0.1:23790/", "http://127.0.0.1:23790");
         ok("HTTP://etcd-0", "http://etcd-0:2379");
@@ -288,7 +306,8 @@ mod tests {
         let err = parse(r#"{"endpoints":["a:1"],"user":"u","password":123456789}"#).unwrap_err();
         assert!(!err.contains("123456789"), "{err}");
         let c: EtcdConfig =
-            serde_json::from_str(r#"{"endpoints":["a:1"],"user":"u","password":"hunter2"}"#).unwrap();
+            serde_json::from_str(r#"{"endpoints":["a:1"],"user":"u","password":"hunter2"}"#)
+                .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
         let checked = c.check().unwrap();
         assert!(!format!("{checked:?}").contains("hunter2"));

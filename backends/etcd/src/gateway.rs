@@ -182,9 +182,9 @@ impl Client {
         if let Some(e) = answer.get("error") {
             return Err(server_error(e, "lease keep-alive"));
         }
-        let result = answer
-            .get("result")
-            .ok_or_else(|| Error::new(ErrorKind::Protocol, "lease keep-alive answered without a result"))?;
+        let result = answer.get("result").ok_or_else(|| {
+            Error::new(ErrorKind::Protocol, "lease keep-alive answered without a result")
+        })?;
         Ok(int(result, "TTL"))
     }
 
@@ -221,7 +221,8 @@ impl Client {
         });
         let answer = self.call("/v3/kv/txn", &body, deadline, Resend::Safe)?;
         if !succeeded(&answer) {
-            let existing = answer.pointer("/responses/0/response_range/kvs/0").map(key_value).transpose()?;
+            let existing =
+                answer.pointer("/responses/0/response_range/kvs/0").map(key_value).transpose()?;
             return Ok(existing
                 .filter(|kv| kv.value == value && kv.lease == lease)
                 .map(|kv| kv.create_revision));
@@ -268,7 +269,13 @@ impl Client {
     }
 
     /// Writes `key` unconditionally, attached to `lease` (0 for none).
-    pub fn put(&self, key: &[u8], value: &[u8], lease: i64, deadline: Instant) -> Result<(), Error> {
+    pub fn put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+        deadline: Instant,
+    ) -> Result<(), Error> {
         let body = json!({ "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string() });
         self.call("/v3/kv/put", &body, deadline, Resend::NeverTwice).map(drop)
     }
@@ -297,7 +304,13 @@ impl Client {
     /// A request that may be re-sent gets half the budget per attempt: a
     /// proposal that a follower forwarded to a leader that just died is never
     /// answered, and the second attempt, after the election, is.
-    fn call(&self, path: &str, body: &Value, deadline: Instant, resend: Resend) -> Result<Value, Error> {
+    fn call(
+        &self,
+        path: &str,
+        body: &Value,
+        deadline: Instant,
+        resend: Resend,
+    ) -> Result<Value, Error> {
         let payload = body.to_string();
         let n = self.endpoints.len();
         let budget = deadline.saturating_duration_since(Instant::now());
@@ -338,7 +351,9 @@ impl Client {
                 unreachable.clear();
                 if e.kind != ErrorKind::Ambiguous {
                     // Give an election a moment instead of spinning on it.
-                    std::thread::sleep(RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())));
+                    std::thread::sleep(
+                        RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())),
+                    );
                 }
             }
             if deadline.saturating_duration_since(Instant::now()) < MIN_ATTEMPT {
@@ -382,9 +397,10 @@ impl Client {
             return Err(Error::new(ErrorKind::Protocol, "no credentials configured"));
         };
         let body = json!({ "name": user, "password": password.expose() }).to_string();
-        let answer = self.send(endpoint, "/v3/auth/authenticate", &body, None, deadline).map_err(|e| {
-            Error { message: format!("authentication as `{user}` failed: {}", e.message), ..e }
-        })?;
+        let answer =
+            self.send(endpoint, "/v3/auth/authenticate", &body, None, deadline).map_err(|e| {
+                Error { message: format!("authentication as `{user}` failed: {}", e.message), ..e }
+            })?;
         let token = answer
             .get("token")
             .and_then(Value::as_str)
@@ -424,17 +440,17 @@ impl Client {
         if let Some(token) = token {
             request = request.header("authorization", token);
         }
-        let mut response =
-            request.send(payload).map_err(|e| transport_error(endpoint, path, e))?;
+        let mut response = request.send(payload).map_err(|e| transport_error(endpoint, path, e))?;
         let status = response.status();
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| transport_error(endpoint, path, e))?;
+        let text =
+            response.body_mut().read_to_string().map_err(|e| transport_error(endpoint, path, e))?;
         let value: Value = serde_json::from_str(&text).map_err(|e| {
             Error::new(
                 ErrorKind::Protocol,
-                format!("{endpoint}{path}: HTTP {} with a body that is not JSON ({e})", status.as_u16()),
+                format!(
+                    "{endpoint}{path}: HTTP {} with a body that is not JSON ({e})",
+                    status.as_u16()
+                ),
             )
         })?;
         if status.is_success() {
@@ -450,7 +466,9 @@ impl Client {
 fn transport_error(endpoint: &str, path: &str, e: ureq::Error) -> Error {
     let kind = match &e {
         ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => ErrorKind::Unreachable,
-        ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => ErrorKind::Unreachable,
+        ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
+            ErrorKind::Unreachable
+        }
         ureq::Error::Io(io) if not_connected(io) => ErrorKind::Unreachable,
         _ => ErrorKind::Ambiguous,
     };
@@ -526,7 +544,10 @@ mod tests {
 
     #[test]
     fn gateway_errors_keep_their_code() {
-        let e = server_error(&json!({"error":"x","message":"etcdserver: requested lease not found","code":5}), "revoke");
+        let e = server_error(
+            &json!({"error":"x","message":"etcdserver: requested lease not found","code":5}),
+            "revoke",
+        );
         assert_eq!(e.kind, ErrorKind::Server { code: 5 });
         assert!(e.message.contains("lease not found"));
     }
@@ -551,7 +572,9 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let c = Client::new(vec![url], Duration::from_secs(1), None);
         let started = Instant::now();
-        let e = c.put_if_absent(b"k", b"v", 1, Instant::now() + Duration::from_millis(300)).unwrap_err();
+        let e = c
+            .put_if_absent(b"k", b"v", 1, Instant::now() + Duration::from_millis(300))
+            .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Ambiguous, "{e}");
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "{took:?}");

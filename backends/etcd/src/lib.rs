@@ -144,9 +144,9 @@ impl LockingPlugin for EtcdPlugin {
         if kv.lease == 0 {
             return Err(lost(key, "the key is attached to no lease"));
         }
-        let ttl = client
-            .lease_keepalive(kv.lease, deadline)
-            .map_err(|e| format!("etcd: renew(`{key}`): keep-alive failed, the lock may be lost: {e}"))?;
+        let ttl = client.lease_keepalive(kv.lease, deadline).map_err(|e| {
+            format!("etcd: renew(`{key}`): keep-alive failed, the lock may be lost: {e}")
+        })?;
         if ttl <= 0 {
             return Err(lost(key, "its lease expired"));
         }
@@ -262,7 +262,9 @@ mod tests {
         use bext_locking_ffi::Export;
         let schema = Exported::config_schema();
         let props = schema["properties"].as_object().unwrap();
-        for key in ["endpoints", "key_prefix", "connect_timeout_ms", "op_timeout_ms", "user", "password"] {
+        for key in
+            ["endpoints", "key_prefix", "connect_timeout_ms", "op_timeout_ms", "user", "password"]
+        {
             assert!(props.contains_key(key), "{key} missing from the schema");
         }
         assert_eq!(props.len(), 6);

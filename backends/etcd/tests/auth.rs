@@ -14,7 +14,8 @@ const PASSWORD: &str = "s3cret-Pa55word";
 
 /// Turns on authentication with a `root` user, through the gateway.
 fn enable_auth(etcd: &Cluster) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(true).build().into();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(true).build().into();
     let base = &etcd.members[0].client_url;
     for (path, body) in [
         ("/v3/auth/user/add", format!(r#"{{"name":"root","password":"{PASSWORD}"}}"#)),

@@ -30,7 +30,10 @@ fn must_lock(p: &dyn LockingPlugin, key: &str, etcd: &Cluster) -> LockHandle {
 
 /// Runs `call`, asserting it fails and returns within the op timeout (plus
 /// slack for a loaded machine: the bound, not the speed, is the point).
-fn fails_in_time<T: std::fmt::Debug>(what: &str, call: impl FnOnce() -> Result<T, String>) -> String {
+fn fails_in_time<T: std::fmt::Debug>(
+    what: &str,
+    call: impl FnOnce() -> Result<T, String>,
+) -> String {
     let started = Instant::now();
     let outcome = call();
     let took = started.elapsed();

@@ -62,7 +62,12 @@ fn an_unreachable_cluster_is_an_error_not_contention() {
     assert!(e.contains("no endpoint reachable"), "{e}");
     // Refused connections fail at once rather than waiting out the budget.
     assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
-    let h = bext_locking::LockHandle { key: "k".into(), lock_id: "x".into(), ttl_ms: 1_000, fence: None };
+    let h = bext_locking::LockHandle {
+        key: "k".into(),
+        lock_id: "x".into(),
+        ttl_ms: 1_000,
+        fence: None,
+    };
     assert!(p.renew(&h).is_err());
     assert!(p.release(h).is_err());
 }

@@ -3,7 +3,9 @@
 
 mod common;
 
-use bext_locking_test_support::hammer::{RunArgs, check_intervals, read_records, spawn_run, wait_summary};
+use bext_locking_test_support::hammer::{
+    RunArgs, check_intervals, read_records, spawn_run, wait_summary,
+};
 use bext_locking_test_support::plugin_path;
 use common::Cluster;
 
@@ -36,5 +38,10 @@ fn two_processes_never_hold_at_once() {
     let total: u64 = summaries.iter().map(|s| s.acquired).sum();
     assert_eq!(records.len() as u64, total);
     let stats = check_intervals(&mut records, true).unwrap();
-    assert_eq!(stats.per_pid.len(), 2, "both processes must have held the lock: {:?}", stats.per_pid);
+    assert_eq!(
+        stats.per_pid.len(),
+        2,
+        "both processes must have held the lock: {:?}",
+        stats.per_pid
+    );
 }

@@ -181,7 +181,10 @@ fn a_paused_holder_loses_the_lock_and_its_fence_is_overtaken() {
 
     holder.signal("-STOP"); // a GC pause, a stalled VM
     let mine = acquire_within(&*me, "paused", Duration::from_secs(5));
-    assert!(mine.fence > holder.handle.fence, "the resource would accept the paused holder's writes");
+    assert!(
+        mine.fence > holder.handle.fence,
+        "the resource would accept the paused holder's writes"
+    );
     holder.signal("-CONT");
     // Its next renew finds the lock gone and it says so.
     let mut line = String::new();

@@ -27,7 +27,10 @@ pub fn ensure_etcd() {
         ))
         .status()
         .expect("run flock + apt-get to install etcd-server");
-    assert!(status.success() && Path::new(ETCD).exists(), "could not install etcd-server ({status})");
+    assert!(
+        status.success() && Path::new(ETCD).exists(),
+        "could not install etcd-server ({status})"
+    );
 }
 
 fn scratch_root() -> PathBuf {
@@ -91,8 +94,11 @@ impl Cluster {
                 }
             })
             .collect();
-        let initial_cluster =
-            members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
         let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
         let mut cluster = Self { members, root, initial_cluster, extra_args };
         for i in 0..n {
@@ -104,10 +110,12 @@ impl Cluster {
 
     fn spawn(&mut self, i: usize) {
         let cluster_arg = self.initial_cluster.clone();
-        let token = self.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let token =
+            self.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let m = &mut self.members[i];
         assert!(m.child.is_none(), "{} is already running", m.name);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log).expect("log file");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(&m.log).expect("log file");
         let child = Command::new(ETCD)
             .args(["--name", &m.name])
             .arg("--data-dir")
@@ -176,13 +184,19 @@ impl Cluster {
     pub fn leader(&self, within: Duration) -> usize {
         let until = Instant::now() + within;
         loop {
-            let running: Vec<usize> = (0..self.members.len()).filter(|&i| self.is_running(i)).collect();
-            let statuses: Vec<Option<MemberStatus>> = running.iter().map(|&i| self.status(i)).collect();
+            let running: Vec<usize> =
+                (0..self.members.len()).filter(|&i| self.is_running(i)).collect();
+            let statuses: Vec<Option<MemberStatus>> =
+                running.iter().map(|&i| self.status(i)).collect();
             if let Some(Some(first)) = statuses.first() {
                 let leader = first.leader;
-                let agreed = leader != 0 && statuses.iter().all(|s| s.as_ref().is_some_and(|s| s.leader == leader));
+                let agreed = leader != 0
+                    && statuses.iter().all(|s| s.as_ref().is_some_and(|s| s.leader == leader));
                 if agreed {
-                    if let Some(pos) = statuses.iter().position(|s| s.as_ref().is_some_and(|s| s.member_id == leader)) {
+                    if let Some(pos) = statuses
+                        .iter()
+                        .position(|s| s.as_ref().is_some_and(|s| s.member_id == leader))
+                    {
                         return running[pos];
                     }
                 }
@@ -202,7 +216,11 @@ impl Cluster {
                 if c.put(b"bext-test/ready", b"1", 0, deadline).is_ok() {
                     break;
                 }
-                assert!(Instant::now() < until, "etcd member {i} not ready within {within:?}\n{}", self.logs());
+                assert!(
+                    Instant::now() < until,
+                    "etcd member {i} not ready within {within:?}\n{}",
+                    self.logs()
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -235,5 +253,7 @@ impl Drop for Cluster {
 
 /// A plugin config for these endpoints with a short op timeout.
 pub fn config(endpoints_json: &str, op_timeout_ms: u64) -> String {
-    format!(r#"{{"endpoints":{endpoints_json},"op_timeout_ms":{op_timeout_ms},"connect_timeout_ms":500}}"#)
+    format!(
+        r#"{{"endpoints":{endpoints_json},"op_timeout_ms":{op_timeout_ms},"connect_timeout_ms":500}}"#
+    )
 }
