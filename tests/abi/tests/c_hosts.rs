@@ -5,7 +5,8 @@
 use std::process::Command;
 
 use bext_locking_abi_tests::{
-    CXX_FLAGS, Scratch, backends, compile, compile_c, describe, plugin, run, valgrind,
+    CXX_FLAGS, Scratch, backend, compile, compile_c, describe, plugin, run, unknown_backends,
+    valgrind,
 };
 
 fn stdout(out: &std::process::Output) -> String {
@@ -118,23 +119,6 @@ fn helper_refuses_what_the_rust_loader_refuses() {
 }
 
 #[test]
-fn conformance_against_every_available_backend() {
-    let scratch = Scratch::new("conformance");
-    let exe = compile_c(&scratch, &["hosts/c/conformance.c"], "conformance");
-    let found = backends("c-conformance");
-    let mut failures = Vec::new();
-    for backend in &found {
-        let out = valgrind(&exe, &[backend.library.to_str().unwrap(), &backend.config]);
-        let text = stdout(&out);
-        eprintln!("{}: {}", backend.name, text.lines().last().unwrap_or(""));
-        if !out.status.success() {
-            failures.push(format!("{}:\n{}", backend.name, failed_checks(&out)));
-        }
-    }
-    assert!(failures.is_empty(), "C conformance failed:\n{}", failures.join("\n"));
-}
-
-#[test]
 fn conformance_and_panic_boundary_with_the_panicky_fixture() {
     let scratch = Scratch::new("conformance-panicky");
     let exe = compile_c(&scratch, &["hosts/c/conformance.c"], "conformance");
@@ -163,24 +147,6 @@ fn conformance_fails_a_plugin_whose_instances_do_not_share() {
 }
 
 #[test]
-fn stress_eight_threads_never_overlap_on_any_backend() {
-    let scratch = Scratch::new("stress");
-    let exe = compile_c(&scratch, &["hosts/c/stress.c"], "stress");
-    let mut failures = Vec::new();
-    for backend in &backends("c-stress") {
-        // valgrind runs one thread at a time: enough rounds to interleave,
-        // few enough to stay quick on network backends.
-        let rounds = if backend.name == "memory" { "200" } else { "40" };
-        let out = valgrind(&exe, &[backend.library.to_str().unwrap(), &backend.config, rounds]);
-        eprintln!("{}: {}", backend.name, stdout(&out).trim());
-        if !out.status.success() {
-            failures.push(format!("{}:\n{}", backend.name, describe(&out)));
-        }
-    }
-    assert!(failures.is_empty(), "C stress failed:\n{}", failures.join("\n"));
-}
-
-#[test]
 fn stress_detects_overlap() {
     // Eight private memory instances never contend: the test must see the
     // overlap and fail, or it proves nothing.
@@ -189,4 +155,60 @@ fn stress_detects_overlap() {
     let out = run(Command::new(&exe).arg(plugin("memory")).args(["{}", "30"]));
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(stdout(&out).contains("FAIL: max holders"), "{}", describe(&out));
+}
+
+/// The ABI conformance program against one backend, under valgrind.
+fn conformance(name: &'static str) {
+    let Some(backend) = backend(name, "c-conformance") else { return };
+    let scratch = Scratch::new(&format!("conformance-{name}"));
+    let exe = compile_c(&scratch, &["hosts/c/conformance.c"], "conformance");
+    let out = valgrind(&exe, &[backend.library.to_str().unwrap(), &backend.config]);
+    eprintln!("{}", stdout(&out).lines().last().unwrap_or(""));
+    assert!(out.status.success(), "C conformance failed for {name}:\n{}", failed_checks(&out));
+}
+
+/// 8 pthreads on one key through one backend, under valgrind.
+fn stress(name: &'static str) {
+    let Some(backend) = backend(name, "c-stress") else { return };
+    let scratch = Scratch::new(&format!("stress-{name}"));
+    let exe = compile_c(&scratch, &["hosts/c/stress.c"], "stress");
+    // valgrind runs one thread at a time: enough rounds to interleave, few
+    // enough to stay quick on network backends.
+    let rounds = match name {
+        "memory" => "200",
+        "etcd" => "20",
+        _ => "40",
+    };
+    let out = valgrind(&exe, &[backend.library.to_str().unwrap(), &backend.config, rounds]);
+    eprintln!("{}", stdout(&out).trim());
+    assert!(out.status.success(), "C stress failed for {name}: {}", describe(&out));
+}
+
+macro_rules! per_backend {
+    ($($backend:ident),*) => {
+        mod conformance {
+            $(#[test]
+            fn $backend() {
+                super::conformance(stringify!($backend));
+            })*
+        }
+        mod stress_eight_threads {
+            $(#[test]
+            fn $backend() {
+                super::stress(stringify!($backend));
+            })*
+        }
+    };
+}
+
+per_backend!(memory, sqlite, redis, pg, etcd);
+
+#[test]
+fn every_built_backend_has_a_test_config() {
+    let unknown = unknown_backends();
+    assert!(
+        unknown.is_empty(),
+        "built plugins that the C conformance and stress tests do not cover: {unknown:?}; \
+         add a config to tests/abi/src/lib.rs and a name to per_backend!"
+    );
 }
