@@ -622,7 +622,9 @@ mod tests {
         test.steal("k");
         assert!(g.wait_lost(PATIENCE).is_some());
         match g.release() {
-            Err(ReleaseError::Lost(lost)) => assert!(lost.to_string().contains("was lost"), "{lost}"),
+            Err(ReleaseError::Lost(lost)) => {
+                assert!(lost.to_string().contains("was lost"), "{lost}")
+            }
             other => panic!("expected Lost, got {other:?}"),
         }
         assert_eq!(test.count(&Call::Release), 0, "released a lock that was no longer ours");
