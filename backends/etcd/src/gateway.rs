@@ -136,6 +136,9 @@ impl Client {
         let agent = ureq::Agent::config_builder()
             // etcd's error answers carry a JSON body worth reading.
             .http_status_as_error(false)
+            // etcd members are dialled directly: an HTTP_PROXY meant for the
+            // host's web traffic must not sit between us and the cluster.
+            .proxy(None)
             // Room for one idle connection per thread of a busy host.
             .max_idle_connections(64)
             .max_idle_connections_per_host(32)
