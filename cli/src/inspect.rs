@@ -179,19 +179,26 @@ fn schema_text(schema: &Value) -> String {
     if props.is_empty() {
         out.push_str("  (none)\n");
     }
-    let w = props.keys().map(String::len).max().unwrap_or(0);
-    for (name, p) in props {
-        let ty = match p.get("type") {
-            Some(Value::String(t)) => t.clone(),
-            Some(Value::Array(ts)) => {
-                ts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|")
-            }
-            _ => "any".to_owned(),
-        };
-        let req = if required.contains(&name.as_str()) { ", required" } else { "" };
-        let default = p.get("default").map(|d| format!(" (default {d})")).unwrap_or_default();
-        let desc = p.get("description").and_then(Value::as_str).unwrap_or("");
-        let _ = writeln!(out, "  {name:<w$}  {ty}{req}  {desc}{default}");
+    let rows: Vec<(String, String, String)> = props
+        .iter()
+        .map(|(name, p)| {
+            let ty = match p.get("type") {
+                Some(Value::String(t)) => t.clone(),
+                Some(Value::Array(ts)) => {
+                    ts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("|")
+                }
+                _ => "any".to_owned(),
+            };
+            let req = if required.contains(&name.as_str()) { ", required" } else { "" };
+            let default = p.get("default").map(|d| format!(" (default {d})")).unwrap_or_default();
+            let desc = p.get("description").and_then(Value::as_str).unwrap_or("");
+            (name.clone(), format!("{ty}{req}"), format!("{desc}{default}"))
+        })
+        .collect();
+    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let t = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    for (name, ty, desc) in rows {
+        let _ = writeln!(out, "  {name:<w$}  {ty:<t$}  {desc}");
     }
     let example = required.iter().map(|k| format!("\"{k}\":…")).collect::<Vec<_>>().join(",");
     let _ = writeln!(out, "minimal config: {{{example}}}");
@@ -253,6 +260,12 @@ pub fn check(args: CheckArgs, plugin_dirs: &[PathBuf]) -> Result<i32, CliError> 
         println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
     } else {
         print!("{}", report.table());
+        if report.failures().any(|c| c.name == "contention_from_other_instance") {
+            eprintln!(
+                "bext-lock: hint: instances made from this config do not share locks; check needs a \
+                 config that points them at one backend (memory: {{\"namespace\":\"check\"}})"
+            );
+        }
     }
     Ok(if report.passed() { exit::OK } else { exit::CHECK_FAILED })
 }
@@ -274,7 +287,8 @@ mod tests {
             }
         });
         let text = schema_text(&schema);
-        assert!(text.contains("path             string, required  the file"), "{text}");
+        assert!(text.contains("  path             string, required  the file"), "{text}");
+        assert!(text.contains("  busy_timeout_ms  integer           (default 5000)"), "{text}");
         assert!(text.contains("(default 5000)"), "{text}");
         assert!(text.contains("minimal config: {\"path\":…}"), "{text}");
         assert!(schema_text(&json!({"type":"object"})).contains("(none)"));

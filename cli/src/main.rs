@@ -107,8 +107,9 @@ enum Commands {
 const RUN_AFTER: &str = "\
 The command gets BEXT_LOCK_KEY, BEXT_LOCK_ID (this acquisition's lock id) and, when the
 backend fences, BEXT_LOCK_FENCE (a number that rises with every acquisition: pass it to
-what you write so it can refuse a stale holder). SIGINT, SIGTERM, SIGHUP and SIGQUIT sent
-to bext-lock are passed on to the command (a terminal's Ctrl-C reaches it directly).
+what you write so it can refuse a stale holder). The command runs in its own process group
+(like timeout(1); see --foreground): SIGINT, SIGTERM, SIGHUP and SIGQUIT that bext-lock gets
+are passed on to that group, and on loss of the lock the whole group is stopped.
 
 Exit status:
   the command's own     it ran while the lock was held (128+N if killed by signal N)
@@ -165,6 +166,11 @@ struct RunCmd {
     /// After the lock is lost, how long the command gets between SIGTERM and SIGKILL.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::parse)]
     grace: Duration,
+    /// Keep the command in bext-lock's process group, so it can read the
+    /// terminal and gets Ctrl-C directly; signals (and the SIGTERM/SIGKILL
+    /// on loss) then reach the command alone, not what it started.
+    #[arg(long)]
+    foreground: bool,
     /// Say on stderr what happens (acquired, skipped, released).
     #[arg(short, long)]
     verbose: bool,
@@ -274,6 +280,7 @@ fn main() {
                 wait: r.wait,
                 conflict_exit_code: r.conflict_exit_code,
                 grace: r.grace,
+                foreground: r.foreground,
                 verbose: r.verbose,
                 command: r.command,
             },

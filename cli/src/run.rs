@@ -4,7 +4,7 @@ use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
 use std::hash::{BuildHasher, Hasher};
 use std::io::ErrorKind;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bext_locking::{LockGuard, LockLost, LockingPlugin, ReleaseError};
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::SignalsInfo;
@@ -32,6 +32,7 @@ pub struct RunArgs {
     pub wait: Option<Duration>,
     pub conflict_exit_code: u8,
     pub grace: Duration,
+    pub foreground: bool,
     pub verbose: bool,
     pub command: Vec<OsString>,
 }
@@ -147,14 +148,14 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
     });
     drop(events_tx);
 
-    let mut child = match spawn(&args.command, &guard) {
+    let mut child = match spawn(&args.command, &guard, args.foreground) {
         Ok(child) => child,
         Err(e) => {
             let _ = guard.release();
             return Err(e);
         }
     };
-    let outcome = supervise(&mut child, &events, args.grace);
+    let outcome = supervise(&mut child, &events, args.grace, !args.foreground);
 
     if let Some(lost) = outcome.lost {
         let how = match outcome.status.and_then(|s| s.signal()) {
@@ -239,9 +240,14 @@ fn acquire(
     }
 }
 
-fn spawn(command: &[OsString], guard: &LockGuard) -> Result<Child, CliError> {
+fn spawn(command: &[OsString], guard: &LockGuard, foreground: bool) -> Result<Child, CliError> {
     let (program, rest) = command.split_first().ok_or_else(|| CliError::usage("no command"))?;
     let mut cmd = Command::new(program);
+    if !foreground {
+        // Its own process group, so a lost lock stops everything CMD
+        // started, not just CMD (a shell's children would run on).
+        cmd.process_group(0);
+    }
     cmd.args(rest).env("BEXT_LOCK_KEY", guard.key()).env("BEXT_LOCK_ID", &guard.handle().lock_id);
     match guard.fence() {
         Some(f) => cmd.env("BEXT_LOCK_FENCE", f.to_string()),
@@ -267,14 +273,35 @@ struct Outcome {
     lost: Option<LockLost>,
 }
 
+/// Where signals go: CMD's process group (the default), or CMD alone
+/// (`--foreground`).
+struct Target {
+    pid: Pid,
+    group: bool,
+}
+
+impl Target {
+    fn send(&self, signal: i32) {
+        let Ok(sig) = Signal::try_from(signal) else { return };
+        // CMD may have just exited (not yet reaped): nothing to do then.
+        let _ = if self.group { killpg(self.pid, sig) } else { kill(self.pid, sig) };
+    }
+
+    /// Whether anything is left in CMD's process group.
+    fn group_alive(&self) -> bool {
+        self.group && killpg(self.pid, None).is_ok()
+    }
+}
+
 /// Waits for the child, forwarding signals, and on loss of the lock sends
 /// SIGTERM, then SIGKILL after `grace`.
 ///
 /// Only this thread reaps the child, and it signals the child only after
-/// `try_wait` saw it still running: an unreaped child keeps its pid, so a
-/// signal can never hit a process that reused it.
-fn supervise(child: &mut Child, events: &Receiver<Event>, grace: Duration) -> Outcome {
-    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+/// `try_wait` saw it still running: an unreaped child keeps its pid (and
+/// its process group id), so a signal cannot hit a process that reused it.
+fn supervise(child: &mut Child, events: &Receiver<Event>, grace: Duration, group: bool) -> Outcome {
+    let target =
+        Target { pid: Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX)), group };
     let mut lost: Option<LockLost> = None;
     let mut kill_at: Option<Instant> = None;
     loop {
@@ -284,7 +311,12 @@ fn supervise(child: &mut Child, events: &Receiver<Event>, grace: Duration) -> Ou
         };
         let event = events.recv_timeout(timeout);
         match child.try_wait() {
-            Ok(Some(status)) => return Outcome { status: Some(status), lost },
+            Ok(Some(status)) => {
+                if lost.is_some() {
+                    finish_group(&target, kill_at, grace);
+                }
+                return Outcome { status: Some(status), lost };
+            }
             Ok(None) => {}
             Err(e) => {
                 eprintln!("bext-lock: cannot wait for the command: {e}");
@@ -293,39 +325,53 @@ fn supervise(child: &mut Child, events: &Receiver<Event>, grace: Duration) -> Ou
         }
         match event {
             Ok(Event::Signal { signal, from_kernel }) if FORWARDED.contains(&signal) => {
-                if !from_kernel {
-                    send(pid, signal);
+                // A terminal's signal already reached CMD if it shares our
+                // process group; in its own group it did not.
+                if group || !from_kernel {
+                    target.send(signal);
                 }
             }
             Ok(Event::Signal { .. }) => {} // SIGCHLD: looked at above
             Ok(Event::Lost(l)) => {
                 if lost.is_none() {
                     eprintln!(
-                        "bext-lock: {l}; sending SIGTERM to the command (pid {pid}), SIGKILL in {}",
+                        "bext-lock: {l}; sending SIGTERM to the command (pid {}), SIGKILL in {}",
+                        target.pid,
                         duration::show(grace)
                     );
-                    send(pid, SIGTERM);
+                    target.send(SIGTERM);
                     kill_at = Some(Instant::now() + grace);
                     lost = Some(l);
                 }
             }
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+            Err(RecvTimeoutError::Timeout) => {}
+            // Cannot happen while the guard lives; never spin if it does.
+            Err(RecvTimeoutError::Disconnected) => thread::sleep(timeout),
         }
         if kill_at.is_some_and(|at| Instant::now() >= at) {
             eprintln!(
                 "bext-lock: the command is still running after {}; SIGKILL",
                 duration::show(grace)
             );
-            send(pid, Signal::SIGKILL as i32);
+            target.send(Signal::SIGKILL as i32);
             kill_at = None;
         }
     }
 }
 
-fn send(pid: Pid, signal: i32) {
-    if let Ok(sig) = Signal::try_from(signal) {
-        // The child may have just exited (not yet reaped): nothing to do then.
-        let _ = kill(pid, sig);
+/// After a loss, CMD has exited but what it started may not have: give the
+/// rest of its process group the rest of the grace period, then SIGKILL it.
+fn finish_group(target: &Target, kill_at: Option<Instant>, grace: Duration) {
+    let until = kill_at.unwrap_or_else(Instant::now);
+    while target.group_alive() && Instant::now() < until {
+        thread::sleep(Duration::from_millis(20));
+    }
+    if target.group_alive() {
+        eprintln!(
+            "bext-lock: processes the command started are still running after {}; SIGKILL",
+            duration::show(grace)
+        );
+        target.send(Signal::SIGKILL as i32);
     }
 }
 

@@ -328,3 +328,67 @@ fn passwords_in_configs_are_never_printed() {
     assert!(stderr(&o).contains("redis://:***@h:1"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
 }
+
+/// Whether a process is gone (or a zombie nobody reaped yet).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn a_lost_lock_also_stops_what_the_command_started() {
+    need(&["sqlite"]);
+    let db = Db::new();
+    let (ready, pidfile) = (db.file("ready"), db.file("pid"));
+    // A shell that starts a long job in the background and waits for it:
+    // killing the shell alone would leave the job running unprotected.
+    let script = format!(
+        "sleep 30 >/dev/null 2>&1 & echo $! > '{p}'; touch '{r}'; wait",
+        p = pidfile.display(),
+        r = ready.display()
+    );
+    let p = run_sqlite(&db, "jobs/tree", "600ms", &["--grace", "2s"], &sh(&script));
+    wait_for_file(&ready);
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let _reap = KillOnDrop(pid);
+    steal(&db, "jobs/tree");
+    let o = p.wait_output();
+    assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
+    let until = std::time::Instant::now() + PATIENCE;
+    while !gone(pid) {
+        assert!(std::time::Instant::now() < until, "the background job outlived the lost lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn foreground_keeps_the_command_in_our_process_group() {
+    need(&["memory"]);
+    let mine = nix::unistd::getpgrp().as_raw();
+    let o = output(&[
+        "run",
+        "memory",
+        "--key",
+        "k",
+        "--foreground",
+        "--",
+        "sh",
+        "-c",
+        "cut -d' ' -f5 /proc/$$/stat",
+    ]);
+    assert_eq!(stdout(&o).trim().parse::<i32>().unwrap(), mine, "{}", stderr(&o));
+    let o =
+        output(&["run", "memory", "--key", "k", "--", "sh", "-c", "cut -d' ' -f5 /proc/$$/stat"]);
+    assert_ne!(stdout(&o).trim().parse::<i32>().unwrap(), mine, "{}", stderr(&o));
+}
+
+/// Kills a stray process if a test fails before it is gone.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+    }
+}
