@@ -192,7 +192,7 @@ fn schema_text(schema: &Value) -> String {
             let req = if required.contains(&name.as_str()) { ", required" } else { "" };
             let default = p.get("default").map(|d| format!(" (default {d})")).unwrap_or_default();
             let desc = p.get("description").and_then(Value::as_str).unwrap_or("");
-            (name.clone(), format!("{ty}{req}"), format!("{desc}{default}"))
+            (name.clone(), format!("{ty}{req}"), format!("{desc}{default}").trim_start().to_owned())
         })
         .collect();
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
