@@ -11,9 +11,8 @@
 //! overwritten, renamed or removed at any time.
 
 use std::hash::{DefaultHasher, Hasher};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 use crate::LoadErrorKind;
@@ -82,33 +81,50 @@ pub(crate) struct LoadRequest<'a> {
 
 /// Reads, checks, copies, loads and validates one plugin file.
 pub(crate) fn load_checked(req: &LoadRequest<'_>, checked: CheckedFile) -> Result<Loaded, Failure> {
-    let CheckedFile { mut file, meta } = checked;
+    let CheckedFile { file, meta } = checked;
     let before = Fingerprint::of(&meta);
     if req.expect.is_some_and(|fp| fp != before) {
         return Err(Failure::Changing);
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.read_to_end(&mut bytes)
-        .map_err(|e| Failure::Skip(SkipKind::Unreadable, format!("cannot read the file: {e}")))?;
-    let after = file.metadata().map(|m| Fingerprint::of(&m));
-    if after.as_ref().ok() != Some(&before) || bytes.len() as u64 != before.len {
+    // Only the headers the checks need are read to parse the image, and
+    // then only the bytes the copy keeps: debug info, most of a build that
+    // has it, is never read at all.
+    let plan = check_image(&object::ReadCache::new(&file), before.len)
+        .map_err(|m| Failure::Skip(SkipKind::Malformed, m))?;
+    let kept = plan.kept(before.len);
+    let mut bytes = vec![0u8; kept.iter().map(|r| (r.end - r.start) as usize).sum()];
+    let mut at = 0;
+    for range in &kept {
+        let n = (range.end - range.start) as usize;
+        match file.read_exact_at(&mut bytes[at..at + n], range.start) {
+            Ok(()) => at += n,
+            // Shorter than it was a moment ago: someone is writing it.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(Failure::Changing);
+            }
+            Err(e) => {
+                return Err(Failure::Skip(
+                    SkipKind::Unreadable,
+                    format!("cannot read the file: {e}"),
+                ));
+            }
+        }
+    }
+    if file.metadata().map(|m| Fingerprint::of(&m)).ok() != Some(before) {
         return Err(Failure::Changing);
     }
-    let plan = check_image(&bytes).map_err(|m| Failure::Skip(SkipKind::Malformed, m))?;
     let hash = req.want_hash.then(|| {
         // Only the bytes that would be loaded count: a rebuild that changed
         // nothing but debug info is not a new plugin. In-process only, so
         // the hasher's unspecified stability across Rust releases is fine.
         let mut h = DefaultHasher::new();
-        for range in plan.kept(bytes.len()) {
-            h.write(&bytes[range]);
-        }
+        h.write(&bytes);
         h.finish()
     });
     if hash.is_some() && hash == req.known_hash {
         return Err(Failure::Unchanged);
     }
-    let plugin = load_copy(req, &bytes, &plan)?;
+    let plugin = load_copy(req, &bytes, &kept, before.len)?;
     let info = validate(req.path, plugin)?;
     Ok(Loaded { info, hash })
 }
@@ -121,12 +137,12 @@ struct CopyPlan {
     /// anyway, so the copy has holes there. They are most of a build with
     /// debug info, so this makes each load several times cheaper and each
     /// leaked mapping (see docs/LOADER.md) that much smaller.
-    holes: Vec<Range<usize>>,
+    holes: Vec<Range<u64>>,
 }
 
 impl CopyPlan {
-    /// The ranges that are written, for a file of `len` bytes.
-    fn kept(&self, len: usize) -> Vec<Range<usize>> {
+    /// The ranges that are copied, for a file of `len` bytes.
+    fn kept(&self, len: u64) -> Vec<Range<u64>> {
         let mut kept = Vec::with_capacity(self.holes.len() + 1);
         let mut at = 0;
         for hole in &self.holes {
@@ -142,14 +158,13 @@ impl CopyPlan {
 /// truncated file (copied halfway, a full disk) whose segments reach past
 /// its end would raise SIGBUS when its pages are touched, inside `dlopen`.
 /// Returns what the private copy may leave out.
-fn check_image(bytes: &[u8]) -> Result<CopyPlan, String> {
+fn check_image<'a, R: object::ReadRef<'a>>(data: R, len: u64) -> Result<CopyPlan, String> {
     use object::{Object, ObjectKind, ObjectSection, ObjectSegment};
-    let image = object::File::parse(bytes)
+    let image = object::File::parse(data)
         .map_err(|e| format!("not a shared library, or truncated ({e})"))?;
     if image.kind() != ObjectKind::Dynamic {
         return Err(format!("not a shared library (object kind {:?})", image.kind()));
     }
-    let len = bytes.len() as u64;
     let past_end =
         |(offset, size): (u64, u64)| offset.checked_add(size).is_none_or(|end| end > len);
     if image.segments().any(|s| past_end(s.file_range())) {
@@ -160,16 +175,16 @@ fn check_image(bytes: &[u8]) -> Result<CopyPlan, String> {
     }
     let loaded_end =
         image.segments().map(|s| s.file_range()).map(|(o, n)| o + n).max().unwrap_or(0);
-    let mut holes: Vec<Range<usize>> = image
+    let mut holes: Vec<Range<u64>> = image
         .sections()
         .filter(|s| s.name().is_ok_and(|n| n.starts_with(".debug") || n.starts_with(".zdebug")))
         .filter_map(|s| s.file_range())
         .filter(|&(offset, size)| offset >= loaded_end && size > 0)
-        .map(|(offset, size)| offset as usize..(offset + size) as usize)
+        .map(|(offset, size)| offset..offset + size)
         .collect();
     holes.sort_by_key(|r| r.start);
     // Merge, so `kept` sees disjoint ranges even for odd layouts.
-    let mut merged: Vec<Range<usize>> = Vec::with_capacity(holes.len());
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(holes.len());
     for hole in holes {
         match merged.last_mut() {
             Some(last) if hole.start <= last.end => last.end = last.end.max(hole.end),
@@ -179,12 +194,13 @@ fn check_image(bytes: &[u8]) -> Result<CopyPlan, String> {
     Ok(CopyPlan { holes: merged })
 }
 
-/// Writes the bytes (but the plan's holes) to a fresh, uniquely named file,
-/// loads it and unlinks it.
+/// Writes the kept bytes at their offsets in a fresh, uniquely named file of
+/// the original's length (holes elsewhere), loads it and unlinks it.
 fn load_copy(
     req: &LoadRequest<'_>,
     bytes: &[u8],
-    plan: &CopyPlan,
+    kept: &[Range<u64>],
+    len: u64,
 ) -> Result<LoadedPlugin, Failure> {
     let copy_failed = |e: std::io::Error| {
         Failure::Skip(
@@ -199,7 +215,7 @@ fn load_copy(
         .suffix(LIBRARY_SUFFIX)
         .tempfile_in(req.copy_dir)
         .map_err(copy_failed)?;
-    write_sparse(copy.as_file_mut(), bytes, plan).map_err(copy_failed)?;
+    write_sparse(copy.as_file_mut(), bytes, kept, len).map_err(copy_failed)?;
     let loaded = load_as(copy.path(), req.path);
     // Unlinked whatever happened: a loaded copy stays mapped without a name.
     drop(copy);
@@ -209,14 +225,21 @@ fn load_copy(
     })
 }
 
-fn write_sparse(file: &mut std::fs::File, bytes: &[u8], plan: &CopyPlan) -> std::io::Result<()> {
-    for range in plan.kept(bytes.len()) {
-        file.seek(SeekFrom::Start(range.start as u64))?;
-        file.write_all(&bytes[range])?;
+fn write_sparse(
+    file: &mut std::fs::File,
+    bytes: &[u8],
+    kept: &[Range<u64>],
+    len: u64,
+) -> std::io::Result<()> {
+    let mut at = 0;
+    for range in kept {
+        let n = (range.end - range.start) as usize;
+        file.write_all_at(&bytes[at..at + n], range.start)?;
+        at += n;
     }
-    // A hole at the very end is not created by seeking alone.
-    file.set_len(bytes.len() as u64)?;
-    file.flush()
+    // The full length, so every offset the headers name exists in the copy
+    // (a hole at the very end is not created by writing alone).
+    file.set_len(len)
 }
 
 /// Words a [`LoadErrorKind`] for a report (the path is shown beside it).
@@ -291,18 +314,24 @@ mod tests {
 
     #[test]
     fn the_copy_leaves_out_only_debug_sections_past_the_loaded_segments() {
-        use object::{Object, ObjectSegment};
+        use object::{Object, ObjectSection, ObjectSegment};
         let path = bext_locking_test_support::plugin_path("fixture-reload-v1");
         let bytes = std::fs::read(path).unwrap();
-        let plan = check_image(&bytes).unwrap();
-        assert!(!plan.holes.is_empty(), "a debug build has debug sections");
+        let plan = check_image(&*bytes, bytes.len() as u64).unwrap();
         let image = object::File::parse(&*bytes).unwrap();
+        let debug: u64 = image
+            .sections()
+            .filter(|s| s.name().is_ok_and(|n| n.starts_with(".debug")))
+            .filter_map(|s| s.file_range())
+            .map(|(_, size)| size)
+            .sum();
+        let holes: u64 = plan.holes.iter().map(|r| r.end - r.start).sum();
+        // Built with debug info (tests usually are), exactly that is left out.
+        assert_eq!(holes, debug);
         let loaded_end = image.segments().map(|s| s.file_range()).map(|(o, n)| o + n).max();
-        assert!(plan.holes.iter().all(|h| Some(h.start as u64) >= loaded_end));
-        let kept: usize = plan.kept(bytes.len()).iter().map(|r| r.len()).sum();
-        let holes: usize = plan.holes.iter().map(|r| r.len()).sum();
-        assert_eq!(kept + holes, bytes.len());
-        assert!(holes > bytes.len() / 2, "debug info is most of a debug build");
+        assert!(plan.holes.iter().all(|h| Some(h.start) >= loaded_end));
+        let kept: u64 = plan.kept(bytes.len() as u64).iter().map(|r| r.end - r.start).sum();
+        assert_eq!(kept + holes, bytes.len() as u64);
     }
 
     #[test]
@@ -310,7 +339,7 @@ mod tests {
         let path = bext_locking_test_support::plugin_path("fixture-reload-v1");
         let bytes = std::fs::read(path).unwrap();
         for len in [0, 3, 64, 1000, bytes.len() / 3, bytes.len() - 1] {
-            assert!(check_image(&bytes[..len]).is_err(), "{len} bytes accepted");
+            assert!(check_image(&bytes[..len], len as u64).is_err(), "{len} bytes accepted");
         }
     }
 }

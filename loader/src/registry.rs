@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::fmt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -175,6 +176,10 @@ struct Files {
     next_generation: u64,
     /// The last folder read error reported, so it is reported once.
     dir_error: Option<String>,
+    /// The folder's owner and mode at the last poll: when they change,
+    /// files refused for the folder's sake are looked at again (their own
+    /// fingerprints did not change).
+    folder_perms: Option<(u32, u32)>,
 }
 
 /// What the file looked like (`None`: it could not be stat'ed, e.g. a
@@ -372,6 +377,15 @@ impl Shared {
             }
         };
         files.dir_error = None;
+        let perms = std::fs::metadata(&self.dir).ok().map(|m| (m.uid(), m.mode()));
+        if perms != files.folder_perms {
+            files.folder_perms = perms;
+            for state in files.by_name.values_mut() {
+                if state.last_error.as_ref().is_some_and(|e| e.kind == SkipKind::Insecure) {
+                    state.tried = None;
+                }
+            }
+        }
         let now = Instant::now();
         let mut folder: Option<FolderVerdict> = None;
         let mut newly_loaded = HashSet::new();

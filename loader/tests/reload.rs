@@ -324,3 +324,19 @@ fn opening_a_missing_folder_fails_with_its_name() {
     let err = Registry::open(dir.path().join("nope"), RegistryOptions::default()).unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 }
+
+#[test]
+fn files_refused_for_an_unsafe_folder_load_once_the_folder_is_fixed() {
+    let dir = plugin_dir();
+    install(&v1(), dir.path(), "reload.so");
+    chmod(dir.path(), 0o777);
+    let registry = open(dir.path());
+    let report = registry.report();
+    assert!(report.loaded.is_empty(), "{report:#?}");
+    assert_eq!(report.skipped[0].kind, SkipKind::Insecure);
+    let events = registry.subscribe();
+    chmod(dir.path(), 0o755);
+    let (event, _) = wait_for(&events, BOUND, |e| matches!(e, RegistryEvent::Loaded { .. }));
+    assert!(matches!(&event, RegistryEvent::Loaded { version, .. } if version == "1.0.0"));
+    assert!(registry.report().skipped.is_empty());
+}
