@@ -133,7 +133,7 @@ mod tests {
     use super::*;
     use crate::testing::{Call, TestPlugin};
 
-    const TTL: Duration = Duration::from_millis(150);
+    const TTL: Duration = Duration::from_millis(300);
 
     fn setup() -> (Arc<TestPlugin>, Arc<dyn LockingPlugin>) {
         let test = Arc::new(TestPlugin::default());

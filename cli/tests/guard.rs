@@ -8,7 +8,7 @@ use std::time::Duration;
 use bext_locking::{LockGuard, LockingHint, LockingPlugin, ReleaseError, RunError, run_exclusive};
 use bext_locking_memory::MemoryPlugin;
 
-const TTL: Duration = Duration::from_millis(150);
+const TTL: Duration = Duration::from_millis(300);
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Two "hosts" sharing one lock table.
