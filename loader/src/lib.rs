@@ -27,6 +27,7 @@ mod error;
 mod instance;
 mod library;
 mod private_copy;
+pub mod raw;
 mod registry;
 mod scan;
 mod security;
