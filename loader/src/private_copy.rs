@@ -23,6 +23,10 @@ use crate::security::CheckedFile;
 /// The file name suffix of shared libraries on this platform.
 pub(crate) const LIBRARY_SUFFIX: &str = if cfg!(target_os = "macos") { ".dylib" } else { ".so" };
 
+/// Files larger than this are refused rather than read: the biggest plugin
+/// with full debug info is a few hundred MiB.
+const MAX_PLUGIN_BYTES: u64 = 1 << 30;
+
 /// What a file's inode looked like when it was read: if any of this changes
 /// the file was written, replaced, chmod'ed or chown'ed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,8 +93,19 @@ pub(crate) fn load_checked(req: &LoadRequest<'_>, checked: CheckedFile) -> Resul
     // Only the headers the checks need are read to parse the image, and
     // then only the bytes the copy keeps: debug info, most of a build that
     // has it, is never read at all.
-    let plan = check_image(&object::ReadCache::new(&file), before.len)
-        .map_err(|m| Failure::Skip(SkipKind::Malformed, m))?;
+    let unchanged = || file.metadata().map(|m| Fingerprint::of(&m)).ok() == Some(before);
+    if before.len > MAX_PLUGIN_BYTES {
+        return Err(Failure::Skip(
+            SkipKind::Malformed,
+            format!("{} bytes is too large for a plugin (limit {MAX_PLUGIN_BYTES})", before.len),
+        ));
+    }
+    let plan = match check_image(&object::ReadCache::new(&file), before.len) {
+        Ok(plan) => plan,
+        // Half a file because someone is writing it is not a verdict yet.
+        Err(_) if !unchanged() => return Err(Failure::Changing),
+        Err(m) => return Err(Failure::Skip(SkipKind::Malformed, m)),
+    };
     let kept = plan.kept(before.len);
     let mut bytes = vec![0u8; kept.iter().map(|r| (r.end - r.start) as usize).sum()];
     let mut at = 0;
@@ -110,7 +125,7 @@ pub(crate) fn load_checked(req: &LoadRequest<'_>, checked: CheckedFile) -> Resul
             }
         }
     }
-    if file.metadata().map(|m| Fingerprint::of(&m)).ok() != Some(before) {
+    if !unchanged() {
         return Err(Failure::Changing);
     }
     let hash = req.want_hash.then(|| {

@@ -440,7 +440,14 @@ impl Shared {
                 }
                 // Written to while we read it: wait for it to settle again.
                 Err(Failure::Changing) => state.seen_since = now,
-                Err(Failure::Unchanged) => state.tried = Some(seen),
+                // Back to the bytes that serve (e.g. a broken build was
+                // replaced by the old one again): nothing to load, nothing wrong.
+                Err(Failure::Unchanged) => {
+                    state.tried = Some(seen);
+                    if state.last_error.as_ref().is_some_and(|e| e.kind != SkipKind::Duplicate) {
+                        state.last_error = None;
+                    }
+                }
                 Err(failure) => {
                     state.tried = Some(seen);
                     let skip = scan::skipped(path, failure);
