@@ -148,6 +148,16 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
     });
     drop(events_tx);
 
+    if let Some(lost) = guard.lost() {
+        // Lost between acquiring and starting (a very short TTL, a stall):
+        // never start a command without the lock.
+        eprintln!(
+            "bext-lock: {}; the command was not started; exit {}",
+            secrets.scrub(&lost.to_string()),
+            exit::LOST
+        );
+        return Ok(exit::LOST);
+    }
     let mut child = match spawn(&args.command, &guard, args.foreground) {
         Ok(child) => child,
         Err(e) => {
