@@ -186,3 +186,14 @@ fn every_command_has_help_with_examples() {
     let o = output(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn check_reports_a_plugin_that_cannot_start_without_its_secrets() {
+    need(&["sqlite"]);
+    let config = r#"{"path":"/nonexistent/file://app:hunter2@db/x.db"}"#;
+    let o = output(&["check", "sqlite", "--config", config]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.starts_with("bext-lock: sqlite: create failed"), "{err}");
+    assert!(err.contains("app:***@db") && !err.contains("hunter2"), "{err}");
+}
