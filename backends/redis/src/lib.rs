@@ -46,7 +46,8 @@ use crate::quorum::Quorum;
 use crate::redact::Secrets;
 use crate::scripts::{ACQUIRE_FENCED, RELEASE, RENEW};
 
-/// Where the locks live.
+/// Where the locks live. One per instance, so variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     /// One server or one cluster: the fenced scripts.
     Fenced(Fenced),
@@ -55,9 +56,10 @@ enum Backend {
 }
 
 /// Deployments that run the fenced scripts.
+#[allow(clippy::large_enum_variant)]
 enum Fenced {
     Single(Node),
-    Cluster(Box<Cluster>),
+    Cluster(Cluster),
 }
 
 impl Fenced {
@@ -91,10 +93,10 @@ impl RedisPlugin {
                 Node::new(url, s.pool_size, s.connect_timeout, Secrets::of([url]))
                     .map_err(PluginError::invalid)?,
             )),
-            Topology::Cluster(urls) => Backend::Fenced(Fenced::Cluster(Box::new(
+            Topology::Cluster(urls) => Backend::Fenced(Fenced::Cluster(
                 Cluster::new(urls, s.pool_size, s.connect_timeout, s.op_timeout, Secrets::of(urls))
                     .map_err(PluginError::invalid)?,
-            ))),
+            )),
             Topology::Quorum(urls) => {
                 let secrets = Secrets::of(urls);
                 let nodes = urls

@@ -14,7 +14,7 @@ use redis::{ErrorKind, RedisError, Value};
 
 use crate::pool::{Lease, Pool, PoolError};
 use crate::redact::{Secrets, redact_url};
-use crate::scripts::Lua;
+use crate::scripts::{self, Lua};
 
 /// A script call: which script, its keys and its arguments.
 pub struct Invocation<'a> {
@@ -55,6 +55,9 @@ pub struct Node {
     label: String,
     pool: Pool<Conn>,
     connect_timeout: Duration,
+    /// Replies the driver waits for during its handshake (AUTH, SELECT),
+    /// each under the full connect timeout, so the timeout is split.
+    handshake_replies: u32,
     secrets: Secrets,
 }
 
@@ -69,7 +72,19 @@ impl Node {
         let label = redact_url(url);
         let client = redis::Client::open(url)
             .map_err(|e| secrets.scrub(format!("redis {label}: bad URL: {e}")))?;
-        Ok(Self { client, label, pool: Pool::new(pool_size), connect_timeout, secrets })
+        let info = &client.get_connection_info().redis;
+        // AUTH may be sent twice (with, then without, the user name).
+        let handshake_replies = u32::from(info.password.is_some())
+            * (1 + u32::from(info.username.is_some()))
+            + u32::from(info.db != 0);
+        Ok(Self {
+            client,
+            label,
+            pool: Pool::new(pool_size),
+            connect_timeout,
+            handshake_replies,
+            secrets,
+        })
     }
 
     /// The URL with its password redacted.
@@ -117,8 +132,8 @@ impl Node {
         self.secrets.scrub(format!("redis {}: {what}", self.label))
     }
 
-    fn error(&self, e: &RedisError, deadline_hit: bool) -> String {
-        if deadline_hit || e.is_timeout() {
+    fn error(&self, e: &RedisError) -> String {
+        if e.is_timeout() {
             return self.message("no answer before the deadline (op_timeout_ms)");
         }
         self.message(&e.to_string())
@@ -127,20 +142,43 @@ impl Node {
     fn open(&self, deadline: Instant) -> Result<Conn, String> {
         let remaining = remaining(deadline)
             .ok_or_else(|| self.message("no time left to connect before the deadline"))?;
-        let inner = self
-            .client
-            .get_connection_with_timeout(remaining.min(self.connect_timeout))
-            .map_err(|e| {
-                if e.is_timeout() {
-                    self.message("connect timed out")
-                } else {
-                    self.message(&format!("cannot connect: {e}"))
-                }
-            })?;
+        // The driver applies its timeout to the TCP connect and then to each
+        // handshake reply in turn, so a hung server could cost it several
+        // times over.
+        let budget = remaining.min(self.connect_timeout) / self.handshake_replies.max(1);
+        let inner = self.client.get_connection_with_timeout(budget).map_err(|e| {
+            if e.is_timeout() {
+                self.message("connect timed out")
+            } else {
+                self.message(&format!("cannot connect: {e}"))
+            }
+        })?;
         // The driver clears socket timeouts after its handshake.
         let mut conn = Conn { inner, timeout: Duration::ZERO };
-        fit_timeout(&mut conn, deadline, false).map_err(|e| self.error(&e, true))?;
+        fit_timeout(&mut conn, deadline, false)
+            .map_err(|_| self.message("connected, but no time was left before the deadline"))?;
+        self.load_scripts(&mut conn, deadline)?;
         Ok(conn)
+    }
+
+    /// Loads every script on a new connection, so `EVALSHA` does not meet
+    /// `NOSCRIPT` later: the `EVAL` fallback is an extra round trip that a
+    /// quorum call may have no time left for. Replies are read one by one
+    /// under the deadline (a driver pipeline would wait the full socket
+    /// timeout for each).
+    fn load_scripts(&self, conn: &mut Conn, deadline: Instant) -> Result<(), String> {
+        let mut packed = Vec::new();
+        for lua in scripts::ALL {
+            packed.extend(redis::cmd("SCRIPT").arg("LOAD").arg(lua.source).get_packed_command());
+        }
+        let fail = |e: RedisError| self.error(&e);
+        fit_timeout(conn, deadline, false).map_err(fail)?;
+        conn.inner.send_packed_command(&packed).map_err(fail)?;
+        for _ in scripts::ALL {
+            fit_timeout(conn, deadline, false).map_err(fail)?;
+            conn.inner.recv_response().and_then(Value::extract_error).map_err(fail)?;
+        }
+        Ok(())
     }
 }
 
@@ -209,7 +247,7 @@ impl Pending<'_> {
             if lease.reused && is_stale(&e) {
                 self.stale = true;
             } else {
-                self.failure = Some(self.node.error(&e, false));
+                self.failure = Some(self.node.error(&e));
             }
         }
     }
@@ -239,7 +277,7 @@ impl Pending<'_> {
                 node.pool.clear_idle();
                 resend(node, lease, inv, deadline)
             }
-            Err(e) => Err(node.error(&e, remaining(deadline).is_none())),
+            Err(e) => Err(node.error(&e)),
         }
     }
 }
@@ -283,9 +321,9 @@ fn exchange(
         fit_timeout(conn, deadline, false).and_then(|()| conn.inner.send_packed_command(packed))
     {
         lease.conn = None;
-        return Err(node.error(&e, remaining(deadline).is_none()));
+        return Err(node.error(&e));
     }
-    receive(lease, deadline).map_err(|e| node.error(&e, remaining(deadline).is_none()))
+    receive(lease, deadline).map_err(|e| node.error(&e))
 }
 
 /// Turns a server error reply into `Err` (the connection stays good), and
@@ -302,8 +340,8 @@ fn script_reply(
         Err(e) if e.kind() == ErrorKind::NoScriptError => {
             exchange(node, lease, &inv.packed(false), deadline)?
                 .extract_error()
-                .map_err(|e| node.error(&e, false))
+                .map_err(|e| node.error(&e))
         }
-        Err(e) => Err(node.error(&e, false)),
+        Err(e) => Err(node.error(&e)),
     }
 }

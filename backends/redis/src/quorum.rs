@@ -24,8 +24,10 @@ use crate::scripts::{ACQUIRE_PLAIN, RELEASE, RENEW};
 /// The fixed part of Redlock's drift allowance.
 const DRIFT_FLOOR: Duration = Duration::from_millis(2);
 /// The per-master timeout never drops below this, however short the TTL:
-/// under load a loopback round trip alone can take a few milliseconds.
-const MIN_NODE_TIMEOUT: Duration = Duration::from_millis(10);
+/// opening a connection on a loaded machine can take tens of milliseconds.
+/// Waiting longer is never unsafe (validity is measured after the answers
+/// are in); it only lets a dead master cost more of a short lease.
+const MIN_NODE_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// N independent masters.
 pub struct Quorum {

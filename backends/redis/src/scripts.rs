@@ -91,3 +91,6 @@ return 0
 "#,
     )
 });
+
+/// Every script, for loading them on a new connection.
+pub static ALL: [&LazyLock<Lua>; 4] = [&ACQUIRE_FENCED, &ACQUIRE_PLAIN, &RENEW, &RELEASE];

@@ -37,6 +37,11 @@ impl Server {
         Self::start_on(bext_locking_test_support::free_port(), extra)
     }
 
+    /// A plain server on `port` (which must be free).
+    pub fn start_on_port(port: u16) -> Self {
+        Self::start_on(port, &[])
+    }
+
     fn start_on(port: u16, extra: &[&str]) -> Self {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let password =
