@@ -10,6 +10,9 @@
 //! SQLite calls the handler on the thread that runs the statement, and each
 //! connection is used by one thread at a time (behind the instance's mutex),
 //! so the deadline of the current call lives in a thread-local.
+//!
+//! Public so that benchmarks can give a plain `rusqlite` connection the very
+//! same waiting behaviour.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -20,8 +23,9 @@ thread_local! {
 }
 
 /// Runs `f`, letting each statement in it wait up to `timeout` for the
-/// write lock. Without a deadline set the handler gives up at once.
-pub(crate) fn within<T>(timeout: Duration, f: impl FnOnce() -> T) -> T {
+/// write lock, on connections that use [`handler`]. Outside `within` the
+/// handler gives up at once.
+pub fn within<T>(timeout: Duration, f: impl FnOnce() -> T) -> T {
     struct Reset(Option<Instant>);
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -32,9 +36,10 @@ pub(crate) fn within<T>(timeout: Duration, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// The busy handler: `attempt` counts the tries so far for this lock.
-/// Returns whether SQLite should try again.
-pub(crate) fn handler(attempt: i32) -> bool {
+/// The busy handler to install with `Connection::busy_handler`: `attempt`
+/// counts the tries so far for this lock. Returns whether SQLite should try
+/// again.
+pub fn handler(attempt: i32) -> bool {
     let Some(deadline) = DEADLINE.get() else { return false };
     let now = Instant::now();
     if now >= deadline {

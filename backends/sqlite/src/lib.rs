@@ -26,7 +26,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod busy;
+pub mod busy;
 mod open;
 pub mod sql;
 
