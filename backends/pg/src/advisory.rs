@@ -24,11 +24,14 @@ use crate::conn::{Conn, Fail, FailKind};
 use crate::keyhash::advisory_key;
 use crate::pool::{Pool, closed};
 
+/// How long an idle reaper sleeps before looking again.
+const IDLE_NAP: Duration = Duration::from_secs(1);
+
 const TRY_LOCK: usize = 0;
 const UNLOCK: usize = 1;
 const PING: usize = 2;
 
-fn statements() -> Vec<String> {
+pub(crate) fn statements() -> Vec<String> {
     vec![
         "SELECT pg_try_advisory_lock($1)".to_owned(),
         "SELECT pg_advisory_unlock($1)".to_owned(),
@@ -61,6 +64,10 @@ struct Held {
     expiries: BTreeMap<Expiry, String>,
     seq: u64,
     closed: bool,
+    /// When the reaper will next look, unprompted. An acquisition wakes it
+    /// only when its expiry comes sooner, so the common case (a TTL longer
+    /// than the reaper's sleep) costs no thread switch.
+    reaper_wakes_at: Option<Instant>,
 }
 
 impl Held {
@@ -159,7 +166,7 @@ impl Advisory {
         // outlasts the one asked for.
         let until = started.checked_add(Duration::from_millis(ttl_ms)).unwrap_or(started);
         let expiry = h.next_expiry(until, key);
-        let soonest = h.expiries.first_key_value().is_some_and(|(e, _)| *e == expiry);
+        let soonest = h.reaper_wakes_at.is_none_or(|at| until < at);
         let held = Arc::new(HeldLock { lock_id, hash, conn: Mutex::new(Some(conn)) });
         h.slots.insert(key.to_owned(), Slot::Held { lock: held, expiry });
         pending.armed = false;
@@ -324,15 +331,16 @@ impl Shared {
                     if !expired.is_empty() {
                         break expired;
                     }
-                    h = match h.expiries.first_key_value().map(|(e, _)| e.0) {
-                        Some(at) => {
-                            self.wake
-                                .wait_timeout(h, at - now)
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .0
-                        }
-                        None => self.wake.wait(h).unwrap_or_else(PoisonError::into_inner),
-                    };
+                    // With nothing held, look again after IDLE_NAP anyway:
+                    // acquisitions with longer TTLs then need not wake us.
+                    let at = h.expiries.first_key_value().map_or(now + IDLE_NAP, |(e, _)| e.0);
+                    h.reaper_wakes_at = Some(at);
+                    h = self
+                        .wake
+                        .wait_timeout(h, at - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                    h.reaper_wakes_at = None;
                 }
             };
             for held in expired {

@@ -24,7 +24,7 @@ const RELEASE: usize = 2;
 /// `ON CONFLICT` serialises racing acquirers on the key's index entry, so
 /// exactly one of them gets a row back. The `lock_id` match makes a retry of
 /// the same attempt (after a lost connection) idempotent.
-fn statements(table: &str) -> Vec<String> {
+pub(crate) fn statements(table: &str) -> Vec<String> {
     vec![
         format!(
             "INSERT INTO {table} AS l (key, lock_id, fence, acquired_at, expires_at) \
@@ -50,7 +50,7 @@ fn statements(table: &str) -> Vec<String> {
 
 /// The lock table's layout; `key` is `bytea` so that any key (NUL
 /// included) is stored byte for byte whatever the database's encoding.
-fn create_table_sql(table: &str) -> String {
+pub(crate) fn create_table_sql(table: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {table} (\
             key bytea PRIMARY KEY, \

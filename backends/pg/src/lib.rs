@@ -40,6 +40,28 @@ pub use config::{
     MAX_POOL_SIZE, MAX_TIMEOUT_MS, Mode, PgConfig,
 };
 
+/// The SQL each mode prepares on every connection, for tools (and the
+/// benchmark) that issue the same statements directly.
+pub mod sql {
+    /// Lease mode's acquire (`$1` key bytes, `$2` lock id, `$3` TTL in ms;
+    /// returns the fence), renew (same parameters) and release (`$1`, `$2`),
+    /// on `table`, an already quoted name.
+    pub fn lease(table: &str) -> Vec<String> {
+        crate::lease::statements(table)
+    }
+
+    /// The `CREATE TABLE` of lease mode's lock table.
+    pub fn lease_table(table: &str) -> String {
+        crate::lease::create_table_sql(table)
+    }
+
+    /// Advisory mode's try-lock and unlock (`$1`: the key's
+    /// [`advisory_key`](crate::keyhash::advisory_key)) and its liveness ping.
+    pub fn advisory() -> Vec<String> {
+        crate::advisory::statements()
+    }
+}
+
 use crate::config::Settings;
 use crate::conn::Fail;
 use crate::pool::Pool;

@@ -15,6 +15,9 @@ struct State {
     /// Connections that exist: idle, lent out, or being opened.
     open: usize,
     closed: bool,
+    /// Callers waiting for a connection: nobody is notified (a syscall)
+    /// when nobody waits.
+    waiting: usize,
 }
 
 /// Up to `pool_size` connections to one server, each with the mode's
@@ -34,7 +37,7 @@ impl Pool {
         Self {
             settings,
             statements,
-            state: Mutex::new(State { idle: Vec::new(), open: 0, closed: false }),
+            state: Mutex::new(State { idle: Vec::new(), open: 0, closed: false, waiting: 0 }),
             freed: Condvar::new(),
         }
     }
@@ -84,11 +87,13 @@ impl Pool {
                     ),
                 ));
             }
+            st.waiting += 1;
             st = self
                 .freed
                 .wait_timeout(st, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            st.waiting -= 1;
         }
     }
 
@@ -105,14 +110,23 @@ impl Pool {
             return conn.close(Instant::now() + CLOSE_GRACE);
         }
         st.idle.push(conn);
+        let waiting = st.waiting > 0;
         drop(st);
-        self.freed.notify_one();
+        if waiting {
+            self.freed.notify_one();
+        }
     }
 
     /// Closes a connection that must not be reused.
     pub fn discard(&self, conn: Conn) {
-        self.state().open -= 1;
-        self.freed.notify_one();
+        let waiting = {
+            let mut st = self.state();
+            st.open -= 1;
+            st.waiting > 0
+        };
+        if waiting {
+            self.freed.notify_one();
+        }
         if conn.is_broken() {
             drop(conn);
         } else {

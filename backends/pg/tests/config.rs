@@ -104,7 +104,7 @@ fn quoted_identifiers_keep_their_case() {
 fn create_table_false_needs_the_table() {
     let scratch = Scratch::new("no_create");
     let config = scratch.config_with("lease", serde_json::json!({"create_table": false}));
-    let err = PgPlugin::from_json(&config).err().expect("missing table accepted");
+    let err = PgPlugin::from_json(&config).expect_err("missing table accepted");
     assert_eq!(err.kind, ErrorKind::Backend);
     assert!(
         err.message.contains("does not exist") && err.message.contains("create_table"),
