@@ -160,7 +160,14 @@ fn main() {
                 "url": url, "mode": mode, "schema": schema, "pool_size": threads,
             })
             .to_string();
-            let plugin = so.create(&config).unwrap();
+            // BENCH_SIDE=inproc measures the linked-in crate instead of the
+            // .so (the difference is the C boundary and its JSON).
+            let plugin: Box<dyn LockingPlugin> =
+                if std::env::var("BENCH_SIDE").is_ok_and(|s| s == "inproc") {
+                    Box::new(bext_locking_pg::PgPlugin::from_json(&config).unwrap())
+                } else {
+                    so.create(&config).unwrap()
+                };
             let prefix = format!("{mode}/{threads}");
             let (mut direct, mut via_so) = (Vec::new(), Vec::new());
             let side = std::env::var("BENCH_SIDE").unwrap_or_default();

@@ -146,11 +146,14 @@ fn ensure_table(s: &Settings, deadline: Instant) -> Result<(), PluginError> {
         PluginError::backend(s.secrets.scrub(&format!("pg ({}): {what}: {}", s.target, e.message)))
     };
     let mut conn = Conn::open(s, &[], deadline).map_err(|e| fail("cannot connect", e))?;
-    let ddl_lock = crate::keyhash::advisory_key("bext-locking-pg/create-table");
+    // The two-integer form lives in a key space of its own, so no lock of
+    // advisory mode (one bigint) can ever block table creation.
+    let ddl = crate::keyhash::advisory_key("bext-locking-pg/create-table");
+    let (ddl_hi, ddl_lo) = ((ddl >> 32) as i32, ddl as i32);
     let table = &s.table.quoted;
     let result = (|| {
         conn.query_sql("BEGIN", &[], deadline)?;
-        conn.query_sql("SELECT pg_advisory_xact_lock($1)", &[&ddl_lock], deadline)?;
+        conn.query_sql("SELECT pg_advisory_xact_lock($1, $2)", &[&ddl_hi, &ddl_lo], deadline)?;
         if let Some(schema) = &s.table.schema {
             let present = conn.query_sql(
                 "SELECT 1 FROM pg_namespace WHERE nspname = $1",
