@@ -8,9 +8,10 @@
 //! ```
 //!
 //! Starts its own `redis-server`s on free loopback ports (no persistence)
-//! and kills them at the end. `BEXT_BENCH_SECS` sets the length of each
-//! measurement (default 1.5 s); each is repeated three times, alternating
-//! between the contenders, and the best run is reported.
+//! and kills them at the end. `BEXT_BENCH_SECS` sets how long each
+//! contender runs (default 3 s), cut into slices that alternate between
+//! the contenders of one comparison, so load from other processes on the
+//! machine falls on all of them alike; the mean rate is reported.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,11 +60,17 @@ impl Drop for Server {
 
 fn secs() -> Duration {
     let s = std::env::var("BEXT_BENCH_SECS").ok().and_then(|v| v.parse::<f64>().ok());
-    Duration::from_secs_f64(s.unwrap_or(1.5))
+    Duration::from_secs_f64(s.unwrap_or(3.0))
 }
 
-/// Runs `work(thread)` on `threads` threads for `secs()`; returns pairs/s.
-fn run(threads: usize, work: &(dyn Fn(usize, &AtomicBool, &AtomicU64) + Sync)) -> f64 {
+/// Slices each measurement is cut into. The contenders of one comparison
+/// take turns slice by slice, so a neighbour's load on this shared machine
+/// hits all of them alike.
+const SLICES: u32 = 8;
+
+/// Runs `work(thread)` on `threads` threads for one slice; returns the
+/// pairs done.
+fn run(threads: usize, work: &(dyn Fn(usize, &AtomicBool, &AtomicU64) + Sync)) -> u64 {
     let stop = AtomicBool::new(false);
     let done = AtomicU64::new(0);
     let started = Instant::now();
@@ -72,13 +79,14 @@ fn run(threads: usize, work: &(dyn Fn(usize, &AtomicBool, &AtomicU64) + Sync)) -
             let (stop, done) = (&stop, &done);
             s.spawn(move || work(t, stop, done));
         }
-        std::thread::sleep(secs());
+        std::thread::sleep(secs() / SLICES);
         stop.store(true, Ordering::Relaxed);
     });
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let _ = started;
+    done.load(Ordering::Relaxed)
 }
 
-fn plugin_pairs(p: &dyn LockingPlugin, threads: usize) -> f64 {
+fn plugin_pairs(p: &dyn LockingPlugin, threads: usize) -> u64 {
     run(threads, &|t, stop, done| {
         let key = format!("bench/pairs/{t}");
         while !stop.load(Ordering::Relaxed) {
@@ -107,10 +115,8 @@ end
 return false
 "#;
 
-fn raw_pairs(url: &str, threads: usize, fenced: bool) -> f64 {
-    let release = redis::Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-    );
+fn raw_pairs(url: &str, threads: usize, fenced: bool) -> u64 {
+    let release = redis::Script::new(RELEASE_SRC);
     let acquire = redis::Script::new(FENCED_ACQUIRE);
     run(threads, &|t, stop, done| {
         let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
@@ -137,51 +143,179 @@ fn raw_pairs(url: &str, threads: usize, fenced: bool) -> f64 {
     })
 }
 
-fn best(mut f: impl FnMut() -> f64) -> f64 {
-    (0..3).map(|_| f()).fold(0.0, f64::max)
+/// Redlock's floor with the raw crate: `SET NX PX` on every master (all
+/// requests sent before any answer is read), then compare-and-delete on
+/// every master the same way.
+fn raw_quorum_pairs(urls: &[String]) -> u64 {
+    let release = redis::Script::new(RELEASE_SRC);
+    run(1, &|_, stop, done| {
+        let mut conns: Vec<redis::Connection> = urls
+            .iter()
+            .map(|u| redis::Client::open(u.as_str()).unwrap().get_connection().unwrap())
+            .collect();
+        for c in &mut conns {
+            let _: String = redis::cmd("SCRIPT").arg("LOAD").arg(RELEASE_SRC).query(c).unwrap();
+        }
+        let key = "bench:rawquorum:{bench/pairs}";
+        while !stop.load(Ordering::Relaxed) {
+            let token = uuid::Uuid::new_v4().to_string();
+            let set = redis::cmd("SET")
+                .arg(key)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(10_000)
+                .get_packed_command();
+            for c in &mut conns {
+                c.send_packed_command(&set).unwrap();
+            }
+            for c in &mut conns {
+                assert_eq!(c.recv_response().unwrap(), redis::Value::Okay);
+            }
+            let del = redis::cmd("EVALSHA")
+                .arg(release.get_hash())
+                .arg(1)
+                .arg(key)
+                .arg(&token)
+                .get_packed_command();
+            for c in &mut conns {
+                c.send_packed_command(&del).unwrap();
+            }
+            for c in &mut conns {
+                assert_eq!(c.recv_response().unwrap(), redis::Value::Int(1));
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+}
+
+const RELEASE_SRC: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+/// CPU time (user + system) a process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let at = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    at(14) + at(15)
+}
+
+/// Linux's USER_HZ, the unit of `/proc/<pid>/stat` CPU times.
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// One contender's totals over its slices.
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    pairs: u64,
+    secs: f64,
+    client_ticks: u64,
+    server_ticks: u64,
+}
+
+impl Tally {
+    fn rate(&self) -> f64 {
+        self.pairs as f64 / self.secs
+    }
+
+    /// CPU microseconds per pair: (client, servers). CPU time does not
+    /// depend on how busy the machine is, unlike pairs/s.
+    fn cpu_us(&self) -> (f64, f64) {
+        let per = |t: u64| t as f64 / TICKS_PER_SEC * 1e6 / self.pairs as f64;
+        (per(self.client_ticks), per(self.server_ticks))
+    }
+
+    fn line(&self) -> String {
+        let (c, s) = self.cpu_us();
+        format!(
+            "{:>7.0} pairs/s (CPU per pair: client {c:>5.1} us, redis {s:>5.1} us)",
+            self.rate()
+        )
+    }
+}
+
+/// Each contender's totals over `SLICES` interleaved slices, with the CPU
+/// time this process and the servers (`server_pids`) spent.
+fn compare<const N: usize>(server_pids: &[u32], contenders: [&dyn Fn() -> u64; N]) -> [Tally; N] {
+    let me = std::process::id();
+    let servers = || server_pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
+    let mut tallies = [Tally::default(); N];
+    for _ in 0..SLICES {
+        for (t, f) in tallies.iter_mut().zip(contenders) {
+            let (c0, s0, w0) = (cpu_ticks(me), servers(), Instant::now());
+            t.pairs += f();
+            t.secs += w0.elapsed().as_secs_f64();
+            t.client_ticks += cpu_ticks(me) - c0;
+            t.server_ticks += servers() - s0;
+        }
+    }
+    tallies
+}
+
+fn in_process(config: &str) -> bext_locking_redis::RedisPlugin {
+    let schema = <bext_locking_redis::Exported as bext_locking_ffi::Export>::config_schema();
+    let parsed = bext_locking_ffi::parse_config(config, &schema).unwrap();
+    bext_locking_redis::RedisPlugin::from_config(parsed).unwrap()
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter argument is not supported.
+    // Built by `cargo build --release -p bext-locking-redis`.
     let so = bext_locking_test_support::plugin_path("redis");
     let lib = bext_locking_loader::load(&so).expect("load the .so");
     let single = Server::start();
     let quorum: Vec<Server> = (0..3).map(|_| Server::start()).collect();
+    let pids: Vec<u32> = std::iter::once(&single).chain(&quorum).map(|s| s.child.id()).collect();
 
-    println!("redis backend benchmark ({} s per run, best of 3)", secs().as_secs_f64());
-    let mut by_threads = Vec::new();
+    println!(
+        "redis backend benchmark ({} s per contender, in {SLICES} interleaved slices)",
+        secs().as_secs_f64()
+    );
+    let mut rates = Vec::new();
     for threads in [1usize, 8] {
         let config = format!(r#"{{"url":"{}","pool_size":{threads}}}"#, single.url());
         let p = lib.create(&config).expect("create");
-        let (mut so_best, mut raw_best, mut fenced_best) = (0.0f64, 0.0f64, 0.0f64);
-        for _ in 0..3 {
-            so_best = so_best.max(plugin_pairs(&*p, threads));
-            raw_best = raw_best.max(raw_pairs(&single.url(), threads, false));
-            fenced_best = fenced_best.max(raw_pairs(&single.url(), threads, true));
-        }
+        let local = in_process(&config);
+        let so_pairs = || plugin_pairs(&*p, threads);
+        let rlib_pairs = || plugin_pairs(&local, threads);
+        let raw_plain = || raw_pairs(&single.url(), threads, false);
+        let raw_fenced = || raw_pairs(&single.url(), threads, true);
+        let [so, rlib, raw, fenced] =
+            compare(&pids, [&so_pairs, &rlib_pairs, &raw_plain, &raw_fenced]);
+        println!("{threads} thread(s) on {threads} connection(s):");
+        println!("  .so                                {}", so.line());
+        println!("  in-process (rlib), no C boundary   {}", rlib.line());
+        println!("  raw crate, SET NX PX + CAS delete  {}", raw.line());
+        println!("  raw crate, the same fenced script  {}", fenced.line());
         println!(
-            "{threads} thread(s), {threads} connection(s): .so {so_best:>9.0} pairs/s | raw SET NX PX {raw_best:>9.0} pairs/s | ratio {:.3} (target >= 0.95)",
-            so_best / raw_best
+            "  .so / raw SET NX PX: {:.3} (target >= 0.95) | .so / raw fenced script: {:.3}",
+            so.rate() / raw.rate(),
+            so.rate() / fenced.rate()
         );
-        println!(
-            "    raw redis crate running the backend's fenced acquire script: {fenced_best:>9.0} pairs/s | .so / that {:.3}",
-            so_best / fenced_best
-        );
-        by_threads.push(so_best);
+        rates.push((so.rate(), raw.rate()));
     }
     println!(
-        "8 threads / 1 thread through the .so: {:.2}x (target >= 2)",
-        by_threads[1] / by_threads[0]
+        "8 threads / 1 thread: .so {:.2}x (target >= 2) | raw SET NX PX {:.2}x",
+        rates[1].0 / rates[0].0,
+        rates[1].1 / rates[0].1
     );
 
     let one = lib.create(&format!(r#"{{"url":"{}","pool_size":1}}"#, single.url())).unwrap();
     let urls: Vec<String> = quorum.iter().map(|s| format!("\"{}\"", s.url())).collect();
     let three = lib.create(&format!(r#"{{"urls":[{}],"pool_size":1}}"#, urls.join(","))).unwrap();
-    let single_rate = best(|| plugin_pairs(&*one, 1));
-    let quorum_rate = best(|| plugin_pairs(&*three, 1));
-    let (single_us, quorum_us) = (1e6 / single_rate, 1e6 / quorum_rate);
+    let raw_urls: Vec<String> = quorum.iter().map(Server::url).collect();
+    let [single_t, quorum_t, raw_t] = compare(
+        &pids,
+        [&|| plugin_pairs(&*one, 1), &|| plugin_pairs(&*three, 1), &|| raw_quorum_pairs(&raw_urls)],
+    );
+    let us = |t: &Tally| 1e6 / t.rate();
+    println!("1 thread, latency per pair:");
+    println!("  .so single node                    {:>6.1} us  {}", us(&single_t), single_t.line());
+    println!("  .so 3-master quorum                {:>6.1} us  {}", us(&quorum_t), quorum_t.line());
+    println!("  raw crate, 3 masters in parallel   {:>6.1} us  {}", us(&raw_t), raw_t.line());
     println!(
-        "latency per pair, 1 thread: single node {single_us:.1} us | 3-master quorum {quorum_us:.1} us | ratio {:.2} (target <= 1.3)",
-        quorum_us / single_us
+        "  quorum / single: {:.2} (target <= 1.3) | .so quorum / raw quorum: {:.2}",
+        us(&quorum_t) / us(&single_t),
+        us(&quorum_t) / us(&raw_t)
     );
 }

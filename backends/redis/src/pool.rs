@@ -27,6 +27,9 @@ struct State<T> {
     idle: Vec<T>,
     /// Idle plus leased, including leases still connecting.
     open: usize,
+    /// Threads blocked in `take`: a notify costs a syscall, so it is only
+    /// sent when someone waits.
+    waiting: usize,
     closed: bool,
 }
 
@@ -45,7 +48,7 @@ pub struct Lease<'p, T> {
 impl<T> Pool<T> {
     pub fn new(cap: usize) -> Self {
         Self {
-            state: Mutex::new(State { idle: Vec::new(), open: 0, closed: false }),
+            state: Mutex::new(State { idle: Vec::new(), open: 0, waiting: 0, closed: false }),
             freed: Condvar::new(),
             cap,
         }
@@ -82,8 +85,10 @@ impl<T> Pool<T> {
             if now >= deadline {
                 return Err(PoolError::Exhausted);
             }
+            state.waiting += 1;
             state =
                 self.freed.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            state.waiting -= 1;
         }
     }
 
@@ -116,15 +121,22 @@ impl<T> Pool<T> {
 
     fn give_back(&self, conn: Option<T>) {
         let mut state = self.lock();
-        match conn {
-            Some(conn) if !state.closed => state.idle.push(conn),
+        let wake = state.waiting > 0;
+        let dropped = match conn {
+            Some(conn) if !state.closed => {
+                state.idle.push(conn);
+                None
+            }
             other => {
                 state.open -= 1;
-                drop(state);
-                drop(other);
+                other
             }
+        };
+        drop(state);
+        drop(dropped);
+        if wake {
+            self.freed.notify_one();
         }
-        self.freed.notify_one();
     }
 }
 

@@ -194,7 +194,10 @@ impl Quorum {
     /// Compare-and-delete on every master.
     pub fn release(&self, prefix: &str, handle: &LockHandle) -> Result<(), String> {
         let lock = lock_key(prefix, &handle.key);
-        self.release_token(&lock, &handle.lock_id, Instant::now() + self.op_timeout)
+        // The same per-master timeout as acquire and renew: a lock's calls
+        // then share one socket timeout and need no `setsockopt` between them.
+        let deadline = Instant::now() + self.node_timeout(handle.ttl_ms);
+        self.release_token(&lock, &handle.lock_id, deadline)
     }
 
     /// OK when a majority answered: the rest expire with the TTL, and a

@@ -192,3 +192,27 @@ fn unreachable_server_is_an_error_and_recovers_once_started() {
     let h = locks.try_lock("k", 1_000).unwrap().expect("server is up now");
     locks.release(h).unwrap();
 }
+
+#[test]
+fn paused_cluster_master_calls_return_within_op_timeout() {
+    let mut cluster = harness::Cluster::start(3);
+    let locks = plugin(&cluster.config(&timeouts()));
+    // Find which master owns the key's slot, from behind the plugin's back.
+    let key = bext_locking_redis::keys::lock_key(bext_locking_redis::DEFAULT_KEY_PREFIX, "k");
+    let h = locks.try_lock("k", 30_000).unwrap().unwrap();
+    let owner = cluster
+        .nodes
+        .iter()
+        .position(|s| {
+            let v: redis::RedisResult<Option<String>> =
+                redis::cmd("GET").arg(&key).query(&mut s.conn());
+            matches!(v, Ok(Some(ref t)) if *t == h.lock_id)
+        })
+        .expect("one master holds the key");
+    cluster.nodes[owner].pause();
+    assert!(within_op_timeout("try_lock", || locks.try_lock("k", 30_000)).is_err());
+    assert!(within_op_timeout("renew", || locks.renew(&h)).is_err());
+    cluster.nodes[owner].resume();
+    locks.renew(&h).expect("the lock survived the pause");
+    locks.release(h).unwrap();
+}
