@@ -101,12 +101,13 @@ fn plugin_pairs(p: &dyn LockingPlugin, threads: usize) -> u64 {
 /// counter), to tell the cost of fencing apart from the plugin's own.
 const FENCED_ACQUIRE: &str = r#"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local fence = redis.call('INCR', KEYS[2])
-  if fence == 1 then
-    local t = redis.call('TIME')
-    fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    redis.call('SET', KEYS[2], string.format('%.0f', fence))
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local fence = tonumber(redis.call('GET', KEYS[2]) or '0') + 1
+  if now > fence then
+    fence = now
   end
+  redis.call('SET', KEYS[2], string.format('%.0f', fence))
   return fence
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then

@@ -22,24 +22,29 @@ impl Lua {
     }
 }
 
-/// Single node and cluster: `SET NX PX`, then bump the never-expiring fence
-/// counter. A missing counter starts from the server clock in microseconds,
-/// so fences keep rising after a restart that lost the data (as long as the
-/// server clock does not step back and a key is acquired less than once per
-/// microsecond on average).
+/// Single node and cluster: `SET NX PX`, then raise the never-expiring
+/// fence counter to `max(counter + 1, server time in microseconds)`.
+///
+/// The clock floor is what keeps fences rising when the counter itself is
+/// lost or rolled back: a restart without persistence, or one that loads an
+/// older RDB snapshot or loses the last second of an `everysec` AOF. Every
+/// fence handed out before the restart is at most (about) the server time
+/// it was handed out at, so the first fence after it is larger, as long as
+/// the server clock has not stepped back.
 ///
 /// KEYS: lock, fence. ARGV: token, ttl_ms. Returns the fence, or nil when
-/// someone else holds the lock.
+/// someone else holds the lock (or, after a lost reply, ours again).
 pub static ACQUIRE_FENCED: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         r#"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local fence = redis.call('INCR', KEYS[2])
-  if fence == 1 then
-    local t = redis.call('TIME')
-    fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    redis.call('SET', KEYS[2], string.format('%.0f', fence))
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local fence = tonumber(redis.call('GET', KEYS[2]) or '0') + 1
+  if now > fence then
+    fence = now
   end
+  redis.call('SET', KEYS[2], string.format('%.0f', fence))
   return fence
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then

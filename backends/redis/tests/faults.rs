@@ -129,6 +129,25 @@ fn restart_without_persistence_keeps_fences_rising() {
 }
 
 #[test]
+fn fences_rise_past_a_rolled_back_counter() {
+    // What loading an older RDB snapshot, or losing the last second of an
+    // `appendfsync everysec` AOF, does to the counter.
+    let server = Server::start();
+    let locks = plugin(&single_config(&server, ""));
+    let h = locks.try_lock("rollback", 30_000).unwrap().unwrap();
+    let n = h.fence.unwrap();
+    locks.release(h).unwrap();
+    let fence_key =
+        bext_locking_redis::keys::fence_key(bext_locking_redis::DEFAULT_KEY_PREFIX, "rollback");
+    for old in [1, n / 2, n - 1] {
+        let _: () = redis::cmd("SET").arg(&fence_key).arg(old).query(&mut server.conn()).unwrap();
+        let h = locks.try_lock("rollback", 30_000).unwrap().unwrap();
+        assert!(h.fence.unwrap() > n, "fence {:?} after rollback to {old}, was {n}", h.fence);
+        locks.release(h).unwrap();
+    }
+}
+
+#[test]
 fn stale_handle_after_expiry_and_takeover() {
     let server = Server::start();
     let (a, b) = (plugin(&single_config(&server, "")), plugin(&single_config(&server, "")));
