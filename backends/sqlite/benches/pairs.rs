@@ -21,6 +21,8 @@
 //! [`bext_locking_sqlite::Statements`] with a fresh UUID per acquisition;
 //! `so` is the plugin through the loader; `direct-stock` is `direct` with
 //! SQLite's own busy timeout instead, to show what the handler buys.
+//! `threads-mutex` and `threads-pool` run four threads in one process on one
+//! shared instance versus one instance (connection) per thread.
 //!
 //! The bench re-runs itself as worker processes:
 //! `pairs --worker MODE --path FILE --key KEY --secs S --start-ms T`.
@@ -117,6 +119,63 @@ fn cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time of the whole process (every thread, finished ones too), in
+/// nanoseconds, at the kernel's 10 ms tick.
+fn process_cpu_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()))
+        .into_iter()
+        .flatten()
+        .collect();
+    fields.iter().sum::<u64>() * 10_000_000
+}
+
+/// Four threads on their own keys, sharing one instance (`shared`, the
+/// plugin's design: one connection behind a mutex) or each with its own
+/// (a connection per thread, which is what a pool amounts to here).
+fn threads(path: &Path, key: &str, shared: bool, secs: f64, start_ms: u64) -> Outcome {
+    use bext_locking_sqlite::SqlitePlugin;
+    let one = std::sync::Arc::new(SqlitePlugin::open(path).expect("open"));
+    let instances: Vec<_> = (0..4)
+        .map(|_| {
+            if shared {
+                one.clone()
+            } else {
+                std::sync::Arc::new(SqlitePlugin::open(path).expect("open"))
+            }
+        })
+        .collect();
+    let now = wall_ms();
+    if start_ms > now {
+        std::thread::sleep(Duration::from_millis(start_ms - now));
+    }
+    let period = Duration::from_secs_f64(secs);
+    let cpu = process_cpu_ns();
+    let started = Instant::now();
+    let pairs: u64 = std::thread::scope(|s| {
+        let workers: Vec<_> = instances
+            .iter()
+            .enumerate()
+            .map(|(t, p)| {
+                let key = format!("{key}/t{t}");
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    while started.elapsed() < period {
+                        let h = p.try_lock(&key, TTL_MS as u64).expect("try_lock").expect("held");
+                        p.release(h).expect("release");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    Outcome { pairs, secs: started.elapsed().as_secs_f64(), cpu_ns: process_cpu_ns() - cpu }
+}
+
 /// What one worker did.
 struct Outcome {
     pairs: u64,
@@ -132,6 +191,11 @@ fn work(mode: &str, path: &Path, key: &str, secs: f64, start_ms: u64) -> Outcome
             p.release(h).expect("release");
         })
     };
+    match mode {
+        "threads-mutex" => return threads(path, key, true, secs, start_ms),
+        "threads-pool" => return threads(path, key, false, secs, start_ms),
+        _ => {}
+    }
     let key = key.to_owned();
     let mut pair: Box<dyn FnMut()> = match mode {
         "direct" | "direct-stock" => {
@@ -293,4 +357,14 @@ fn main() {
     }
     println!();
     println!("target: .so / direct >= 0.95 (both ratios: higher is better for the .so)");
+    println!();
+    println!("Threads of one process, in-process plugin, each thread on its own key:");
+    println!();
+    println!(
+        "| file on | 4 threads, one instance (one connection, mutex) | 4 threads, an instance each (connection per thread) |"
+    );
+    println!("| --- | --- | --- |");
+    for (label, r) in &results {
+        println!("| {label} | {} | {} |", cell(&r[6]), cell(&r[7]));
+    }
 }
