@@ -230,7 +230,9 @@ impl RawPlugin {
 
     /// Calls `create` with a NULL `out_instance` (`instance_out: false`) or a
     /// NULL `out_error_json` (`instance_out: true`), and returns the status
-    /// and whatever the other out-parameter received (destroyed or freed).
+    /// and whatever the other out-parameter received (an instance is
+    /// destroyed when dropped, a string already freed). The NULL one reads
+    /// as cleared and empty.
     pub fn create_with_null_out(&self, config: Option<&[u8]>, instance_out: bool) -> RawCreated {
         let config = config.map(c_string);
         let config_ptr = config.as_ref().map_or(ptr::null(), |c| c.as_ptr().cast());
@@ -244,7 +246,12 @@ impl RawPlugin {
         // SAFETY: the config is NULL or NUL-terminated; each out-parameter is
         // NULL (a documented input) or valid.
         let status = unsafe { (self.create)(config_ptr, instance_ptr, out_ptr) };
-        let output = self.take(status, out);
+        // Nothing to read behind a NULL out-parameter.
+        let output = if instance_out {
+            RawOutput { status, json: None, cleared: true }
+        } else {
+            self.take(status, out)
+        };
         let instance_cleared = instance != sentinel();
         let instance = NonNull::new(instance)
             .filter(|_| instance_cleared)
@@ -406,7 +413,10 @@ mod tests {
         assert_eq!(no_instance.output.status, BEXT_LOCKING_ERR_INVALID);
         assert!(no_instance.output.cleared && no_instance.output.json.is_none());
         let no_error = memory.create_with_null_out(Some(b"{}"), true);
-        assert_eq!(no_error.output.status, BEXT_LOCKING_ERR_INVALID);
+        assert_eq!(
+            no_error.output,
+            RawOutput { status: BEXT_LOCKING_ERR_INVALID, json: None, cleared: true }
+        );
         assert!(no_error.instance.is_none() && no_error.instance_cleared);
         let inst = memory.create(None).instance.expect("NULL config means {}");
         for slot in [RawSlot::TryLock, RawSlot::Renew, RawSlot::Release] {
