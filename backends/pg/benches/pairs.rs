@@ -8,9 +8,10 @@
 //! ```
 //!
 //! `BEXT_PG_URL` picks the server (default: the local test database);
-//! `BENCH_SECS` the length of each measurement (default 2); `BENCH_ROUNDS`
-//! how many times each pair of measurements is repeated, alternating, to
-//! spread drift evenly (default 3; the median is reported); `BENCH_ONLY`
+//! `BENCH_SECS` the length of each measurement (default 0.5); `BENCH_ROUNDS`
+//! how many times each pair of measurements is repeated, alternating, so
+//! that both sides see the same background load (default 11; the median is
+//! reported, after one unreported warm-up round); `BENCH_ONLY`
 //! one row (`advisory/8`); `BENCH_DURABLE=1` keeps lease commits durable
 //! (by default both sides set `synchronous_commit=off`, so that the figure
 //! measures the client and the server's CPU rather than its disk).
@@ -67,7 +68,7 @@ fn through_the_so(p: &dyn LockingPlugin, prefix: &str, threads: usize, secs: f64
 
 /// One client per thread with the mode's statements prepared, as the
 /// plugin's pool has.
-fn clients(url: &str, n: usize, sql: &[String]) -> Vec<std::sync::Mutex<(Client, Vec<Statement>)>> {
+fn clients(url: &str, n: usize, sql: &[String]) -> Clients {
     (0..n)
         .map(|_| {
             let mut c = Client::connect(url, NoTls).unwrap();
@@ -77,8 +78,9 @@ fn clients(url: &str, n: usize, sql: &[String]) -> Vec<std::sync::Mutex<(Client,
         .collect()
 }
 
-fn direct_lease(url: &str, table: &str, prefix: &str, threads: usize, secs: f64) -> f64 {
-    let conns = clients(url, threads, &bext_locking_pg::sql::lease(table));
+type Clients = Vec<std::sync::Mutex<(Client, Vec<Statement>)>>;
+
+fn direct_lease(conns: &Clients, prefix: &str, threads: usize, secs: f64) -> f64 {
     let ttl = TTL_MS as i64;
     measure(threads, secs, |t, until| {
         let key = format!("{prefix}/direct/{t}");
@@ -98,8 +100,7 @@ fn direct_lease(url: &str, table: &str, prefix: &str, threads: usize, secs: f64)
     })
 }
 
-fn direct_advisory(url: &str, prefix: &str, threads: usize, secs: f64) -> f64 {
-    let conns = clients(url, threads, &bext_locking_pg::sql::advisory());
+fn direct_advisory(conns: &Clients, prefix: &str, threads: usize, secs: f64) -> f64 {
     measure(threads, secs, |t, until| {
         let hash = advisory_key(&format!("{prefix}/direct/{t}"));
         let mut guard = conns[t].lock().unwrap();
@@ -131,8 +132,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let url = std::env::var("BEXT_PG_URL")
         .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
-    let secs: f64 = env("BENCH_SECS", 2.0);
-    let rounds: usize = env("BENCH_ROUNDS", 3);
+    let secs: f64 = env("BENCH_SECS", 0.5);
+    let rounds: usize = env("BENCH_ROUNDS", 11);
     let durable = std::env::var("BENCH_DURABLE").is_ok_and(|v| v == "1");
     let schema = format!("bext_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let table = format!("\"{schema}\".\"bext_locks\"");
@@ -171,19 +172,32 @@ fn main() {
             let prefix = format!("{mode}/{threads}");
             let (mut direct, mut via_so) = (Vec::new(), Vec::new());
             let side = std::env::var("BENCH_SIDE").unwrap_or_default();
-            for _ in 0..rounds {
-                if side == "so" {
-                    direct.push(1.0);
+            let sql = match mode {
+                "lease" => bext_locking_pg::sql::lease(&table),
+                _ => bext_locking_pg::sql::advisory(),
+            };
+            let conns = clients(&url, threads, &sql);
+            let run_direct = || match side.as_str() {
+                "so" | "inproc-only" => 1.0,
+                _ if mode == "lease" => direct_lease(&conns, &prefix, threads, secs),
+                _ => direct_advisory(&conns, &prefix, threads, secs),
+            };
+            let run_so = || match side.as_str() {
+                "direct" => 1.0,
+                _ => through_the_so(&*plugin, &prefix, threads, secs),
+            };
+            for round in 0..=rounds {
+                // Alternate which side goes first; round 0 only warms up.
+                let (d, s) = if round % 2 == 0 {
+                    let d = run_direct();
+                    (d, run_so())
                 } else {
-                    direct.push(match mode {
-                        "lease" => direct_lease(&url, &table, &prefix, threads, secs),
-                        _ => direct_advisory(&url, &prefix, threads, secs),
-                    });
-                }
-                if side == "direct" {
-                    via_so.push(1.0);
-                } else {
-                    via_so.push(through_the_so(&*plugin, &prefix, threads, secs));
+                    let s = run_so();
+                    (run_direct(), s)
+                };
+                if round > 0 {
+                    direct.push(d);
+                    via_so.push(s);
                 }
             }
             let (d, s) = (median(direct), median(via_so));

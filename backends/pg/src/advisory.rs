@@ -168,7 +168,12 @@ impl Advisory {
         let expiry = h.next_expiry(until, key);
         let soonest = h.reaper_wakes_at.is_none_or(|at| until < at);
         let held = Arc::new(HeldLock { lock_id, hash, conn: Mutex::new(Some(conn)) });
-        h.slots.insert(key.to_owned(), Slot::Held { lock: held, expiry });
+        match h.slots.get_mut(key) {
+            Some(slot) => *slot = Slot::Held { lock: held, expiry },
+            None => {
+                h.slots.insert(key.to_owned(), Slot::Held { lock: held, expiry });
+            }
+        }
         pending.armed = false;
         drop(h);
         if soonest {
@@ -257,7 +262,7 @@ impl Advisory {
                 _ => return Ok(()),
             }
         };
-        self.shared.unlock(&held)
+        self.shared.unlock(&held, self.shared.pool.deadline())
     }
 
     /// Drops `key`'s slot if it still belongs to `held`.
@@ -272,8 +277,8 @@ impl Advisory {
         }
     }
 
-    /// Ends every held lock (by closing its session), stops the reaper and
-    /// closes the pool. Idempotent.
+    /// Ends every held lock, stops the reaper and closes the pool.
+    /// Idempotent.
     pub fn cleanup(&self) {
         let locks: Vec<Arc<HeldLock>> = {
             let mut h = lock(&self.shared.held);
@@ -291,9 +296,15 @@ impl Advisory {
         if let Some(reaper) = lock(&self.reaper).take() {
             let _ = reaper.join();
         }
+        // Unlock explicitly, so that the locks are free when cleanup
+        // returns (a closed session frees them too, but the server ends it
+        // a moment later). One deadline for all: a dead server cannot make
+        // cleanup take one timeout per lock.
+        let deadline = self.shared.pool.deadline();
         for held in locks {
-            let conn = lock(&held.conn).take();
-            if let Some(conn) = conn {
+            if Instant::now() < deadline {
+                let _ = self.shared.unlock(&held, deadline);
+            } else if let Some(conn) = lock(&held.conn).take() {
                 self.shared.pool.discard(conn);
             }
         }
@@ -346,15 +357,15 @@ impl Shared {
             for held in expired {
                 // An unlock that fails closed the session, which frees the
                 // lock all the same; there is nobody to report it to.
-                let _ = self.unlock(&held);
+                let _ = self.unlock(&held, self.pool.deadline());
             }
         }
     }
 
     /// Unlocks a lock removed from the map and gives its connection back.
-    fn unlock(&self, held: &HeldLock) -> Result<(), Fail> {
+    fn unlock(&self, held: &HeldLock, deadline: Instant) -> Result<(), Fail> {
         let Some(mut conn) = lock(&held.conn).take() else { return Ok(()) };
-        match conn.query_opt(UNLOCK, &[&held.hash], self.pool.deadline()) {
+        match conn.query_opt(UNLOCK, &[&held.hash], deadline) {
             Ok(_) => {
                 self.pool.put(conn);
                 Ok(())
