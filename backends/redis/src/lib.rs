@@ -4,8 +4,9 @@
 //!
 //! * `url`: one server. Acquire is one Lua script, `SET key token NX PX ttl`
 //!   plus a bump of a never-expiring per-key fence counter, so handles carry
-//!   fences that rise across acquisitions, releases, expiries and (through a
-//!   counter seeded from the server clock) restarts that lost the data.
+//!   fences that rise across acquisitions, releases, expiries and (because a
+//!   fence is never below the server clock in microseconds) restarts that
+//!   lost or rolled back the data.
 //! * `urls`: Redlock over N independent masters, in parallel, kept only with
 //!   a majority and positive validity. No fences (see [`quorum`]).
 //! * `cluster_urls`: one Redis Cluster; the single-node scripts, with the
