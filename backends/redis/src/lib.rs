@@ -8,7 +8,8 @@
 //!   fence is never below the server clock in microseconds) restarts that
 //!   lost or rolled back the data.
 //! * `urls`: Redlock over N independent masters, in parallel, kept only with
-//!   a majority and positive validity. No fences (see [`quorum`]).
+//!   a majority and positive validity. No fences: independent masters share
+//!   no counter that could only rise.
 //! * `cluster_urls`: one Redis Cluster; the single-node scripts, with the
 //!   lock and its counter in one hash slot.
 //!
