@@ -269,8 +269,16 @@ fn processes(mode: &str, path: &Path, procs: usize, secs: f64) -> Rate {
 }
 
 /// The runs of one round, in order: (mode, processes).
-const RUNS: [(&str, usize); 6] =
-    [("direct", 1), ("rlib", 1), ("so", 1), ("direct", 4), ("so", 4), ("direct-stock", 4)];
+const RUNS: [(&str, usize); 8] = [
+    ("direct", 1),
+    ("rlib", 1),
+    ("so", 1),
+    ("direct", 4),
+    ("so", 4),
+    ("direct-stock", 4),
+    ("threads-mutex", 1),
+    ("threads-pool", 1),
+];
 
 /// The best of the rounds of every run on one folder, in [`RUNS`] order: on
 /// a machine shared with other work, the least disturbed run is the closest
