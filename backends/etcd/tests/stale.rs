@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bext_locking::{LockHandle, LockingPlugin};
 use bext_locking_etcd::{EtcdConfig, EtcdPlugin};
-use common::Cluster;
+use common::{Clients, Cluster};
 
 fn plugin(etcd: &Cluster) -> EtcdPlugin {
     let mut config = EtcdConfig::with_endpoints(etcd.endpoints());

@@ -6,7 +6,7 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use bext_locking::LockingPlugin;
-use harness::{Server, plugin, quorum_config, servers, single_config};
+use harness::{Server, conn, plugin, quorum_config, servers, single_config};
 
 const OP_TIMEOUT_MS: u64 = 300;
 /// Scheduling and process start-up on a loaded 2-core machine.
@@ -140,7 +140,7 @@ fn fences_rise_past_a_rolled_back_counter() {
     let fence_key =
         bext_locking_redis::keys::fence_key(bext_locking_redis::DEFAULT_KEY_PREFIX, "rollback");
     for old in [1, n / 2, n - 1] {
-        let _: () = redis::cmd("SET").arg(&fence_key).arg(old).query(&mut server.conn()).unwrap();
+        let _: () = redis::cmd("SET").arg(&fence_key).arg(old).query(&mut conn(&server)).unwrap();
         let h = locks.try_lock("rollback", 30_000).unwrap().unwrap();
         assert!(h.fence.unwrap() > n, "fence {:?} after rollback to {old}, was {n}", h.fence);
         locks.release(h).unwrap();
@@ -158,7 +158,7 @@ fn stale_handle_after_expiry_and_takeover() {
     a.release(old.clone()).unwrap();
     assert!(a.renew(&old).is_err());
     let key = bext_locking_redis::keys::lock_key(bext_locking_redis::DEFAULT_KEY_PREFIX, "stale");
-    let value: Option<String> = redis::cmd("GET").arg(&key).query(&mut server.conn()).unwrap();
+    let value: Option<String> = redis::cmd("GET").arg(&key).query(&mut conn(&server)).unwrap();
     assert_eq!(value.as_deref(), Some(new.lock_id.as_str()), "the new holder's key is intact");
     b.renew(&new).unwrap();
     b.release(new).unwrap();
@@ -224,7 +224,7 @@ fn paused_cluster_master_calls_return_within_op_timeout() {
         .iter()
         .position(|s| {
             let v: redis::RedisResult<Option<String>> =
-                redis::cmd("GET").arg(&key).query(&mut s.conn());
+                redis::cmd("GET").arg(&key).query(&mut conn(s));
             matches!(v, Ok(Some(ref t)) if *t == h.lock_id)
         })
         .expect("one master holds the key");

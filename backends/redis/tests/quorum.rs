@@ -8,12 +8,12 @@ mod harness;
 use bext_locking::LockingPlugin;
 use bext_locking_redis::DEFAULT_KEY_PREFIX;
 use bext_locking_redis::keys::lock_key;
-use harness::{Server, plugin, quorum_config, servers};
+use harness::{Server, conn, plugin, quorum_config, servers};
 
 const OTHER: &str = "someone-else's-token";
 
 fn value(server: &Server, key: &str) -> Option<String> {
-    redis::cmd("GET").arg(key).query(&mut server.conn()).unwrap()
+    redis::cmd("GET").arg(key).query(&mut conn(server)).unwrap()
 }
 
 fn every_subset(n: usize) {
@@ -31,7 +31,7 @@ fn every_subset(n: usize) {
                 .arg(OTHER)
                 .arg("PX")
                 .arg(60_000)
-                .query(&mut s.conn())
+                .query(&mut conn(s))
                 .unwrap_or_else(|e| panic!("occupy node {i}: {e}"));
         }
         let free = n - mask.count_ones() as usize;

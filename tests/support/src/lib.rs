@@ -1,4 +1,6 @@
-//! Helpers shared by the workspace's tests.
+//! Helpers shared by the workspace's tests (and the safety checker in
+//! `tools/safety`): built plugins, free ports, the cross-process hammer,
+//! and throwaway redis, etcd and PostgreSQL servers ([`servers`]).
 //!
 //! Tests load plugins from the cargo target folder that built the test
 //! binary itself, so `cargo test`, `cargo nextest` and `--release` all find
@@ -43,3 +45,27 @@ pub fn free_port() -> u16 {
 }
 
 pub mod hammer;
+pub mod servers;
+
+/// A fresh folder under the temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// `bext-<what>-<pid>-<n>` in the temporary directory.
+    pub fn new(what: &str) -> Self {
+        let dir = servers::unique_dir(&std::env::temp_dir(), what);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
