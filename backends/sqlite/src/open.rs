@@ -178,6 +178,13 @@ fn check_file(path: &Path) -> Result<(), PluginError> {
             "`{shown}` is a directory; `path` must name the database file"
         )));
     }
+    // A device or pipe (`/dev/null`) would swallow the locks, and SQLite
+    // would create `-wal` and `-shm` files beside it.
+    if !meta.is_file() {
+        return Err(PluginError::invalid(format!(
+            "`{shown}` is not a regular file; `path` must name the database file"
+        )));
+    }
     let mut head = Vec::with_capacity(16);
     File::open(path)
         .and_then(|f| f.take(16).read_to_end(&mut head))

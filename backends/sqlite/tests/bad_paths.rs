@@ -67,6 +67,14 @@ fn path_is_a_directory() {
 }
 
 #[test]
+fn device_is_refused() {
+    let e = refused(Path::new("/dev/null"));
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert!(e.message.contains("not a regular file"), "{e}");
+    assert!(!Path::new("/dev/null-wal").exists(), "a WAL file was created next to /dev/null");
+}
+
+#[test]
 fn not_a_database_is_refused_and_untouched() {
     let dir = common::temp_dir();
     let path = dir.path().join("notes.txt");
