@@ -44,7 +44,7 @@ struct HeldLock {
     lock_id: Uuid,
     hash: i64,
     /// `None` once the connection was taken to unlock or discard it.
-    conn: Mutex<Option<Conn>>,
+    conn: Mutex<Option<Box<Conn>>>,
 }
 
 enum Slot {

@@ -103,6 +103,9 @@ pub(crate) struct Conn {
     /// pending calls then see.
     ended: Option<String>,
     statement_timeout: Duration,
+    /// One timer per connection, re-armed for every call (cheaper than a
+    /// new one each time).
+    timer: Pin<Box<tokio::time::Sleep>>,
     /// The statements of the mode, prepared once per connection.
     pub stmts: Vec<Statement>,
     /// True until the connection has come back to the pool once: a failure
@@ -114,7 +117,9 @@ pub(crate) struct Conn {
 impl Conn {
     /// Opens a connection and prepares `statements` on it, all before
     /// `deadline` and within the connect timeout.
-    pub fn open(s: &Settings, statements: &[String], deadline: Instant) -> Result<Self, Fail> {
+    /// Boxed: a connection (with its runtime) is large, and moves between
+    /// the pool, calls and held locks on every call.
+    pub fn open(s: &Settings, statements: &[String], deadline: Instant) -> Result<Box<Self>, Fail> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -138,15 +143,21 @@ impl Conn {
             }
             Ok(Ok(pair)) => pair,
         };
-        let mut conn = Self {
+        // A timer must be made inside its runtime.
+        let timer = {
+            let _in = rt.enter();
+            Box::pin(tokio::time::sleep_until(until.into()))
+        };
+        let mut conn = Box::new(Self {
             client,
+            timer,
             driver: Some(Box::pin(driver)),
             ended: None,
             statement_timeout: s.statement_timeout,
             stmts: Vec::with_capacity(statements.len()),
             fresh: true,
             rt,
-        };
+        });
         for sql in statements {
             let stmt = conn.drive(until, |c| c.prepare(sql))?;
             conn.stmts.push(stmt);
@@ -165,11 +176,11 @@ impl Conn {
         F: Future<Output = Result<T, tokio_postgres::Error>> + 'c,
     {
         let until = deadline.min(Instant::now() + self.statement_timeout);
-        let Self { client, driver, ended, rt, statement_timeout, .. } = self;
+        let Self { client, driver, ended, rt, statement_timeout, timer, .. } = self;
         let fut = call(client);
         let out = rt.block_on(async {
             let mut fut = pin!(fut);
-            let mut sleep = pin!(tokio::time::sleep_until(until.into()));
+            timer.as_mut().reset(until.into());
             poll_fn(|cx| {
                 if let Some(d) = driver.as_mut() {
                     if let Poll::Ready(r) = d.as_mut().poll(cx) {
@@ -185,7 +196,7 @@ impl Conn {
                 if let Poll::Ready(r) = fut.as_mut().poll(cx) {
                     return Poll::Ready(Some(r));
                 }
-                if sleep.as_mut().poll(cx).is_ready() {
+                if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(None);
                 }
                 Poll::Pending
@@ -257,8 +268,8 @@ impl Conn {
     /// Says goodbye to the server (so it ends the session at once, releasing
     /// any session lock) and closes the socket, waiting at most until
     /// `deadline`.
-    pub fn close(self, deadline: Instant) {
-        let Self { client, driver, rt, .. } = self;
+    pub fn close(self: Box<Self>, deadline: Instant) {
+        let Self { client, driver, rt, .. } = *self;
         drop(client);
         if let Some(driver) = driver {
             // With its client gone, the driver sends Terminate and ends.

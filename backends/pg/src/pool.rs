@@ -11,7 +11,10 @@ use crate::config::Settings;
 use crate::conn::{Conn, Fail, FailKind};
 
 struct State {
-    idle: Vec<Conn>,
+    // Boxed on purpose: connections leave the pool as `Box<Conn>` and are
+    // held that way by calls and advisory locks, so they never get copied.
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<Conn>>,
     /// Connections that exist: idle, lent out, or being opened.
     open: usize,
     closed: bool,
@@ -59,7 +62,7 @@ impl Pool {
 
     /// Takes an idle connection, or opens one when fewer than `pool_size`
     /// exist, or waits for one to come back, until `deadline`.
-    pub fn get(&self, deadline: Instant) -> Result<Conn, Fail> {
+    pub fn get(&self, deadline: Instant) -> Result<Box<Conn>, Fail> {
         let mut st = self.state();
         loop {
             if st.closed {
@@ -98,7 +101,7 @@ impl Pool {
     }
 
     /// Gives a healthy connection back.
-    pub fn put(&self, mut conn: Conn) {
+    pub fn put(&self, mut conn: Box<Conn>) {
         if conn.is_broken() {
             return self.discard(conn);
         }
@@ -118,7 +121,7 @@ impl Pool {
     }
 
     /// Closes a connection that must not be reused.
-    pub fn discard(&self, conn: Conn) {
+    pub fn discard(&self, conn: Box<Conn>) {
         let waiting = {
             let mut st = self.state();
             st.open -= 1;
@@ -156,7 +159,7 @@ impl Pool {
         &self,
         deadline: Instant,
         mut f: impl FnMut(&mut Conn) -> Result<T, Fail>,
-    ) -> Result<(T, Conn), Fail> {
+    ) -> Result<(T, Box<Conn>), Fail> {
         loop {
             let mut conn = self.get(deadline)?;
             match f(&mut conn) {
