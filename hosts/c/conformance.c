@@ -508,6 +508,15 @@ static void check_bad_requests(BextLockingInstance *a) {
       {"try_lock with a ttl_ms past u64 is ERR_INVALID",
        "{\"key\":\"k\",\"ttl_ms\":18446744073709551616}"},
       {"try_lock with a number key is ERR_INVALID", "{\"key\":5,\"ttl_ms\":1000}"},
+      {"try_lock with ttl_ms in exponent form is ERR_INVALID", "{\"key\":\"k\",\"ttl_ms\":1e3}"},
+      {"try_lock with the key given twice is ERR_INVALID",
+       "{\"key\":\"k\",\"key\":\"j\",\"ttl_ms\":1000}"},
+      {"try_lock with a lone surrogate escape in the key is ERR_INVALID",
+       "{\"key\":\"\\ud800\",\"ttl_ms\":1000}"},
+      {"try_lock with JSON cut short by an interior NUL is ERR_INVALID",
+       "{\"key\":\"k\"\0,\"ttl_ms\":1000}"},
+      {"try_lock with JSON null is ERR_INVALID", "null"},
+      {"try_lock with an empty string is ERR_INVALID", ""},
   };
   char key[2100];
   char req[2300];
@@ -619,6 +628,13 @@ static void check_bad_handles(BextLockingInstance *a, const Handle *h) {
       "{\"key\":\"k\xff\",\"lock_id\":\"x\",\"ttl_ms\":1000}",
       "{\"key\":\"\",\"lock_id\":\"x\",\"ttl_ms\":1000}",
       "{\"key\":\"k\",\"lock_id\":\"x\",\"ttl_ms\":0}",
+      "{\"key\":\"k\",\"lock_id\":\"x\",\"ttl_ms\":31536000001}",
+      "{\"key\":\"k\",\"lock_id\":\"x\xff\",\"ttl_ms\":1000}",
+      "{\"key\":\"k\",\"lock_id\":\"x\",\"ttl_ms\":1000,\"note\":\"\xc3\"}",
+      "{\"key\":\"k\",\"lock_id\":5,\"ttl_ms\":1000}",
+      "{\"key\":\"k\",\"lock_id\":\"x\",\"ttl_ms\":1000,\"fence\":-1}",
+      "{\"key\":\"k\",\"lock_id\":\"x\",\"ttl_ms\":1000,\"key\":\"j\"}",
+      "{\"key\":\"k\",\"lock_id\":\"x\"\0,\"ttl_ms\":1000}",
   };
   const BextLockingCallFn slots[2] = {vt->renew, vt->release};
   const char *slot_names[2] = {"renew", "release"};
@@ -645,6 +661,146 @@ static void check_bad_handles(BextLockingInstance *a, const Handle *h) {
   }
 }
 
+/* Well-formed handles that are not the holder's: another lock_id on the
+ * held key, and the holder's lock_id on another key. Renew fails with
+ * ERR_BACKEND and never acquires; release is OK and touches nothing. */
+static void check_forged_handles(BextLockingInstance *a, BextLockingInstance *b,
+                                 const char *key, const Handle *h) {
+  char other[2100];
+  char buf[4400];
+  char *out;
+  int32_t status;
+  Handle h2;
+  snprintf(buf, sizeof buf,
+           "{\"key\":\"%s\",\"lock_id\":\"00000000-0000-4000-8000-000000000000\",\"ttl_ms\":10000}",
+           key);
+  status = call(vt->renew, a, buf, &out);
+  expect_error("renew with another lock_id is ERR_BACKEND", BEXT_LOCKING_ERR_BACKEND, status, &out,
+               NULL);
+  status = call(vt->release, b, buf, &out);
+  expect_ok_empty("release with another lock_id is OK", status, &out);
+
+  key_for(other, sizeof other, "forged-other-key");
+  snprintf(buf, sizeof buf, "{\"key\":\"%s\",\"lock_id\":\"%s\",\"ttl_ms\":10000}", other,
+           h->lock_id);
+  status = call(vt->renew, a, buf, &out);
+  expect_error("renew of another key with the holder's lock_id is ERR_BACKEND",
+               BEXT_LOCKING_ERR_BACKEND, status, &out, NULL);
+  status = call(vt->release, a, buf, &out);
+  expect_ok_empty("release of another key with the holder's lock_id is OK", status, &out);
+  if (acquire("a forged renew did not acquire the other key", b, other, 10000, &h2))
+    release(b, &h2);
+  status = try_lock(b, key, 10000, &out);
+  expect_contended("forged renew/release calls leave the lock held", status, &out);
+}
+
+#define HUGE_BYTES (1024 * 1024 + 1)
+#define DEEP 100000
+
+/* A new string: prefix, `a` n times, middle, `b` n times, suffix. */
+static char *build(const char *prefix, const char *a, size_t n, const char *middle, const char *b,
+                   const char *suffix) {
+  size_t lp = strlen(prefix), la = strlen(a), lm = strlen(middle), lb = strlen(b);
+  size_t ls = strlen(suffix), i;
+  char *s = (char *)malloc(lp + (la + lb) * n + lm + ls + 1);
+  char *p = s;
+  if (s == NULL) {
+    printf("out of memory\n");
+    exit(1);
+  }
+  memcpy(p, prefix, lp);
+  p += lp;
+  for (i = 0; i < n; i++, p += la) memcpy(p, a, la);
+  memcpy(p, middle, lm);
+  p += lm;
+  for (i = 0; i < n; i++, p += lb) memcpy(p, b, lb);
+  memcpy(p, suffix, ls + 1);
+  return s;
+}
+
+/* Inputs past 1 MiB and nested 100000 deep get an answer, never a crash. */
+static void check_huge_inputs(BextLockingInstance *a, const char *config) {
+  char key[2100];
+  char prefix[2300];
+  char *text, *out;
+  int32_t status;
+  BextLockingInstance *inst;
+  Handle h;
+
+  text = build("{\"key\":\"", "k", HUGE_BYTES, "\",\"ttl_ms\":1000}", "", "");
+  status = call(vt->try_lock, a, text, &out);
+  expect_error("a 1 MiB key is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out, NULL);
+  free(text);
+
+  text = build("{\"key\":\"", "k", HUGE_BYTES, "\",\"lock_id\":\"x\",\"ttl_ms\":1000}", "", "");
+  status = call(vt->renew, a, text, &out);
+  expect_error("renew with a 1 MiB key is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out,
+               NULL);
+  status = call(vt->release, a, text, &out);
+  expect_error("release with a 1 MiB key is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out,
+               NULL);
+  free(text);
+
+  key_for(key, sizeof key, "huge-field");
+  snprintf(prefix, sizeof prefix, "{\"key\":\"%s\",\"ttl_ms\":10000,\"pad\":\"", key);
+  text = build(prefix, "x", HUGE_BYTES, "\"}", "", "");
+  status = call(vt->try_lock, a, text, &h.json);
+  if (expect_handle("a request with a 1 MiB ignored field is served", status, key, 10000, &h))
+    release(a, &h);
+  free(text);
+
+  text = build("{\"ttl_ms\":1000,\"key\":", "[", DEEP, "0", "]", "}");
+  status = call(vt->try_lock, a, text, &out);
+  expect_error("a key nested 100000 deep is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out,
+               NULL);
+  free(text);
+
+  /* Deep nesting in an ignored field is valid JSON: served or refused. */
+  key_for(key, sizeof key, "deep-field");
+  snprintf(prefix, sizeof prefix, "{\"key\":\"%s\",\"ttl_ms\":10000,\"deep\":", key);
+  text = build(prefix, "{\"a\":[", DEEP, "", "]}", "}");
+  status = call(vt->try_lock, a, text, &out);
+  if (status == BEXT_LOCKING_OK && out != NULL && out != SENTINEL) {
+    check(1, "an ignored field nested 100000 deep is served or ERR_INVALID", "");
+    h.json = out;
+    release(a, &h);
+  } else {
+    expect_error("an ignored field nested 100000 deep is served or ERR_INVALID",
+                 BEXT_LOCKING_ERR_INVALID, status, &out, NULL);
+  }
+  free(text);
+
+  text = build("{\"bext_deep\":", "[", DEEP, "", "]", "}");
+  inst = (BextLockingInstance *)(void *)SENTINEL;
+  out = SENTINEL;
+  status = vt->create(text, &inst, &out);
+  check(inst == NULL, "a config nested 100000 deep makes no instance", "got %p", (void *)inst);
+  if (inst != NULL && inst != (BextLockingInstance *)(void *)SENTINEL) vt->destroy(inst);
+  expect_error("a config nested 100000 deep is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status,
+               &out, NULL);
+  free(text);
+
+  text = build("{\"bext_", "x", HUGE_BYTES, "\":true}", "", "");
+  inst = NULL;
+  out = SENTINEL;
+  status = vt->create(text, &inst, &out);
+  if (inst != NULL) vt->destroy(inst);
+  expect_error("a config with a 1 MiB unknown key is ERR_INVALID", BEXT_LOCKING_ERR_INVALID,
+               status, &out, NULL);
+  free(text);
+
+  /* The real config with 1 MiB of space around it still works. */
+  text = build("", " ", HUGE_BYTES, config, "", "");
+  inst = NULL;
+  out = SENTINEL;
+  status = vt->create(text, &inst, &out);
+  check(status == BEXT_LOCKING_OK && inst != NULL, "the config padded with 1 MiB of spaces works",
+        "status %d: %s", (int)status, show(out));
+  drop(&out);
+  if (inst != NULL) vt->destroy(inst);
+  free(text);
+}
+
 static void check_locking(BextLockingInstance *a, BextLockingInstance *b) {
   char key[2100];
   char buf[4400];
@@ -662,6 +818,7 @@ static void check_locking(BextLockingInstance *a, BextLockingInstance *b) {
   expect_contended("another instance gets CONTENDED with *out_json NULL", status, &out);
 
   check_bad_handles(a, &h);
+  check_forged_handles(a, b, key, &h);
   /* The bad calls above must have left the lock alone. */
   status = try_lock(b, key, 10000, &out);
   expect_contended("bad renew/release calls leave the lock held", status, &out);
@@ -859,6 +1016,7 @@ int main(int argc, char **argv) {
 
   check_bad_requests(a);
   check_limits(a);
+  check_huge_inputs(a, config);
   check_locking(a, b);
   check_cleanup(a);
   if (panicky) check_panics(config);

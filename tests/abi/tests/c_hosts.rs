@@ -1,6 +1,7 @@
 //! The C hosts in `hosts/c`, built with strict flags and run under valgrind:
 //! the example program, the loader helper header, the ABI conformance
-//! program (against every available backend) and the 8-thread stress test.
+//! program (against every available backend, error paths included) and the
+//! 8-thread stress test.
 
 use std::process::Command;
 
@@ -157,6 +158,34 @@ fn stress_detects_overlap() {
     assert!(stdout(&out).contains("FAIL: max holders"), "{}", describe(&out));
 }
 
+/// Error paths each backend's conformance run must have passed (issue 9:
+/// the C host's error paths under valgrind, for every backend): bad config,
+/// NULL pointers, invalid UTF-8, malformed JSON, out-of-range keys and TTLs,
+/// forged and stale handles, huge and deeply nested inputs, calls after
+/// cleanup.
+const ERROR_PATHS: &[&str] = &[
+    "create with invalid UTF-8 is ERR_INVALID",
+    "create with an unknown config key is invalid_argument naming it",
+    "try_lock with a NULL request is ERR_INVALID",
+    "try_lock with invalid UTF-8 in an ignored field is ERR_INVALID",
+    "try_lock with JSON cut short by an interior NUL is ERR_INVALID",
+    "a key one byte too long is ERR_INVALID",
+    "ttl_ms past BEXT_LOCKING_MAX_TTL_MS is ERR_INVALID",
+    "renew with a bad handle is ERR_INVALID (#13)",
+    "release with a bad handle is ERR_INVALID (#13)",
+    "renew with another lock_id is ERR_BACKEND",
+    "release with another lock_id is OK",
+    "forged renew/release calls leave the lock held",
+    "renew of a stale handle is ERR_BACKEND",
+    "a stale release leaves the new holder's lock alone",
+    "a 1 MiB key is ERR_INVALID",
+    "a request with a 1 MiB ignored field is served",
+    "a key nested 100000 deep is ERR_INVALID",
+    "a config nested 100000 deep is ERR_INVALID",
+    "try_lock after cleanup is ERR_BACKEND",
+    "release after cleanup is ERR_BACKEND",
+];
+
 /// The ABI conformance program against one backend, under valgrind.
 fn conformance(name: &'static str) {
     let Some(backend) = backend(name, "c-conformance") else { return };
@@ -165,6 +194,14 @@ fn conformance(name: &'static str) {
     let out = valgrind(&exe, &[backend.library.to_str().unwrap(), &backend.config]);
     eprintln!("{}", stdout(&out).lines().last().unwrap_or(""));
     assert!(out.status.success(), "C conformance failed for {name}:\n{}", failed_checks(&out));
+    let text = stdout(&out);
+    for check in ERROR_PATHS {
+        assert!(
+            text.lines().any(|l| l == format!("ok   {check}")),
+            "{name}: the error-path check `{check}` did not run: {}",
+            describe(&out)
+        );
+    }
 }
 
 /// 8 pthreads on one key through one backend, under valgrind.
