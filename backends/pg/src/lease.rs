@@ -23,27 +23,29 @@ const RELEASE: usize = 2;
 /// Acquire inserts the row or takes over an expired one in one statement;
 /// `ON CONFLICT` serialises racing acquirers on the key's index entry, so
 /// exactly one of them gets a row back. The `lock_id` match makes a retry of
-/// the same attempt (after a lost connection) idempotent.
+/// the same attempt (after a lost connection) idempotent. Each statement
+/// reads the server's clock once, so a lease lasts exactly its TTL, and is
+/// compared with that same instant.
 pub(crate) fn statements(table: &str) -> Vec<String> {
+    const NOW: &str = "(SELECT clock_timestamp() AS t) AS now";
+    const TTL: &str = "$3::bigint * interval '1 millisecond'";
     vec![
         format!(
             "INSERT INTO {table} AS l (key, lock_id, fence, acquired_at, expires_at) \
-             VALUES ($1, $2, 1, clock_timestamp(), \
-                     clock_timestamp() + $3::bigint * interval '1 millisecond') \
+             SELECT $1, $2, 1, now.t, now.t + {TTL} FROM {NOW} \
              ON CONFLICT (key) DO UPDATE \
                 SET lock_id = EXCLUDED.lock_id, fence = l.fence + 1, \
                     acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at \
-              WHERE l.expires_at <= clock_timestamp() OR l.lock_id = EXCLUDED.lock_id \
+              WHERE l.expires_at <= EXCLUDED.acquired_at OR l.lock_id = EXCLUDED.lock_id \
              RETURNING l.fence"
         ),
         format!(
-            "UPDATE {table} \
-                SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond' \
-              WHERE key = $1 AND lock_id = $2 AND expires_at > clock_timestamp()"
+            "UPDATE {table} AS l SET expires_at = now.t + {TTL} FROM {NOW} \
+              WHERE l.key = $1 AND l.lock_id = $2 AND l.expires_at > now.t"
         ),
         format!(
-            "UPDATE {table} SET expires_at = clock_timestamp() \
-              WHERE key = $1 AND lock_id = $2 AND expires_at > clock_timestamp()"
+            "UPDATE {table} AS l SET expires_at = now.t FROM {NOW} \
+              WHERE l.key = $1 AND l.lock_id = $2 AND l.expires_at > now.t"
         ),
     ]
 }
