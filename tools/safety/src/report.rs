@@ -1,0 +1,115 @@
+//! The results as a Markdown table with notes, and the section of
+//! `docs/RELIABILITY.md` they replace.
+
+use std::fmt::Write;
+
+use crate::scenario::{Outcome, Status};
+
+/// The markers around the generated part of the report file.
+pub const BEGIN: &str = "<!-- bext-lock-safety:begin -->";
+/// See [`BEGIN`].
+pub const END: &str = "<!-- bext-lock-safety:end -->";
+
+fn status(o: &Outcome) -> &'static str {
+    match o.status {
+        Status::Safe => "safe",
+        Status::Unsafe => "**UNSAFE**",
+        Status::Inconclusive => "inconclusive",
+    }
+}
+
+fn code(text: &str) -> String {
+    format!("`{}`", text.replace('`', "'").replace('|', "/"))
+}
+
+/// The table and a note per run that did something worth saying.
+pub fn markdown(outcomes: &[Outcome]) -> String {
+    let mut t = String::new();
+    t.push_str(
+        "| backend | fault | processes × threads | s | operations | acquisitions | errors | overlaps | fence violations | result |\n",
+    );
+    t.push_str("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    for o in outcomes {
+        let fences =
+            if o.fencing { o.fence_violations.to_string() } else { "n/a (no fences)".into() };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} × {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+            o.backend,
+            o.fault,
+            o.processes,
+            o.threads,
+            o.seconds,
+            o.operations,
+            o.acquisitions,
+            o.errors,
+            o.overlaps,
+            fences,
+            status(o)
+        );
+    }
+    let mut notes = String::new();
+    for o in outcomes {
+        let mut parts: Vec<String> = o.actions.clone();
+        if let Some(after) = o.acquired_after_fault {
+            parts.push(format!("{after} acquisitions after the last fault"));
+        }
+        if o.errors > 0 {
+            let samples: Vec<String> = o.error_samples.iter().map(|s| code(s)).collect();
+            parts.push(format!("{} errors, e.g. {}", o.errors, samples.join("; ")));
+        }
+        if o.stale_writes_rejected > 0 {
+            parts.push(format!(
+                "{} stale write(s) refused by the fenced storage",
+                o.stale_writes_rejected
+            ));
+        }
+        for st in &o.stalls {
+            if let Some(e) = &st.renew_error {
+                parts.push(format!("renew error: {}", code(e)));
+            }
+        }
+        // The first two say what went wrong; the counts say how often.
+        parts.extend(o.problems.iter().take(2).map(|p| format!("VIOLATION: {p}")));
+        parts.extend(o.trouble.iter().map(|p| format!("inconclusive: {p}")));
+        if !parts.is_empty() {
+            let _ = writeln!(notes, "- **{} / {}**: {}.", o.backend, o.fault, parts.join("; "));
+        }
+    }
+    if notes.is_empty() { t } else { format!("{t}\n{notes}") }
+}
+
+/// Replaces what lies between [`BEGIN`] and [`END`] in `doc` with `body`.
+pub fn splice(doc: &str, body: &str) -> Result<String, String> {
+    let start = doc.find(BEGIN).ok_or_else(|| format!("no {BEGIN} line"))?;
+    let end = doc.find(END).ok_or_else(|| format!("no {END} line"))?;
+    if end < start {
+        return Err(format!("{END} comes before {BEGIN}"));
+    }
+    Ok(format!("{}{BEGIN}\n{body}{}", &doc[..start], &doc[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Fault;
+
+    #[test]
+    fn splice_keeps_the_prose_around_the_markers() {
+        let doc = format!("intro\n{BEGIN}\nold\n{END}\nafter\n");
+        let new = splice(&doc, "new\n").unwrap();
+        assert_eq!(new, format!("intro\n{BEGIN}\nnew\n{END}\nafter\n"));
+        assert!(splice("no markers", "x").is_err());
+    }
+
+    #[test]
+    fn table_has_a_row_per_outcome_and_notes_for_trouble() {
+        let mut o = Outcome::failed("redis", Fault::Restart, "could not start | it".into());
+        o.error_samples = vec!["a `b`".into()];
+        o.errors = 1;
+        let md = markdown(&[o]);
+        assert!(md.contains("| redis | restart |"), "{md}");
+        assert!(md.contains("inconclusive: could not start"), "{md}");
+        assert!(md.contains("`a 'b'`"), "{md}");
+    }
+}

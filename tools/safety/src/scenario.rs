@@ -1,0 +1,510 @@
+//! One run: a backend's deployment, one fault, N processes × T threads.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use bext_locking_test_support::TempDir;
+use bext_locking_test_support::hammer::monotonic_ns;
+use bext_locking_test_support::servers::signal;
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+use crate::Fault;
+use crate::backends::{Deployment, FaultContext, unique};
+use crate::check::check;
+use crate::record::{Record, WorkerSummary};
+use crate::storage::FencedStorage;
+use crate::worker::{Held, StallReport, WorkerSpec};
+
+/// How a run is shaped.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Worker processes.
+    pub processes: u32,
+    /// Threads per process, each with its own instance.
+    pub threads: u32,
+    /// How long the workers run (longer when a fault needs it).
+    pub duration: Duration,
+    /// How long each acquisition is held.
+    pub hold_us: u64,
+    /// The workers' TTL.
+    pub ttl_ms: u64,
+    /// The frozen holder's TTL.
+    pub stall_ttl_ms: u64,
+    /// Repeat the fault this often (`None`: once).
+    pub fault_every: Option<Duration>,
+    /// Where the plugin libraries are.
+    pub plugin_dir: PathBuf,
+}
+
+/// How long the workers keep going after the last fault, to show that the
+/// backend recovered.
+const RECOVERY: Duration = Duration::from_millis(1_500);
+
+/// What a frozen holder showed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StallSummary {
+    /// Its fence.
+    pub fence: Option<u64>,
+    /// Its TTL.
+    pub ttl_ms: u64,
+    /// How long it was stopped.
+    pub stopped_ms: u64,
+    /// The fence the storage had seen when it woke: another holder's.
+    pub takeover_fence: u64,
+    /// Why its renew failed (`None`: it succeeded, a violation).
+    pub renew_error: Option<String>,
+    /// Whether its write with the old fence was accepted (a violation).
+    pub stale_write_accepted: bool,
+}
+
+/// The verdict of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Intervals checked, nothing wrong.
+    Safe,
+    /// An overlap, a fence violation, or a stale holder that renewed or wrote.
+    Unsafe,
+    /// The run could not show anything (setup failed, a worker crashed or
+    /// hung, no acquisition, no recovery, no takeover).
+    Inconclusive,
+}
+
+/// Everything a run found, as the report shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Backend name.
+    pub backend: String,
+    /// Fault name.
+    pub fault: String,
+    /// What the checker did, once per fault occurrence.
+    pub actions: Vec<String>,
+    /// Worker processes.
+    pub processes: u32,
+    /// Threads per process.
+    pub threads: u32,
+    /// Wall time of the run.
+    pub seconds: f64,
+    /// `try_lock` calls.
+    pub operations: u64,
+    /// Holding intervals (the frozen holders' included).
+    pub acquisitions: u64,
+    /// `Ok(None)` answers.
+    pub contended: u64,
+    /// `Err` answers from `try_lock` and `release`.
+    pub errors: u64,
+    /// A few distinct error messages.
+    pub error_samples: Vec<String>,
+    /// Whether fences were checked.
+    pub fencing: bool,
+    /// Intervals that overlapped an earlier one.
+    pub overlaps: usize,
+    /// Fence violations.
+    pub fence_violations: usize,
+    /// Intervals that ran past their lease (frozen holders).
+    pub overruns: usize,
+    /// Writes refused from holders whose lease had ended.
+    pub stale_writes_rejected: usize,
+    /// Acquisitions that began after the last fault ended.
+    pub acquired_after_fault: Option<u64>,
+    /// What each frozen holder showed.
+    pub stalls: Vec<StallSummary>,
+    /// Safety violations, described.
+    pub problems: Vec<String>,
+    /// Why the run is inconclusive, if it is.
+    pub trouble: Vec<String>,
+    /// The verdict.
+    pub status: Status,
+}
+
+impl Outcome {
+    /// An outcome for a run that could not start.
+    pub fn failed(backend: &str, fault: Fault, why: String) -> Self {
+        let mut o = Self::empty(backend, fault, 0, 0, false);
+        o.trouble.push(why);
+        o.status = Status::Inconclusive;
+        o
+    }
+
+    fn empty(backend: &str, fault: Fault, processes: u32, threads: u32, fencing: bool) -> Self {
+        Self {
+            backend: backend.to_owned(),
+            fault: fault.name().to_owned(),
+            actions: Vec::new(),
+            processes,
+            threads,
+            seconds: 0.0,
+            operations: 0,
+            acquisitions: 0,
+            contended: 0,
+            errors: 0,
+            error_samples: Vec::new(),
+            fencing,
+            overlaps: 0,
+            fence_violations: 0,
+            overruns: 0,
+            stale_writes_rejected: 0,
+            acquired_after_fault: None,
+            stalls: Vec::new(),
+            problems: Vec::new(),
+            trouble: Vec::new(),
+            status: Status::Safe,
+        }
+    }
+}
+
+/// A child process of the run, killed (after a SIGCONT, should it be
+/// stopped) if it is still there when the guard drops.
+struct Worker {
+    child: std::process::Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Worker {
+    fn spawn(role: &str, spec: &Path) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let mut child = Command::new(exe)
+            .arg(role)
+            .arg(spec)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn a {role}: {e}"))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Ok(Self { child, stdin, lines })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line starting with `tag`, within `timeout`.
+    fn expect(&self, tag: &str, timeout: Duration) -> Result<String, String> {
+        let until = Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(tag) {
+                        return Ok(rest.trim().to_owned());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!("process {} said no {tag} within {timeout:?}", self.pid()));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(format!("process {} exited before saying {tag}", self.pid()));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(self.child.id(), Signal::SIGCONT);
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn write_spec(dir: &Path, name: &str, spec: &WorkerSpec) -> Result<PathBuf, String> {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec(spec).unwrap())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+fn read_records(path: &Path) -> Result<Vec<Record>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("bad record {l:?}: {e}")))
+        .collect()
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+/// Runs `fault` against a deployment and checks the result.
+pub fn run(
+    backend: &str,
+    plugin: &Path,
+    deployment: &mut dyn Deployment,
+    fault: Fault,
+    s: &Settings,
+) -> Outcome {
+    let fencing = deployment.fencing();
+    let (processes, threads) = match deployment.max_processes() {
+        Some(max) if s.processes > max => (max, s.threads * s.processes / max),
+        _ => (s.processes, s.threads),
+    };
+    let mut o = Outcome::empty(backend, fault, processes, threads, fencing);
+    if let Err(why) = run_into(&mut o, plugin, deployment, fault, s) {
+        o.trouble.push(why);
+    }
+    o.status = if !o.problems.is_empty() || o.overlaps > 0 || o.fence_violations > 0 {
+        Status::Unsafe
+    } else if !o.trouble.is_empty() {
+        Status::Inconclusive
+    } else {
+        Status::Safe
+    };
+    o
+}
+
+fn run_into(
+    o: &mut Outcome,
+    plugin: &Path,
+    deployment: &mut dyn Deployment,
+    fault: Fault,
+    s: &Settings,
+) -> Result<(), String> {
+    if !plugin.exists() {
+        return Err(format!(
+            "{} is missing: build the plugins first (`cargo build --workspace`, with `--release` for a release checker)",
+            plugin.display()
+        ));
+    }
+    if fault == Fault::Stall && !o.fencing {
+        return Err("a frozen holder shows something only on a fencing backend".into());
+    }
+    let dir = TempDir::new("safety-run");
+    let key = unique(&format!("safety/{}/{}/", o.backend, fault.name()));
+    let storage_path = dir.path().join("storage");
+    let storage = if o.fencing {
+        Some(FencedStorage::create(&storage_path).map_err(|e| format!("fenced storage: {e}"))?)
+    } else {
+        None
+    };
+    let spec = WorkerSpec {
+        plugin: plugin.to_owned(),
+        config: deployment.config(),
+        key: key.clone(),
+        ttl_ms: s.ttl_ms,
+        threads: o.threads,
+        hold_us: s.hold_us,
+        storage: storage.as_ref().map(|_| storage_path.clone()),
+        out: PathBuf::new(),
+        // Far past the run; only matters if this process vanished without
+        // closing the workers' stdin.
+        max_runtime_ms: (s.duration.as_millis() as u64).saturating_mul(4) + 600_000,
+    };
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    let mut outs = Vec::new();
+    for i in 0..o.processes {
+        let out = dir.path().join(format!("records-{i}.jsonl"));
+        let path = write_spec(
+            dir.path(),
+            &format!("worker-{i}.json"),
+            &WorkerSpec { out: out.clone(), ..spec.clone() },
+        )?;
+        workers.push(Worker::spawn("worker", &path)?);
+        outs.push(out);
+    }
+
+    let warmup = (s.duration / 3).max(Duration::from_millis(300));
+    sleep_until(started + warmup);
+    let mut stall_records = Vec::new();
+    let mut last_fault_end = None;
+    if fault != Fault::None {
+        for occurrence in 0.. {
+            let ctx = FaultContext { key: key.clone(), ttl_ms: s.ttl_ms, occurrence };
+            let done = match fault {
+                Fault::Stall => {
+                    let stall_spec =
+                        WorkerSpec { ttl_ms: s.stall_ttl_ms, threads: 1, ..spec.clone() };
+                    let path =
+                        write_spec(dir.path(), &format!("stall-{occurrence}.json"), &stall_spec)?;
+                    let storage = storage.as_ref().expect("fencing");
+                    stall_once(&path, storage, s.stall_ttl_ms).map(|(summary, report, text)| {
+                        o.stalls.push(summary);
+                        stall_records.push(report.record);
+                        text
+                    })
+                }
+                _ => deployment.inject(fault, &ctx),
+            };
+            last_fault_end = Some(monotonic_ns());
+            match done {
+                Ok(text) => o.actions.push(text),
+                Err(e) => {
+                    o.trouble.push(format!("fault {}: {e}", fault.name()));
+                    break;
+                }
+            }
+            let Some(every) = s.fault_every else { break };
+            let next = started + warmup + every * (occurrence as u32 + 1);
+            if next + RECOVERY > started + s.duration {
+                break;
+            }
+            sleep_until(next);
+        }
+    }
+    let mut until = started + s.duration;
+    if last_fault_end.is_some() {
+        until = until.max(Instant::now() + RECOVERY);
+    }
+    sleep_until(until);
+
+    // Closing stdin tells the workers to stop.
+    for w in &mut workers {
+        w.stdin.take();
+    }
+    let mut total = WorkerSummary::default();
+    for w in &workers {
+        match w.expect("SUMMARY", Duration::from_secs(60)) {
+            Ok(json) => match serde_json::from_str::<WorkerSummary>(&json) {
+                Ok(summary) => total.add(&summary),
+                Err(e) => o.trouble.push(format!("bad summary {json:?}: {e}")),
+            },
+            Err(e) => o.trouble.push(e),
+        }
+    }
+    drop(workers);
+    o.seconds = started.elapsed().as_secs_f64();
+
+    let mut records = stall_records;
+    for out in &outs {
+        match read_records(out) {
+            Ok(r) => records.extend(r),
+            Err(e) => o.trouble.push(e),
+        }
+    }
+    o.operations = total.operations + o.stalls.len() as u64;
+    o.acquisitions = records.len() as u64;
+    o.contended = total.contended;
+    o.errors = total.errors;
+    o.error_samples = total.error_samples;
+    if total.acquired + o.stalls.len() as u64 != o.acquisitions {
+        o.trouble.push(format!(
+            "{} acquisitions reported but {} intervals recorded",
+            total.acquired + o.stalls.len() as u64,
+            o.acquisitions
+        ));
+    }
+    if let Some(end) = last_fault_end {
+        let after = records.iter().filter(|r| r.start_ns > end).count() as u64;
+        o.acquired_after_fault = Some(after);
+        if after == 0 {
+            o.trouble.push(format!(
+                "no acquisition in the {} ms after the fault: the backend did not recover",
+                RECOVERY.as_millis()
+            ));
+        }
+    }
+    if o.acquisitions == 0 {
+        o.trouble.push("no acquisition at all".into());
+    }
+
+    let verdict = check(&mut records, o.fencing);
+    o.overlaps = verdict.overlaps;
+    o.fence_violations = verdict.fence_violations;
+    o.overruns = verdict.overruns;
+    o.stale_writes_rejected = verdict.stale_writes_rejected;
+    o.problems.extend(verdict.problems);
+    for st in &o.stalls {
+        if st.renew_error.is_none() {
+            o.problems.push(format!(
+                "the frozen holder (fence {:?}) renewed after fence {} took over",
+                st.fence, st.takeover_fence
+            ));
+        }
+        if st.stale_write_accepted {
+            o.problems.push(format!(
+                "the storage accepted the frozen holder's write with fence {:?} after fence {}",
+                st.fence, st.takeover_fence
+            ));
+        }
+    }
+    if let Some(storage) = &storage {
+        let top = records.iter().filter_map(|r| r.fence).max().unwrap_or(0);
+        match storage.highest() {
+            Ok(h) if h == top => {}
+            Ok(h) => o
+                .problems
+                .push(format!("the storage's highest fence is {h}, the highest handed out {top}")),
+            Err(e) => o.trouble.push(format!("fenced storage: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Freezes one holder past its TTL and wakes it once another holder has
+/// written with a higher fence.
+fn stall_once(
+    spec: &Path,
+    storage: &FencedStorage,
+    ttl_ms: u64,
+) -> Result<(StallSummary, StallReport, String), String> {
+    let mut holder = Worker::spawn("stall", spec)?;
+    let held: Held = serde_json::from_str(&holder.expect("HELD", Duration::from_secs(40))?)
+        .map_err(|e| format!("bad HELD line: {e}"))?;
+    let fence = held.fence.ok_or("the frozen holder's handle has no fence")?;
+    signal(holder.pid(), Signal::SIGSTOP);
+    let stopped = Instant::now();
+    // Every lease ends within its TTL (etcd rounds up to whole seconds and
+    // sweeps twice a second): give it ample time before calling it stuck.
+    let limit = Duration::from_millis(ttl_ms * 10).max(Duration::from_secs(30));
+    let takeover = loop {
+        let top = storage.highest().map_err(|e| format!("fenced storage: {e}"))?;
+        if top > fence {
+            break top;
+        }
+        if stopped.elapsed() > limit {
+            return Err(format!(
+                "nobody took the lock over within {limit:?} of freezing its holder"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Let the new holders work a little before the old one wakes.
+    std::thread::sleep(Duration::from_millis(100));
+    let stopped_ms = stopped.elapsed().as_millis() as u64;
+    signal(holder.pid(), Signal::SIGCONT);
+    let mut stdin = holder.stdin.take().ok_or("no stdin")?;
+    stdin.write_all(b"go\n").map_err(|e| format!("wake the frozen holder: {e}"))?;
+    let report: StallReport =
+        serde_json::from_str(&holder.expect("DONE", Duration::from_secs(30))?)
+            .map_err(|e| format!("bad DONE line: {e}"))?;
+    let summary = StallSummary {
+        fence: Some(fence),
+        ttl_ms,
+        stopped_ms,
+        takeover_fence: report.storage_fence.max(takeover),
+        renew_error: report.renew_error.clone(),
+        stale_write_accepted: report.stale_write_accepted,
+    };
+    let text = format!(
+        "froze a holder (fence {fence}, TTL {ttl_ms} ms) with SIGSTOP for {stopped_ms} ms; another took over with fence {takeover}; after SIGCONT its renew {} and its write with fence {fence} was {}",
+        match &report.renew_error {
+            Some(_) => "failed",
+            None => "SUCCEEDED",
+        },
+        if report.stale_write_accepted { "ACCEPTED" } else { "rejected" },
+    );
+    drop(stdin);
+    Ok((summary, report, text))
+}
