@@ -3,16 +3,13 @@
 # processes started in parallel do not race for apt (they would otherwise
 # install it themselves, serialised with flock).
 
-.PHONY: etcd-server etcd-bench
+.PHONY: etcd-server
 
 unit: etcd-server
 
 etcd-server:
 	@test -x /usr/bin/etcd || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server)
 
-# Acquire+release pairs/s through the .so versus the client directly.
-etcd-bench: etcd-server
-	$(CARGO) build --release -p bext-locking-etcd
-	$(CARGO) bench -p bext-locking-etcd
-
-bench: etcd-bench
+# The etcd benchmark (.so versus direct gateway calls) is part of
+# `make bench` (mk/bench.mk, bench/src/bin/bext-bench-etcd.rs), which
+# needs etcd-server too.

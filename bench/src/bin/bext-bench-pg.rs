@@ -1,0 +1,212 @@
+//! PostgreSQL backend (issue #4): pairs through the `.so` against the same
+//! prepared SQL issued with the sync `postgres` crate on the same number of
+//! connections, in both modes.
+
+use bext_locking_pg::Exported;
+use bext_locking_pg::keyhash::advisory_key;
+use postgres::{Client, NoTls, Statement};
+
+use bext_locking_bench::measure::{Entry, Kind, Lap, PerThread, Settings, TTL_MS, Tally, measure};
+use bext_locking_bench::plugin::{self, Pair};
+use bext_locking_bench::report::{Report, Verdict, median_ratio, ratio_text, table};
+
+/// The server: `BEXT_PG_URL`, else the machine's test database.
+fn server_url() -> String {
+    std::env::var("BEXT_PG_URL").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
+}
+
+/// `url` without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// `url` with `synchronous_commit=off` for its sessions.
+fn fast_commit(url: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20synchronous_commit%3Doff")
+}
+
+/// A client with a mode's statements prepared, as each pooled connection
+/// of the plugin has them.
+struct Raw {
+    client: Client,
+    statements: Vec<Statement>,
+}
+
+impl Raw {
+    fn connect(url: &str, sql: &[String]) -> Result<Self, String> {
+        let mut client = Client::connect(url, NoTls).map_err(|e| format!("connect: {e}"))?;
+        let statements = sql
+            .iter()
+            .map(|q| client.prepare(q))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("prepare: {e}"))?;
+        Ok(Self { client, statements })
+    }
+
+    /// Lease mode's acquire (returns the fence) and release.
+    fn lease_pair(&mut self, key: &str) -> Result<(), String> {
+        let id = uuid::Uuid::new_v4();
+        let ttl = TTL_MS as i64;
+        let row = self
+            .client
+            .query_opt(&self.statements[0], &[&key.as_bytes(), &id, &ttl])
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("unexpected contention on `{key}`"))?;
+        let _fence: i64 = row.get(0);
+        self.client
+            .execute(&self.statements[2], &[&key.as_bytes(), &id])
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Advisory mode's try-lock and unlock on the key's 64-bit hash.
+    fn advisory_pair(&mut self, hash: i64) -> Result<(), String> {
+        let got: bool =
+            self.client.query_one(&self.statements[0], &[&hash]).map_err(|e| e.to_string())?.get(0);
+        if !got {
+            return Err("unexpected contention".into());
+        }
+        let _: bool =
+            self.client.query_one(&self.statements[1], &[&hash]).map_err(|e| e.to_string())?.get(0);
+        Ok(())
+    }
+}
+
+/// Drops the benchmark's schema when the section ends, however it ends.
+struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Ok(mut c) = Client::connect(&self.url, NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
+        }
+    }
+}
+
+/// Runs the PostgreSQL section.
+pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
+    let url = server_url();
+    let version = Client::connect(&url, NoTls)
+        .and_then(|mut c| c.query_one("SHOW server_version", &[]))
+        .map(|r| r.get::<_, String>(0))
+        .map_err(|e| format!("PostgreSQL at {} is unreachable: {e}", redact(&url)))?;
+    let lib = plugin::load("pg")?;
+    let schema = Schema {
+        url: url.clone(),
+        name: format!("bext_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+    };
+    let table_name = format!("\"{}\".\"bext_locks\"", schema.name);
+
+    let mut all: Vec<(&str, Vec<Vec<Tally>>)> = Vec::new();
+    for mode in ["lease", "advisory"] {
+        // Lease commits would otherwise wait for the server's WAL flush,
+        // which on a shared disk measures the disk; both sides skip it.
+        let url = if mode == "lease" { fast_commit(&url) } else { url.clone() };
+        let sql = if mode == "lease" {
+            bext_locking_pg::sql::lease(&table_name)
+        } else {
+            bext_locking_pg::sql::advisory()
+        };
+        let mut groups = Vec::new();
+        for threads in [1, 8] {
+            let config = serde_json::json!({
+                "url": url, "mode": mode, "schema": schema.name, "pool_size": threads,
+            })
+            .to_string();
+            // The plugin creates the table; the raw clients prepare against it.
+            let pair = Pair::create::<Exported>(&lib, &config)?;
+            let raw = PerThread::new(threads, |_| Raw::connect(&url, &sql))?;
+            let mut sides = pair.sides(&format!("bench/pg/{mode}/{threads}"));
+            sides.push(Entry::new("raw postgres", Kind::Raw, |t, lap: &mut Lap| {
+                let key = format!("bench/pg/{mode}/{threads}/raw/{t}");
+                let hash = advisory_key(&key);
+                raw.with(t, |r| {
+                    if mode == "lease" {
+                        lap.run(|| r.lease_pair(&key));
+                    } else {
+                        lap.run(|| r.advisory_pair(hash));
+                    }
+                });
+            }));
+            groups.push(measure(&format!("pg {mode}"), threads, &sides, settings));
+        }
+        all.push((mode, groups));
+    }
+    drop(schema);
+
+    let mut body = format!(
+        "The machine's PostgreSQL {version} at `{}`, in a schema of the run's own. The plugin \
+         gets `pool_size` = threads; the raw side is one sync `postgres` client per thread with \
+         the plugin's own statements prepared (`bext_locking_pg::sql`). Lease rows run with \
+         `synchronous_commit=off` on both sides, so that the figure measures the client and \
+         the server rather than the disk's flush latency.\n",
+        redact(&url)
+    );
+    for (mode, groups) in &all {
+        body.push_str(&format!("\n### {mode} mode\n\n"));
+        let refs: Vec<&[Tally]> = groups.iter().map(Vec::as_slice).collect();
+        body.push_str(&table(&refs, Kind::Raw, "threads"));
+        for (g, threads) in groups.iter().zip([1, 8]) {
+            report.chart_group(format!("pg {mode}, {threads} thread(s)"), g, Kind::Raw, Some(0.95));
+            let so = g.iter().find(|t| t.kind == Kind::So && t.ok());
+            let raw = g.iter().find(|t| t.kind == Kind::Raw && t.ok());
+            match (so, raw) {
+                (Some(s), Some(r)) => {
+                    let x = median_ratio(s, r);
+                    report.target(
+                        "#4 pg",
+                        format!("`.so` / postgres crate, {mode}, {threads} thread(s)"),
+                        ">= 0.95x",
+                        ratio_text(s, r),
+                        Verdict::of(x >= 0.95),
+                        if x >= 0.95 {
+                            String::new()
+                        } else {
+                            format!(
+                                "CPU per pair {:.1} µs through the .so vs {:.1} µs raw (the plugin adds a pool checkout, a deadline per call and, in advisory mode, its TTL bookkeeping)",
+                                s.cpu_us(),
+                                r.cpu_us()
+                            )
+                        },
+                    );
+                }
+                _ => report.target(
+                    "#4 pg",
+                    format!("`.so` / postgres crate, {mode}, {threads} thread(s)"),
+                    ">= 0.95x",
+                    "-",
+                    Verdict::NoData,
+                    "a side failed",
+                ),
+            }
+        }
+    }
+    report.section("pg", body);
+    Ok(())
+}
+
+fn main() {
+    bext_locking_bench::section_main("pg", run);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(super::redact("postgres://root@h/db"), "postgres://root@h/db");
+    }
+}

@@ -1,0 +1,325 @@
+//! SQLite backend (issue #5): pairs through the `.so` against the very same
+//! statements issued with `rusqlite`, on threads of one process and on 1
+//! and 4 processes sharing one database file.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bext_locking::LockingPlugin;
+use bext_locking_sqlite::{Exported, Statements, busy};
+use rusqlite::{Connection, OpenFlags};
+
+use bext_locking_bench::measure::{
+    Entry, Hist, Kind, Lap, Settings, Slice, TTL_MS, Tally, measure, process_cpu_ns,
+};
+use bext_locking_bench::plugin::{self, Pair};
+use bext_locking_bench::report::{Report, Verdict, median_ratio, ratio_text, table};
+
+const BUSY_TIMEOUT: Duration = Duration::from_millis(5_000);
+
+/// A `rusqlite` connection set up like the plugin's (WAL,
+/// `synchronous=FULL`, the plugin's busy handler) running the plugin's own
+/// statements with a fresh UUID per acquisition, with nothing in between.
+pub struct Direct {
+    conn: Connection,
+    statements: Statements,
+}
+
+impl Direct {
+    /// Opens `path`, creating the table when missing.
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| e.to_string())?;
+        conn.busy_handler(Some(busy::handler)).map_err(|e| e.to_string())?;
+        let statements = Statements::new(bext_locking_sqlite::DEFAULT_TABLE);
+        busy::within(BUSY_TIMEOUT, || {
+            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            if mode != "wal" {
+                let _: String =
+                    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+            }
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.execute_batch(&statements.create_table)
+        })
+        .map_err(|e| format!("set up the direct connection: {e}"))?;
+        Ok(Self { conn, statements })
+    }
+
+    /// One acquire+release on `key`.
+    pub fn pair(&self, key: &str) -> Result<(), String> {
+        busy::within(BUSY_TIMEOUT, || {
+            let lock_id = uuid::Uuid::new_v4().to_string();
+            let fence: i64 = self
+                .conn
+                .prepare_cached(&self.statements.acquire)?
+                .query_row((key, &lock_id, TTL_MS as i64), |r| r.get(0))?;
+            let released =
+                self.conn.prepare_cached(&self.statements.release)?.execute((key, &lock_id))?;
+            Ok((fence, released))
+        })
+        .map_err(|e: rusqlite::Error| e.to_string())
+        .and_then(|(fence, released)| {
+            if fence > 0 && released == 1 {
+                Ok(())
+            } else {
+                Err(format!("direct pair on `{key}`: fence {fence}, released {released} rows"))
+            }
+        })
+    }
+}
+
+/// A fresh folder for the database, removed at the end: `BENCH_SQLITE_DIR`,
+/// else `/dev/shm` (no fsync cost, so the plugin's own cost shows), else the
+/// temporary folder.
+fn scratch() -> Result<bext_locking_test_support::TempDir, String> {
+    let root = std::env::var_os("BENCH_SQLITE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() }
+    });
+    let dir = root.join(format!("bext-bench-sqlite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    Ok(bext_locking_test_support::TempDir(dir))
+}
+
+/// Runs the SQLite section.
+pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
+    let lib = plugin::load("sqlite")?;
+    let dir = scratch()?;
+    let path = dir.path().join("bench.db");
+    let config = serde_json::json!({ "path": path }).to_string();
+    let pair = Pair::create::<Exported>(&lib, &config)?;
+    let direct = Mutex::new(Direct::open(&path)?);
+    let mut thread_groups = Vec::new();
+    for threads in [1, 8] {
+        let mut sides = pair.sides("bench/sqlite");
+        sides.push(Entry::new("raw rusqlite", Kind::Raw, |t, lap: &mut Lap| {
+            let key = format!("bench/sqlite/raw/{t}");
+            lap.run(|| direct.lock().unwrap_or_else(|p| p.into_inner()).pair(&key));
+        }));
+        thread_groups.push(measure("sqlite", threads, &sides, settings));
+    }
+    drop(pair);
+    drop(direct);
+
+    // Workers start 0.3 s before their slice, so slices are longer than
+    // the threads' and cost more: a fifth of a side's time each.
+    let rounds = settings.rounds.max(3);
+    let secs = (settings.secs / 5.0).max(0.3);
+    let procs = processes(&path, rounds, secs);
+
+    let mut body = format!(
+        "One database file on `{}` (WAL, `synchronous=FULL`; on tmpfs the fsync costs nothing, \
+         so what remains is the code's own cost; on a disk every commit waits for the flush and \
+         the three sides look alike, see docs/backends/sqlite.md). The raw side is a `rusqlite` \
+         connection set up like the plugin's, running the plugin's own statements with a fresh \
+         UUID per acquisition. Threads of one process share one instance, which is one \
+         connection behind a mutex (the plugin's design), and the raw side shares one \
+         connection the same way.\n\n",
+        dir.path().parent().map(|p| p.display().to_string()).unwrap_or_default()
+    );
+    let refs: Vec<&[Tally]> = thread_groups.iter().map(Vec::as_slice).collect();
+    body.push_str(&table(&refs, Kind::Raw, "threads"));
+    let _ = write!(
+        body,
+        "\nSeparate processes (the case the backend exists for), each on its own key, all \
+         contending for the file's write lock; {rounds} rounds of {secs:.2} s, sides alternating, \
+         CPU summed over the processes:\n\n"
+    );
+    let prefs: Vec<&[Tally]> = procs.iter().map(Vec::as_slice).collect();
+    body.push_str(&table(&prefs, Kind::Raw, "processes"));
+    for (g, threads) in thread_groups.iter().zip([1, 8]) {
+        report.chart_group(format!("sqlite, {threads} thread(s)"), g, Kind::Raw, Some(0.95));
+    }
+    for (g, n) in procs.iter().zip([1, 4]) {
+        report.chart_group(format!("sqlite, {n} process(es)"), g, Kind::Raw, Some(0.95));
+        target(report, g, &format!("{n} process(es)"));
+    }
+    for (g, n) in thread_groups.iter().zip([1, 8]) {
+        target(report, g, &format!("{n} thread(s) of one process (not an issue target)"));
+    }
+    report.section("sqlite", body);
+    Ok(())
+}
+
+fn target(report: &mut Report, g: &[Tally], what: &str) {
+    let so = g.iter().find(|t| t.kind == Kind::So);
+    let raw = g.iter().find(|t| t.kind == Kind::Raw);
+    let (verdict, measured, note) = match (so, raw) {
+        (Some(s), Some(r)) if s.ok() && r.ok() => {
+            let x = median_ratio(s, r);
+            let note = if x >= 0.95 {
+                String::new()
+            } else {
+                format!(
+                    "CPU per pair {:.1} µs through the .so vs {:.1} µs raw; the plugin adds JSON, a mutex and a UUID per pair on a ~15 µs pair, and slices on a loaded machine differ",
+                    s.cpu_us(),
+                    r.cpu_us()
+                )
+            };
+            (Verdict::of(x >= 0.95), ratio_text(s, r), note)
+        }
+        _ => (Verdict::NoData, "-".into(), "a side failed".into()),
+    };
+    report.target(
+        "#5 sqlite",
+        format!("`.so` / rusqlite, {what}"),
+        ">= 0.95x",
+        measured,
+        verdict,
+        note,
+    );
+}
+
+/// 1 and 4 worker processes per side, sides and counts interleaved.
+fn processes(path: &Path, rounds: usize, secs: f64) -> Vec<Vec<Tally>> {
+    let configs = [
+        (1usize, "so", Kind::So),
+        (1, "raw", Kind::Raw),
+        (4, "so", Kind::So),
+        (4, "raw", Kind::Raw),
+    ];
+    let label = |k: Kind| if k == Kind::So { ".so" } else { "raw rusqlite" };
+    let mut tallies: Vec<Tally> =
+        configs.iter().map(|(n, _, k)| Tally::new(label(*k), *k, *n)).collect();
+    for round in 0..rounds {
+        for k in 0..configs.len() {
+            let i = (k + round) % configs.len();
+            if tallies[i].error.is_some() {
+                continue;
+            }
+            let (n, mode, _) = configs[i];
+            let s = spawn_workers(mode, path, n, secs);
+            tallies[i].add(&s);
+        }
+    }
+    let line: Vec<String> =
+        tallies.iter().map(|t| format!("{}p {}: {:.0}/s", t.threads, t.label, t.rate())).collect();
+    eprintln!("  sqlite processes: {}", line.join(" | "));
+    vec![tallies[..2].to_vec(), tallies[2..].to_vec()]
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Starts `n` workers together and sums what they did.
+fn spawn_workers(mode: &str, path: &Path, n: usize, secs: f64) -> Slice {
+    let fail =
+        |e: String| Slice { pairs: 0, secs: 0.0, cpu_ns: 0, hist: Hist::default(), error: Some(e) };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return fail(e.to_string()),
+    };
+    // Time to start and open the file before the common start.
+    let start_ms = wall_ms() + 300;
+    let children: Result<Vec<_>, _> = (0..n)
+        .map(|i| {
+            Command::new(&exe)
+                .args(["sqlite-worker", mode])
+                .arg(path)
+                .args([
+                    &format!("bench/sqlite/proc/{mode}/{i}"),
+                    &secs.to_string(),
+                    &start_ms.to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+        })
+        .collect();
+    let children = match children {
+        Ok(c) => c,
+        Err(e) => return fail(format!("spawn a worker: {e}")),
+    };
+    let mut total = Slice { pairs: 0, secs: 0.0, cpu_ns: 0, hist: Hist::default(), error: None };
+    let mut rate = 0.0;
+    for child in children {
+        let out = match child.wait_with_output() {
+            Ok(o) => o,
+            Err(e) => return fail(e.to_string()),
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = match serde_json::from_str(text.trim()) {
+            Ok(v) if out.status.success() => v,
+            _ => return fail(format!("worker failed ({}): {}", out.status, text.trim())),
+        };
+        if let Some(e) = v["error"].as_str() {
+            return fail(e.to_owned());
+        }
+        let pairs = v["pairs"].as_u64().unwrap_or(0);
+        let wsecs = v["secs"].as_f64().unwrap_or(0.0);
+        rate += if wsecs > 0.0 { pairs as f64 / wsecs } else { 0.0 };
+        total.pairs += pairs;
+        total.cpu_ns += v["cpu_ns"].as_u64().unwrap_or(0);
+        let buckets: Vec<(usize, u64)> =
+            serde_json::from_value(v["hist"].clone()).unwrap_or_default();
+        total.hist.merge(&Hist::from_sparse(&buckets));
+    }
+    // The processes ran side by side: their rates add up.
+    total.secs = if rate > 0.0 { total.pairs as f64 / rate } else { 0.0 };
+    total
+}
+
+/// One worker process: pairs on `key` from wall-clock `start_ms` for
+/// `secs`; prints `{pairs, secs, cpu_ns, hist}` (or `{error}`) as JSON.
+pub fn worker(args: &[String]) -> Result<(), String> {
+    let [mode, path, key, secs, start_ms] = args else {
+        return Err("usage: sqlite-worker so|raw PATH KEY SECS START_MS".into());
+    };
+    let secs: f64 = secs.parse().map_err(|_| "SECS")?;
+    let start_ms: u64 = start_ms.parse().map_err(|_| "START_MS")?;
+    let path = Path::new(path);
+    let outcome = (|| -> Result<serde_json::Value, String> {
+        let mut pair: Box<dyn FnMut() -> Result<(), String>> = match mode.as_str() {
+            "so" => {
+                let p: Box<dyn LockingPlugin> = plugin::load("sqlite")?
+                    .create(&serde_json::json!({ "path": path }).to_string())?;
+                let key = key.clone();
+                Box::new(move || plugin::pair(&*p, &key))
+            }
+            _ => {
+                let d = Direct::open(path)?;
+                let key = key.clone();
+                Box::new(move || d.pair(&key))
+            }
+        };
+        pair()?; // warm the statement cache
+        let now = wall_ms();
+        if start_ms > now {
+            std::thread::sleep(Duration::from_millis(start_ms - now));
+        }
+        let cpu = process_cpu_ns();
+        let start = Instant::now();
+        let mut lap = Lap::new(start + Duration::from_secs_f64(secs));
+        lap.run(&mut pair);
+        let (pairs, hist, error) = lap.into_parts();
+        if let Some(e) = error {
+            return Err(e);
+        }
+        Ok(serde_json::json!({
+            "pairs": pairs,
+            "secs": start.elapsed().as_secs_f64(),
+            "cpu_ns": process_cpu_ns() - cpu,
+            "hist": hist.sparse(),
+        }))
+    })();
+    let v = outcome.unwrap_or_else(|e| serde_json::json!({ "error": e }));
+    println!("{v}");
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("sqlite-worker") {
+        if let Err(e) = worker(&args[1..]) {
+            eprintln!("bext-bench-sqlite sqlite-worker: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    bext_locking_bench::section_main("sqlite", run);
+}

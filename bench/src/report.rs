@@ -1,0 +1,256 @@
+//! What the run found, gathered section by section and written as
+//! `docs/BENCHMARKS.md` plus its chart.
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chart;
+use crate::measure::{Kind, Tally, ratio};
+
+/// Whether a target is met on this run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Met.
+    Met,
+    /// Not met.
+    NotMet,
+    /// Not measured (a server or tool was missing, or a side failed).
+    NoData,
+    /// A figure that explains others; not an issue's target.
+    Info,
+}
+
+impl Verdict {
+    /// `Met` when `ok`, else `NotMet`.
+    pub fn of(ok: bool) -> Self {
+        if ok { Self::Met } else { Self::NotMet }
+    }
+
+    fn cell(self) -> &'static str {
+        match self {
+            Self::Met => "**met**",
+            Self::NotMet => "**not met**",
+            Self::NoData => "not measured",
+            Self::Info => "(information)",
+        }
+    }
+}
+
+/// One line of an issue's speed targets.
+#[derive(Serialize, Deserialize)]
+pub struct Target {
+    /// Which issue asks for it, e.g. "#3 redis".
+    pub issue: String,
+    /// What is measured.
+    pub what: String,
+    /// The bar, e.g. ">= 0.95x".
+    pub target: String,
+    /// The figure this run got.
+    pub measured: String,
+    /// Met or not.
+    pub verdict: Verdict,
+    /// Why, in plain words, when it is not met (or a caveat when it is).
+    pub note: String,
+}
+
+/// Everything the run found.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Report {
+    /// `(title, markdown)` per backend, in run order.
+    pub sections: Vec<(String, String)>,
+    /// Every target line.
+    pub targets: Vec<Target>,
+    /// The chart's groups.
+    pub chart: Vec<chart::Group>,
+}
+
+impl Report {
+    /// Adds a section.
+    pub fn section(&mut self, title: impl Into<String>, body: impl Into<String>) {
+        self.sections.push((title.into(), body.into()));
+    }
+
+    /// Adds a target line.
+    pub fn target(
+        &mut self,
+        issue: impl Into<String>,
+        what: impl Into<String>,
+        target: impl Into<String>,
+        measured: impl Into<String>,
+        verdict: Verdict,
+        note: impl Into<String>,
+    ) {
+        self.targets.push(Target {
+            issue: issue.into(),
+            what: what.into(),
+            target: target.into(),
+            measured: measured.into(),
+            verdict,
+            note: note.into(),
+        });
+    }
+
+    /// Adds a chart group: every side of `tallies` relative to the first
+    /// side of kind `baseline`.
+    pub fn chart_group(
+        &mut self,
+        title: impl Into<String>,
+        tallies: &[Tally],
+        baseline: Kind,
+        target: Option<f64>,
+    ) {
+        let Some(base) = tallies.iter().find(|t| t.kind == baseline && t.ok()) else {
+            return;
+        };
+        let bars = tallies
+            .iter()
+            .filter(|t| t.ok())
+            .map(|t| chart::Bar {
+                label: t.label.clone(),
+                kind: t.kind,
+                value: t.rate() / base.rate(),
+                note: format!(
+                    "{:.2}x  {}/s  p50 {} µs",
+                    t.rate() / base.rate(),
+                    thousands(t.rate()),
+                    us(t.p50_us())
+                ),
+            })
+            .collect();
+        self.chart.push(chart::Group { title: title.into(), bars, target });
+    }
+
+    /// Appends everything `other` found.
+    pub fn absorb(&mut self, other: Report) {
+        self.sections.extend(other.sections);
+        self.targets.extend(other.targets);
+        self.chart.extend(other.chart);
+    }
+
+    /// The verdict counts, for the summary line.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let n = |v| self.targets.iter().filter(|t| t.verdict == v).count();
+        (n(Verdict::Met), n(Verdict::NotMet), n(Verdict::NoData))
+    }
+
+    /// The targets as a markdown table.
+    pub fn targets_table(&self) -> String {
+        let mut s = String::from(
+            "| issue | measurement | target | this run | verdict | why / caveat |\n| --- | --- | --- | --- | --- | --- |\n",
+        );
+        for t in &self.targets {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                t.issue,
+                t.what,
+                t.target,
+                t.measured,
+                t.verdict.cell(),
+                t.note.replace('\n', " ")
+            );
+        }
+        s
+    }
+}
+
+/// `1234567.8` as `1,234,568`.
+pub fn thousands(v: f64) -> String {
+    if !v.is_finite() {
+        return "-".into();
+    }
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0.0 { format!("-{out}") } else { out }
+}
+
+/// Microseconds with the precision that matters at their size.
+pub fn us(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.2}")
+    } else if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        thousands(v)
+    }
+}
+
+/// A ratio as the verdicts read it: the median round first, e.g.
+/// `0.97x (0.95x overall)`.
+pub fn ratio_text(a: &Tally, b: &Tally) -> String {
+    match ratio(a, b) {
+        Some(r) => format!("{:.2}x ({:.2}x overall)", r.median_round, r.overall),
+        None => "-".into(),
+    }
+}
+
+/// The median-round ratio of `a` over `b` (NaN when either failed).
+pub fn median_ratio(a: &Tally, b: &Tally) -> f64 {
+    ratio(a, b).map_or(f64::NAN, |r| r.median_round)
+}
+
+/// The rows of one or more groups as a markdown table; "vs baseline"
+/// compares each side with the first side of kind `baseline` in its group.
+pub fn table(groups: &[&[Tally]], baseline: Kind, unit: &str) -> String {
+    let mut s = format!(
+        "| side | {unit} | pairs/s | p50 µs | p99 µs | CPU µs/pair | vs {} |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+        match baseline {
+            Kind::InProcess => "in-process",
+            _ => "raw client",
+        }
+    );
+    for group in groups {
+        let base = group.iter().find(|t| t.kind == baseline);
+        for t in group.iter() {
+            if let Some(e) = &t.error {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | failed: {} | | | | |",
+                    t.label,
+                    t.threads,
+                    e.replace('|', "/")
+                );
+                continue;
+            }
+            let vs = match base {
+                Some(b) if b.kind == t.kind && b.label == t.label => "1 (baseline)".to_owned(),
+                Some(b) => ratio_text(t, b),
+                None => "-".into(),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                t.label,
+                t.threads,
+                thousands(t.rate()),
+                us(t.p50_us()),
+                us(t.p99_us()),
+                us(t.cpu_us()),
+                vs
+            );
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(1_234_567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(-1000.0), "-1,000");
+        assert_eq!(us(0.4567), "0.46");
+        assert_eq!(us(45.67), "45.7");
+        assert_eq!(us(4567.0), "4,567");
+    }
+}

@@ -1,0 +1,43 @@
+# The one benchmark report (owned by bench/). `make bench` rebuilds every
+# backend and the runner in release mode, runs the loader bench, then each
+# backend's acquire+release benchmark (in-process, through the .so, raw
+# client, rslock), and rewrites docs/BENCHMARKS.md and
+# docs/benchmarks/pairs.svg. Not part of `make test`.
+#
+#   make bench                         everything (a few minutes)
+#   make bench BENCH_ONLY=redis,pg     some sections (memory sqlite redis pg etcd loader)
+#   BENCH_SECS=3 BENCH_ROUNDS=10       time per side per group, and its rounds
+#
+# One backend alone, printed instead of written:
+#   target/release/bext-bench-redis
+
+BENCH_DIR := $(or $(CARGO_TARGET_DIR),target)/release
+BENCH_BACKENDS := memory sqlite redis pg etcd
+# One cargo invocation, so each .so and its linked-in copy in the runner
+# are built with the same dependency features.
+BENCH_PACKAGES := bext-locking-bench $(addprefix bext-locking-,$(BENCH_BACKENDS)) \
+	bext-locking-fixture-reload-v1 bext-locking-fixture-reload-v2
+BENCH_LOADER_OUT := $(BENCH_DIR)/bench-loader.txt
+BENCH_ONLY ?=
+export BENCH_ONLY BENCH_SECS BENCH_ROUNDS
+
+.PHONY: bench-tools bench-build bench-loader
+
+bench: bench-build bench-loader
+	$(BENCH_DIR)/bext-locking-bench --out docs/BENCHMARKS.md --loader-output $(BENCH_LOADER_OUT)
+
+bench-tools: etcd-server
+	@command -v redis-server >/dev/null 2>&1 && command -v valgrind >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server valgrind)
+
+bench-build: bench-tools
+	$(CARGO) build --release $(addprefix -p ,$(BENCH_PACKAGES))
+
+# Scanning 50 plugins and hot reload (loader/benches/loader.rs); its output
+# is embedded in the report. Skipped when BENCH_ONLY leaves out `loader`.
+bench-loader: bench-build
+	@rm -f $(BENCH_LOADER_OUT)
+	@if [ -z "$(BENCH_ONLY)" ] || echo ",$(BENCH_ONLY)," | grep -q ',loader,'; then \
+		echo "$(CARGO) bench -p bext-locking-loader --bench loader"; \
+		$(CARGO) bench -p bext-locking-loader --bench loader > $(BENCH_LOADER_OUT) && cat $(BENCH_LOADER_OUT); \
+	fi
