@@ -115,13 +115,16 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
+    /// Times in ms after an arbitrary origin; the lease was asked for half
+    /// a millisecond before the start.
     fn rec(pid: u32, start_ms: u64, end_ms: u64, fence: u64) -> Record {
+        const ORIGIN: u64 = 1_000 * MS;
         Record {
             pid,
             thread: 0,
-            call_ns: start_ms * MS - MS / 2,
-            start_ns: start_ms * MS,
-            end_ns: end_ms * MS,
+            call_ns: ORIGIN + start_ms * MS - MS / 2,
+            start_ns: ORIGIN + start_ms * MS,
+            end_ns: ORIGIN + end_ms * MS,
             ttl_ms: 1_000,
             fence: Some(fence),
             rejected_writes: 0,

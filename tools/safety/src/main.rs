@@ -316,8 +316,9 @@ fn preamble(s: &Settings, a: &RunArgs) -> String {
             format!("'{}'", arg.replace('\'', r"'\''"))
         }
     };
-    let args: Vec<String> = std::env::args().skip(1).map(quote).collect();
-    let mut out = format!("Produced by `bext-lock-safety {}`", args.join(" "));
+    // The program as it was invoked (e.g. `target/debug/bext-lock-safety`).
+    let args: Vec<String> = std::env::args().map(quote).collect();
+    let mut out = format!("Produced by `{}`", args.join(" "));
     let cmd = |prog: &str, args: &[&str]| {
         std::process::Command::new(prog)
             .args(args)

@@ -50,7 +50,16 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
     }
     let mut notes = String::new();
     for o in outcomes {
-        let mut parts: Vec<String> = o.actions.clone();
+        let mut parts: Vec<String> = match o.actions.as_slice() {
+            [] => Vec::new(),
+            [one] => vec![one.clone()],
+            [first, ..] => vec![format!("{} times; the first: {first}", o.actions.len())],
+        };
+        if let Some(&worst) = o.recovered_ms.iter().max() {
+            let n = o.recovered_ms.len();
+            let times = if n == 1 { String::new() } else { format!(" (slowest of {n})") };
+            parts.push(format!("lock granted again {worst} ms after the fault ended{times}"));
+        }
         if let Some(after) = o.acquired_after_fault {
             parts.push(format!("{after} acquisitions after the last fault"));
         }
@@ -64,10 +73,11 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
                 o.stale_writes_rejected
             ));
         }
-        for st in &o.stalls {
-            if let Some(e) = &st.renew_error {
-                parts.push(format!("renew error: {}", code(e)));
-            }
+        let mut renew_errors: Vec<&String> =
+            o.stalls.iter().filter_map(|st| st.renew_error.as_ref()).collect();
+        renew_errors.dedup();
+        for e in renew_errors {
+            parts.push(format!("renew error: {}", code(e)));
         }
         // The first two say what went wrong; the counts say how often.
         parts.extend(o.problems.iter().take(2).map(|p| format!("VIOLATION: {p}")));

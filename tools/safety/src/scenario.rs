@@ -40,9 +40,14 @@ pub struct Settings {
     pub plugin_dir: PathBuf,
 }
 
-/// How long the workers keep going after the last fault, to show that the
-/// backend recovered.
-const RECOVERY: Duration = Duration::from_millis(1_500);
+/// How long the workers keep going after the last fault recovered, to
+/// show the backend working again.
+const AFTER: Duration = Duration::from_millis(1_000);
+
+/// The longest a backend may take to grant the lock again after a fault
+/// (an orphaned lease must run out first) before the run is called
+/// inconclusive.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
 
 /// What a frozen holder showed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +116,9 @@ pub struct Outcome {
     pub stale_writes_rejected: usize,
     /// Acquisitions that began after the last fault ended.
     pub acquired_after_fault: Option<u64>,
+    /// Per fault occurrence, how long after it ended the lock was first
+    /// granted again.
+    pub recovered_ms: Vec<u64>,
     /// What each frozen holder showed.
     pub stalls: Vec<StallSummary>,
     /// Safety violations, described.
@@ -149,6 +157,7 @@ impl Outcome {
             overruns: 0,
             stale_writes_rejected: 0,
             acquired_after_fault: None,
+            recovered_ms: Vec::new(),
             stalls: Vec::new(),
             problems: Vec::new(),
             trouble: Vec::new(),
@@ -163,6 +172,10 @@ struct Worker {
     child: std::process::Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
+    /// Lines read while looking for `LAST` ones.
+    pending: std::collections::VecDeque<String>,
+    /// The latest acquisition it reported.
+    last_acquired_ns: u64,
 }
 
 impl Worker {
@@ -186,15 +199,31 @@ impl Worker {
             }
         });
         let stdin = child.stdin.take();
-        Ok(Self { child, stdin, lines })
+        Ok(Self { child, stdin, lines, pending: Default::default(), last_acquired_ns: 0 })
     }
 
     fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// The latest acquisition it has reported so far.
+    fn last_acquired_ns(&mut self) -> u64 {
+        while let Ok(line) = self.lines.try_recv() {
+            match line.strip_prefix("LAST ").and_then(|n| n.trim().parse::<u64>().ok()) {
+                Some(ns) => self.last_acquired_ns = self.last_acquired_ns.max(ns),
+                None => self.pending.push_back(line),
+            }
+        }
+        self.last_acquired_ns
+    }
+
     /// The next line starting with `tag`, within `timeout`.
-    fn expect(&self, tag: &str, timeout: Duration) -> Result<String, String> {
+    fn expect(&mut self, tag: &str, timeout: Duration) -> Result<String, String> {
+        while let Some(line) = self.pending.pop_front() {
+            if let Some(rest) = line.strip_prefix(tag) {
+                return Ok(rest.trim().to_owned());
+            }
+        }
         let until = Instant::now() + timeout;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -347,7 +376,8 @@ fn run_into(
                 }
                 _ => deployment.inject(fault, &ctx),
             };
-            last_fault_end = Some(monotonic_ns());
+            let end = monotonic_ns();
+            last_fault_end = Some(end);
             match done {
                 Ok(text) => o.actions.push(text),
                 Err(e) => {
@@ -355,9 +385,26 @@ fn run_into(
                     break;
                 }
             }
+            // Wait for the first acquisition after the fault.
+            let waited = Instant::now();
+            loop {
+                let last = workers.iter_mut().map(Worker::last_acquired_ns).max().unwrap_or(0);
+                if last > end {
+                    o.recovered_ms.push((last - end).div_ceil(1_000_000));
+                    break;
+                }
+                if waited.elapsed() > RECOVERY_LIMIT {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if o.recovered_ms.len() <= occurrence {
+                // Reported below, from the records.
+                break;
+            }
             let Some(every) = s.fault_every else { break };
             let next = started + warmup + every * (occurrence as u32 + 1);
-            if next + RECOVERY > started + s.duration {
+            if next + AFTER > started + s.duration {
                 break;
             }
             sleep_until(next);
@@ -365,7 +412,7 @@ fn run_into(
     }
     let mut until = started + s.duration;
     if last_fault_end.is_some() {
-        until = until.max(Instant::now() + RECOVERY);
+        until = until.max(Instant::now() + AFTER);
     }
     sleep_until(until);
 
@@ -374,7 +421,7 @@ fn run_into(
         w.stdin.take();
     }
     let mut total = WorkerSummary::default();
-    for w in &workers {
+    for w in &mut workers {
         match w.expect("SUMMARY", Duration::from_secs(60)) {
             Ok(json) => match serde_json::from_str::<WorkerSummary>(&json) {
                 Ok(summary) => total.add(&summary),
@@ -410,8 +457,8 @@ fn run_into(
         o.acquired_after_fault = Some(after);
         if after == 0 {
             o.trouble.push(format!(
-                "no acquisition in the {} ms after the fault: the backend did not recover",
-                RECOVERY.as_millis()
+                "no acquisition within {} s after the fault: the backend did not recover",
+                RECOVERY_LIMIT.as_secs()
             ));
         }
     }

@@ -8,7 +8,7 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bext_locking::{LockHandle, LockingPlugin};
@@ -92,6 +92,10 @@ fn write_fenced(storage: Option<&FencedStorage>, fence: Option<u64>) -> u32 {
 /// Set when stdin reaches its end: the coordinator's signal to stop.
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Monotonic time of this process's latest acquisition, reported as
+/// `LAST <ns>` lines so the coordinator sees when a backend recovered.
+static LAST_ACQUIRED: AtomicU64 = AtomicU64::new(0);
+
 /// Runs a hammer worker: `threads` instances loop try_lock / hold / release
 /// on the key until stdin reaches its end; then the records go to
 /// `spec.out` and the summary is returned.
@@ -101,6 +105,17 @@ pub fn hammer(spec: &WorkerSpec) -> Result<WorkerSummary, String> {
     std::thread::spawn(|| {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
         STOP.store(true, Ordering::SeqCst);
+    });
+    std::thread::spawn(|| {
+        let mut told = 0;
+        while !STOP.load(Ordering::Relaxed) {
+            let last = LAST_ACQUIRED.load(Ordering::Relaxed);
+            if last != told {
+                println!("LAST {last}");
+                told = last;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     });
     let deadline = Instant::now() + Duration::from_millis(spec.max_runtime_ms);
     let storage = spec.storage.as_deref().map(FencedStorage::open);
@@ -149,6 +164,7 @@ fn hammer_thread(
         match p.try_lock(&spec.key, spec.ttl_ms) {
             Ok(Some(h)) => {
                 let start_ns = monotonic_ns();
+                LAST_ACQUIRED.fetch_max(start_ns, Ordering::Relaxed);
                 sum.acquired += 1;
                 // The protected work: a write when it starts and one when it
                 // commits, each carrying the fence.
