@@ -87,7 +87,7 @@ struct RunArgs {
     /// Config JSON for --plugin.
     #[arg(long, requires = "plugin")]
     config: Option<String>,
-    /// Where the backends' libbext_locking_<name>.so are [default: next to this program].
+    /// Where the backends' libbext_locking_NAME.so are [default: next to this program].
     #[arg(long)]
     plugin_dir: Option<PathBuf>,
     /// The shared PostgreSQL server (only a schema and sessions of the checker's own are touched).
@@ -193,12 +193,8 @@ fn checker(a: RunArgs) -> ExitCode {
         for b in BACKENDS {
             let faults: Vec<&str> =
                 std::iter::once("none").chain(b.faults.iter().map(|f| f.name())).collect();
-            println!(
-                "{:<14} libbext_locking_{}.so  faults: {}",
-                b.name,
-                b.plugin,
-                faults.join(", ")
-            );
+            let lib = format!("libbext_locking_{}.so", b.plugin);
+            println!("{:<14} {lib:<26} faults: {}", b.name, faults.join(", "));
         }
         return ExitCode::SUCCESS;
     }

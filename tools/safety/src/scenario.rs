@@ -58,6 +58,9 @@ pub struct StallSummary {
     pub ttl_ms: u64,
     /// How long it was stopped.
     pub stopped_ms: u64,
+    /// From just before its `try_lock` to its SIGCONT: at least its TTL,
+    /// since another holder had taken over by then.
+    pub asleep_ms: u64,
     /// The fence the storage had seen when it woke: another holder's.
     pub takeover_fence: u64,
     /// Why its renew failed (`None`: it succeeded, a violation).
@@ -530,6 +533,7 @@ fn stall_once(
     // Let the new holders work a little before the old one wakes.
     std::thread::sleep(Duration::from_millis(100));
     let stopped_ms = stopped.elapsed().as_millis() as u64;
+    let asleep_ms = (monotonic_ns() - held.call_ns) / 1_000_000;
     signal(holder.pid(), Signal::SIGCONT);
     let mut stdin = holder.stdin.take().ok_or("no stdin")?;
     stdin.write_all(b"go\n").map_err(|e| format!("wake the frozen holder: {e}"))?;
@@ -540,6 +544,7 @@ fn stall_once(
         fence: Some(fence),
         ttl_ms,
         stopped_ms,
+        asleep_ms,
         takeover_fence: report.storage_fence.max(takeover),
         renew_error: report.renew_error.clone(),
         stale_write_accepted: report.stale_write_accepted,

@@ -60,6 +60,8 @@ pub struct StallReport {
 pub struct Held {
     /// Its fence.
     pub fence: Option<u64>,
+    /// Monotonic time just before its `try_lock`: the lease began later.
+    pub call_ns: u64,
     /// Monotonic time it started holding.
     pub start_ns: u64,
 }
@@ -229,7 +231,7 @@ pub fn stall(spec: &WorkerSpec) -> Result<(), String> {
     if write_fenced(storage.as_ref(), h.fence) != 0 {
         return Err("the storage refused the write of a fresh holder".into());
     }
-    let held = Held { fence: h.fence, start_ns };
+    let held = Held { fence: h.fence, call_ns, start_ns };
     let mut out = std::io::stdout().lock();
     writeln!(out, "HELD {}", serde_json::to_string(&held).unwrap()).map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())?;

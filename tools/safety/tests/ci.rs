@@ -51,7 +51,7 @@ fn assert_safe(args: &[&str], expected_runs: usize) -> Vec<Outcome> {
             assert!(st.renew_error.is_some(), "{what}: the frozen holder renewed");
             assert!(!st.stale_write_accepted, "{what}: its stale write was accepted");
             assert!(st.takeover_fence > st.fence.unwrap(), "{what}: {st:?}");
-            assert!(st.stopped_ms >= st.ttl_ms, "{what}: not frozen past its TTL: {st:?}");
+            assert!(st.asleep_ms >= st.ttl_ms, "{what}: not frozen past its TTL: {st:?}");
             assert!(o.stale_writes_rejected >= 1 && o.overruns >= 1, "{what}");
         }
     }
