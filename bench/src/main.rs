@@ -11,8 +11,8 @@
 //!     [--loader-output FILE]                   # the loader bench's output to embed
 //! ```
 //!
-//! `BENCH_SECS` (default 2) is each side's time per group, cut into
-//! `BENCH_ROUNDS` (default 8) interleaved slices; `BENCH_ONLY=memory,redis`
+//! `BENCH_SECS` (default 3) is each side's time per group, cut into
+//! `BENCH_ROUNDS` (default 12) interleaved slices; `BENCH_ONLY=memory,redis`
 //! narrows the run; `BEXT_PG_URL` picks the PostgreSQL server;
 //! `BENCH_SQLITE_DIR` the folder of the SQLite file (default /dev/shm).
 
@@ -295,8 +295,13 @@ fn markdown(
         "## How it is measured\n\n\
          * Sides of a group run in slices of `BENCH_SECS / BENCH_ROUNDS` seconds, taking turns \
            round after round with the first side rotating, after a short unrecorded warm-up. \
-           \"x (median round y)\" is the ratio of total rates and the median of the per-round \
-           ratios; the latter is the least disturbed by a burst of load in one round.\n\
+           A ratio reads \"median round (overall)\": the median of the per-round ratios of \
+           pairs/s, each taken between slices of the same round, then the ratio of the total \
+           rates. Verdicts use the median round, which a burst of load in one round moves \
+           least.\n\
+         * Two views hardly move with the load and are given with each `.so` target: the \
+           median latency (p50) and the CPU time per pair. When pairs/s misses a target but \
+           both of these meet it, the shortfall most likely comes from the load, not the code.\n\
          * Every pair is timed (`Instant::now` between pairs); p50 and p99 come from a histogram \
            with buckets at most 1.6 % wide. With 8 threads on 2 cores the latency includes the \
            time a thread waits for a core.\n\

@@ -215,14 +215,14 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// `BENCH_SECS` (default 2) and `BENCH_ROUNDS` (default 8).
+    /// `BENCH_SECS` (default 3) and `BENCH_ROUNDS` (default 12).
     pub fn from_env() -> Self {
         fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
             std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
         }
         Self {
-            secs: env_or("BENCH_SECS", 2.0f64).max(0.1),
-            rounds: env_or("BENCH_ROUNDS", 8usize).max(1),
+            secs: env_or("BENCH_SECS", 3.0f64).max(0.1),
+            rounds: env_or("BENCH_ROUNDS", 12usize).max(1),
         }
     }
 
@@ -447,7 +447,11 @@ pub fn measure(
             None => format!("{}: {:.0}/s", t.label, t.rate()),
         })
         .collect();
-    eprintln!("  {title}, {threads} thread(s): {}", line.join(" | "));
+    eprintln!(
+        "  {}: {}",
+        crate::report::plural(&format!("{title}, {threads} thread(s)")),
+        line.join(" | ")
+    );
     tallies
 }
 

@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 
 use bext_locking_bench::measure::{Entry, Kind, Lap, Settings, TTL_MS, Tally, measure};
 use bext_locking_bench::plugin::{self, Pair};
-use bext_locking_bench::report::{Report, Verdict, median_ratio, ratio_text, table};
+use bext_locking_bench::report::{
+    Report, Verdict, median_ratio, ratio_text, shortfall_note, table,
+};
 
 /// The gateway's calls with nothing around them: one `ureq` agent (pooled
 /// keep-alive connections, one per thread in flight), JSON in and out.
@@ -145,11 +147,12 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
                     ">= 0.9x",
                     ratio_text(s, r),
                     Verdict::of(x >= 0.9),
-                    if x >= 0.9 {
-                        String::new()
-                    } else {
-                        "an etcd pair is four Raft proposals (milliseconds); a gap this size comes from load bursts in single rounds, see the per-round median".into()
-                    },
+                    shortfall_note(
+                        s,
+                        r,
+                        0.9,
+                        "the C boundary's JSON, per-call deadlines, failover and error sorting, next to four Raft proposals",
+                    ),
                 );
             }
             _ => report.target(

@@ -16,7 +16,9 @@ use bext_locking_bench::measure::{
     Entry, Hist, Kind, Lap, Settings, Slice, TTL_MS, Tally, measure, process_cpu_ns,
 };
 use bext_locking_bench::plugin::{self, Pair};
-use bext_locking_bench::report::{Report, Verdict, median_ratio, ratio_text, table};
+use bext_locking_bench::report::{
+    Report, Verdict, median_ratio, ratio_text, shortfall_note, table,
+};
 
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5_000);
 
@@ -152,15 +154,12 @@ fn target(report: &mut Report, g: &[Tally], what: &str) {
     let (verdict, measured, note) = match (so, raw) {
         (Some(s), Some(r)) if s.ok() && r.ok() => {
             let x = median_ratio(s, r);
-            let note = if x >= 0.95 {
-                String::new()
-            } else {
-                format!(
-                    "CPU per pair {:.1} µs through the .so vs {:.1} µs raw; the plugin adds JSON, a mutex and a UUID per pair on a ~15 µs pair, and slices on a loaded machine differ",
-                    s.cpu_us(),
-                    r.cpu_us()
-                )
-            };
+            let note = shortfall_note(
+                s,
+                r,
+                0.95,
+                "the C boundary's JSON in and out, the instance's mutex and a fresh lock id per pair, on a pair of about 15 µs of CPU",
+            );
             (Verdict::of(x >= 0.95), ratio_text(s, r), note)
         }
         _ => (Verdict::NoData, "-".into(), "a side failed".into()),
