@@ -8,52 +8,69 @@
 
 use bext_locking::LockHandle;
 
+/// True when some byte of `s` must be escaped inside a JSON string.
+/// Written as a branch-free fold so the compiler vectorises it.
+fn needs_escape(s: &[u8]) -> bool {
+    s.iter().fold(false, |acc, &b| acc | (b < 0x20) | (b == b'"') | (b == b'\\'))
+}
+
 /// Appends `s` as a JSON string literal (quoted and escaped).
 fn push_str(out: &mut Vec<u8>, s: &str) {
-    // serde_json's escaper is the reference one; writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    if needs_escape(s.as_bytes()) {
+        // serde_json's escaper is the reference one; writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
 }
 
 fn push_u64(out: &mut Vec<u8>, n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Writes `{"key":…,"ttl_ms":…}` and a NUL byte into `out`, replacing what
+/// it held (so a caller can reuse one buffer for every call).
+pub fn write_request_nul(out: &mut Vec<u8>, key: &str, ttl_ms: u64) {
+    out.clear();
+    out.reserve(key.len() + 40);
+    out.extend_from_slice(b"{\"key\":");
+    push_str(out, key);
+    out.extend_from_slice(b",\"ttl_ms\":");
+    push_u64(out, ttl_ms);
+    out.extend_from_slice(b"}\0");
 }
 
 /// `{"key":…,"ttl_ms":…}` followed by a NUL byte.
 pub fn request_json_nul(key: &str, ttl_ms: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 40);
-    out.extend_from_slice(b"{\"key\":");
-    push_str(&mut out, key);
-    out.extend_from_slice(b",\"ttl_ms\":");
-    push_u64(&mut out, ttl_ms);
-    out.extend_from_slice(b"}\0");
+    let mut out = Vec::new();
+    write_request_nul(&mut out, key, ttl_ms);
     out
+}
+
+/// Writes the handle's JSON (fence omitted when `None`) and a NUL byte into
+/// `out`, replacing what it held.
+pub fn write_handle_nul(out: &mut Vec<u8>, h: &LockHandle) {
+    out.clear();
+    out.reserve(h.key.len() + h.lock_id.len() + 64);
+    out.extend_from_slice(b"{\"key\":");
+    push_str(out, &h.key);
+    out.extend_from_slice(b",\"lock_id\":");
+    push_str(out, &h.lock_id);
+    out.extend_from_slice(b",\"ttl_ms\":");
+    push_u64(out, h.ttl_ms);
+    if let Some(fence) = h.fence {
+        out.extend_from_slice(b",\"fence\":");
+        push_u64(out, fence);
+    }
+    out.extend_from_slice(b"}\0");
 }
 
 /// The handle's JSON (fence omitted when `None`) followed by a NUL byte.
 pub fn handle_json_nul(h: &LockHandle) -> Vec<u8> {
-    let mut out = Vec::with_capacity(h.key.len() + h.lock_id.len() + 64);
-    out.extend_from_slice(b"{\"key\":");
-    push_str(&mut out, &h.key);
-    out.extend_from_slice(b",\"lock_id\":");
-    push_str(&mut out, &h.lock_id);
-    out.extend_from_slice(b",\"ttl_ms\":");
-    push_u64(&mut out, h.ttl_ms);
-    if let Some(fence) = h.fence {
-        out.extend_from_slice(b",\"fence\":");
-        push_u64(&mut out, fence);
-    }
-    out.extend_from_slice(b"}\0");
+    let mut out = Vec::new();
+    write_handle_nul(&mut out, h);
     out
 }
 
@@ -70,11 +87,12 @@ impl<'a> Canonical<'a> {
 
     /// A string without escapes or control characters, up to its closing quote.
     fn plain_str(&mut self) -> Option<&'a str> {
-        let end = self.rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        if self.rest[end] != b'"' {
+        let end = memchr::memchr2(b'"', b'\\', self.rest)?;
+        let body = &self.rest[..end];
+        if self.rest[end] != b'"' || body.iter().fold(false, |acc, &b| acc | (b < 0x20)) {
             return None;
         }
-        let s = std::str::from_utf8(&self.rest[..end]).ok()?;
+        let s = std::str::from_utf8(body).ok()?;
         self.rest = &self.rest[end + 1..];
         Some(s)
     }
@@ -207,6 +225,21 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(&text).unwrap();
             assert_eq!(v["key"], "k\"€");
             assert_eq!(v["ttl_ms"], ttl);
+        }
+    }
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::needs_escape;
+
+    #[test]
+    fn plain_strings_need_no_escape() {
+        assert!(!needs_escape(b"probe/key"));
+        assert!(!needs_escape(b"0f8a2b4c-1d2e-4f5a-8b9c-0d1e2f3a4b5c"));
+        assert!(!needs_escape("ключ/🔒".as_bytes()));
+        for bad in [&b"a\"b"[..], b"a\\b", b"a\nb", b"\x1f", b"\x00"] {
+            assert!(needs_escape(bad), "{bad:?}");
         }
     }
 }

@@ -35,6 +35,19 @@ struct ErrorObject {
     message: String,
 }
 
+/// Runs `f` with this thread's reusable buffer for outgoing JSON, so a call
+/// allocates nothing for its input. A call made from inside `f` (a plugin
+/// that re-enters the host on the same thread) gets a fresh buffer instead.
+fn with_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
 /// Copies a plugin-owned string and frees it with the plugin's `free_string`.
 ///
 /// # Safety
@@ -133,7 +146,10 @@ impl LockingPlugin for FfiPlugin {
     }
 
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, String> {
-        let (status, out) = self.call(self.vtable.try_lock, &wire::request_json_nul(key, ttl_ms));
+        let (status, out) = with_buffer(|buf| {
+            wire::write_request_nul(buf, key, ttl_ms);
+            self.call(self.vtable.try_lock, buf)
+        });
         match status {
             BEXT_LOCKING_OK => self.finish(out, |json| {
                 let json = json.ok_or_else(|| {
@@ -155,13 +171,22 @@ impl LockingPlugin for FfiPlugin {
     }
 
     fn renew(&self, handle: &LockHandle) -> Result<(), String> {
-        self.expect_empty("renew", self.call(self.vtable.renew, &wire::handle_json_nul(handle)))
+        self.expect_empty(
+            "renew",
+            with_buffer(|buf| {
+                wire::write_handle_nul(buf, handle);
+                self.call(self.vtable.renew, buf)
+            }),
+        )
     }
 
     fn release(&self, handle: LockHandle) -> Result<(), String> {
         self.expect_empty(
             "release",
-            self.call(self.vtable.release, &wire::handle_json_nul(&handle)),
+            with_buffer(|buf| {
+                wire::write_handle_nul(buf, &handle);
+                self.call(self.vtable.release, buf)
+            }),
         )
     }
 
