@@ -215,14 +215,15 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// `BENCH_SECS` (default 3) and `BENCH_ROUNDS` (default 12).
+    /// `BENCH_SECS` (default 3) and `BENCH_ROUNDS` (default 30: slices of
+    /// 0.1 s, short against the bursts of other work on a shared machine).
     pub fn from_env() -> Self {
         fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
             std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
         }
         Self {
             secs: env_or("BENCH_SECS", 3.0f64).max(0.1),
-            rounds: env_or("BENCH_ROUNDS", 12usize).max(1),
+            rounds: env_or("BENCH_ROUNDS", 30usize).max(1),
         }
     }
 

@@ -110,7 +110,7 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
 
     // Workers start 0.3 s before their slice, so slices are longer than
     // the threads' and cost more: a fifth of a side's time each.
-    let rounds = settings.rounds.max(3);
+    let rounds = (settings.rounds / 4).clamp(3, 8);
     let secs = (settings.secs / 5.0).max(0.3);
     let procs = processes(&path, rounds, secs);
 
