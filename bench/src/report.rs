@@ -205,11 +205,11 @@ pub fn us(v: f64) -> String {
     }
 }
 
-/// A ratio as the verdicts read it: the median round first, e.g.
-/// `0.97x (0.95x overall)`.
+/// A ratio as the verdicts read it: the median round first, with the
+/// precision a verdict at 0.95 needs, e.g. `0.968x (0.95x overall)`.
 pub fn ratio_text(a: &Tally, b: &Tally) -> String {
     match ratio(a, b) {
-        Some(r) => format!("{:.2}x ({:.2}x overall)", r.median_round, r.overall),
+        Some(r) => format!("{:.3}x ({:.2}x overall)", r.median_round, r.overall),
         None => "-".into(),
     }
 }
