@@ -343,7 +343,6 @@ fn run_into(
         // closing the workers' stdin.
         max_runtime_ms: (s.duration.as_millis() as u64).saturating_mul(4) + 600_000,
     };
-    let started = Instant::now();
     let mut workers = Vec::new();
     let mut outs = Vec::new();
     for i in 0..o.processes {
@@ -356,6 +355,10 @@ fn run_into(
         workers.push(Worker::spawn("worker", &path)?);
         outs.push(out);
     }
+    for w in &mut workers {
+        w.expect("READY", Duration::from_secs(60))?;
+    }
+    let started = Instant::now();
 
     let warmup = (s.duration / 3).max(Duration::from_millis(300));
     sleep_until(started + warmup);

@@ -91,6 +91,9 @@ fn write_fenced(storage: Option<&FencedStorage>, fence: Option<u64>) -> u32 {
     }
 }
 
+/// The pause after an `Ok(None)`.
+const CONTENDED_BACKOFF: Duration = Duration::from_micros(1_000);
+
 /// Set when stdin reaches its end: the coordinator's signal to stop.
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -124,6 +127,9 @@ pub fn hammer(spec: &WorkerSpec) -> Result<WorkerSummary, String> {
     let instances = (0..spec.threads)
         .map(|_| plugin.create(&spec.config).map_err(|e| format!("create: {e}")))
         .collect::<Result<Vec<_>, String>>()?;
+    // Faults start only once every worker is hammering: an instance whose
+    // `create` met the fault would end the worker, not test the lock.
+    println!("READY");
     let records = Mutex::new(Vec::new());
     let total = Mutex::new(WorkerSummary::default());
     std::thread::scope(|s| {
@@ -189,11 +195,13 @@ fn hammer_thread(
                     sum.error(format!("release: {e}"));
                 }
                 // Let the other holders in before trying again.
-                std::thread::sleep(Duration::from_micros(100));
+                std::thread::sleep(Duration::from_micros(200));
             }
             Ok(None) => {
+                // About one try per hold: enough to take the lock over as
+                // soon as it is free, without burning the machine's CPU.
                 sum.contended += 1;
-                std::thread::sleep(Duration::from_micros(200));
+                std::thread::sleep(CONTENDED_BACKOFF);
             }
             Err(e) => {
                 sum.error(format!("try_lock: {e}"));

@@ -14,7 +14,7 @@ fn safety(args: &[&str]) -> (Option<i32>, Vec<Outcome>) {
     let dir = TempDir::new("safety-ci");
     let json: PathBuf = dir.path().join("outcomes.json");
     let out = Command::new(env!("CARGO_BIN_EXE_bext-lock-safety"))
-        .args(["--processes", "3", "--threads", "2", "--duration-ms", "1500"])
+        .args(["--processes", "2", "--threads", "2", "--duration-ms", "1500"])
         .args(args)
         .arg("--json")
         .arg(&json)
