@@ -298,6 +298,18 @@ fn markdown(
         "## Targets\n\n{met} met, {not} not met, {none} not measured on this run.\n\n{}\n",
         report.targets_table()
     );
+    s.push_str(
+        "How to read a miss:\n\n\
+         * Scaling targets (2 threads over 1, 8 over 1) and the quorum's latency over one \
+           node's need idle cores: with fewer cores than busy threads and servers they cannot \
+           be met whatever the code does. Their notes give the core count and the load.\n\
+         * A `.so` ratio that misses while its p50 and CPU views meet the bar is the load \
+           falling unevenly on the rounds; one whose CPU view misses too is work the `.so` \
+           really does on top, which the note names (the in-process rows show how much of it \
+           is the C boundary and how much the backend itself).\n\
+         * On a loaded machine a ratio within a few percent of its bar lands on either side \
+           of it from one run to the next.\n\n",
+    );
     if !skipped.is_empty() {
         s.push_str("Not measured on this run:\n\n");
         for (name, why) in skipped {
