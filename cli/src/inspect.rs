@@ -9,7 +9,7 @@ use bext_locking_loader::{ScanOptions, SkipKind};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::{self, Secrets};
+use crate::config;
 use crate::resolve::{self, SearchDir};
 use crate::{CliError, exit};
 
@@ -218,7 +218,7 @@ pub struct CheckArgs {
 /// `check`: the conformance suite through the plugin's `.so`.
 pub fn check(args: CheckArgs, plugin_dirs: &[PathBuf]) -> Result<i32, CliError> {
     let config = config::read(args.config.as_deref()).map_err(CliError::error)?;
-    let secrets = Secrets::of(&config);
+    let secrets = config::secrets(&config);
     let known = conformance::check_names();
     if let Some(bad) = args.only.iter().find(|n| !known.contains(&n.as_str())) {
         return Err(CliError::usage(format!(

@@ -11,6 +11,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bext_locking::redact::Secrets;
 use bext_locking::{LockGuard, LockLost, LockingPlugin, ReleaseError};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -19,7 +20,7 @@ use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::low_level::siginfo::Cause;
 
-use crate::config::{self, Secrets};
+use crate::config;
 use crate::duration;
 use crate::{CliError, exit};
 
@@ -99,7 +100,7 @@ impl Drop for SignalThread {
 /// Runs the command; returns the exit code.
 pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, CliError> {
     let config = config::read(args.config.as_deref()).map_err(CliError::error)?;
-    let secrets = Secrets::of(&config);
+    let secrets = config::secrets(&config);
     bext_locking::validate_key(&args.key).map_err(|e| CliError::usage(format!("--key: {e}")))?;
     let ttl_ms = u64::try_from(args.ttl.as_millis()).unwrap_or(u64::MAX);
     bext_locking::validate_ttl(ttl_ms).map_err(|e| CliError::usage(format!("--ttl: {e}")))?;

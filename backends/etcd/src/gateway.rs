@@ -16,6 +16,7 @@ use std::{fmt, io};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use bext_locking::redact::Secrets;
 use serde_json::{Value, json};
 
 use crate::config::Password;
@@ -113,6 +114,9 @@ pub struct Client {
     preferred: AtomicUsize,
     connect_timeout: Duration,
     credentials: Option<(String, Password)>,
+    /// The password, to scrub from every message (a server or a proxy in
+    /// between may echo the authentication request).
+    secrets: Secrets,
     token: RwLock<Option<String>>,
 }
 
@@ -145,12 +149,17 @@ impl Client {
             .user_agent("bext-locking-etcd")
             .build()
             .new_agent();
+        let mut secrets = Secrets::new();
+        if let Some((_, password)) = &credentials {
+            secrets.add(password.expose());
+        }
         Self {
             agent,
             endpoints,
             preferred: AtomicUsize::new(0),
             connect_timeout,
             credentials,
+            secrets,
             token: RwLock::new(None),
         }
     }
@@ -301,13 +310,26 @@ impl Client {
         })
     }
 
+    /// Sends one request (see [`Self::try_endpoints`]); its error message
+    /// never carries the password.
+    fn call(
+        &self,
+        path: &str,
+        body: &Value,
+        deadline: Instant,
+        resend: Resend,
+    ) -> Result<Value, Error> {
+        self.try_endpoints(path, body, deadline, resend)
+            .map_err(|e| Error { message: self.secrets.scrub(&e.message), ..e })
+    }
+
     /// Sends one request, failing over between endpoints as its [`Resend`]
     /// allows, and re-authenticating once when the token was refused.
     ///
     /// A request that may be re-sent gets half the budget per attempt: a
     /// proposal that a follower forwarded to a leader that just died is never
     /// answered, and the second attempt, after the election, is.
-    fn call(
+    fn try_endpoints(
         &self,
         path: &str,
         body: &Value,
@@ -566,6 +588,41 @@ mod tests {
         let e = c.get(b"k", Instant::now() + Duration::from_secs(5)).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_server_that_echoes_the_password_is_scrubbed() {
+        // Answers every request with an error quoting the request's body,
+        // as a careless proxy might.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut conn, _) = listener.accept().unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&request).contains("}") {
+                let n = conn.read(&mut buf).unwrap();
+                assert!(n > 0, "the client hung up");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let text = String::from_utf8_lossy(&request).into_owned();
+            let echoed = text[text.find('{').unwrap()..].to_owned();
+            let body = json!({ "message": format!("refused {echoed}"), "code": 3 }).to_string();
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(answer.as_bytes()).unwrap();
+        });
+        let credentials = Some(("root".to_owned(), Password::new("hunter2-secret")));
+        let c = Client::new(vec![url], Duration::from_secs(1), credentials);
+        let e = c.put(b"k", b"v", 0, Instant::now() + Duration::from_secs(3)).unwrap_err();
+        server.join().unwrap();
+        assert_eq!(e.kind, ErrorKind::Server { code: 3 }, "{e}");
+        assert!(e.message.contains("refused") && e.message.contains("***"), "{e}");
+        assert!(!e.message.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -5,9 +5,10 @@ use std::fmt;
 use std::time::Duration;
 
 use bext_locking::PluginError;
+use bext_locking::redact::Secrets;
 use serde::Deserialize;
 
-use crate::redact::Secrets;
+use crate::redact::{guess, url_shape};
 
 /// The default lock table.
 pub const DEFAULT_TABLE: &str = "bext_locks";
@@ -101,7 +102,7 @@ impl PgConfig {
 
 impl fmt::Debug for PgConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secrets = Secrets::guess(&self.url);
+        let secrets = guess(&self.url);
         f.debug_struct("PgConfig")
             .field("url", &secrets.scrub(&self.url))
             .field("mode", &self.mode)
@@ -142,7 +143,7 @@ pub(crate) struct Settings {
 impl Settings {
     /// Checks every value and builds the connection config.
     pub fn from_config(c: &PgConfig) -> Result<Self, PluginError> {
-        let secrets = Secrets::guess(&c.url);
+        let secrets = guess(&c.url);
         if c.url.trim().is_empty() {
             return Err(PluginError::invalid("url is empty; give a PostgreSQL connection string"));
         }
@@ -152,10 +153,13 @@ impl Settings {
                 crate::conn::describe_error(&e)
             )))
         })?;
-        let secrets = secrets.with_password(pg.get_password());
+        let mut secrets = secrets;
+        if let Some(password) = pg.get_password() {
+            secrets.add(&String::from_utf8_lossy(password));
+        }
         if pg.get_hosts().is_empty() {
             return Err(PluginError::invalid(
-                secrets.scrub(&format!("url `{}` names no host", crate::redact::url_shape(&pg))),
+                secrets.scrub(&format!("url `{}` names no host", url_shape(&pg))),
             ));
         }
         check_range("pool_size", u64::from(c.pool_size), 1, u64::from(MAX_POOL_SIZE))?;
@@ -184,7 +188,7 @@ impl Settings {
         if pg.get_tcp_user_timeout().is_none() {
             pg.tcp_user_timeout(connect_timeout + statement_timeout);
         }
-        let target = crate::redact::url_shape(&pg);
+        let target = url_shape(&pg);
         Ok(Self {
             pg,
             target,

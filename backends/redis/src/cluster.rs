@@ -8,12 +8,13 @@
 
 use std::time::{Duration, Instant};
 
+use bext_locking::redact::Secrets;
 use redis::cluster::{ClusterClient, ClusterConnection};
-use redis::{ConnectionLike, ErrorKind, RedisError, Value};
+use redis::{ConnectionLike, ErrorKind, Value};
 
 use crate::node::{Invocation, remaining};
 use crate::pool::{Pool, PoolError};
-use crate::redact::{Secrets, redact_url};
+use crate::redact::{Voice, redact_url};
 
 /// Retries the driver may spend on redirections and reconnects within one
 /// call. Each is bounded by the socket timeouts.
@@ -23,8 +24,7 @@ const RETRIES: u32 = 2;
 pub struct Cluster {
     client: ClusterClient,
     pool: Pool<ClusterConnection>,
-    label: String,
-    secrets: Secrets,
+    voice: Voice,
     per_try: Duration,
 }
 
@@ -41,6 +41,7 @@ impl Cluster {
             "cluster [{}]",
             urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>().join(", ")
         );
+        let voice = Voice::new(label, secrets);
         // Split the call's budget over the attempts the driver may make, so
         // a hung master costs about one op_timeout in all.
         let per_try = op_timeout / (RETRIES + 1);
@@ -51,8 +52,8 @@ impl Cluster {
             .min_retry_wait(5)
             .max_retry_wait(50)
             .build()
-            .map_err(|e| secrets.scrub(format!("redis {label}: bad config: {e}")))?;
-        Ok(Self { client, pool: Pool::new(pool_size), label, secrets, per_try })
+            .map_err(|e| voice.message(&format!("bad config: {e}")))?;
+        Ok(Self { client, pool: Pool::new(pool_size), voice, per_try })
     }
 
     /// Drops idle connections and refuses new calls.
@@ -60,34 +61,23 @@ impl Cluster {
         self.pool.close();
     }
 
-    fn message(&self, what: &str) -> String {
-        self.secrets.scrub(format!("redis {}: {what}", self.label))
-    }
-
-    fn error(&self, e: &RedisError) -> String {
-        if e.is_timeout() {
-            return self.message("no answer before the deadline (op_timeout_ms)");
-        }
-        self.message(&e.to_string())
-    }
-
     /// Runs one script call on the master owning its keys' slot.
     pub fn call(&self, inv: &Invocation<'_>, deadline: Instant) -> Result<Value, String> {
         let mut lease = self.pool.take(deadline).map_err(|e| match e {
-            PoolError::Closed => self.message("this instance was cleaned up"),
+            PoolError::Closed => self.voice.message("this instance was cleaned up"),
             PoolError::Exhausted => {
-                self.message("all pooled connections stayed busy until the deadline")
+                self.voice.message("all pooled connections stayed busy until the deadline")
             }
         })?;
         if lease.conn.is_none() {
             if remaining(deadline).is_none() {
-                return Err(self.message("no time left to connect before the deadline"));
+                return Err(self.voice.message("no time left to connect before the deadline"));
             }
             let conn = self
                 .client
                 .get_connection()
-                .map_err(|e| self.message(&format!("cannot connect: {e}")))?;
-            conn.set_write_timeout(Some(self.per_try)).map_err(|e| self.error(&e))?;
+                .map_err(|e| self.voice.message(&format!("cannot connect: {e}")))?;
+            conn.set_write_timeout(Some(self.per_try)).map_err(|e| self.voice.error(&e))?;
             lease.conn = Some(conn);
         }
         let conn = lease.conn.as_mut().expect("connected above");
@@ -101,7 +91,7 @@ impl Cluster {
         reply.map_err(|e| {
             // The driver's state after a failure is unknown: start afresh.
             lease.conn = None;
-            self.error(&e)
+            self.voice.error(&e)
         })
     }
 }

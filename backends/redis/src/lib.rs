@@ -45,7 +45,7 @@ use crate::cluster::Cluster;
 use crate::keys::{fence_key, lock_key};
 use crate::node::{Invocation, Node};
 use crate::quorum::Quorum;
-use crate::redact::Secrets;
+use crate::redact::secrets_of;
 use crate::scripts::{ACQUIRE_FENCED, RELEASE, RENEW};
 
 /// Where the locks live. One per instance, so variant sizes do not matter.
@@ -92,15 +92,15 @@ impl RedisPlugin {
     pub fn new(s: Settings) -> Result<Self, PluginError> {
         let backend = match &s.topology {
             Topology::Single(url) => Backend::Fenced(Fenced::Single(
-                Node::new(url, s.pool_size, s.connect_timeout, Secrets::of([url]))
+                Node::new(url, s.pool_size, s.connect_timeout, secrets_of([url]))
                     .map_err(PluginError::invalid)?,
             )),
             Topology::Cluster(urls) => Backend::Fenced(Fenced::Cluster(
-                Cluster::new(urls, s.pool_size, s.connect_timeout, s.op_timeout, Secrets::of(urls))
+                Cluster::new(urls, s.pool_size, s.connect_timeout, s.op_timeout, secrets_of(urls))
                     .map_err(PluginError::invalid)?,
             )),
             Topology::Quorum(urls) => {
-                let secrets = Secrets::of(urls);
+                let secrets = secrets_of(urls);
                 let nodes = urls
                     .iter()
                     .map(|u| Node::new(u, s.pool_size, s.connect_timeout, secrets.clone()))

@@ -10,10 +10,11 @@
 
 use std::time::{Duration, Instant};
 
+use bext_locking::redact::Secrets;
 use redis::{ErrorKind, RedisError, Value};
 
 use crate::pool::{Lease, Pool, PoolError};
-use crate::redact::{Secrets, redact_url};
+use crate::redact::{Voice, redact_url};
 use crate::scripts::{self, Lua};
 
 /// A script call: which script, its keys and its arguments.
@@ -52,13 +53,12 @@ pub struct Conn {
 /// One server.
 pub struct Node {
     client: redis::Client,
-    label: String,
+    voice: Voice,
     pool: Pool<Conn>,
     connect_timeout: Duration,
     /// Replies the driver waits for during its handshake (AUTH, SELECT),
     /// each under the full connect timeout, so the timeout is split.
     handshake_replies: u32,
-    secrets: Secrets,
 }
 
 impl Node {
@@ -69,27 +69,20 @@ impl Node {
         connect_timeout: Duration,
         secrets: Secrets,
     ) -> Result<Self, String> {
-        let label = redact_url(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| secrets.scrub(format!("redis {label}: bad URL: {e}")))?;
+        let voice = Voice::new(redact_url(url), secrets);
+        let client =
+            redis::Client::open(url).map_err(|e| voice.message(&format!("bad URL: {e}")))?;
         let info = &client.get_connection_info().redis;
         // AUTH may be sent twice (with, then without, the user name).
         let handshake_replies = u32::from(info.password.is_some())
             * (1 + u32::from(info.username.is_some()))
             + u32::from(info.db != 0);
-        Ok(Self {
-            client,
-            label,
-            pool: Pool::new(pool_size),
-            connect_timeout,
-            handshake_replies,
-            secrets,
-        })
+        Ok(Self { client, voice, pool: Pool::new(pool_size), connect_timeout, handshake_replies })
     }
 
     /// The URL with its password redacted.
     pub fn label(&self) -> &str {
-        &self.label
+        &self.voice.label
     }
 
     /// Drops idle connections and refuses new calls.
@@ -119,7 +112,12 @@ impl Node {
                         self.pool_cap()
                     ),
                 };
-                Pending { node: self, lease: None, failure: Some(self.message(&why)), stale: false }
+                Pending {
+                    node: self,
+                    lease: None,
+                    failure: Some(self.voice.message(&why)),
+                    stale: false,
+                }
             }
         }
     }
@@ -128,35 +126,25 @@ impl Node {
         self.pool.cap()
     }
 
-    fn message(&self, what: &str) -> String {
-        self.secrets.scrub(format!("redis {}: {what}", self.label))
-    }
-
-    fn error(&self, e: &RedisError) -> String {
-        if e.is_timeout() {
-            return self.message("no answer before the deadline (op_timeout_ms)");
-        }
-        self.message(&e.to_string())
-    }
-
     fn open(&self, deadline: Instant) -> Result<Conn, String> {
         let remaining = remaining(deadline)
-            .ok_or_else(|| self.message("no time left to connect before the deadline"))?;
+            .ok_or_else(|| self.voice.message("no time left to connect before the deadline"))?;
         // The driver applies its timeout to the TCP connect and then to each
         // handshake reply in turn, so a hung server could cost it several
         // times over.
         let budget = remaining.min(self.connect_timeout) / self.handshake_replies.max(1);
         let inner = self.client.get_connection_with_timeout(budget).map_err(|e| {
             if e.is_timeout() {
-                self.message("connect timed out")
+                self.voice.message("connect timed out")
             } else {
-                self.message(&format!("cannot connect: {e}"))
+                self.voice.message(&format!("cannot connect: {e}"))
             }
         })?;
         // The driver clears socket timeouts after its handshake.
         let mut conn = Conn { inner, timeout: Duration::ZERO };
-        fit_timeout(&mut conn, deadline, false)
-            .map_err(|_| self.message("connected, but no time was left before the deadline"))?;
+        fit_timeout(&mut conn, deadline, false).map_err(|_| {
+            self.voice.message("connected, but no time was left before the deadline")
+        })?;
         self.load_scripts(&mut conn, deadline)?;
         Ok(conn)
     }
@@ -171,7 +159,7 @@ impl Node {
         for lua in scripts::ALL {
             packed.extend(redis::cmd("SCRIPT").arg("LOAD").arg(lua.source).get_packed_command());
         }
-        let fail = |e: RedisError| self.error(&e);
+        let fail = |e: RedisError| self.voice.error(&e);
         fit_timeout(conn, deadline, false).map_err(fail)?;
         conn.inner.send_packed_command(&packed).map_err(fail)?;
         for _ in scripts::ALL {
@@ -247,7 +235,7 @@ impl Pending<'_> {
             if lease.reused && is_stale(&e) {
                 self.stale = true;
             } else {
-                self.failure = Some(self.node.error(&e));
+                self.failure = Some(self.node.voice.error(&e));
             }
         }
     }
@@ -261,7 +249,7 @@ impl Pending<'_> {
         }
         let node = self.node;
         let Some(lease) = self.lease.as_mut() else {
-            return Err(node.message("no connection"));
+            return Err(node.voice.message("no connection"));
         };
         if self.stale || lease.conn.is_none() {
             // Stale: the server restarted, so the other idle connections are
@@ -277,7 +265,7 @@ impl Pending<'_> {
                 node.pool.clear_idle();
                 resend(node, lease, inv, deadline)
             }
-            Err(e) => Err(node.error(&e)),
+            Err(e) => Err(node.voice.error(&e)),
         }
     }
 }
@@ -321,9 +309,9 @@ fn exchange(
         fit_timeout(conn, deadline, false).and_then(|()| conn.inner.send_packed_command(packed))
     {
         lease.conn = None;
-        return Err(node.error(&e));
+        return Err(node.voice.error(&e));
     }
-    receive(lease, deadline).map_err(|e| node.error(&e))
+    receive(lease, deadline).map_err(|e| node.voice.error(&e))
 }
 
 /// Turns a server error reply into `Err` (the connection stays good), and
@@ -340,8 +328,8 @@ fn script_reply(
         Err(e) if e.kind() == ErrorKind::NoScriptError => {
             exchange(node, lease, &inv.packed(false), deadline)?
                 .extract_error()
-                .map_err(|e| node.error(&e))
+                .map_err(|e| node.voice.error(&e))
         }
-        Err(e) => Err(node.error(&e)),
+        Err(e) => Err(node.voice.error(&e)),
     }
 }

@@ -2,86 +2,56 @@
 //!
 //! URLs are redacted before they are formatted, and, because a driver error
 //! could in principle echo what it was given, every error text is also
-//! scrubbed of the configured passwords before it leaves the backend.
+//! scrubbed of the configured passwords before it leaves the backend. The
+//! work is done by [`bext_locking::redact`]; what is Redis's own is that a
+//! lone user-info part (`redis://secret@host`) counts as a password, since
+//! some clients read it so.
 
-/// The URL with its password (or a lone user-info part, which some clients
-/// read as a password) replaced by `***`. Works on strings that do not parse.
+use bext_locking::redact::{self, LoneUser, Secrets};
+
+/// The URL with its password (or a lone user-info part) replaced by `***`.
+/// Works on strings that do not parse.
 pub fn redact_url(url: &str) -> String {
-    let (head, rest) = match url.find("://") {
-        Some(i) => url.split_at(i + 3),
-        None => ("", url),
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let (userinfo, host) = authority.split_at(at);
-    let user = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => "***".to_owned(),
-    };
-    format!("{head}{user}{host}{tail}")
+    redact::redact_url(url, LoneUser::Secret)
 }
 
 /// The passwords of a set of URLs, to scrub from error texts.
-#[derive(Debug, Clone, Default)]
-pub struct Secrets {
-    words: Vec<String>,
+pub(crate) fn secrets_of<'a>(urls: impl IntoIterator<Item = &'a String>) -> Secrets {
+    let mut secrets = Secrets::new();
+    for url in urls {
+        if let Some(password) = redact::url_password(url, LoneUser::Secret) {
+            secrets.add(password);
+        }
+    }
+    secrets
 }
 
-impl Secrets {
-    /// Collects the password of each URL, both as written and percent-decoded.
-    pub fn of<'a>(urls: impl IntoIterator<Item = &'a String>) -> Self {
-        let mut words = Vec::new();
-        for url in urls {
-            if let Some(password) = redis::parse_redis_url(url).and_then(|u| {
-                u.password().map(str::to_owned).or_else(|| {
-                    // `redis://secret@host`: some clients take a lone user as the password.
-                    (!u.username().is_empty()).then(|| u.username().to_owned())
-                })
-            }) {
-                words.push(percent_decode(&password));
-                words.push(password);
-            }
-        }
-        words.retain(|w| !w.is_empty());
-        // Longest first, so a password containing another is replaced whole.
-        words.sort_by_key(|w| std::cmp::Reverse(w.len()));
-        words.dedup();
-        Self { words }
-    }
-
-    /// `text` with every known password replaced by `***`.
-    pub fn scrub(&self, text: String) -> String {
-        if !self.words.iter().any(|w| text.contains(w.as_str())) {
-            return text;
-        }
-        let mut out = text;
-        for w in &self.words {
-            out = out.replace(w.as_str(), "***");
-        }
-        out
-    }
+/// How a server (or a set of servers) is named in messages, and the
+/// passwords those messages must not carry.
+#[derive(Debug)]
+pub(crate) struct Voice {
+    /// The redacted URL (or URLs) messages name.
+    pub label: String,
+    secrets: Secrets,
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
+impl Voice {
+    pub fn new(label: String, secrets: Secrets) -> Self {
+        Self { label, secrets }
     }
-    String::from_utf8_lossy(&out).into_owned()
+
+    /// `redis <label>: <what>`, scrubbed.
+    pub fn message(&self, what: &str) -> String {
+        self.secrets.scrub(&format!("redis {}: {what}", self.label))
+    }
+
+    /// A driver error as a message; a timeout names the setting that bounds it.
+    pub fn error(&self, e: &redis::RedisError) -> String {
+        if e.is_timeout() {
+            return self.message("no answer before the deadline (op_timeout_ms)");
+        }
+        self.message(&e.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -102,10 +72,15 @@ mod tests {
     #[test]
     fn scrub_removes_raw_and_decoded_passwords() {
         let urls = vec!["redis://:p%40ss@h".to_owned(), "redis://plainuser@h".to_owned()];
-        let s = Secrets::of(&urls);
-        assert_eq!(s.scrub("bad p@ss, p%40ss, plainuser".into()), "bad ***, ***, ***");
-        assert_eq!(s.scrub("nothing here".into()), "nothing here");
-        assert_eq!(percent_decode("a%4"), "a%4");
-        assert_eq!(percent_decode("%41%zz"), "A%zz");
+        let s = secrets_of(&urls);
+        assert_eq!(s.scrub("bad p@ss, p%40ss, plainuser"), "bad ***, ***, ***");
+        assert_eq!(s.scrub("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn messages_name_the_server_without_its_password() {
+        let url = "redis://:hunter2@h:1".to_owned();
+        let voice = Voice::new(redact_url(&url), secrets_of([&url]));
+        assert_eq!(voice.message("said hunter2"), "redis redis://:***@h:1: said ***");
     }
 }
