@@ -22,7 +22,8 @@ pub trait Export: 'static {
     type Config: DeserializeOwned;
     /// The vtable's `name` (e.g. `c"memory"`).
     const NAME: &'static CStr;
-    /// The vtable's `version`: usually the crate version.
+    /// The vtable's `version`: usually the crate version,
+    /// [`crate_version_cstr!()`](crate::crate_version_cstr).
     const VERSION: &'static CStr;
     /// One sentence for `describe`.
     const DESCRIPTION: &'static str;
@@ -88,4 +89,37 @@ macro_rules! export_locking_plugin {
             $crate::export::entry(&BEXT_LOCKING_VTABLE, host_abi_version)
         }
     };
+}
+
+/// The calling crate's `CARGO_PKG_VERSION` as a `&'static CStr`, built at
+/// compile time: the usual [`Export::VERSION`].
+///
+/// ```
+/// const VERSION: &std::ffi::CStr = bext_locking_ffi::crate_version_cstr!();
+/// assert_eq!(VERSION.to_str(), Ok(env!("CARGO_PKG_VERSION")));
+/// ```
+#[macro_export]
+macro_rules! crate_version_cstr {
+    () => {
+        const {
+            match ::core::ffi::CStr::from_bytes_with_nul(
+                ::core::concat!(::core::env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
+            ) {
+                ::core::result::Result::Ok(version) => version,
+                // Cargo rejects such a version long before; fail the build
+                // rather than export a wrong one.
+                ::core::result::Result::Err(_) => ::core::panic!("CARGO_PKG_VERSION holds a NUL"),
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_version_is_the_crate_version_with_a_nul() {
+        const VERSION: &std::ffi::CStr = crate::crate_version_cstr!();
+        assert_eq!(VERSION.to_str(), Ok(env!("CARGO_PKG_VERSION")));
+        assert_eq!(VERSION.to_bytes_with_nul().last(), Some(&0));
+    }
 }

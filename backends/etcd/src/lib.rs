@@ -182,11 +182,7 @@ impl bext_locking_ffi::Export for Exported {
     type Plugin = EtcdPlugin;
     type Config = EtcdConfig;
     const NAME: &'static CStr = c"etcd";
-    const VERSION: &'static CStr =
-        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-            Ok(v) => v,
-            Err(_) => c"0.0.0",
-        };
+    const VERSION: &'static CStr = bext_locking_ffi::crate_version_cstr!();
     const DESCRIPTION: &'static str = "Locks on an etcd v3 cluster: leases, create-if-absent transactions, and the key's create revision as fence";
     const FENCING: bool = true;
 

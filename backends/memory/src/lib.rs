@@ -127,11 +127,7 @@ impl bext_locking_ffi::Export for Exported {
     type Plugin = MemoryPlugin;
     type Config = MemoryConfig;
     const NAME: &'static CStr = c"memory";
-    const VERSION: &'static CStr =
-        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-            Ok(v) => v,
-            Err(_) => c"0.0.0",
-        };
+    const VERSION: &'static CStr = bext_locking_ffi::crate_version_cstr!();
     const DESCRIPTION: &'static str =
         "In-process locks on the monotonic clock, for tests and single-process services";
     const FENCING: bool = true;

@@ -187,11 +187,7 @@ impl bext_locking_ffi::Export for Exported {
     type Plugin = PgPlugin;
     type Config = PgConfig;
     const NAME: &'static CStr = c"pg";
-    const VERSION: &'static CStr =
-        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-            Ok(v) => v,
-            Err(_) => c"0.0.0",
-        };
+    const VERSION: &'static CStr = bext_locking_ffi::crate_version_cstr!();
     const DESCRIPTION: &'static str = "PostgreSQL locks: fenced TTL leases on the database clock \
         (default), or session advisory locks on dedicated connections";
     const FENCING: bool = true;

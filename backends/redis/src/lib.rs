@@ -220,11 +220,7 @@ impl bext_locking_ffi::Export for Exported {
     type Plugin = RedisPlugin;
     type Config = RedisConfig;
     const NAME: &'static CStr = c"redis";
-    const VERSION: &'static CStr =
-        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-            Ok(v) => v,
-            Err(_) => c"0.0.0",
-        };
+    const VERSION: &'static CStr = bext_locking_ffi::crate_version_cstr!();
     const DESCRIPTION: &'static str = "Redis locks: one server with fencing tokens, Redlock over independent masters, or Redis Cluster";
     // The default deployment (one `url`) fences; quorum handles carry none.
     const FENCING: bool = true;

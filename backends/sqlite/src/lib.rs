@@ -203,11 +203,7 @@ impl bext_locking_ffi::Export for Exported {
     type Plugin = SqlitePlugin;
     type Config = SqliteConfig;
     const NAME: &'static CStr = c"sqlite";
-    const VERSION: &'static CStr =
-        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-            Ok(v) => v,
-            Err(_) => c"0.0.0",
-        };
+    const VERSION: &'static CStr = bext_locking_ffi::crate_version_cstr!();
     const DESCRIPTION: &'static str = "Leases with fencing in a SQLite file shared by the \
                                        processes of one host; no server needed";
     const FENCING: bool = true;
