@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bext_locking::LockingPlugin;
 use bext_locking_pg::PgPlugin;
-use common::cluster::Cluster;
+use bext_locking_test_support::servers::pg::Cluster;
 use common::proxy::Proxy;
 use common::{Scratch, base_url};
 

@@ -1,9 +1,9 @@
-//! Helpers shared by the pg backend's integration tests: the shared server,
-//! a schema per test, and throwaway clusters for tests that stop servers.
+//! Helpers shared by the pg backend's integration tests: the shared server
+//! and a schema per test. Throwaway clusters, for tests that stop servers,
+//! are `bext_locking_test_support::servers::pg::Cluster`.
 
 #![allow(dead_code)]
 
-pub mod cluster;
 pub mod proxy;
 
 use bext_locking::LockingPlugin;
