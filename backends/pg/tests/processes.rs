@@ -4,14 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bext_locking::LockingPlugin;
-use bext_locking_test_support::hammer::{
-    RunArgs, check_intervals, hammer_path, read_records, spawn_run, wait_summary,
-};
+use bext_locking_test_support::hammer::{Holder, RunArgs, contend};
 use bext_locking_test_support::plugin_path;
 use common::Scratch;
 
@@ -32,17 +28,11 @@ fn two_processes_contend(mode: &str) {
         hold_us: 300,
         out: &out,
     };
-    let children = [spawn_run(&args), spawn_run(&args)];
-    let summaries: Vec<_> = children.into_iter().map(wait_summary).collect();
+    let (summaries, stats) = contend(&args, 2, mode == "lease");
+    let _ = std::fs::remove_file(&out);
     for s in &summaries {
-        assert_eq!(s.errors, 0, "{s:?}");
-        assert!(s.acquired > 0, "a process never acquired: {s:?}");
         assert!(s.contended > 0, "no contention at all: {s:?}");
     }
-    let mut records = read_records(&out);
-    let _ = std::fs::remove_file(&out);
-    let stats = check_intervals(&mut records, mode == "lease").unwrap();
-    assert_eq!(stats.per_pid.len(), 2, "{stats:?}");
     eprintln!("{mode}: {} intervals, per process {:?}", stats.intervals, stats.per_pid);
 }
 
@@ -56,39 +46,11 @@ fn advisory_two_processes_never_overlap() {
     two_processes_contend("advisory");
 }
 
-/// A `bext-lock-hammer hold` process, SIGKILLed on drop if still running.
-struct Holder(Child);
-
-impl Holder {
-    /// Starts a holder and waits until it says it holds `key`.
-    fn start(config: &str, key: &str, ttl_ms: u64) -> Self {
-        let mut child = Command::new(hammer_path())
-            .arg("hold")
-            .arg("--plugin")
-            .arg(plugin_path("pg"))
-            .args(["--config", config, "--key", key, "--ttl-ms", &ttl_ms.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn bext-lock-hammer hold");
-        let stdout = child.stdout.take().unwrap();
-        let holder = Self(child);
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        assert!(line.starts_with("ACQUIRED "), "holder said {line:?}");
-        holder
-    }
-
-    fn kill(&mut self) {
-        self.0.kill().unwrap(); // SIGKILL
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts a holder of `key` and waits until it says it holds it.
+fn holder(config: &str, key: &str, ttl_ms: u64) -> Holder {
+    let holder = Holder::spawn(&plugin_path("pg"), config, key, ttl_ms, None);
+    holder.acquired(Duration::from_secs(15));
+    holder
 }
 
 #[test]
@@ -97,7 +59,7 @@ fn advisory_sigkilled_holder_frees_the_lock_within_a_second() {
     let config = scratch.config("advisory");
     let key = format!("{}/k", scratch.schema);
     // A TTL far longer than the test: only the dead connection can free it.
-    let mut holder = Holder::start(&config, &key, 600_000);
+    let mut holder = holder(&config, &key, 600_000);
     let so = bext_locking_loader::load(plugin_path("pg")).unwrap();
     let other = so.create(&config).unwrap();
     assert!(other.try_lock(&key, 30_000).unwrap().is_none(), "held by the other process");
@@ -115,7 +77,7 @@ fn lease_sigkilled_holder_keeps_the_lock_until_its_ttl() {
     let key = format!("{}/k", scratch.schema);
     let ttl = Duration::from_millis(1_500);
     let spawned = Instant::now();
-    let mut holder = Holder::start(&config, &key, ttl.as_millis() as u64);
+    let mut holder = holder(&config, &key, ttl.as_millis() as u64);
     let seen = Instant::now();
     let so = bext_locking_loader::load(plugin_path("pg")).unwrap();
     let other = so.create(&config).unwrap();

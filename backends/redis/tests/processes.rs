@@ -4,24 +4,8 @@
 
 mod harness;
 
-use std::process::Child;
-
-use bext_locking_test_support::hammer::{
-    RunArgs, check_intervals, read_records, spawn_run, wait_summary,
-};
+use bext_locking_test_support::hammer::{RunArgs, contend};
 use harness::{Server, TempDir, quorum_config, servers, single_config};
-
-/// Kills the children on drop, so a failing assertion leaves none running.
-struct Reaper(Vec<Child>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn hammer(config: &str, fencing: bool) {
     let dir = TempDir::new("hammer");
@@ -37,17 +21,7 @@ fn hammer(config: &str, fencing: bool) {
         hold_us: 200,
         out: &out,
     };
-    let mut children = Reaper((0..3).map(|_| spawn_run(&args)).collect());
-    let summaries: Vec<_> = std::mem::take(&mut children.0).into_iter().map(wait_summary).collect();
-    for s in &summaries {
-        assert_eq!(s.errors, 0, "a process saw errors: {:?}", s.first_error);
-        assert!(s.acquired > 0, "a process never acquired: {s:?}");
-    }
-    let mut records = read_records(&out);
-    let acquired: u64 = summaries.iter().map(|s| s.acquired).sum();
-    assert_eq!(records.len() as u64, acquired, "every acquisition left one record");
-    let stats = check_intervals(&mut records, fencing).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(stats.per_pid.len(), 3, "{:?}", stats.per_pid);
+    let (_, stats) = contend(&args, 3, fencing);
     eprintln!("{} acquisitions, per process: {:?}", stats.intervals, stats.per_pid);
 }
 

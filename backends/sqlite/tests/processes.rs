@@ -4,33 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bext_locking::{LockHandle, LockingPlugin};
-use bext_locking_test_support::hammer::{
-    RunArgs, check_intervals, hammer_path, read_records, spawn_run, wait_summary,
-};
-
-/// Kills a child on drop, so a failing assertion never leaves it running.
-struct Reaper(Option<Child>);
-
-impl Reaper {
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("child")
-    }
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use bext_locking::LockingPlugin;
+use bext_locking_test_support::hammer::{Holder, RunArgs, contend};
 
 #[test]
 fn four_processes_never_overlap_and_share_fairly() {
@@ -50,17 +27,7 @@ fn four_processes_never_overlap_and_share_fairly() {
         hold_us: 300,
         out: &out,
     };
-    let children: Vec<Child> = (0..4).map(|_| spawn_run(&args)).collect();
-    let summaries: Vec<_> = children.into_iter().map(wait_summary).collect();
-    for s in &summaries {
-        assert_eq!(s.errors, 0, "a process saw errors: {:?}", s.first_error);
-        assert!(s.acquired > 0, "a process never acquired: {s:?}");
-    }
-    let mut records = read_records(&out);
-    let acquired: u64 = summaries.iter().map(|s| s.acquired).sum();
-    assert_eq!(records.len() as u64, acquired, "every acquisition left one record");
-    let stats = check_intervals(&mut records, true).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(stats.per_pid.len(), 4, "{:?}", stats.per_pid);
+    let (_, stats) = contend(&args, 4, true);
     eprintln!("acquisitions per process: {:?}", stats.per_pid);
     // A fair share: no process below a fifth of an equal split.
     let floor = stats.intervals / 20;
@@ -69,44 +36,9 @@ fn four_processes_never_overlap_and_share_fairly() {
     }
 }
 
-/// Starts `bext-lock-hammer hold` and returns it with a channel of its
-/// stdout lines.
-fn hold(
-    config: &str,
-    key: &str,
-    ttl_ms: u64,
-    renew_every_ms: Option<u64>,
-) -> (Reaper, mpsc::Receiver<String>) {
-    let mut cmd = Command::new(hammer_path());
-    cmd.arg("hold").args(["--plugin".as_ref(), common::so_path().as_os_str()]).args([
-        "--config",
-        config,
-        "--key",
-        key,
-        "--ttl-ms",
-        &ttl_ms.to_string(),
-    ]);
-    if let Some(every) = renew_every_ms {
-        cmd.args(["--renew-every-ms", &every.to_string()]);
-    }
-    let mut child = Reaper(Some(cmd.stdout(Stdio::piped()).spawn().expect("spawn hammer hold")));
-    let stdout = child.child().stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
-/// Waits for the `ACQUIRED <handle>` line.
-fn acquired(rx: &mpsc::Receiver<String>, within: Duration) -> LockHandle {
-    let line = rx.recv_timeout(within).expect("holder printed nothing in time");
-    let json = line.strip_prefix("ACQUIRED ").unwrap_or_else(|| panic!("unexpected line {line:?}"));
-    serde_json::from_str(json).expect("handle JSON")
+/// Starts `bext-lock-hammer hold` on the `.so`.
+fn hold(config: &str, key: &str, ttl_ms: u64, renew_every_ms: Option<u64>) -> Holder {
+    Holder::spawn(&common::so_path(), config, key, ttl_ms, renew_every_ms)
 }
 
 #[test]
@@ -119,19 +51,18 @@ fn killed_holder_frees_the_lock_after_its_ttl_with_a_higher_fence() {
     let observer = common::so_instance(&path);
 
     // The holder keeps its lease alive by renewing, well past one TTL.
-    let (mut holder, rx) = hold(&config, "job", TTL, Some(RENEW_EVERY));
-    let first = acquired(&rx, Duration::from_secs(15));
+    let mut holder = hold(&config, "job", TTL, Some(RENEW_EVERY));
+    let first = holder.acquired(Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(TTL + 300));
     assert_eq!(observer.try_lock("job", TTL).unwrap(), None, "renewed lease was lost");
 
     // SIGKILL: no release, no goodbye.
-    holder.child().kill().unwrap();
-    holder.child().wait().unwrap();
+    holder.kill();
     let killed = Instant::now();
 
     // A second process polls until the dead holder's lease runs out.
-    let (_next, rx) = hold(&config, "job", 30_000, None);
-    let second = acquired(&rx, Duration::from_secs(15));
+    let next = hold(&config, "job", 30_000, None);
+    let second = next.acquired(Duration::from_secs(15));
     let waited = killed.elapsed();
     // The last renew was at most RENEW_EVERY (plus a little) before the kill.
     assert!(

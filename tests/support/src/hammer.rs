@@ -3,12 +3,17 @@
 //!
 //! The `bext-lock-hammer` binary (in this package) writes one [`Record`] per
 //! holding interval; tests spawn several of them on one key and call
-//! [`check_intervals`] over everything they wrote. Times come from
+//! [`check_intervals`] over everything they wrote ([`contend`] does both,
+//! with the checks every such test makes). Times come from
 //! `CLOCK_MONOTONIC`, which every process on a Linux host shares.
 
-use std::io::BufRead;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bext_locking::LockHandle;
 
 use nix::time::{ClockId, clock_gettime};
 use serde::{Deserialize, Serialize};
@@ -154,6 +159,114 @@ pub fn wait_summary(child: Child) -> Summary {
     assert!(out.status.success(), "bext-lock-hammer failed ({}): {text}", out.status);
     let last = text.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("bad summary {last:?}: {e}"))
+}
+
+/// Kills the children it still holds on drop, so a failing check leaves
+/// none running.
+struct Reaper(Vec<Option<Child>>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for mut child in self.0.iter_mut().filter_map(Option::take) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `processes` `bext-lock-hammer run` processes with `args` at once,
+/// and checks what every cross-process test needs: no process saw an error
+/// and each acquired at least once, every acquisition left one record, no
+/// two holding intervals overlap (and, with `fencing`, fences rise in their
+/// order), and every process held the lock. Returns the summaries and the
+/// interval counts for the caller's own checks.
+///
+/// Panics, naming what failed, on the first check that does not hold; the
+/// processes still running are killed.
+pub fn contend(
+    args: &RunArgs<'_>,
+    processes: usize,
+    fencing: bool,
+) -> (Vec<Summary>, IntervalStats) {
+    let mut children = Reaper((0..processes).map(|_| Some(spawn_run(args))).collect());
+    let summaries: Vec<Summary> =
+        children.0.iter_mut().map(|c| wait_summary(c.take().expect("each child once"))).collect();
+    for s in &summaries {
+        assert_eq!(s.errors, 0, "a process saw errors: {:?} ({s:?})", s.first_error);
+        assert!(s.acquired > 0, "a process never acquired: {s:?}");
+    }
+    let mut records = read_records(args.out);
+    let acquired: u64 = summaries.iter().map(|s| s.acquired).sum();
+    assert_eq!(records.len() as u64, acquired, "every acquisition left one record");
+    let stats = check_intervals(&mut records, fencing).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        stats.per_pid.len(),
+        processes,
+        "every process must have held the lock: {:?}",
+        stats.per_pid
+    );
+    (summaries, stats)
+}
+
+/// A `bext-lock-hammer hold` process: it acquires one key (retrying for up
+/// to 10 s), says so, then keeps the lock, renewing it if asked, until it
+/// is killed. SIGKILLed on drop, so a failing test leaves none running.
+pub struct Holder {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Holder {
+    /// Starts a holder of `key` through the plugin library `plugin`,
+    /// renewing every `renew_every_ms` when that is given.
+    pub fn spawn(
+        plugin: &Path,
+        config: &str,
+        key: &str,
+        ttl_ms: u64,
+        renew_every_ms: Option<u64>,
+    ) -> Self {
+        let ttl = ttl_ms.to_string();
+        let mut cmd = Command::new(hammer_path());
+        cmd.arg("hold").arg("--plugin").arg(plugin);
+        cmd.args(["--config", config, "--key", key, "--ttl-ms", &ttl]);
+        if let Some(every) = renew_every_ms {
+            cmd.args(["--renew-every-ms", &every.to_string()]);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn bext-lock-hammer hold");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits up to `within` for the `ACQUIRED <handle>` line; the handle.
+    pub fn acquired(&self, within: Duration) -> LockHandle {
+        let line = self.lines.recv_timeout(within).expect("the holder printed nothing in time");
+        let json = line
+            .strip_prefix("ACQUIRED ")
+            .unwrap_or_else(|| panic!("the holder said {line:?}, not ACQUIRED"));
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("bad handle {json:?}: {e}"))
+    }
+
+    /// SIGKILL (no release, no goodbye), and wait until it is gone.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the holder");
+        self.child.wait().expect("reap the holder");
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[cfg(test)]
