@@ -7,19 +7,7 @@ use std::time::{Duration, Instant};
 
 use bext_locking::LockingPlugin;
 use bext_locking_pg::PgPlugin;
-use bext_locking_pg::keyhash::advisory_key;
-use common::{Scratch, admin, base_url};
-
-/// Whether a plain session can take the advisory lock of `key` (and gives
-/// it back at once).
-fn free_on_server(db: &mut postgres::Client, key: &str) -> bool {
-    let got: bool =
-        db.query_one("SELECT pg_try_advisory_lock($1)", &[&advisory_key(key)]).unwrap().get(0);
-    if got {
-        db.execute("SELECT pg_advisory_unlock($1)", &[&advisory_key(key)]).unwrap();
-    }
-    got
-}
+use common::{Scratch, admin, base_url, free_on_server};
 
 #[test]
 fn the_plugin_unlocks_on_the_server_when_the_ttl_runs_out() {

@@ -29,6 +29,17 @@ pub fn admin(url: &str) -> postgres::Client {
     postgres::Client::connect(url, postgres::NoTls).unwrap_or_else(|e| panic!("connect {url}: {e}"))
 }
 
+/// Whether a plain session can take the advisory lock of `key` (and gives
+/// it back at once).
+pub fn free_on_server(db: &mut postgres::Client, key: &str) -> bool {
+    let key = bext_locking_pg::keyhash::advisory_key(key);
+    let got: bool = db.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).unwrap().get(0);
+    if got {
+        db.execute("SELECT pg_advisory_unlock($1)", &[&key]).unwrap();
+    }
+    got
+}
+
 /// A short random suffix.
 pub fn rand() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
