@@ -105,6 +105,16 @@ fn clear_out<T>(out: *mut *mut T) -> bool {
     true
 }
 
+/// The whole life of a slot with one out-parameter: check and clear `out`
+/// (a NULL `out` is an invalid argument, and the body does not run), then
+/// [`finish`] the body.
+fn slot(out: *mut *mut c_char, body: impl FnOnce() -> SlotResult) -> i32 {
+    if !clear_out(out) {
+        return BEXT_LOCKING_ERR_INVALID;
+    }
+    finish(out, body)
+}
+
 /// Borrows a NUL-terminated input string's bytes.
 fn input_bytes<'a>(p: *const c_char, what: &str) -> Result<&'a [u8], Failure> {
     if p.is_null() {
@@ -163,10 +173,7 @@ fn handle(p: *const c_char) -> Result<LockHandle, Failure> {
 }
 
 pub(crate) unsafe extern "C" fn describe<E: Export>(out_json: *mut *mut c_char) -> i32 {
-    if !clear_out(out_json) {
-        return BEXT_LOCKING_ERR_INVALID;
-    }
-    finish(out_json, || {
+    slot(out_json, || {
         let json = serde_json::json!({
             "name": E::NAME.to_string_lossy(),
             "version": E::VERSION.to_string_lossy(),
@@ -212,10 +219,7 @@ pub(crate) unsafe extern "C" fn try_lock<E: Export>(
     request_json: *const c_char,
     out_json: *mut *mut c_char,
 ) -> i32 {
-    if !clear_out(out_json) {
-        return BEXT_LOCKING_ERR_INVALID;
-    }
-    finish(out_json, || {
+    slot(out_json, || {
         let plugin = plugin::<E>(instance)?;
         let bytes = input_bytes(request_json, "request_json")?;
         let parsed;
@@ -240,10 +244,7 @@ pub(crate) unsafe extern "C" fn renew<E: Export>(
     handle_json: *const c_char,
     out_json: *mut *mut c_char,
 ) -> i32 {
-    if !clear_out(out_json) {
-        return BEXT_LOCKING_ERR_INVALID;
-    }
-    finish(out_json, || {
+    slot(out_json, || {
         let plugin = plugin::<E>(instance)?;
         let h = handle(handle_json)?;
         plugin.renew(&h).map(|()| Done::Empty).map_err(|m| Failure::backend(&m))
@@ -255,10 +256,7 @@ pub(crate) unsafe extern "C" fn release<E: Export>(
     handle_json: *const c_char,
     out_json: *mut *mut c_char,
 ) -> i32 {
-    if !clear_out(out_json) {
-        return BEXT_LOCKING_ERR_INVALID;
-    }
-    finish(out_json, || {
+    slot(out_json, || {
         let plugin = plugin::<E>(instance)?;
         let h = handle(handle_json)?;
         plugin.release(h).map(|()| Done::Empty).map_err(|m| Failure::backend(&m))
@@ -269,10 +267,7 @@ pub(crate) unsafe extern "C" fn cleanup<E: Export>(
     instance: *mut BextLockingInstance,
     out_json: *mut *mut c_char,
 ) -> i32 {
-    if !clear_out(out_json) {
-        return BEXT_LOCKING_ERR_INVALID;
-    }
-    finish(out_json, || {
+    slot(out_json, || {
         plugin::<E>(instance)?.cleanup();
         Ok(Done::Empty)
     })
