@@ -5,6 +5,10 @@
 #   make fuzz-long    every target for FUZZ_LONG_SECONDS, growing fuzz/corpus
 #   make fuzz-cmin    minimise fuzz/corpus after a long run, before committing
 #
+# Every run starts from fuzz/corpus/<target> (grown by long runs, minimised)
+# and fuzz/seeds/<target> (written by hand: huge, deep, NUL and invalid
+# UTF-8 cases; never minimised, so they always run).
+#
 # cargo fuzz builds with -Zsanitizer=address; RUSTC_BOOTSTRAP=1 lets the
 # stable toolchain accept that flag, so no nightly is needed.
 
@@ -35,11 +39,11 @@ fuzz-short: fuzz-build
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		scratch=$$(mktemp -d); log=$(FUZZ_LOG_DIR)/$$t.log; \
 		echo "fuzz $$t for $(FUZZ_SHORT_SECONDS) s (log: $$log)"; \
-		if ! $(FUZZ_ENV) $(CARGO) fuzz run $$t $$scratch fuzz/corpus/$$t -- \
+		if ! $(FUZZ_ENV) $(CARGO) fuzz run $$t $$scratch fuzz/corpus/$$t fuzz/seeds/$$t -- \
 			-max_total_time=$(FUZZ_SHORT_SECONDS) $(FUZZ_FLAGS) >$$log 2>&1; then \
 			tail -n 80 $$log; rm -rf $$scratch; echo "fuzz $$t FAILED"; exit 1; \
 		fi; \
-		grep -E '^#[0-9]+ +DONE' $$log || true; \
+		grep -E '^#[0-9]+[[:space:]]+DONE' $$log || true; \
 		rm -rf $$scratch; \
 	done
 
@@ -47,7 +51,7 @@ fuzz-short: fuzz-build
 fuzz-long: fuzz-build
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $$t for $(FUZZ_LONG_SECONDS) s"; \
-		$(FUZZ_ENV) $(CARGO) fuzz run $$t fuzz/corpus/$$t -- \
+		$(FUZZ_ENV) $(CARGO) fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
 			-max_total_time=$(FUZZ_LONG_SECONDS) -rss_limit_mb=4096 $(FUZZ_FLAGS); \
 	done
 

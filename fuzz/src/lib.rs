@@ -677,6 +677,12 @@ impl Sandbox {
                 file
             }
         };
+        let inside =
+            Path::new(confined.split('\0').next().unwrap_or_default()).starts_with(&self.dir);
+        assert!(
+            inside || path.is_empty() || path == ":memory:",
+            "path escaped the sandbox: {confined:?}"
+        );
         map.insert("path".to_owned(), Value::String(confined));
         serde_json::to_vec(&Value::Object(map)).expect("a Value serializes")
     }
