@@ -29,7 +29,7 @@ mod node;
 mod pool;
 mod quorum;
 mod redact;
-mod scripts;
+pub mod scripts;
 
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -19,16 +19,7 @@ fn server_url() -> String {
 
 /// `url` without its password, for messages.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    bext_locking::redact::redact_url(url, bext_locking::redact::LoneUser::Name)
 }
 
 /// `url` with `synchronous_commit=off` for its sessions.

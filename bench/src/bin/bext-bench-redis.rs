@@ -15,26 +15,16 @@ use bext_locking_bench::report::{
     Report, Verdict, median_ratio, ratio_text, shortfall_note, table, thousands, us,
 };
 
-/// Compare-and-delete, as every Redis lock releases.
-const RELEASE: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+/// Compare-and-delete and the fenced acquire are the backend's own scripts
+/// (`bext_locking_redis::scripts`), so the raw client runs exactly what the
+/// plugin runs and the difference is the plugin's own cost.
+fn release_source() -> &'static str {
+    bext_locking_redis::scripts::RELEASE.source
+}
 
-/// The backend's fenced acquire (`SET NX PX`, then the fence counter
-/// floored at the server clock), to tell the cost of fencing apart from the
-/// plugin's own.
-const FENCED_ACQUIRE: &str = r#"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local fence = tonumber(redis.call('GET', KEYS[2]) or '0') + 1
-  if now > fence then
-    fence = now
-  end
-  redis.call('SET', KEYS[2], string.format('%.0f', fence))
-  return fence
-end
-return false
-"#;
+fn fenced_acquire_source() -> &'static str {
+    bext_locking_redis::scripts::ACQUIRE_FENCED.source
+}
 
 fn connect(url: &str) -> Result<Connection, String> {
     redis::Client::open(url)
@@ -194,15 +184,18 @@ struct State {
 impl State {
     fn new(threads: usize, single: &str, quorum: &[String]) -> Result<Self, String> {
         Ok(Self {
-            release: Script::new(RELEASE),
-            acquire: Script::new(FENCED_ACQUIRE),
+            release: Script::new(release_source()),
+            acquire: Script::new(fenced_acquire_source()),
             plain: PerThread::new(threads, |_| connect(single))?,
             fenced: PerThread::new(threads, |_| connect(single))?,
             quorum: PerThread::new(threads, |_| {
                 let mut conns = quorum.iter().map(|u| connect(u)).collect::<Result<Vec<_>, _>>()?;
                 for c in &mut conns {
-                    let _: String =
-                        redis::cmd("SCRIPT").arg("LOAD").arg(RELEASE).query(c).map_err(err)?;
+                    let _: String = redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(release_source())
+                        .query(c)
+                        .map_err(err)?;
                 }
                 Ok(conns)
             })?,
