@@ -85,10 +85,9 @@ pub fn svg(title: &str, subtitle: &str, groups: &[Group]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" font-family="sans-serif" font-size="11">"#
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" font-family="sans-serif" font-size="11">"##
     );
-    let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="white"/>"##
-    );
+    let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="white"/>"##);
     let _ = writeln!(
         s,
         r##"<text x="10" y="20" font-size="15" font-weight="bold">{}</text>"##,
@@ -184,6 +183,10 @@ mod tests {
         };
         let out = svg("t", "s", &[g]);
         assert!(out.starts_with("<svg") && out.trim_end().ends_with("</svg>"));
+        // Every line is one element: no Rust source swallowed by a raw string.
+        for line in out.lines() {
+            assert!(line.starts_with('<') && line.ends_with('>'), "stray text in the SVG: {line}");
+        }
         assert!(out.contains("a &lt;b&gt; &amp; c"));
         assert_eq!(out.matches("<rect").count(), 1 + 5 + 2);
     }
