@@ -91,6 +91,31 @@ impl Report {
         });
     }
 
+    /// Adds the target line "the `.so` reaches at least `bar` times the
+    /// raw client's pairs/s" for one group, with the verdict, the measured
+    /// ratio and, when it falls short, a note naming what the `.so` `adds`.
+    /// A group where either side failed gets a no-data line.
+    pub fn so_vs_raw_target(
+        &mut self,
+        issue: &str,
+        what: String,
+        group: &[Tally],
+        bar: f64,
+        adds: &str,
+    ) {
+        let so = group.iter().find(|t| t.kind == Kind::So && t.ok());
+        let raw = group.iter().find(|t| t.kind == Kind::Raw && t.ok());
+        let (measured, verdict, note) = match (so, raw) {
+            (Some(s), Some(r)) => (
+                ratio_text(s, r),
+                Verdict::of(median_ratio(s, r) >= bar),
+                shortfall_note(s, r, bar, adds),
+            ),
+            _ => ("-".into(), Verdict::NoData, "a side failed".into()),
+        };
+        self.target(issue, what, format!(">= {bar}x"), measured, verdict, note);
+    }
+
     /// Adds a chart group: every side of `tallies` relative to the first
     /// side of kind `baseline`.
     pub fn chart_group(

@@ -13,9 +13,7 @@ use serde_json::{Value, json};
 
 use bext_locking_bench::measure::{Entry, Kind, Lap, Settings, TTL_MS, Tally, measure};
 use bext_locking_bench::plugin::{self, Pair};
-use bext_locking_bench::report::{
-    Report, Verdict, median_ratio, ratio_text, shortfall_note, table,
-};
+use bext_locking_bench::report::{Report, table};
 
 /// The gateway's calls with nothing around them: one `ureq` agent (pooled
 /// keep-alive connections, one per thread in flight), JSON in and out.
@@ -136,34 +134,13 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
     body.push_str(&table(&refs, Kind::Raw, "threads"));
     for (g, threads) in groups.iter().zip([1, 8]) {
         report.chart_group(format!("etcd, {threads} thread(s)"), g, Kind::Raw, Some(0.9));
-        let so = g.iter().find(|t| t.kind == Kind::So && t.ok());
-        let raw = g.iter().find(|t| t.kind == Kind::Raw && t.ok());
-        match (so, raw) {
-            (Some(s), Some(r)) => {
-                let x = median_ratio(s, r);
-                report.target(
-                    "#10 etcd",
-                    format!("`.so` / direct gateway calls, {threads} thread(s)"),
-                    ">= 0.9x",
-                    ratio_text(s, r),
-                    Verdict::of(x >= 0.9),
-                    shortfall_note(
-                        s,
-                        r,
-                        0.9,
-                        "the C boundary's JSON, per-call deadlines, failover and error sorting, next to four Raft proposals",
-                    ),
-                );
-            }
-            _ => report.target(
-                "#10 etcd",
-                format!("`.so` / direct gateway calls, {threads} thread(s)"),
-                ">= 0.9x",
-                "-",
-                Verdict::NoData,
-                "a side failed",
-            ),
-        }
+        report.so_vs_raw_target(
+            "#10 etcd",
+            format!("`.so` / direct gateway calls, {threads} thread(s)"),
+            g,
+            0.9,
+            "the C boundary's JSON, per-call deadlines, failover and error sorting, next to four Raft proposals",
+        );
     }
     report.section("etcd", body);
     Ok(())

@@ -8,9 +8,7 @@ use postgres::{Client, NoTls, Statement};
 
 use bext_locking_bench::measure::{Entry, Kind, Lap, PerThread, Settings, TTL_MS, Tally, measure};
 use bext_locking_bench::plugin::{self, Pair};
-use bext_locking_bench::report::{
-    Report, Verdict, median_ratio, ratio_text, shortfall_note, table,
-};
+use bext_locking_bench::report::{Report, table};
 
 /// The server: `BEXT_PG_URL`, else the machine's test database.
 fn server_url() -> String {
@@ -154,38 +152,17 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
         body.push_str(&table(&refs, Kind::Raw, "threads"));
         for (g, threads) in groups.iter().zip([1, 8]) {
             report.chart_group(format!("pg {mode}, {threads} thread(s)"), g, Kind::Raw, Some(0.95));
-            let so = g.iter().find(|t| t.kind == Kind::So && t.ok());
-            let raw = g.iter().find(|t| t.kind == Kind::Raw && t.ok());
-            match (so, raw) {
-                (Some(s), Some(r)) => {
-                    let x = median_ratio(s, r);
-                    report.target(
-                        "#4 pg",
-                        format!("`.so` / postgres crate, {mode}, {threads} thread(s)"),
-                        ">= 0.95x",
-                        ratio_text(s, r),
-                        Verdict::of(x >= 0.95),
-                        shortfall_note(
-                            s,
-                            r,
-                            0.95,
-                            if *mode == "lease" {
-                                "a pool checkout, a deadline on every statement and the C boundary's JSON (the in-process row shows which part is the boundary)"
-                            } else {
-                                "a pool checkout, a deadline on every statement, the TTL bookkeeping of held locks and the C boundary's JSON (the in-process row shows which part is the boundary)"
-                            },
-                        ),
-                    );
-                }
-                _ => report.target(
-                    "#4 pg",
-                    format!("`.so` / postgres crate, {mode}, {threads} thread(s)"),
-                    ">= 0.95x",
-                    "-",
-                    Verdict::NoData,
-                    "a side failed",
-                ),
-            }
+            report.so_vs_raw_target(
+                "#4 pg",
+                format!("`.so` / postgres crate, {mode}, {threads} thread(s)"),
+                g,
+                0.95,
+                if *mode == "lease" {
+                    "a pool checkout, a deadline on every statement and the C boundary's JSON (the in-process row shows which part is the boundary)"
+                } else {
+                    "a pool checkout, a deadline on every statement, the TTL bookkeeping of held locks and the C boundary's JSON (the in-process row shows which part is the boundary)"
+                },
+            );
         }
     }
     report.section("pg", body);

@@ -16,9 +16,7 @@ use bext_locking_bench::measure::{
     Entry, Hist, Kind, Lap, Settings, Slice, TTL_MS, Tally, measure, process_cpu_ns,
 };
 use bext_locking_bench::plugin::{self, Pair};
-use bext_locking_bench::report::{
-    Report, Verdict, median_ratio, ratio_text, shortfall_note, table,
-};
+use bext_locking_bench::report::{Report, table};
 
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5_000);
 
@@ -149,28 +147,12 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
 }
 
 fn target(report: &mut Report, g: &[Tally], what: &str) {
-    let so = g.iter().find(|t| t.kind == Kind::So);
-    let raw = g.iter().find(|t| t.kind == Kind::Raw);
-    let (verdict, measured, note) = match (so, raw) {
-        (Some(s), Some(r)) if s.ok() && r.ok() => {
-            let x = median_ratio(s, r);
-            let note = shortfall_note(
-                s,
-                r,
-                0.95,
-                "the C boundary's JSON in and out, the instance's mutex and a fresh lock id per pair, on a pair of about 15 µs of CPU",
-            );
-            (Verdict::of(x >= 0.95), ratio_text(s, r), note)
-        }
-        _ => (Verdict::NoData, "-".into(), "a side failed".into()),
-    };
-    report.target(
+    report.so_vs_raw_target(
         "#5 sqlite",
         format!("`.so` / rusqlite, {what}"),
-        ">= 0.95x",
-        measured,
-        verdict,
-        note,
+        g,
+        0.95,
+        "the C boundary's JSON in and out, the instance's mutex and a fresh lock id per pair, on a pair of about 15 µs of CPU",
     );
 }
 
