@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::LockingPlugin;
-use crate::guard::{LockGuard, LockLost, ReleaseError};
+use crate::guard::{GuardOptions, LockGuard, LockLost, ReleaseError};
 
 /// Why [`run_exclusive`] did not simply run the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,10 +44,14 @@ impl std::error::Error for RunError {}
 /// * `Err(RunError::Backend)`: the backend failed; `f` did not run.
 /// * `Err(RunError::Lost)`: `f` ran but the lock was lost meanwhile.
 ///
-/// `f` gets the guard so a long job can check [`LockGuard::is_lost`] and
-/// stop early, or pass [`LockGuard::fence`] to the resource it writes. A
-/// failed release after `f` is not reported: the lease ends by itself when
-/// `ttl` runs out and no one else could have held the lock meanwhile.
+/// `f` gets the guard so a long job can check [`LockGuard::is_lost`] (or
+/// listen on [`LockGuard::lost_channel`]) and stop, or pass
+/// [`LockGuard::fence`] to the resource it writes. The loss is signalled at
+/// the latest a stop margin (a third of the TTL by default) before the lease
+/// ends, so a job that stops when told is done before anyone else can hold
+/// the lock; [`run_exclusive_with`] sets the margin. A failed release after
+/// `f` is not reported: the lease ends by itself when `ttl` runs out and no
+/// one else could have held the lock meanwhile.
 ///
 /// ```
 /// # use std::sync::Arc;
@@ -69,7 +73,39 @@ pub fn run_exclusive<T>(
     ttl: Duration,
     f: impl FnOnce(&LockGuard) -> T,
 ) -> Result<Option<T>, RunError> {
-    let Some(guard) = LockGuard::acquire(plugin, key, ttl).map_err(RunError::Backend)? else {
+    run_exclusive_with(plugin, key, ttl, GuardOptions::default(), f)
+}
+
+/// [`run_exclusive`] with [`GuardOptions`]: the stop margin, the backend's
+/// clock-drift allowance, the renewal interval. Options that cannot guard
+/// `ttl` are a [`RunError::Backend`] and `f` does not run.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use std::time::Duration;
+/// # use bext_locking::{run_exclusive_with, ClockDrift, GuardOptions, LockingPlugin};
+/// # fn tick(plugin: &Arc<dyn LockingPlugin>) {
+/// // Told of a loss at least 20 s before the 60 s lease could end.
+/// let options = GuardOptions::default()
+///     .stop_margin(Duration::from_secs(20))
+///     .clock_drift(ClockDrift::REDLOCK);
+/// let _ = run_exclusive_with(plugin, "jobs/rebuild", Duration::from_secs(60), options, |guard| {
+///     let lost = guard.lost_channel();
+///     // ... work in steps, checking `lost.try_recv().is_ok()` between them ...
+/// # drop(lost);
+/// });
+/// # }
+/// ```
+pub fn run_exclusive_with<T>(
+    plugin: &Arc<dyn LockingPlugin>,
+    key: &str,
+    ttl: Duration,
+    options: GuardOptions,
+    f: impl FnOnce(&LockGuard) -> T,
+) -> Result<Option<T>, RunError> {
+    let Some(guard) =
+        LockGuard::acquire_with(plugin, key, ttl, options).map_err(RunError::Backend)?
+    else {
         return Ok(None);
     };
     let value = f(&guard);
@@ -133,7 +169,7 @@ mod tests {
     use super::*;
     use crate::testing::{Call, TestPlugin};
 
-    const TTL: Duration = Duration::from_millis(300);
+    const TTL: Duration = Duration::from_millis(900);
 
     fn setup() -> (Arc<TestPlugin>, Arc<dyn LockingPlugin>) {
         let test = Arc::new(TestPlugin::default());

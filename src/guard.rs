@@ -1,25 +1,66 @@
-//! The auto-renewing guard: hold a lock for as long as a job runs.
+//! The auto-renewing guard: hold a lock for as long as a job runs, and say
+//! so *in time* when it is lost.
 //!
 //! A [`LockGuard`] owns a [`LockHandle`] and keeps its lease alive from a
-//! background thread, renewing it every third of the TTL by default. The
-//! moment a renewal fails, or the lease runs out while a renewal is still
-//! waiting for an answer, the guard declares the lock **lost**: it stops
-//! renewing for good (a lost lock is never "renewed" back, which could make
-//! two holders), records why, and tells everyone who asked (a channel, a
-//! callback, [`LockGuard::wait_lost`]). The protected work must stop then.
+//! background thread, renewing it every third of the TTL by default.
+//!
+//! # The timeline
+//!
+//! ```text
+//!  sent                       renew due               deadline to stop        lease end    TTL
+//!   |---------------------------|-------------------------|-----------------------|------|
+//!   0                          ttl/3                  lease end − stop margin    ttl − drift
+//!   |<-- held, nothing to do -->|<-- renewal may take -->|<-- the work stops --->|
+//! ```
+//!
+//! * The lease is counted from `sent`, the instant just *before* the request
+//!   that started it (the `try_lock`, then each confirmed renewal) left, on
+//!   the monotonic clock. The backend started its lease no earlier.
+//! * `lease end = sent + ttl − drift`, where `drift` is the backend's
+//!   clock-drift allowance ([`ClockDrift`]; Redlock's 1 % + 2 ms unless the
+//!   backend states its own), because the backend expires the lease on its
+//!   own clock, which may run faster.
+//! * The holder is told the lock is lost **no later than
+//!   `lease end − stop margin`** (the deadline to stop), so the protected
+//!   work has the stop margin to wind down before anyone else can hold the
+//!   lock. The default stop margin is a third of the TTL: a renewal is sent
+//!   a third of the way in and has (almost) a whole third to be confirmed,
+//!   and the work keeps the last third to stop.
+//!
+//! The lock is declared **lost** at the first of:
+//! * a renewal that fails (the backend's error; never retried: retrying
+//!   could win back a lock someone else holds by then);
+//! * no renewal confirmed by the deadline to stop (a backend or network
+//!   that hangs);
+//! * a detected pause: the guard's threads woke far later than they asked
+//!   (the process was stopped with SIGSTOP, swapped out, starved of CPU, or
+//!   the machine was suspended, which the wall clock shows) and the
+//!   deadline to stop has passed meanwhile. The guard then never renews
+//!   back into a lease that may have passed to someone else, and the
+//!   reason says "paused".
+//!
+//! The loss is recorded once and told to everyone who asked (a channel, a
+//! callback, [`LockGuard::wait_lost`]); [`LockGuard::is_lost`] turns true
+//! the moment the deadline passes, even before the guard's thread says so.
 //!
 //! Dropping the guard (or calling [`LockGuard::release`]) stops the renewal
 //! threads, joins them, and only then releases the lock, so no renewal can
 //! ever run after the release.
+//!
+//! What no guard can promise: if the *whole* process is frozen (or the
+//! machine suspended) across the deadline, nothing in it runs to stop the
+//! work until it resumes. The guard then reports the loss at once, but the
+//! work may already have written after the lease end. That is what fences
+//! are for: pass [`LockGuard::fence`] to the resource you protect.
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::{LockHandle, LockingPlugin};
+use crate::{ClockDrift, LockHandle, LockingPlugin};
 
 /// Why a guarded lock was lost. Sent to every watcher of a [`LockGuard`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,9 +69,30 @@ pub struct LockLost {
     pub key: String,
     /// The `lock_id` of the acquisition that was lost.
     pub lock_id: String,
-    /// What happened: the backend's renew error, or that the lease ran out
-    /// before a renewal was confirmed.
+    /// What happened, in words: the backend's renew error, that no renewal
+    /// was confirmed by the deadline to stop, or that the process was paused.
     pub reason: String,
+    /// Which of those it was.
+    pub cause: LossCause,
+    /// When the lease ends (or ended) by the holder's clock: the instant
+    /// after which nothing the lock protects may run. It may already be in
+    /// the past (after a pause).
+    pub lease_end: Instant,
+}
+
+/// What made a guard declare its lock lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LossCause {
+    /// A renew call returned an error (or panicked): the lock is not ours.
+    RenewFailed,
+    /// No renewal was confirmed by the deadline to stop (lease end − stop
+    /// margin): the backend or the network hangs.
+    NotConfirmed,
+    /// The guard woke far later than it asked (the process was paused,
+    /// swapped out or starved, or the machine suspended) and the deadline to
+    /// stop passed meanwhile: the lease may already belong to someone else.
+    Paused,
 }
 
 impl fmt::Display for LockLost {
@@ -41,16 +103,23 @@ impl fmt::Display for LockLost {
 
 impl std::error::Error for LockLost {}
 
-/// How a [`LockGuard`] renews.
+/// How a [`LockGuard`] renews, and how early it tells the holder to stop.
 #[derive(Debug, Clone)]
 pub struct GuardOptions {
     renew_divisor: u32,
     lease_started: Option<Instant>,
+    stop_margin: Option<Duration>,
+    clock_drift: ClockDrift,
 }
 
 impl Default for GuardOptions {
     fn default() -> Self {
-        Self { renew_divisor: 3, lease_started: None }
+        Self {
+            renew_divisor: 3,
+            lease_started: None,
+            stop_margin: None,
+            clock_drift: ClockDrift::REDLOCK,
+        }
     }
 }
 
@@ -73,6 +142,77 @@ impl GuardOptions {
         self.lease_started = Some(at);
         self
     }
+
+    /// How long before the lease end the holder is told, at the latest,
+    /// that the lock is lost: the time the protected work has to stop.
+    /// Default: a third of the TTL. It must leave the first renewal (due at
+    /// `ttl / divisor`) some time before the deadline to stop;
+    /// [`LockGuard::acquire_with`] refuses options that do not.
+    pub fn stop_margin(mut self, margin: Duration) -> Self {
+        self.stop_margin = Some(margin);
+        self
+    }
+
+    /// The backend's clock-drift allowance (default [`ClockDrift::REDLOCK`]).
+    /// A host that loaded the backend from a plugin takes it from the
+    /// plugin's `describe` answer (`clock_drift`).
+    pub fn clock_drift(mut self, drift: ClockDrift) -> Self {
+        self.clock_drift = drift;
+        self
+    }
+
+    /// Checks that these options can guard a lease of `ttl`: an error says
+    /// which numbers do not fit.
+    pub fn check(&self, ttl: Duration) -> Result<(), String> {
+        let t = self.timeline(ttl);
+        if t.stop_after <= t.every {
+            return Err(format!(
+                "a stop margin of {} ms leaves no time to renew a {} ms lease: the lock would be \
+                 declared lost at {} ms, before the first renewal is sent at {} ms (the lease counts \
+                 as {} ms: the TTL less {} ms for clock drift)",
+                t.margin.as_millis(),
+                ttl.as_millis(),
+                t.stop_after.as_millis(),
+                t.every.as_millis(),
+                t.lease.as_millis(),
+                t.drift.as_millis()
+            ));
+        }
+        Ok(())
+    }
+
+    fn timeline(&self, ttl: Duration) -> Timeline {
+        let drift = self.clock_drift.allowance(ttl);
+        let lease = ttl.saturating_sub(drift);
+        let margin = self.stop_margin.unwrap_or(ttl / 3);
+        Timeline {
+            ttl,
+            drift,
+            lease,
+            margin,
+            stop_after: lease.saturating_sub(margin),
+            every: (ttl / self.renew_divisor).max(Duration::from_millis(1)),
+            pause: (ttl / 10).max(PAUSE_MIN),
+        }
+    }
+}
+
+/// A wake-up at least this late (or a tenth of the TTL, if longer) counts
+/// as a pause: scheduling noise on a loaded machine stays well below it.
+const PAUSE_MIN: Duration = Duration::from_millis(50);
+
+/// The lease's numbers, fixed for the guard's life.
+#[derive(Debug, Clone, Copy)]
+struct Timeline {
+    ttl: Duration,
+    drift: Duration,
+    /// `ttl − drift`: how long a lease lasts by our count.
+    lease: Duration,
+    margin: Duration,
+    /// `lease − margin`: the deadline to stop, after `sent`.
+    stop_after: Duration,
+    every: Duration,
+    pause: Duration,
 }
 
 type Callback = Box<dyn FnOnce(&LockLost) + Send>;
@@ -98,13 +238,20 @@ impl Watcher {
 
 struct State {
     lost: Option<LockLost>,
-    /// When the lease ends unless a renewal lands first, by our own clock.
+    /// When the lease ends by our clock unless a renewal lands first.
+    lease_end: Instant,
+    /// `lease_end − stop margin`: a loss is declared by then at the latest.
     deadline: Instant,
+    /// When the renewal in flight was requested, if one is.
+    renewal_sent: Option<Instant>,
     renewals: u64,
     watchers: Vec<Watcher>,
 }
 
 struct Shared {
+    key: String,
+    lock_id: String,
+    timeline: Timeline,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -114,32 +261,107 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn renewed(&self, deadline: Instant) {
-        let mut state = self.lock();
-        state.deadline = deadline;
-        state.renewals += 1;
+    fn loss(&self, cause: LossCause, reason: String, lease_end: Instant) -> LockLost {
+        LockLost { key: self.key.clone(), lock_id: self.lock_id.clone(), reason, cause, lease_end }
     }
 
-    /// Records the loss (once) and notifies every watcher outside the lock.
+    fn not_confirmed(&self, lease_end: Instant, waiting: Option<Duration>) -> LockLost {
+        let t = &self.timeline;
+        let renewal = match waiting {
+            Some(w) => format!("; the renewal sent {} ms ago has not answered", w.as_millis()),
+            None => String::new(),
+        };
+        self.loss(
+            LossCause::NotConfirmed,
+            format!(
+                "no renewal was confirmed by the deadline to stop, {} ms before the lease ends \
+                 (a {} ms TTL counted as {} ms for clock drift){renewal}",
+                t.margin.as_millis(),
+                t.ttl.as_millis(),
+                t.lease.as_millis()
+            ),
+            lease_end,
+        )
+    }
+
+    /// Makes a passed deadline a loss (once); true when the lock is lost.
+    ///
+    /// The timer always wakes by the deadline, so finding it passed by more
+    /// than the pause threshold proves the process did not run meanwhile:
+    /// that is a pause, whoever notices it first.
+    fn expire(&self, state: &mut State, now: Instant) -> bool {
+        if state.lost.is_none() && now >= state.deadline {
+            let past = now - state.deadline;
+            state.lost = Some(if past >= self.timeline.pause {
+                self.loss(LossCause::Paused, paused_reason(past), state.lease_end)
+            } else {
+                self.not_confirmed(state.lease_end, state.renewal_sent.map(|t| now - t))
+            });
+            self.changed.notify_all();
+        }
+        state.lost.is_some()
+    }
+
+    /// Applies a confirmed renewal sent at `sent`, unless the deadline to
+    /// stop passed first (then the lock is lost, whatever the backend says).
+    fn renewed(&self, sent: Instant) -> bool {
+        let mut state = self.lock();
+        if self.expire(&mut state, Instant::now()) {
+            return false;
+        }
+        state.lease_end = sent + self.timeline.lease;
+        state.deadline = sent + self.timeline.stop_after;
+        state.renewal_sent = None;
+        state.renewals += 1;
+        true
+    }
+
+    /// Moves the lease end earlier by time the monotonic clock did not see.
+    fn shorten(&self, by: Duration) {
+        let mut state = self.lock();
+        if state.lost.is_none() {
+            let (end, deadline) = (state.lease_end, state.deadline);
+            state.lease_end = end.checked_sub(by).unwrap_or(end.min(Instant::now()));
+            state.deadline = deadline.checked_sub(by).unwrap_or(deadline.min(Instant::now()));
+        }
+    }
+
+    /// Records the loss (the first one recorded wins) and notifies every
+    /// watcher outside the lock.
     fn lose(&self, lost: LockLost) {
-        let watchers = {
+        let (watchers, lost) = {
             let mut state = self.lock();
-            if state.lost.is_some() {
-                return;
-            }
-            state.lost = Some(lost.clone());
-            std::mem::take(&mut state.watchers)
+            let lost = state.lost.get_or_insert(lost).clone();
+            (std::mem::take(&mut state.watchers), lost)
         };
         self.changed.notify_all();
         for w in watchers {
             w.notify(&lost);
         }
     }
+
+    /// Watchers are dropped once the guard stops, so a channel receiver sees
+    /// the sender go away instead of waiting forever.
+    fn watchers_drop(&self) {
+        let watchers = std::mem::take(&mut self.lock().watchers);
+        drop(watchers);
+    }
+}
+
+/// What the timer asks the renewal thread for.
+struct Request {
+    /// When the timer asked: the lease of this renewal counts from here.
+    sent: Instant,
+    wall: SystemTime,
+    /// The deadline to stop at the time of asking.
+    deadline: Instant,
 }
 
 enum Event {
     Stop,
     Renewed(Result<(), String>),
+    /// The renewal thread got to a request only after the deadline.
+    Paused(String),
 }
 
 /// A held lock whose lease is renewed in the background until it is dropped.
@@ -153,6 +375,8 @@ enum Event {
 ///         return Ok(()); // another node runs it
 ///     };
 ///     for _step in 0..10 {
+///         // True by the deadline to stop at the latest: a third of the TTL
+///         // before the lease ends, time enough to finish the step cleanly.
 ///         if guard.is_lost() {
 ///             return Err("lost the lock; stopping".into());
 ///         }
@@ -165,7 +389,7 @@ enum Event {
 ///
 /// Two threads work for each guard: one keeps time and decides, the other
 /// makes the (blocking) renew calls. Splitting them lets the guard declare
-/// the lock lost when the lease runs out even while a renew call is stuck.
+/// the lock lost at the deadline even while a renew call is stuck.
 pub struct LockGuard {
     plugin: Arc<dyn LockingPlugin>,
     handle: LockHandle,
@@ -198,7 +422,8 @@ impl LockGuard {
     }
 
     /// [`acquire`](Self::acquire) with options; the lease is counted from
-    /// just before the request.
+    /// just before the request. Options that cannot guard `ttl` (see
+    /// [`GuardOptions::check`]) are an error, and nothing is acquired.
     pub fn acquire_with(
         plugin: &Arc<dyn LockingPlugin>,
         key: &str,
@@ -207,6 +432,7 @@ impl LockGuard {
     ) -> Result<Option<Self>, String> {
         let ttl_ms = duration_ms(ttl);
         crate::validate_lock_request(key, ttl_ms)?;
+        options.check(Duration::from_millis(ttl_ms))?;
         let started = Instant::now();
         Ok(plugin
             .try_lock(key, ttl_ms)?
@@ -218,26 +444,32 @@ impl LockGuard {
         Self::with_options(plugin, handle, GuardOptions::default())
     }
 
-    /// Guards a handle that `plugin` handed out.
+    /// Guards a handle that `plugin` handed out. Options that fail
+    /// [`GuardOptions::check`] make the lock lost as soon as the guard
+    /// starts: a guard that cannot keep its promise says so.
     pub fn with_options(
         plugin: Arc<dyn LockingPlugin>,
         handle: LockHandle,
         options: GuardOptions,
     ) -> Self {
         let started = options.lease_started.unwrap_or_else(Instant::now);
-        let ttl = Duration::from_millis(handle.ttl_ms);
-        let every = (ttl / options.renew_divisor).max(Duration::from_millis(1));
+        let timeline = options.timeline(Duration::from_millis(handle.ttl_ms));
         let shared = Arc::new(Shared {
+            key: handle.key.clone(),
+            lock_id: handle.lock_id.clone(),
+            timeline,
             state: Mutex::new(State {
                 lost: None,
-                deadline: started + ttl,
+                lease_end: started + timeline.lease,
+                deadline: started + timeline.stop_after,
+                renewal_sent: None,
                 renewals: 0,
                 watchers: Vec::new(),
             }),
             changed: Condvar::new(),
         });
         let (events_tx, events_rx) = mpsc::channel();
-        let (renew_tx, renew_rx) = mpsc::channel::<()>();
+        let (renew_tx, renew_rx) = mpsc::channel::<Request>();
 
         let renewer = {
             let (plugin, handle, events) = (Arc::clone(&plugin), handle.clone(), events_tx.clone());
@@ -248,13 +480,11 @@ impl LockGuard {
         };
         let timer = {
             let shared = Arc::clone(&shared);
-            let ids = (handle.key.clone(), handle.lock_id.clone());
             thread::Builder::new()
                 .name("bext-lock-guard".into())
                 .spawn(move || {
-                    let timing = Timing { ttl, every, deadline: started + ttl };
-                    if let Some(reason) = timer_loop(timing, &shared, &events_rx, &renew_tx) {
-                        shared.lose(LockLost { key: ids.0, lock_id: ids.1, reason });
+                    if let Some(lost) = timer_loop(&shared, started, &events_rx, &renew_tx) {
+                        shared.lose(lost);
                     }
                 })
                 .expect("spawning the guard thread")
@@ -290,32 +520,37 @@ impl LockGuard {
         self.shared.lock().renewals
     }
 
-    /// Whether the lock has been lost. Also true as soon as the lease has
-    /// run out by the guard's own clock, even if the renewal thread has not
-    /// got round to saying so.
+    /// When the lease ends by the holder's clock, as of the last confirmed
+    /// renewal: `sent + ttl − drift`. Nothing the lock protects may run
+    /// after it.
+    pub fn lease_end(&self) -> Instant {
+        self.shared.lock().lease_end
+    }
+
+    /// The deadline to stop: `lease_end − stop margin`. If no renewal is
+    /// confirmed by then, the lock is lost at that instant.
+    pub fn stop_deadline(&self) -> Instant {
+        self.shared.lock().deadline
+    }
+
+    /// The stop margin in force: the time the work gets between the latest
+    /// possible loss signal and the lease end.
+    pub fn stop_margin(&self) -> Duration {
+        self.shared.timeline.margin
+    }
+
+    /// Whether the lock has been lost. Also true as soon as the deadline to
+    /// stop has passed by the guard's own clock, even if the guard's thread
+    /// has not got round to saying so.
     pub fn is_lost(&self) -> bool {
         self.lost().is_some()
     }
 
     /// Why the lock was lost, or `None` while it is held.
     pub fn lost(&self) -> Option<LockLost> {
-        let state = self.shared.lock();
-        match &state.lost {
-            Some(lost) => Some(lost.clone()),
-            None if Instant::now() >= state.deadline => Some(self.expired()),
-            None => None,
-        }
-    }
-
-    fn expired(&self) -> LockLost {
-        LockLost {
-            key: self.handle.key.clone(),
-            lock_id: self.handle.lock_id.clone(),
-            reason: format!(
-                "the lease ({} ms) ran out before a renewal was confirmed",
-                self.handle.ttl_ms
-            ),
-        }
+        let mut state = self.shared.lock();
+        self.shared.expire(&mut state, Instant::now());
+        state.lost.clone()
     }
 
     /// Blocks until the lock is lost (returning why) or `timeout` passes
@@ -324,12 +559,9 @@ impl LockGuard {
         let until = Instant::now() + timeout;
         let mut state = self.shared.lock();
         loop {
-            if let Some(lost) = &state.lost {
-                return Some(lost.clone());
-            }
             let now = Instant::now();
-            if now >= state.deadline {
-                return Some(self.expired());
+            if self.shared.expire(&mut state, now) {
+                return state.lost.clone();
             }
             if now >= until {
                 return None;
@@ -355,13 +587,14 @@ impl LockGuard {
     /// Calls `f` once when the lock is lost (at once, on this thread, if it
     /// already is). It runs on the guard's thread: keep it short, e.g. send
     /// a message or set a flag. It is never called if the guard is released
-    /// first.
+    /// while the lock is held.
     pub fn on_lost(&self, f: impl FnOnce(&LockLost) + Send + 'static) {
         self.watch(Watcher::Callback(Box::new(f)));
     }
 
     fn watch(&self, watcher: Watcher) {
         let mut state = self.shared.lock();
+        self.shared.expire(&mut state, Instant::now());
         match state.lost.clone() {
             Some(lost) => {
                 drop(state);
@@ -430,15 +663,6 @@ impl fmt::Display for ReleaseError {
 
 impl std::error::Error for ReleaseError {}
 
-impl Shared {
-    /// Watchers are dropped once the guard stops, so a channel receiver sees
-    /// the sender go away instead of waiting forever.
-    fn watchers_drop(&self) {
-        let watchers = std::mem::take(&mut self.lock().watchers);
-        drop(watchers);
-    }
-}
-
 impl Drop for LockGuard {
     fn drop(&mut self) {
         // Nothing to report from a destructor: a failed release ends with
@@ -447,66 +671,133 @@ impl Drop for LockGuard {
     }
 }
 
-struct Timing {
-    ttl: Duration,
-    every: Duration,
-    deadline: Instant,
+/// Both clocks at one instant: a wait that took much longer on either
+/// than asked means the process (or the machine) was paused.
+#[derive(Clone, Copy)]
+struct Clocks {
+    mono: Instant,
+    wall: SystemTime,
 }
 
-/// Keeps time: asks for a renewal every `every`, and returns the reason the
-/// lock was lost, or `None` when told to stop.
+impl Clocks {
+    fn now() -> Self {
+        Self { mono: Instant::now(), wall: SystemTime::now() }
+    }
+
+    /// Time since `self` by the monotonic clock, and the time the wall
+    /// clock saw on top of that (a suspended machine's monotonic clock
+    /// stops; a clock stepped forward looks the same and is treated the
+    /// same, which errs on the safe side).
+    fn since(&self) -> (Instant, Duration, Duration) {
+        let now = Instant::now();
+        let mono = now - self.mono;
+        let wall = SystemTime::now().duration_since(self.wall).unwrap_or_default();
+        (now, mono, wall.saturating_sub(mono))
+    }
+}
+
+fn paused_reason(past: Duration) -> String {
+    format!(
+        "the process was paused (stopped, swapped out or starved of CPU, or the machine \
+         suspended): it got to run again {} ms after the deadline to stop, so the lease may have \
+         passed to another holder; it is not renewed",
+        past.as_millis()
+    )
+}
+
+/// Keeps time: asks for a renewal every `every`, and returns the loss, or
+/// `None` when told to stop while the lock is held.
 fn timer_loop(
-    mut t: Timing,
     shared: &Shared,
+    started: Instant,
     events: &Receiver<Event>,
-    renew: &Sender<()>,
-) -> Option<String> {
-    let mut next = t.deadline - t.ttl + t.every;
+    renew: &Sender<Request>,
+) -> Option<LockLost> {
+    let t = shared.timeline;
+    let mut next = started + t.every;
     // The instant the renewal in flight was requested, if one is.
     let mut pending: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        if now >= t.deadline {
-            return Some(format!(
-                "the lease ({} ms) ran out before a renewal was confirmed",
-                t.ttl.as_millis()
-            ));
-        }
-        if pending.is_none() && now >= next {
-            pending = Some(now);
-            if renew.send(()).is_err() {
-                return Some("the renewal thread stopped".to_owned());
+        let (lease_end, deadline, ask) = {
+            let mut state = shared.lock();
+            if shared.expire(&mut state, now) {
+                return state.lost.clone();
+            }
+            let ask = pending.is_none() && now >= next;
+            if ask {
+                pending = Some(now);
+                state.renewal_sent = pending;
+            }
+            (state.lease_end, state.deadline, ask)
+        };
+        if ask {
+            let request = Request { sent: now, wall: SystemTime::now(), deadline };
+            if renew.send(request).is_err() {
+                return Some(shared.loss(
+                    LossCause::RenewFailed,
+                    "the renewal thread stopped".to_owned(),
+                    lease_end,
+                ));
             }
             continue;
         }
-        let wake = if pending.is_some() { t.deadline } else { next.min(t.deadline) };
-        match events.recv_timeout(wake - now) {
-            Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => return None,
+        let wake = if pending.is_some() { deadline } else { next.min(deadline) };
+        let before = Clocks::now();
+        let event = events.recv_timeout(wake.saturating_duration_since(before.mono));
+        let (woke, _, hidden) = before.since();
+        if hidden >= t.pause {
+            // The machine was suspended (or the clock stepped forward): the
+            // backend's clock may have counted that time against the lease.
+            shared.shorten(hidden);
+        }
+        match event {
+            Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                // Stopped: lost only if the deadline has passed by now.
+                let mut state = shared.lock();
+                let lost = shared.expire(&mut state, Instant::now());
+                return if lost { state.lost.clone() } else { None };
+            }
             Err(RecvTimeoutError::Timeout) => {}
-            Ok(Event::Renewed(Err(e))) => return Some(e),
+            Ok(Event::Renewed(Err(e))) => {
+                return Some(shared.loss(LossCause::RenewFailed, e, lease_end));
+            }
+            Ok(Event::Paused(reason)) => {
+                return Some(shared.loss(LossCause::Paused, reason, lease_end));
+            }
             Ok(Event::Renewed(Ok(()))) => {
                 // The backend restarted the lease no earlier than the
                 // request was sent, so counting from then never overstates it.
-                let sent = pending.take().unwrap_or(now);
-                t.deadline = sent + t.ttl;
+                let sent = pending.take().unwrap_or(woke);
+                if !shared.renewed(sent) {
+                    return shared.lock().lost.clone();
+                }
                 next = sent + t.every;
-                shared.renewed(t.deadline);
             }
         }
     }
 }
 
-/// Makes one renew call per request until the timer goes away.
+/// Makes one renew call per request until the timer goes away; a request
+/// it only gets to after its deadline (the process was paused) is not
+/// renewed: the lease may already be someone else's.
 fn renew_loop(
     plugin: &dyn LockingPlugin,
     handle: &LockHandle,
-    requests: &Receiver<()>,
+    requests: &Receiver<Request>,
     events: &Sender<Event>,
 ) {
-    for () in requests {
-        let result = catch_unwind(AssertUnwindSafe(|| plugin.renew(handle)))
-            .unwrap_or_else(|_| Err("renew panicked".to_owned()));
-        if events.send(Event::Renewed(result)).is_err() {
+    for r in requests {
+        let asked = Clocks { mono: r.sent, wall: r.wall };
+        let (now, _, hidden) = asked.since();
+        let event = if now + hidden >= r.deadline {
+            Event::Paused(paused_reason(now + hidden - r.deadline))
+        } else {
+            let result = catch_unwind(AssertUnwindSafe(|| plugin.renew(handle)))
+                .unwrap_or_else(|_| Err("renew panicked".to_owned()));
+            Event::Renewed(result)
+        };
+        if events.send(event).is_err() {
             return;
         }
     }
@@ -516,7 +807,6 @@ fn renew_loop(
 pub(crate) fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -524,8 +814,9 @@ mod tests {
     use super::*;
     use crate::testing::{Call, TestPlugin};
 
-    /// Short, but with room for a renewal thread delayed by a loaded machine.
-    const TTL: Duration = Duration::from_millis(300);
+    /// Short, but with room for a renewal thread delayed by a loaded
+    /// machine: the renewal due at 300 ms has until about 590 ms.
+    const TTL: Duration = Duration::from_millis(900);
     /// Long enough for any loss to be reported on a loaded machine.
     const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -543,11 +834,11 @@ mod tests {
     fn renewal_keeps_the_lock_past_its_ttl() {
         let (test, plugin) = setup();
         let g = guard(&plugin, "k");
-        thread::sleep(TTL * 4);
+        thread::sleep(TTL * 3);
         assert!(!g.is_lost(), "lost: {:?}", g.lost());
         assert_eq!(test.holder("k").as_deref(), Some(g.handle().lock_id.as_str()));
         assert!(plugin.try_lock("k", 1000).unwrap().is_none(), "the lease expired");
-        assert!(g.renewals() >= 3, "only {} renewals in 4 TTLs", g.renewals());
+        assert!(g.renewals() >= 3, "only {} renewals in 3 TTLs", g.renewals());
         g.release().unwrap();
     }
 
@@ -661,15 +952,41 @@ mod tests {
         assert!(before.try_recv().is_err(), "more than one loss message");
     }
 
+    /// Acquires with `options` and returns the guard and the instant just
+    /// before the request, which the lease is counted from.
+    fn guard_with(
+        plugin: &Arc<dyn LockingPlugin>,
+        ttl: Duration,
+        options: GuardOptions,
+    ) -> (LockGuard, Instant) {
+        let before = Instant::now();
+        let g = LockGuard::acquire_with(plugin, "k", ttl, options).unwrap().expect("free");
+        (g, before)
+    }
+
     #[test]
-    fn a_hung_renewal_is_lost_when_the_lease_runs_out() {
+    fn a_hung_renewal_is_lost_at_the_deadline_before_the_lease_ends() {
         let (test, plugin) = setup();
         // Renewals never answer within the lease.
-        test.set_renew_delay(TTL * 3);
-        let g = guard(&plugin, "k");
+        let ttl = Duration::from_millis(1500);
+        test.set_renew_delay(ttl * 4);
+        let (g, before) = guard_with(&plugin, ttl, GuardOptions::default());
+        // 1 % + 2 ms of drift: the lease counts as 1483 ms, the deadline to
+        // stop is a third of the TTL (500 ms) before its end.
+        let lease_end = before + Duration::from_millis(1483);
+        assert!(g.lease_end() >= lease_end && g.lease_end() < Instant::now() + ttl);
+        assert_eq!(g.stop_margin(), ttl / 3);
+        assert_eq!(g.lease_end() - g.stop_deadline(), ttl / 3);
         let rx = g.lost_channel();
         let lost = rx.recv_timeout(PATIENCE).expect("the loss was not reported");
-        assert!(lost.reason.contains("ran out"), "{lost}");
+        let told = Instant::now();
+        assert_eq!(lost.cause, LossCause::NotConfirmed, "{lost}");
+        assert!(lost.reason.contains("no renewal was confirmed"), "{lost}");
+        // Told at the deadline to stop: not before it, and well before the
+        // lease end (500 ms of room for a late thread on a loaded machine).
+        assert!(told >= g.stop_deadline(), "told {:?} early", g.stop_deadline() - told);
+        assert!(told < lost.lease_end, "told {:?} after the lease end", told - lost.lease_end);
+        assert_eq!(lost.lease_end, g.lease_end());
         // Reported while the renew call was still stuck, not after it returned.
         assert_eq!(test.renews_ended(), 0, "the loss waited for the hung renewal");
         assert_eq!(test.count(&Call::RenewStart), 1);
@@ -678,11 +995,123 @@ mod tests {
     }
 
     #[test]
+    fn the_stop_margin_and_drift_are_options() {
+        let (test, plugin) = setup();
+        let ttl = Duration::from_millis(1200);
+        test.set_renew_delay(ttl * 4);
+        let options = GuardOptions::default()
+            .stop_margin(Duration::from_millis(300))
+            .clock_drift(ClockDrift::new(0.0, 100));
+        let (g, before) = guard_with(&plugin, ttl, options);
+        assert_eq!(g.stop_margin(), Duration::from_millis(300));
+        // 1200 − 100 ms of drift; the deadline 300 ms before that, at 800 ms.
+        assert!(g.lease_end() >= before + Duration::from_millis(1100));
+        assert_eq!(g.lease_end() - g.stop_deadline(), Duration::from_millis(300));
+        let lost = g.wait_lost(PATIENCE).expect("no loss");
+        let told = Instant::now();
+        assert!(told >= g.stop_deadline() && told < lost.lease_end, "{lost}");
+        assert!(told >= before + Duration::from_millis(800));
+    }
+
+    #[test]
+    fn options_that_leave_no_time_to_renew_are_refused() {
+        let (test, plugin) = setup();
+        let ttl = Duration::from_secs(3);
+        // The deadline would come before the first renewal (at 1 s).
+        let err = LockGuard::acquire_with(
+            &plugin,
+            "k",
+            ttl,
+            GuardOptions::default().stop_margin(Duration::from_secs(2)),
+        )
+        .unwrap_err();
+        assert!(err.contains("2000 ms leaves no time to renew a 3000 ms lease"), "{err}");
+        assert_eq!(test.count(&Call::TryLock), 0, "acquired with options it cannot keep");
+        assert!(GuardOptions::default().check(ttl).is_ok());
+        assert!(
+            GuardOptions::default().stop_margin(Duration::from_millis(1900)).check(ttl).is_ok()
+        );
+        // A handle guarded with such options is lost at once.
+        let h = plugin.try_lock("k", 3000).unwrap().unwrap();
+        let g = LockGuard::with_options(
+            Arc::clone(&plugin),
+            h,
+            GuardOptions::default().stop_margin(Duration::from_secs(5)),
+        );
+        assert!(g.is_lost());
+    }
+
+    #[test]
+    fn a_guard_that_could_not_run_past_its_deadline_reports_a_pause() {
+        let (test, plugin) = setup();
+        let ttl = Duration::from_millis(900);
+        let (g, _) = guard_with(&plugin, ttl, GuardOptions::default());
+        let rx = g.lost_channel();
+        // Keep the guard's threads from running, as SIGSTOP would, until
+        // well past the deadline to stop (600 ms) and the lease end.
+        {
+            let _frozen = g.shared.lock();
+            thread::sleep(ttl + Duration::from_millis(300));
+        }
+        let lost = rx.recv_timeout(PATIENCE).expect("no loss");
+        assert_eq!(lost.cause, LossCause::Paused, "{lost}");
+        assert!(lost.reason.contains("paused"), "{lost}");
+        assert!(lost.lease_end < Instant::now());
+        // Never renewed into a lease that may be someone else's.
+        thread::sleep(Duration::from_millis(100));
+        assert!(
+            test.log().iter().all(|c| !matches!(c, Call::RenewEnd(true))),
+            "renewed after the pause: {:?}",
+            test.log()
+        );
+        assert_eq!(g.lost().map(|l| l.cause), Some(LossCause::Paused));
+    }
+
+    #[test]
+    fn a_renewal_request_picked_up_after_its_deadline_is_not_sent() {
+        let (test, plugin) = setup();
+        let handle = plugin.try_lock("k", 1000).unwrap().unwrap();
+        let (requests_tx, requests) = mpsc::channel();
+        let (events, results) = mpsc::channel();
+        // Asked for 2 s ago with a deadline 1 s ago: the renewal thread did
+        // not run meanwhile.
+        let now = Instant::now();
+        let sent = now - Duration::from_secs(2);
+        let wall = SystemTime::now() - Duration::from_secs(2);
+        requests_tx.send(Request { sent, wall, deadline: now - Duration::from_secs(1) }).unwrap();
+        drop(requests_tx);
+        renew_loop(&*plugin, &handle, &requests, &events);
+        match results.try_recv() {
+            Ok(Event::Paused(reason)) => assert!(reason.contains("paused"), "{reason}"),
+            _ => panic!("expected a pause"),
+        }
+        assert_eq!(test.count(&Call::RenewStart), 0, "renewed after the deadline");
+    }
+
+    #[test]
+    fn the_lease_end_moves_with_each_confirmed_renewal() {
+        let (_test, plugin) = setup();
+        let (g, before) =
+            guard_with(&plugin, TTL, GuardOptions::default().clock_drift(ClockDrift::NONE));
+        let first = g.lease_end();
+        assert!(first >= before + TTL && first <= Instant::now() + TTL);
+        let until = Instant::now() + PATIENCE;
+        while g.renewals() == 0 {
+            assert!(Instant::now() < until, "no renewal");
+            thread::sleep(Duration::from_millis(10));
+        }
+        // Counted from the renewal's request, a third of the TTL later.
+        assert!(g.lease_end() >= first + TTL / 3, "{:?}", g.lease_end() - first);
+        assert!(g.lease_end() <= Instant::now() + TTL);
+        drop(g);
+    }
+
+    #[test]
     fn the_release_waits_for_a_hung_renewal_thread() {
         let (test, plugin) = setup();
         test.set_renew_delay(Duration::from_millis(200));
-        let g = LockGuard::acquire(&plugin, "k", Duration::from_millis(900)).unwrap().unwrap();
-        // The first renewal starts at 300 ms and is still running at 350 ms.
+        let g = LockGuard::acquire(&plugin, "k", Duration::from_millis(1500)).unwrap().unwrap();
+        // The first renewal starts at 500 ms and is still running at 550 ms.
         let until = Instant::now() + PATIENCE;
         while test.count(&Call::RenewStart) == 0 && Instant::now() < until {
             thread::sleep(Duration::from_millis(5));
@@ -713,7 +1142,7 @@ mod tests {
     #[test]
     fn lease_is_counted_from_before_the_request() {
         let (_test, plugin) = setup();
-        let handle = plugin.try_lock("k", 100).unwrap().unwrap();
+        let handle = plugin.try_lock("k", 300).unwrap().unwrap();
         // A lease that began long ago is over, whatever the backend says.
         let started = Instant::now() - Duration::from_millis(500);
         let g = LockGuard::with_options(

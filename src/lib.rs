@@ -18,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+mod drift;
 mod error;
 mod exclusive;
 pub mod fuel;
@@ -32,9 +33,10 @@ mod testing;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use drift::ClockDrift;
 pub use error::{ErrorKind, PluginError};
-pub use exclusive::{LockingHint, RunError, run_exclusive};
-pub use guard::{GuardOptions, LockGuard, LockLost, ReleaseError};
+pub use exclusive::{LockingHint, RunError, run_exclusive, run_exclusive_with};
+pub use guard::{GuardOptions, LockGuard, LockLost, LossCause, ReleaseError};
 pub use handle::LockHandle;
 pub use limits::{MAX_KEY_BYTES, MAX_TTL_MS, validate_key, validate_lock_request, validate_ttl};
 pub use plugin::LockingPlugin;

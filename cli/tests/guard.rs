@@ -8,7 +8,8 @@ use std::time::Duration;
 use bext_locking::{LockGuard, LockingHint, LockingPlugin, ReleaseError, RunError, run_exclusive};
 use bext_locking_memory::MemoryPlugin;
 
-const TTL: Duration = Duration::from_millis(300);
+/// The renewal due at 300 ms has until about 590 ms, room for a loaded machine.
+const TTL: Duration = Duration::from_millis(900);
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Two "hosts" sharing one lock table.
