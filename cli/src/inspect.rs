@@ -145,6 +145,7 @@ pub fn describe(plugin: &str, plugin_dirs: &[PathBuf], json: bool) -> Result<i32
             "abi_version": d.abi_version,
             "description": d.description,
             "fencing": d.fencing,
+            "clock_drift": d.clock_drift,
             "path": lib.path(),
             "config_schema": d.config_schema,
         });
@@ -157,6 +158,11 @@ pub fn describe(plugin: &str, plugin_dirs: &[PathBuf], json: bool) -> Result<i32
     let _ = writeln!(out, "abi:         {}", d.abi_version);
     let fencing = if d.fencing { "yes (handles carry a fence by default)" } else { "no" };
     let _ = writeln!(out, "fencing:     {fencing}");
+    let drift = match d.clock_drift {
+        Some(stated) => format!("{stated} (stated by the plugin)"),
+        None => format!("{} (the default: the plugin states none)", d.clock_drift_or_default()),
+    };
+    let _ = writeln!(out, "clock drift: {drift}");
     let _ = writeln!(out, "file:        {}", lib.path().display());
     let _ = writeln!(out, "description: {}", d.description);
     out.push_str(&schema_text(&d.config_schema));

@@ -162,6 +162,21 @@ fn describe_shows_capabilities_and_config_keys() {
         .find(|l| l.trim_start().starts_with("path "))
         .unwrap_or_else(|| panic!("{out}"));
     assert!(path.contains("required"), "{path}");
+    // Each plugin's clock-drift allowance, stated or the default.
+    assert!(out.contains("clock drift: 0 % of the TTL + 2 ms (stated by the plugin)"), "{out}");
+    need(&["memory", "redis"]);
+    let o = output(&["describe", "memory", "--json"]);
+    let d: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(d["clock_drift"], serde_json::json!({"rate": 0.0, "fixed_ms": 0}), "{d}");
+    let o = output(&["describe", "redis"]);
+    assert!(
+        stdout(&o).contains("clock drift: 1 % of the TTL + 2 ms (the default"),
+        "{}",
+        stdout(&o)
+    );
+    let o = output(&["describe", "redis", "--json"]);
+    let d: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(d["clock_drift"].is_null(), "{d}");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::ffi::CStr;
 
-use bext_locking::{LockingPlugin, PluginError};
+use bext_locking::{ClockDrift, LockingPlugin, PluginError};
 use serde::de::DeserializeOwned;
 
 use crate::abi::*;
@@ -29,6 +29,12 @@ pub trait Export: 'static {
     const DESCRIPTION: &'static str;
     /// Whether the default configuration hands out fences.
     const FENCING: bool;
+    /// The clock-drift allowance `describe` states (its `clock_drift`
+    /// field). `None` (the default) leaves the field out, and hosts use
+    /// [`ClockDrift::REDLOCK`]: right for any backend that expires leases on
+    /// a server's clock. State less only when leases expire on the holder's
+    /// own clock or one that runs at its rate.
+    const CLOCK_DRIFT: Option<ClockDrift> = None;
     /// The JSON Schema of the config object, with `properties`.
     fn config_schema() -> serde_json::Value;
     /// Builds an instance from a parsed config. Return

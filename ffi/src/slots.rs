@@ -174,7 +174,7 @@ fn handle(p: *const c_char) -> Result<LockHandle, Failure> {
 
 pub(crate) unsafe extern "C" fn describe<E: Export>(out_json: *mut *mut c_char) -> i32 {
     slot(out_json, || {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "name": E::NAME.to_string_lossy(),
             "version": E::VERSION.to_string_lossy(),
             "abi_version": BEXT_LOCKING_ABI_VERSION,
@@ -182,6 +182,9 @@ pub(crate) unsafe extern "C" fn describe<E: Export>(out_json: *mut *mut c_char) 
             "fencing": E::FENCING,
             "config_schema": E::config_schema(),
         });
+        if let Some(drift) = E::CLOCK_DRIFT {
+            json["clock_drift"] = serde_json::json!(drift);
+        }
         Ok(Done::Payload(Json::Text(json.to_string())))
     })
 }

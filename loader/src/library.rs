@@ -39,6 +39,18 @@ pub struct Description {
     pub fencing: bool,
     /// The JSON Schema of its config object.
     pub config_schema: serde_json::Value,
+    /// The clock-drift allowance it states, if any; `None` means
+    /// [`bext_locking::ClockDrift::REDLOCK`] (see
+    /// [`clock_drift_or_default`](Self::clock_drift_or_default)).
+    #[serde(default)]
+    pub clock_drift: Option<bext_locking::ClockDrift>,
+}
+
+impl Description {
+    /// The allowance to count leases with: the stated one, or Redlock's.
+    pub fn clock_drift_or_default(&self) -> bext_locking::ClockDrift {
+        self.clock_drift.unwrap_or_default()
+    }
 }
 
 /// Opens `path`, calls its entry with ABI v1 and validates the vtable.

@@ -131,6 +131,9 @@ impl bext_locking_ffi::Export for Exported {
     const DESCRIPTION: &'static str =
         "In-process locks on the monotonic clock, for tests and single-process services";
     const FENCING: bool = true;
+    /// Leases expire on the holder's own monotonic clock, counted from
+    /// inside the call (after the holder's `sent`): nothing can drift.
+    const CLOCK_DRIFT: Option<bext_locking::ClockDrift> = Some(bext_locking::ClockDrift::NONE);
 
     fn config_schema() -> serde_json::Value {
         serde_json::json!({

@@ -207,6 +207,12 @@ impl bext_locking_ffi::Export for Exported {
     const DESCRIPTION: &'static str = "Leases with fencing in a SQLite file shared by the \
                                        processes of one host; no server needed";
     const FENCING: bool = true;
+    /// Expiry is this host's wall clock, which advances at the rate of the
+    /// holder's monotonic clock (NTP slews both alike); 2 ms cover the
+    /// rounding of `unixepoch('subsec')` to whole milliseconds at both ends.
+    /// A step of the wall clock is not drift: see the backend's docs.
+    const CLOCK_DRIFT: Option<bext_locking::ClockDrift> =
+        Some(bext_locking::ClockDrift::new(0.0, 2));
 
     fn config_schema() -> serde_json::Value {
         serde_json::json!({
