@@ -9,8 +9,10 @@
 mod config;
 mod duration;
 mod inspect;
+mod plan;
 mod resolve;
 mod run;
+mod watchdog;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -37,7 +39,8 @@ pub mod exit {
     /// run. sysexits' `EX_TEMPFAIL`: try again later.
     pub const CONTENDED: u8 = 75;
     /// The lock was lost while the command ran; the command was sent
-    /// SIGTERM (and SIGKILL after the grace period).
+    /// SIGTERM, then SIGKILL after the grace period or by the lease end,
+    /// whichever came first.
     pub const LOST: i32 = 76;
     /// The command could not be executed (like a shell).
     pub const NOT_EXECUTABLE: i32 = 126;
@@ -111,14 +114,22 @@ what you write so it can refuse a stale holder). The command runs in its own pro
 (like timeout(1); see --foreground): SIGINT, SIGTERM, SIGHUP and SIGQUIT that bext-lock gets
 are passed on to that group, and on loss of the lock the whole group is stopped.
 
+When the lock is lost (a renewal fails, no renewal is confirmed in time, or bext-lock was
+paused), the command's group gets SIGTERM at once and SIGKILL after --grace, and in any case
+100ms before the lease ends (the TTL counted from just before the request, less the
+backend's clock-drift allowance): no process of the command outlives the lease. The loss is
+signalled --grace + 100ms before the lease end at the latest, so the command always gets its
+whole grace; after a pause of bext-lock itself it is killed at once. A watchdog process kills
+the group if bext-lock dies (kill -9, OOM) or stays stopped past the lease end.
+
 Exit status:
   the command's own     it ran while the lock was held (128+N if killed by signal N)
   75 (or -E CODE)       the lock is held elsewhere; the command did not run
-  76                    the lock was lost while the command ran; it got SIGTERM (then
-                        SIGKILL after --grace)
+  76                    the lock was lost while the command ran; it got SIGTERM, then
+                        SIGKILL after --grace or by the lease end, whichever came first
   69                    the lock backend failed; the command did not run
   1                     bext-lock failed before locking (plugin not found, bad config)
-  2                     bad usage
+  2                     bad usage (also a --grace that does not fit the --ttl)
   126, 127              the command could not be run / was not found
   128+N                 bext-lock got signal N while waiting for the lock
 
@@ -163,9 +174,13 @@ struct RunCmd {
     /// Exit code when the lock is held elsewhere.
     #[arg(short = 'E', long = "conflict-exit-code", value_name = "CODE", default_value_t = exit::CONTENDED)]
     conflict_exit_code: u8,
-    /// After the lock is lost, how long the command gets between SIGTERM and SIGKILL.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::parse)]
-    grace: Duration,
+    /// After the lock is lost, how long the command gets between SIGTERM and
+    /// SIGKILL. It must fit the lease: at most half the TTL less the
+    /// backend's clock-drift allowance (1% + 2ms unless the plugin states
+    /// less) and 100ms (a tenth of TTLs under 1s); more is a usage error.
+    /// Default: 10s, or a third of the TTL if that is less (1s for --ttl 3s).
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    grace: Option<Duration>,
     /// Keep the command in bext-lock's process group, so it can read the
     /// terminal and gets Ctrl-C directly; signals (and the SIGTERM/SIGKILL
     /// on loss) then reach the command alone, not what it started.
@@ -261,6 +276,9 @@ struct CheckCmd {
 }
 
 fn main() {
+    if std::env::args_os().nth(1).is_some_and(|a| a == watchdog::ARG) {
+        std::process::exit(watchdog::serve());
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

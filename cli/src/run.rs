@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bext_locking::redact::Secrets;
-use bext_locking::{LockGuard, LockLost, LockingPlugin, ReleaseError};
+use bext_locking::{GuardOptions, LockGuard, LockLost, LockingPlugin, LossCause, ReleaseError};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
@@ -22,6 +22,8 @@ use signal_hook::low_level::siginfo::Cause;
 
 use crate::config;
 use crate::duration;
+use crate::plan::{self, Plan};
+use crate::watchdog::Watchdog;
 use crate::{CliError, exit};
 
 /// What `run` was asked to do.
@@ -32,7 +34,8 @@ pub struct RunArgs {
     pub config: Option<String>,
     pub wait: Option<Duration>,
     pub conflict_exit_code: u8,
-    pub grace: Duration,
+    /// `None`: the default, which adapts to the TTL.
+    pub grace: Option<Duration>,
     pub foreground: bool,
     pub verbose: bool,
     pub command: Vec<OsString>,
@@ -104,9 +107,8 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
     bext_locking::validate_key(&args.key).map_err(|e| CliError::usage(format!("--key: {e}")))?;
     let ttl_ms = u64::try_from(args.ttl.as_millis()).unwrap_or(u64::MAX);
     bext_locking::validate_ttl(ttl_ms).map_err(|e| CliError::usage(format!("--ttl: {e}")))?;
-    if args.ttl < Duration::from_millis(3) {
-        return Err(CliError::usage("--ttl: at least 3ms, so the lock can be renewed in time"));
-    }
+    // Whole milliseconds are what the backend gets, so count with them.
+    let ttl = Duration::from_millis(ttl_ms);
 
     let library = crate::resolve::load(&args.plugin, plugin_dirs).map_err(CliError::error)?;
     let verbose = |msg: &str| {
@@ -114,12 +116,25 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
             eprintln!("bext-lock: {msg}");
         }
     };
+    let drift = library
+        .describe()
+        .map_err(|e| CliError::error(secrets.scrub(&e)))?
+        .clock_drift_or_default();
+    let plan = plan::plan(ttl, &drift, args.grace).map_err(CliError::usage)?;
     verbose(&format!(
         "plugin {} {} from {}, config {}",
         library.name(),
         library.version(),
         library.path().display(),
         config::redacted(&config)
+    ));
+    verbose(&format!(
+        "--ttl {}: the lease counts as {} ({drift} of clock drift off); on a loss the command \
+         gets SIGTERM, then SIGKILL after --grace {}, and by {} before the lease end at the latest",
+        duration::show(ttl),
+        duration::show(ttl - plan.drift),
+        duration::show(plan.grace),
+        duration::show(plan.kill_margin)
     ));
     let plugin: Arc<dyn LockingPlugin> = Arc::from(
         library
@@ -129,29 +144,42 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
 
     let (events_tx, events) = mpsc::channel();
     let _signals = SignalThread::start(events_tx.clone())?;
+    // Before the lock, so that its start costs none of the lease.
+    let mut watchdog = Watchdog::start().map_err(CliError::error)?;
+    let options = GuardOptions::default().clock_drift(drift).stop_margin(plan.stop_margin);
 
-    let guard = match acquire(&plugin, &args, &events, &secrets)? {
-        Acquired::Guard(g) => g,
-        Acquired::Contended => {
+    let guard = match acquire(&plugin, &args, options, &events, &secrets) {
+        Ok(Acquired::Guard(g)) => g,
+        Ok(Acquired::Contended) => {
+            watchdog.disarm();
             verbose(&format!(
                 "`{}` is held elsewhere; not running the command (exit {})",
                 args.key, args.conflict_exit_code
             ));
             return Ok(i32::from(args.conflict_exit_code));
         }
-        Acquired::Interrupted(signal) => return Ok(128 + signal),
+        Ok(Acquired::Interrupted(signal)) => {
+            watchdog.disarm();
+            return Ok(128 + signal);
+        }
+        Err(e) => {
+            watchdog.disarm();
+            return Err(e);
+        }
     };
     let fence = guard.fence().map(|f| format!(", fence {f}")).unwrap_or_default();
-    verbose(&format!("acquired `{}` for {}{fence}", args.key, duration::show(args.ttl)));
+    verbose(&format!("acquired `{}` for {}{fence}", args.key, duration::show(ttl)));
     let lost_tx = events_tx.clone();
     guard.on_lost(move |lost| {
         let _ = lost_tx.send(Event::Lost(lost.clone()));
     });
     drop(events_tx);
+    watchdog.kill_at(kill_deadline(&guard.lease_end(), &plan));
 
     if let Some(lost) = guard.lost() {
         // Lost between acquiring and starting (a very short TTL, a stall):
         // never start a command without the lock.
+        watchdog.disarm();
         eprintln!(
             "bext-lock: {}; the command was not started; exit {}",
             secrets.scrub(&lost.to_string()),
@@ -159,18 +187,30 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
         );
         return Ok(exit::LOST);
     }
-    let mut child = match spawn(&args.command, &guard, args.foreground) {
+    let group = (!args.foreground).then(|| watchdog.pgid());
+    let mut child = match spawn(&args.command, &guard, group) {
         Ok(child) => child,
         Err(e) => {
+            watchdog.disarm();
             let _ = guard.release();
             return Err(e);
         }
     };
-    let outcome = supervise(&mut child, &events, args.grace, !args.foreground);
+    let target = match group {
+        Some(pgid) => Target { pid: pgid, group: true, watchdog: Some(pgid) },
+        None => {
+            watchdog.only(child.id());
+            let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+            Target { pid, group: false, watchdog: None }
+        }
+    };
+    let outcome = Supervisor { guard: &guard, plan: &plan, target, watchdog: &mut watchdog }
+        .run(&mut child, &events);
+    watchdog.disarm();
 
     if let Some(lost) = outcome.lost {
         let how = match outcome.status.and_then(|s| s.signal()) {
-            Some(sig) => format!("stopped by signal {sig}"),
+            Some(sig) => format!("was stopped by signal {sig}"),
             None => "finished".to_owned(),
         };
         eprintln!(
@@ -200,6 +240,12 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
     Ok(code)
 }
 
+/// When every process of the command must be gone: the lease end less the
+/// kill margin (or now, if that has passed).
+fn kill_deadline(lease_end: &Instant, plan: &Plan) -> Instant {
+    lease_end.checked_sub(plan.kill_margin).unwrap_or_else(Instant::now)
+}
+
 enum Acquired {
     Guard(LockGuard),
     Contended,
@@ -210,13 +256,14 @@ enum Acquired {
 fn acquire(
     plugin: &Arc<dyn LockingPlugin>,
     args: &RunArgs,
+    options: GuardOptions,
     events: &Receiver<Event>,
     secrets: &Secrets,
 ) -> Result<Acquired, CliError> {
     let until = args.wait.map(|w| Instant::now() + w);
     let mut backoff = BACKOFF_FIRST;
     loop {
-        match LockGuard::acquire(plugin, &args.key, args.ttl) {
+        match LockGuard::acquire_with(plugin, &args.key, args.ttl, options.clone()) {
             Ok(Some(guard)) => return Ok(Acquired::Guard(guard)),
             Ok(None) => {}
             Err(e) => {
@@ -251,13 +298,15 @@ fn acquire(
     }
 }
 
-fn spawn(command: &[OsString], guard: &LockGuard, foreground: bool) -> Result<Child, CliError> {
+/// Starts CMD, into the watchdog's process group unless `--foreground`.
+fn spawn(command: &[OsString], guard: &LockGuard, group: Option<Pid>) -> Result<Child, CliError> {
     let (program, rest) = command.split_first().ok_or_else(|| CliError::usage("no command"))?;
     let mut cmd = Command::new(program);
-    if !foreground {
-        // Its own process group, so a lost lock stops everything CMD
-        // started, not just CMD (a shell's children would run on).
-        cmd.process_group(0);
+    if let Some(pgid) = group {
+        // A process group of its own (led by the watchdog), so a lost lock
+        // stops everything CMD started, not just CMD (a shell's children
+        // would run on), and so does bext-lock's death.
+        cmd.process_group(pgid.as_raw());
     }
     cmd.args(rest).env("BEXT_LOCK_KEY", guard.key()).env("BEXT_LOCK_ID", &guard.handle().lock_id);
     match guard.fence() {
@@ -287,8 +336,11 @@ struct Outcome {
 /// Where signals go: CMD's process group (the default), or CMD alone
 /// (`--foreground`).
 struct Target {
+    /// The process group (the watchdog's pid), or CMD's pid.
     pid: Pid,
     group: bool,
+    /// The watchdog, a member of the group that is not the command's.
+    watchdog: Option<Pid>,
 }
 
 impl Target {
@@ -298,91 +350,161 @@ impl Target {
         let _ = if self.group { killpg(self.pid, sig) } else { kill(self.pid, sig) };
     }
 
-    /// Whether anything is left in CMD's process group.
+    /// Whether a process of the command is left in its group.
     fn group_alive(&self) -> bool {
-        self.group && killpg(self.pid, None).is_ok()
+        self.group && others_in_group(self.pid.as_raw(), self.watchdog.map(Pid::as_raw))
     }
 }
 
-/// Waits for the child, forwarding signals, and on loss of the lock sends
-/// SIGTERM, then SIGKILL after `grace`.
-///
-/// Only this thread reaps the child, and it signals the child only after
-/// `try_wait` saw it still running: an unreaped child keeps its pid (and
-/// its process group id), so a signal cannot hit a process that reused it.
-fn supervise(child: &mut Child, events: &Receiver<Event>, grace: Duration, group: bool) -> Outcome {
-    let target =
-        Target { pid: Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX)), group };
-    let mut lost: Option<LockLost> = None;
-    let mut kill_at: Option<Instant> = None;
-    loop {
-        let timeout = match kill_at {
-            Some(at) => at.saturating_duration_since(Instant::now()).min(POLL),
-            None => POLL,
+/// Whether a live (not zombie) process other than `except` is in process
+/// group `pgid`, from `/proc`.
+fn others_in_group(pgid: i32, except: Option<i32>) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        // No /proc: count the watchdog as the command's, erring on the side
+        // of killing.
+        return killpg(Pid::from_raw(pgid), None).is_ok();
+    };
+    dir.flatten().any(|entry| {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            return false;
         };
-        let event = events.recv_timeout(timeout);
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                if lost.is_some() {
-                    finish_group(&target, kill_at, grace);
-                }
-                return Outcome { status: Some(status), lost };
-            }
-            Ok(None) => {}
-            Err(e) => {
-                eprintln!("bext-lock: cannot wait for the command: {e}");
-                return Outcome { status: None, lost };
-            }
+        if Some(pid) == except {
+            return false;
         }
-        match event {
-            Ok(Event::Signal { signal, from_kernel }) if FORWARDED.contains(&signal) => {
-                // A terminal's signal already reached CMD if it shares our
-                // process group; in its own group it did not.
-                if group || !from_kernel {
-                    target.send(signal);
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+        // pid (comm) state ppid pgrp ...; comm may hold spaces and parens.
+        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
+        pgrp == Some(pgid) && state != Some("Z")
+    })
+}
+
+/// Waits for CMD, forwards signals, and enforces the lease on it.
+struct Supervisor<'a> {
+    guard: &'a LockGuard,
+    plan: &'a Plan,
+    target: Target,
+    watchdog: &'a mut Watchdog,
+}
+
+impl Supervisor<'_> {
+    /// Waits for the child, forwarding signals; on loss of the lock sends
+    /// SIGTERM at once and SIGKILL at `min(now + grace, lease end − kill
+    /// margin)`, or SIGKILL at once after a pause.
+    ///
+    /// Only this thread reaps the child, and it signals the child only after
+    /// `try_wait` saw it still running: an unreaped child keeps its pid, so a
+    /// signal cannot hit a process that reused it. (The group's id is the
+    /// watchdog's pid, which bext-lock reaps only at its very end.)
+    fn run(self, child: &mut Child, events: &Receiver<Event>) -> Outcome {
+        // Often enough that the watchdog hears of each renewal long before
+        // the previous lease would end (a renewal comes a third of the way in).
+        let poll = POLL.min(self.plan.ttl / 10).max(Duration::from_millis(1));
+        let mut lost: Option<LockLost> = None;
+        let mut kill_at: Option<Instant> = None;
+        let mut told = self.guard.lease_end();
+        loop {
+            let timeout = match kill_at {
+                Some(at) => at.saturating_duration_since(Instant::now()).min(poll),
+                None => poll,
+            };
+            let event = events.recv_timeout(timeout);
+            if lost.is_none() {
+                let lease_end = self.guard.lease_end();
+                if lease_end != told {
+                    told = lease_end;
+                    self.watchdog.kill_at(kill_deadline(&lease_end, self.plan));
                 }
             }
-            Ok(Event::Signal { .. }) => {} // SIGCHLD: looked at above
-            Ok(Event::Lost(l)) => {
-                if lost.is_none() {
-                    eprintln!(
-                        "bext-lock: {l}; sending SIGTERM to the command (pid {}), SIGKILL in {}",
-                        target.pid,
-                        duration::show(grace)
-                    );
-                    target.send(SIGTERM);
-                    kill_at = Some(Instant::now() + grace);
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    // A loss the callback has not delivered yet still counts.
+                    if lost.is_none() {
+                        lost = self.guard.lost();
+                    }
+                    if lost.is_some() {
+                        self.finish_group(kill_at);
+                    }
+                    return Outcome { status: Some(status), lost };
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("bext-lock: cannot wait for the command: {e}");
+                    return Outcome { status: None, lost };
+                }
+            }
+            match event {
+                Ok(Event::Signal { signal, from_kernel }) if FORWARDED.contains(&signal) => {
+                    // A terminal's signal already reached CMD if it shares our
+                    // process group; in its own group it did not.
+                    if self.target.group || !from_kernel {
+                        self.target.send(signal);
+                    }
+                }
+                Ok(Event::Signal { .. }) => {} // SIGCHLD: looked at above
+                Ok(Event::Lost(l)) => {
+                    if lost.is_none() {
+                        kill_at = self.on_loss(&l);
+                        lost = Some(l);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // Cannot happen while the guard lives; never spin if it does.
+                Err(RecvTimeoutError::Disconnected) => thread::sleep(timeout),
+            }
+            if lost.is_none() {
+                // The guard's clock says so even if its thread is late.
+                if let Some(l) = self.guard.lost() {
+                    kill_at = self.on_loss(&l);
                     lost = Some(l);
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            // Cannot happen while the guard lives; never spin if it does.
-            Err(RecvTimeoutError::Disconnected) => thread::sleep(timeout),
-        }
-        if kill_at.is_some_and(|at| Instant::now() >= at) {
-            eprintln!(
-                "bext-lock: the command is still running after {}; SIGKILL",
-                duration::show(grace)
-            );
-            target.send(Signal::SIGKILL as i32);
-            kill_at = None;
+            if kill_at.is_some_and(|at| Instant::now() >= at) {
+                eprintln!("bext-lock: the command is still running; SIGKILL");
+                self.target.send(Signal::SIGKILL as i32);
+                kill_at = None;
+            }
         }
     }
-}
 
-/// After a loss, CMD has exited but what it started may not have: give the
-/// rest of its process group the rest of the grace period, then SIGKILL it.
-fn finish_group(target: &Target, kill_at: Option<Instant>, grace: Duration) {
-    let until = kill_at.unwrap_or_else(Instant::now);
-    while target.group_alive() && Instant::now() < until {
-        thread::sleep(Duration::from_millis(20));
-    }
-    if target.group_alive() {
+    /// Signals the command on a loss; returns when to SIGKILL it.
+    fn on_loss(&self, l: &LockLost) -> Option<Instant> {
+        let now = Instant::now();
+        let by = kill_deadline(&l.lease_end, self.plan);
+        let whom = match self.target.group {
+            true => format!("the command's process group {}", self.target.pid),
+            false => format!("the command (pid {})", self.target.pid),
+        };
+        if l.cause == LossCause::Paused || by <= now {
+            // bext-lock did not run for a while: the lease may be over, and
+            // nothing watched the command meanwhile.
+            eprintln!("bext-lock: {l}; SIGKILL to {whom} at once");
+            self.target.send(Signal::SIGKILL as i32);
+            return None;
+        }
+        let at = (now + self.plan.grace).min(by);
         eprintln!(
-            "bext-lock: processes the command started are still running after {}; SIGKILL",
-            duration::show(grace)
+            "bext-lock: {l}; SIGTERM to {whom}, SIGKILL in {} (by the lease end at the latest)",
+            duration::show(at - now)
         );
-        target.send(Signal::SIGKILL as i32);
+        self.target.send(SIGTERM);
+        Some(at)
+    }
+
+    /// After a loss, CMD has exited but what it started may not have: give
+    /// the rest of its process group until the SIGKILL was due, then SIGKILL
+    /// it.
+    fn finish_group(&self, kill_at: Option<Instant>) {
+        let until = kill_at.unwrap_or_else(Instant::now);
+        while self.target.group_alive() && Instant::now() < until {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if self.target.group_alive() {
+            eprintln!("bext-lock: processes the command started are still running; SIGKILL");
+            self.target.send(Signal::SIGKILL as i32);
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use bext_locking::LockingPlugin;
 use bext_locking_pg::PgPlugin;
+use bext_locking_test_support::proxy::Proxy;
 use bext_locking_test_support::servers::pg::Cluster;
-use common::proxy::Proxy;
 use common::{Scratch, base_url};
 
 /// An outage answer must come within the call budget; the slack is for a

@@ -1,6 +1,7 @@
 //! Helpers shared by the workspace's tests (and the safety checker in
 //! `tools/safety`): built plugins, free ports, the cross-process hammer,
-//! and throwaway redis, etcd and PostgreSQL servers ([`servers`]).
+//! throwaway redis, etcd and PostgreSQL servers ([`servers`]), and a TCP
+//! proxy that can freeze the path to one ([`proxy`]).
 //!
 //! Tests load plugins from the cargo target folder that built the test
 //! binary itself, so `cargo test`, `cargo nextest` and `--release` all find
@@ -45,6 +46,7 @@ pub fn free_port() -> u16 {
 }
 
 pub mod hammer;
+pub mod proxy;
 pub mod servers;
 
 /// A fresh folder under the temporary directory, removed on drop.

@@ -1,10 +1,9 @@
 //! Helpers shared by the pg backend's integration tests: the shared server
 //! and a schema per test. Throwaway clusters, for tests that stop servers,
-//! are `bext_locking_test_support::servers::pg::Cluster`.
+//! are `bext_locking_test_support::servers::pg::Cluster`; the TCP proxy
+//! that freezes a connection is `bext_locking_test_support::proxy`.
 
 #![allow(dead_code)]
-
-pub mod proxy;
 
 use bext_locking::LockingPlugin;
 

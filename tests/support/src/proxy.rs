@@ -1,6 +1,7 @@
-//! A TCP proxy that can freeze: it stops passing bytes while the sockets
-//! stay open, like a server that hangs (or a network that drops packets)
-//! without closing anything.
+//! A TCP proxy that can freeze: it stops passing bytes (both ways) while
+//! the sockets stay open, like a server that hangs (or a network that drops
+//! packets) without closing anything. Tests point a client at
+//! `127.0.0.1:<port>` instead of the server, then freeze the path.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -9,7 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// A running proxy to one upstream address; stops (closing every
+/// connection) on drop.
 pub struct Proxy {
+    /// The loopback port it listens on.
     pub port: u16,
     frozen: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -17,6 +21,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Listens on a free loopback port and forwards each connection to
+    /// `upstream`.
     pub fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -48,6 +54,8 @@ impl Proxy {
         Self { port, frozen, stop, acceptor: Some(acceptor) }
     }
 
+    /// Freezes (`true`) or thaws (`false`) every connection, present and
+    /// future: bytes read while frozen are held until the thaw.
     pub fn freeze(&self, on: bool) {
         self.frozen.store(on, Ordering::SeqCst);
     }
