@@ -30,9 +30,13 @@
 //
 // [RunExclusive] is the main use case in one call: it runs a function only
 // if the lock is free, renews the lock in the background every third of the
-// TTL, cancels the function's context the moment the lock is lost (a failed
-// renew is never retried: retrying could make two holders), and releases the
-// lock when the function returns.
+// TTL, and releases the lock when the function returns. It cancels the
+// function's context when the lock is lost, and in time: at the latest a
+// stop margin (a third of the TTL by default, [WithStopMargin]) before the
+// lease ends by this process's clock, counted from before each request and
+// less the backend's clock-drift allowance. A failed renew is never retried
+// (retrying could make two holders), and a process paused past the deadline
+// never renews again.
 //
 // # Errors
 //

@@ -102,12 +102,12 @@ func TestRunExclusiveReturnsFnError(t *testing.T) {
 	_ = b.Release(h)
 }
 
-// TestRunExclusiveRenewsPastTTL holds a 600ms lock for 2s: the background
+// TestRunExclusiveRenewsPastTTL holds a 900ms lock for 2s: the background
 // renewals must keep everyone else out, and must not cancel fn.
 func TestRunExclusiveRenewsPastTTL(t *testing.T) {
 	a, b := sharedPair(t)
 	key := uniqueName("renew")
-	ran, err := bextlock.RunExclusive(context.Background(), a, key, 600*time.Millisecond, func(ctx context.Context) error {
+	ran, err := bextlock.RunExclusive(context.Background(), a, key, 900*time.Millisecond, func(ctx context.Context) error {
 		end := time.Now().Add(2 * time.Second)
 		for time.Now().Before(end) {
 			if ctx.Err() != nil {
@@ -180,7 +180,7 @@ func TestRunExclusiveParentCancelKeepsLockUntilFnReturns(t *testing.T) {
 	a, b := sharedPair(t)
 	key := uniqueName("parent")
 	ctx, cancel := context.WithCancel(context.Background())
-	ran, err := bextlock.RunExclusive(ctx, a, key, 300*time.Millisecond, func(ctx context.Context) error {
+	ran, err := bextlock.RunExclusive(ctx, a, key, 900*time.Millisecond, func(ctx context.Context) error {
 		cancel()
 		waitDone(t, ctx, "the parent was cancelled")
 		mustContend(t, b, key) // still ours while fn winds down

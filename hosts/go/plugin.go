@@ -3,6 +3,7 @@ package bextlock
 import (
 	"bytes"
 	"encoding/json"
+	"sync"
 )
 
 // Plugin is an opened plugin library with a validated vtable.
@@ -15,6 +16,10 @@ type Plugin struct {
 	vt      *cVTable
 	name    string
 	version string
+
+	driftOnce sync.Once
+	drift     ClockDrift
+	driftErr  error
 }
 
 // Description is what a plugin's describe slot reports.
@@ -32,6 +37,18 @@ type Description struct {
 	Fencing bool `json:"fencing"`
 	// ConfigSchema is the JSON Schema of the config object New accepts.
 	ConfigSchema json.RawMessage `json:"config_schema"`
+	// ClockDrift is the clock-drift allowance the plugin states, or nil:
+	// then RedlockDrift applies (see [Description.ClockDriftOrDefault]).
+	ClockDrift *ClockDrift `json:"clock_drift,omitempty"`
+}
+
+// ClockDriftOrDefault is the allowance to count leases with: the stated one,
+// or RedlockDrift.
+func (d Description) ClockDriftOrDefault() ClockDrift {
+	if d.ClockDrift != nil {
+		return *d.ClockDrift
+	}
+	return RedlockDrift
 }
 
 // Open loads the plugin library at path, calls its entry point with ABI
@@ -80,6 +97,21 @@ func (p *Plugin) Describe() (Description, error) {
 		return Description{}, protocolError(p.name, "describe", status, "the description is not valid JSON: %v", err)
 	}
 	return d, nil
+}
+
+// clockDrift is the plugin's clock-drift allowance, asked once.
+func (p *Plugin) clockDrift() (ClockDrift, error) {
+	p.driftOnce.Do(func() {
+		d, err := p.Describe()
+		if err == nil {
+			p.drift = d.ClockDriftOrDefault()
+			if cerr := p.drift.check(); cerr != nil {
+				err = protocolError(p.name, "describe", int32(StatusOK), "clock_drift: %v", cerr)
+			}
+		}
+		p.driftErr = err
+	})
+	return p.drift, p.driftErr
 }
 
 // New creates an instance of the backend.
