@@ -8,10 +8,22 @@
  * Arguments: PLUGIN.so [CONFIG_JSON (default {})] [KEY (default jobs/nightly)].
  * Exit status: 0 when the lock was taken, renewed and released; 2 when
  * someone else holds it (not an error); 1 on any error.
+ *
+ * The work runs in steps, with the pattern every host follows: the lease is
+ * counted on the monotonic clock from just before the request that started
+ * it, less the backend's clock-drift allowance (from `describe`), and the
+ * work stops a margin (a third of the TTL) before that lease end unless a
+ * renewal was confirmed. A real host renews from a thread of its own and
+ * checks the deadline from another, so a renew call that hangs cannot hold
+ * the check up (the Rust LockGuard and Go's RunExclusive do that).
  */
+
+#define _POSIX_C_SOURCE 200809L
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include "bext_locking.h"
 #include "bext_locking_host.h"
@@ -22,6 +34,28 @@ static void report(const BextLockingVTable *vt, const char *what, int32_t status
   fprintf(stderr, "%s failed: %s (%d): %s\n", what, bext_locking_host_status_name(status),
           (int)status, json != NULL ? json : "(no error object)");
   vt->free_string(json);
+}
+
+/* Milliseconds on CLOCK_MONOTONIC: immune to wall-clock steps. */
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+/* The clock-drift allowance for a lease of `ttl_ms`: the plugin's
+ * "clock_drift":{"rate":R,"fixed_ms":F} from its describe answer, else
+ * Redlock's 1 % + 2 ms. (A real host parses the JSON with a JSON library.) */
+static double drift_ms(const char *describe, double ttl_ms) {
+  double rate = 0.01, fixed_ms = 2;
+  const char *d = strstr(describe, "\"clock_drift\":{");
+  if (d != NULL) {
+    const char *r = strstr(d, "\"rate\":");
+    const char *f = strstr(d, "\"fixed_ms\":");
+    if (r != NULL) rate = strtod(r + strlen("\"rate\":"), NULL);
+    if (f != NULL) fixed_ms = strtod(f + strlen("\"fixed_ms\":"), NULL);
+  }
+  return ttl_ms * rate + fixed_ms;
 }
 
 int main(int argc, char **argv) {
@@ -36,6 +70,9 @@ int main(int argc, char **argv) {
   char *handle = NULL;
   int32_t status;
   int exit_code = 1;
+  const double ttl_ms = 30000;
+  double drift = 0, sent, lease_end, stop_margin = ttl_ms / 3;
+  int step;
 
   if (argc < 2) {
     fprintf(stderr, "usage: %s PLUGIN.so [CONFIG_JSON] [KEY]\n", argv[0]);
@@ -54,6 +91,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   printf("describe: %s\n", out);
+  drift = drift_ms(out, ttl_ms);
   vt->free_string(out);
   out = NULL;
 
@@ -64,10 +102,12 @@ int main(int argc, char **argv) {
   }
   printf("created an instance with config %s\n", config);
 
-  if (bext_locking_host_request_json(request, sizeof request, key, 30000) >= (int)sizeof request) {
+  if (bext_locking_host_request_json(request, sizeof request, key, (uint64_t)ttl_ms) >=
+      (int)sizeof request) {
     fprintf(stderr, "key is too long for this example\n");
     goto done;
   }
+  sent = now_ms(); /* the lease starts no earlier than this */
   status = vt->try_lock(locks, request, &handle);
   if (status == BEXT_LOCKING_CONTENDED) {
     /* Not an error: another holder has the lock, so skip the work. */
@@ -81,6 +121,10 @@ int main(int argc, char **argv) {
     goto done;
   }
   printf("try_lock %s: acquired, handle %s\n", key, handle);
+  lease_end = sent + ttl_ms - drift;
+  printf("the lease ends in %.0f ms by our clock (%.0f ms TTL less %.1f ms of clock drift); "
+         "stop by %.0f ms from now unless renewed\n",
+         lease_end - now_ms(), ttl_ms, drift, lease_end - stop_margin - now_ms());
 
   /* Locks are not reentrant: the same instance asking again is contention. */
   status = vt->try_lock(locks, request, &out);
@@ -88,15 +132,30 @@ int main(int argc, char **argv) {
   vt->free_string(out);
   out = NULL;
 
-  /* ... the protected work runs here; renew before the TTL runs out ... */
-  status = vt->renew(locks, handle, &out);
-  if (status != BEXT_LOCKING_OK) {
-    /* An error from renew means the lock is lost: stop the work. */
-    report(vt, "renew", status, out);
-    out = NULL;
-    goto done;
+  for (step = 1; step <= 3; step++) {
+    double asked;
+    /* Past the deadline to stop without a confirmed renewal: stop now,
+     * while the lease still covers winding down. */
+    if (now_ms() >= lease_end - stop_margin) {
+      fprintf(stderr, "the deadline to stop passed without a confirmed renewal: stopping\n");
+      goto done;
+    }
+    /* ... one step of the protected work (pass the handle's fence to what
+     * it writes) ... */
+    printf("step %d done\n", step);
+    if (step != 2) continue; /* renew a third of the way in; here, once */
+    asked = now_ms();
+    status = vt->renew(locks, handle, &out);
+    if (status != BEXT_LOCKING_OK) {
+      /* An error from renew means the lock is lost: stop the work. */
+      report(vt, "renew", status, out);
+      out = NULL;
+      goto done;
+    }
+    /* Counted from before the renew was sent, never from its answer. */
+    lease_end = asked + ttl_ms - drift;
+    printf("renew: the TTL restarted; the lease now ends in %.0f ms\n", lease_end - now_ms());
   }
-  printf("renew: the TTL restarted\n");
 
   status = vt->release(locks, handle, &out);
   if (status != BEXT_LOCKING_OK) {
