@@ -6,13 +6,14 @@
 //! sense for it. The starters below share the throwaway servers of
 //! `bext_locking_test_support::servers`.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use bext_locking_test_support::TempDir;
 use bext_locking_test_support::servers::{etcd, pg, redis};
 
-use crate::Fault::{self, Restart, Stall, Terminate};
+use crate::Fault::{self, Freeze, Restart, Stall, Terminate};
 
 /// A backend as the checker knows it.
 pub struct Backend {
@@ -31,17 +32,21 @@ pub struct Backend {
 pub const BACKENDS: &[Backend] = &[
     b("memory", "memory", memory, &[]),
     b("sqlite", "sqlite", sqlite, &[Stall]),
-    b("redis", "redis", redis_single, &[Restart, Stall]),
+    b("redis", "redis", redis_single, &[Restart, Stall, Freeze]),
     b("redis-quorum", "redis", redis_quorum, &[Restart]),
     b("redis-cluster", "redis", redis_cluster, &[Restart, Stall]),
-    b("pg", "pg", pg_shared_lease, &[Terminate, Stall]),
+    b("pg", "pg", pg_shared_lease, &[Terminate, Stall, Freeze]),
     b("pg-restart", "pg", pg_private_lease, &[Restart]),
     b("pg-advisory", "pg", pg_shared_advisory, &[]),
-    b("etcd", "etcd", etcd_single, &[Restart, Stall]),
+    b("etcd", "etcd", etcd_single, &[Restart, Stall, Freeze]),
     b("etcd-3", "etcd", etcd_three, &[Restart, Stall]),
 ];
 
 type Starter = fn(&Env) -> Result<Box<dyn Deployment>, String>;
+
+/// A server's TCP address, and the plugin config that reaches it through a
+/// proxy on the given loopback port instead.
+pub type ViaProxy<'a> = (SocketAddr, Box<dyn Fn(u16) -> String + 'a>);
 
 const fn b(
     name: &'static str,
@@ -89,9 +94,15 @@ pub trait Deployment {
     fn max_processes(&self) -> Option<u32> {
         None
     }
+    /// The one server a holder talks to, for [`Fault::Freeze`]: its TCP
+    /// address, and the config that reaches it through a proxy on a
+    /// loopback port instead.
+    fn via_proxy(&self) -> Option<ViaProxy<'_>> {
+        None
+    }
     /// Carries out one occurrence of a server-side fault (not
-    /// [`Fault::Stall`], which the runner does for every backend alike);
-    /// returns what was done, for the report.
+    /// [`Fault::Stall`] or [`Fault::Freeze`], which the runner does for
+    /// every backend alike); returns what was done, for the report.
     fn inject(&mut self, fault: Fault, ctx: &FaultContext) -> Result<String, String> {
         let _ = ctx;
         Err(format!("{} does not apply here", fault.name()))
@@ -172,6 +183,13 @@ impl Deployment for RedisSingle {
     }
     fn fencing(&self) -> bool {
         true
+    }
+    fn via_proxy(&self) -> Option<ViaProxy<'_>> {
+        let upstream = SocketAddr::from(([127, 0, 0, 1], self.0.port));
+        Some((
+            upstream,
+            Box::new(|port| format!(r#"{{"url":"redis://127.0.0.1:{port}"{REDIS_TIMEOUTS}}}"#)),
+        ))
     }
     fn inject(&mut self, fault: Fault, _: &FaultContext) -> Result<String, String> {
         match fault {
@@ -350,6 +368,20 @@ impl Deployment for PgShared {
     fn fencing(&self) -> bool {
         self.mode == "lease"
     }
+    fn via_proxy(&self) -> Option<ViaProxy<'_>> {
+        let pg: postgres::Config = self.admin_url.parse().ok()?;
+        let host = match pg.get_hosts().first()? {
+            postgres::config::Host::Tcp(h) => h.clone(),
+            _ => return None,
+        };
+        let port = pg.get_ports().first().copied().unwrap_or(5432);
+        let upstream = (host.as_str(), port).to_socket_addrs().ok()?.next()?;
+        let config = self.config();
+        let from = format!(":{port}/");
+        // The URL must name the port to be pointed elsewhere.
+        config.contains(&from).then_some(())?;
+        Some((upstream, Box::new(move |p| config.replacen(&from, &format!(":{p}/"), 1))))
+    }
     fn inject(&mut self, fault: Fault, _: &FaultContext) -> Result<String, String> {
         match fault {
             Fault::Terminate => {
@@ -464,6 +496,18 @@ impl Deployment for Etcd {
     }
     fn fencing(&self) -> bool {
         true
+    }
+    fn via_proxy(&self) -> Option<ViaProxy<'_>> {
+        let [endpoint] = self.0.endpoints().try_into().ok()?;
+        let authority = endpoint.strip_prefix("http://")?.trim_end_matches('/');
+        let upstream = authority.to_socket_addrs().ok()?.next()?;
+        Some((
+            upstream,
+            Box::new(|port| {
+                let endpoints = serde_json::json!([format!("http://127.0.0.1:{port}")]);
+                etcd::config(&endpoints.to_string(), 2_000)
+            }),
+        ))
     }
     fn inject(&mut self, fault: Fault, _: &FaultContext) -> Result<String, String> {
         match fault {

@@ -6,7 +6,8 @@
 //! shared key and record every holding interval on `CLOCK_MONOTONIC` with
 //! its fence. While they run, the checker injects a [`Fault`]: it SIGKILLs
 //! and restarts a server, terminates the plugin's PostgreSQL sessions, or
-//! freezes a holder with SIGSTOP past its TTL. Afterwards [`check::check`]
+//! freezes a holder with SIGSTOP past its TTL, or freezes the path of a
+//! `bext-lock run` holder to the server while its job writes. Afterwards [`check::check`]
 //! proves that no two intervals overlap and, for fencing backends, that
 //! fences rise in interval order and that a fenced storage
 //! ([`storage::FencedStorage`]) refused exactly the writes of holders whose
@@ -18,6 +19,7 @@
 
 pub mod backends;
 pub mod check;
+pub mod freeze;
 pub mod record;
 pub mod report;
 pub mod scenario;
@@ -41,11 +43,17 @@ pub enum Fault {
     /// lock over, then resumed: its renew must fail and its write with the
     /// old fence must be refused.
     Stall,
+    /// The path of a `bext-lock run` holder to the server freezes (a TCP
+    /// proxy stops passing bytes) while its job, which ignores SIGTERM,
+    /// keeps writing: the job must be dead before its lease ends and before
+    /// the next holder starts ([`freeze`]).
+    Freeze,
 }
 
 impl Fault {
     /// Every fault, in report order.
-    pub const ALL: [Fault; 4] = [Fault::None, Fault::Restart, Fault::Terminate, Fault::Stall];
+    pub const ALL: [Fault; 5] =
+        [Fault::None, Fault::Restart, Fault::Terminate, Fault::Stall, Fault::Freeze];
 
     /// Its name on the command line and in the report.
     pub fn name(self) -> &'static str {
@@ -54,6 +62,7 @@ impl Fault {
             Fault::Restart => "restart",
             Fault::Terminate => "terminate",
             Fault::Stall => "stall",
+            Fault::Freeze => "freeze",
         }
     }
 

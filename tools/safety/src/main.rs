@@ -25,7 +25,8 @@ use clap::{Args, Parser, Subcommand};
     about = "Prove that a lock plugin never lets two holders in at once, also under faults",
     long_about = "N processes × T threads loop try_lock / hold / release on one key through each \
 backend's .so, while a server is killed and restarted, PostgreSQL sessions are terminated, or a \
-holder is frozen with SIGSTOP past its TTL. Every holding interval is recorded on CLOCK_MONOTONIC \
+holder is frozen with SIGSTOP past its TTL, or the path of a `bext-lock run` holder to its server \
+freezes while its job keeps writing. Every holding interval is recorded on CLOCK_MONOTONIC \
 with its fence; the check proves that none overlap, that fences rise in interval order, and that a \
 fenced storage refused the writes of holders whose lease had ended.\n\n\
 Exit status: 0 safe, 1 overlap or fence violation, 2 bad usage, 3 inconclusive.",
@@ -46,6 +47,9 @@ enum Role {
     /// A holder to be frozen (started by the checker itself).
     #[command(hide = true)]
     Stall { spec: PathBuf },
+    /// The frozen `bext-lock run` holder's job (started by it).
+    #[command(hide = true)]
+    Writer { file: PathBuf },
 }
 
 #[derive(Args)]
@@ -53,8 +57,8 @@ struct RunArgs {
     /// Backends to run, comma-separated (default: all; see --list).
     #[arg(long, value_delimiter = ',')]
     backends: Vec<String>,
-    /// Faults to run, comma-separated: none, restart, terminate, stall
-    /// (default: the baseline and every fault that applies).
+    /// Faults to run, comma-separated: none, restart, terminate, stall,
+    /// freeze (default: the baseline and every fault that applies).
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// Worker processes [default: 3; --long: 6].
@@ -118,6 +122,10 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Some(Role::Stall { spec }) => child(&spec, worker::stall),
+        Some(Role::Writer { file }) => match bext_locking_safety::freeze::writer(&file) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(2, &e),
+        },
         None => checker(cli.run),
     }
 }
@@ -209,7 +217,7 @@ fn checker(a: RunArgs) -> ExitCode {
             None => {
                 return fail(
                     2,
-                    &format!("unknown fault {name:?} (none, restart, terminate, stall)"),
+                    &format!("unknown fault {name:?} (none, restart, terminate, stall, freeze)"),
                 );
             }
         }

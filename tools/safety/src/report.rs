@@ -79,6 +79,20 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
         for e in renew_errors {
             parts.push(format!("renew error: {}", code(e)));
         }
+        for f in &o.freezes {
+            let takeover = f
+                .last_write_before_takeover_ms
+                .map(|m| format!(" and {m:.0} ms before the next holder's first acquisition"))
+                .unwrap_or_default();
+            parts.push(format!(
+                "the frozen holder's job wrote {} times ({} after SIGTERM, which it ignores); \
+                 **{} writes after the lease end**: the last came {:.0} ms before it{takeover}",
+                f.writes,
+                f.writes_after_sigterm.map_or("none".into(), |n| n.to_string()),
+                f.writes_after_lease_end,
+                f.last_write_before_lease_end_ms
+            ));
+        }
         // The first two say what went wrong; the counts say how often.
         parts.extend(o.problems.iter().take(2).map(|p| format!("VIOLATION: {p}")));
         parts.extend(o.trouble.iter().map(|p| format!("inconclusive: {p}")));

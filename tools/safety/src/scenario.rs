@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::Fault;
 use crate::backends::{Deployment, FaultContext, unique};
 use crate::check::check;
+use crate::freeze::{self, FreezeSummary, Frozen};
 use crate::record::{Record, WorkerSummary};
 use crate::storage::FencedStorage;
 use crate::worker::{Held, StallReport, WorkerSpec};
@@ -124,6 +125,9 @@ pub struct Outcome {
     pub recovered_ms: Vec<u64>,
     /// What each frozen holder showed.
     pub stalls: Vec<StallSummary>,
+    /// What each holder whose path froze showed.
+    #[serde(default)]
+    pub freezes: Vec<FreezeSummary>,
     /// Safety violations, described.
     pub problems: Vec<String>,
     /// Why the run is inconclusive, if it is.
@@ -162,6 +166,7 @@ impl Outcome {
             acquired_after_fault: None,
             recovered_ms: Vec::new(),
             stalls: Vec::new(),
+            freezes: Vec::new(),
             problems: Vec::new(),
             trouble: Vec::new(),
             status: Status::Safe,
@@ -363,6 +368,7 @@ fn run_into(
     let warmup = (s.duration / 3).max(Duration::from_millis(300));
     sleep_until(started + warmup);
     let mut stall_records = Vec::new();
+    let mut frozen: Vec<Frozen> = Vec::new();
     let mut last_fault_end = None;
     if fault != Fault::None {
         for occurrence in 0.. {
@@ -380,6 +386,22 @@ fn run_into(
                         text
                     })
                 }
+                Fault::Freeze => match deployment.via_proxy() {
+                    None => Err("this deployment has no single server path to freeze".into()),
+                    Some((upstream, config_via)) => freeze::freeze_once(
+                        &s.plugin_dir.join("bext-lock"),
+                        plugin,
+                        upstream,
+                        &*config_via,
+                        &key,
+                        dir.path(),
+                        occurrence,
+                    )
+                    .map(|(f, text)| {
+                        frozen.push(f);
+                        text
+                    }),
+                },
                 _ => deployment.inject(fault, &ctx),
             };
             let end = monotonic_ns();
@@ -472,6 +494,12 @@ fn run_into(
         o.trouble.push("no acquisition at all".into());
     }
 
+    for f in &frozen {
+        let summary = f.summarize(&records);
+        o.problems.extend(summary.problems());
+        o.trouble.extend(summary.trouble());
+        o.freezes.push(summary);
+    }
     let verdict = check(&mut records, o.fencing);
     o.overlaps = verdict.overlaps;
     o.fence_violations = verdict.fence_violations;

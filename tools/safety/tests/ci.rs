@@ -54,6 +54,15 @@ fn assert_safe(args: &[&str], expected_runs: usize) -> Vec<Outcome> {
             assert!(st.asleep_ms >= st.ttl_ms, "{what}: not frozen past its TTL: {st:?}");
             assert!(o.stale_writes_rejected >= 1 && o.overruns >= 1, "{what}");
         }
+        if o.fault == "freeze" {
+            assert_eq!(o.freezes.len(), 1, "{what}");
+            let f = &o.freezes[0];
+            assert_eq!(f.exit_code, Some(76), "{what}: {f:?}");
+            assert!(f.writes_after_sigterm.is_some_and(|n| n > 0), "{what}: it stopped at SIGTERM");
+            assert_eq!(f.writes_after_lease_end, 0, "{what}: {f:?}");
+            assert!(f.last_write_before_lease_end_ms > 0.0, "{what}: {f:?}");
+            assert!(f.last_write_before_takeover_ms.is_some_and(|m| m > 0.0), "{what}: {f:?}");
+        }
     }
     assert_eq!(code, Some(0), "every run was safe, so the exit status must be 0");
     outcomes
@@ -70,8 +79,8 @@ fn memory_and_sqlite_with_a_frozen_holder() {
 }
 
 #[test]
-fn redis_server_killed_and_holder_frozen() {
-    let o = assert_safe(&["--backends", "redis", "--faults", "restart,stall"], 2);
+fn redis_server_killed_holder_frozen_and_path_frozen() {
+    let o = assert_safe(&["--backends", "redis", "--faults", "restart,stall,freeze"], 3);
     // The server was really down: calls failed while it was.
     assert!(errors_during(&o, "redis", "restart") > 0);
 }
@@ -83,7 +92,7 @@ fn redis_quorum_master_killed_and_redis_cluster_master_killed() {
 }
 
 #[test]
-fn pg_sessions_terminated_server_crashed_and_holder_frozen() {
+fn pg_sessions_terminated_server_crashed_holder_frozen_and_path_frozen() {
     // Someone else's session on the shared server: terminating the plugin's
     // sessions must leave it alone.
     let url = std::env::var("BEXT_PG_URL")
@@ -93,8 +102,13 @@ fn pg_sessions_terminated_server_crashed_and_holder_frozen() {
     let mut bystander = postgres::Client::connect(&bystander_url, postgres::NoTls)
         .expect("connect to the shared PostgreSQL server");
     let o = assert_safe(
-        &["--backends", "pg,pg-restart,pg-advisory", "--faults", "none,terminate,stall,restart"],
-        6,
+        &[
+            "--backends",
+            "pg,pg-restart,pg-advisory",
+            "--faults",
+            "none,terminate,stall,restart,freeze",
+        ],
+        7,
     );
     assert!(errors_during(&o, "pg-restart", "restart") > 0);
     let one: i32 = bystander.query_one("SELECT 1", &[]).expect("the bystander survived").get(0);
@@ -102,8 +116,8 @@ fn pg_sessions_terminated_server_crashed_and_holder_frozen() {
 }
 
 #[test]
-fn etcd_member_killed_and_holder_frozen() {
-    let o = assert_safe(&["--backends", "etcd", "--faults", "restart,stall"], 2);
+fn etcd_member_killed_holder_frozen_and_path_frozen() {
+    let o = assert_safe(&["--backends", "etcd", "--faults", "restart,stall,freeze"], 3);
     assert!(errors_during(&o, "etcd", "restart") > 0);
 }
 
