@@ -505,6 +505,12 @@ impl Supervisor<'_> {
             eprintln!("bext-lock: processes the command started are still running; SIGKILL");
             self.target.send(Signal::SIGKILL as i32);
         }
+        // Exit only once they are gone (SIGKILL takes effect at once unless
+        // a process is stuck in the kernel, e.g. on a dead NFS mount).
+        let until = Instant::now() + Duration::from_secs(2);
+        while self.target.group_alive() && Instant::now() < until {
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 

@@ -361,7 +361,8 @@ fn preamble(s: &Settings, a: &RunArgs) -> String {
     }
     out.push_str(&format!(
         ".\nEach run: {} processes × {} threads (the memory backend: one process), {} ms{}, \
-         holding {} µs per acquisition, TTL {} ms (a frozen holder: {} ms).\n",
+         holding {} µs per acquisition, TTL {} ms (a frozen holder: {} ms; `bext-lock run` \
+         behind a frozen path: {} ms).\n",
         s.processes,
         s.threads,
         s.duration.as_millis(),
@@ -371,7 +372,8 @@ fn preamble(s: &Settings, a: &RunArgs) -> String {
         },
         s.hold_us,
         s.ttl_ms,
-        s.stall_ttl_ms
+        s.stall_ttl_ms,
+        bext_locking_safety::freeze::TTL_MS
     ));
     out
 }
