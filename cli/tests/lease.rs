@@ -20,10 +20,6 @@ use bext_locking_test_support::servers::{pg, redis};
 use common::*;
 use nix::sys::signal::Signal;
 
-fn sh(script: &str) -> Vec<String> {
-    vec!["sh".into(), "-c".into(), script.into()]
-}
-
 /// A job that shuts down "cleanly" and slowly: it traps SIGTERM (noting it
 /// in the file) and keeps appending a timestamp every 10 ms until killed.
 fn stubborn_writer(file: &Path) -> Vec<String> {
@@ -232,14 +228,6 @@ fn bext_lock_stopped_past_its_ttl_never_lets_its_job_overlap_the_next_holder() {
     b.release(h).unwrap();
 }
 
-/// Whether a process is gone (or a zombie nobody reaped yet).
-fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
 #[test]
 fn kill_9_of_bext_lock_takes_its_command_and_its_children_along() {
     need(&["sqlite"]);
@@ -294,6 +282,15 @@ fn kill_9_of_bext_lock_takes_its_command_and_its_children_along() {
     b.release(h).unwrap();
 }
 
+/// `bext-lock run sqlite --ttl TTL --grace GRACE -- CMD...` to completion.
+fn with_grace(db: &Db, ttl: &str, grace: &str, command: &[&str]) -> std::process::Output {
+    let config = db.config();
+    let mut args = vec!["run", "sqlite", "--config", &config, "--key", "k", "--ttl", ttl];
+    args.extend(["--grace", grace, "--"]);
+    args.extend(command);
+    output(&args)
+}
+
 #[test]
 fn a_grace_that_cannot_fit_is_a_usage_error_naming_both_numbers_and_the_rule() {
     need(&["sqlite"]);
@@ -307,22 +304,7 @@ fn a_grace_that_cannot_fit_is_a_usage_error_naming_both_numbers_and_the_rule() {
         ("3s", "10s", "10s", "1s 398ms"),
         ("6s", "4s", "4s", "2s 898ms"),
     ] {
-        let o = output(&[
-            "run",
-            "sqlite",
-            "--config",
-            &db.config(),
-            "--key",
-            "k",
-            "--ttl",
-            ttl,
-            "--grace",
-            grace,
-            "--",
-            "sh",
-            "-c",
-            &touch,
-        ]);
+        let o = with_grace(&db, ttl, grace, &["sh", "-c", &touch]);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{ttl} {grace}: {err}");
         assert!(err.contains(&format!("--grace {shown} does not fit --ttl {ttl}")), "{err}");
@@ -334,36 +316,8 @@ fn a_grace_that_cannot_fit_is_a_usage_error_naming_both_numbers_and_the_rule() {
         assert!(!ran.exists(), "the command ran despite the usage error");
     }
     // The largest itself fits.
-    let o = output(&[
-        "run",
-        "sqlite",
-        "--config",
-        &db.config(),
-        "--key",
-        "k",
-        "--ttl",
-        "3s",
-        "--grace",
-        "1398ms",
-        "--",
-        "true",
-    ]);
+    let o = with_grace(&db, "3s", "1398ms", &["true"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = output(&[
-        "run",
-        "sqlite",
-        "--config",
-        &db.config(),
-        "--key",
-        "k",
-        "--ttl",
-        "3s",
-        "--grace",
-        "1399ms",
-        "--",
-        "true",
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
 #[test]
@@ -378,13 +332,4 @@ fn the_default_grace_adapts_to_the_ttl() {
     let o = output(&["run", "--help"]);
     let help = stdout(&o);
     assert!(help.contains("Default: 10s, or a third of the TTL"), "{help}");
-}
-
-/// Kills a stray process if a test fails before it is gone.
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
-    }
 }

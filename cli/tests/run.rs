@@ -21,10 +21,6 @@ fn run_sqlite(db: &Db, key: &str, ttl: &str, extra: &[&str], command: &[String])
     Proc::spawn(&mut c)
 }
 
-fn sh(script: &str) -> Vec<String> {
-    vec!["sh".into(), "-c".into(), script.into()]
-}
-
 #[test]
 fn exit_status_is_the_commands() {
     need(&["memory"]);
@@ -334,14 +330,6 @@ fn passwords_in_configs_are_never_printed() {
     assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
 }
 
-/// Whether a process is gone (or a zombie nobody reaped yet).
-fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
 #[test]
 fn a_lost_lock_also_stops_what_the_command_started() {
     need(&["sqlite"]);
@@ -387,13 +375,4 @@ fn foreground_keeps_the_command_in_our_process_group() {
     let o =
         output(&["run", "memory", "--key", "k", "--", "sh", "-c", "cut -d' ' -f5 /proc/$$/stat"]);
     assert_ne!(stdout(&o).trim().parse::<i32>().unwrap(), mine, "{}", stderr(&o));
-}
-
-/// Kills a stray process if a test fails before it is gone.
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
-    }
 }
