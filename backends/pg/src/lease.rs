@@ -11,7 +11,8 @@ use bext_locking::{LockHandle, PluginError};
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::conn::{Conn, Fail};
+use crate::conn::Conn;
+use crate::fail::Fail;
 use crate::pool::Pool;
 
 const ACQUIRE: usize = 0;

@@ -79,11 +79,16 @@ fn too_short_ttl_is_an_error_not_contention() {
     for ttl in [1, 2] {
         let err = locks.try_lock("short", ttl).expect_err("a 1-2 ms lease has no validity left");
         assert!(err.contains("validity"), "{err}");
+        // Refused as input this quorum cannot serve, before any master is asked.
+        let typed = locks.try_lock_typed("short", ttl).unwrap_err();
+        assert_eq!(typed.kind, bext_locking::ErrorKind::InvalidArgument, "{typed}");
+        assert!(typed.message.contains("ttl_ms is"), "{typed}");
         let key = lock_key(DEFAULT_KEY_PREFIX, "short");
         for s in &nodes {
             assert_eq!(value(s, &key), None, "the failed attempt was not undone");
         }
     }
+    assert_eq!(locks.limits().min_ttl_ms(), 3);
     // The longest lease works, renews and releases.
     let h = locks.try_lock("long", bext_locking::MAX_TTL_MS).unwrap().unwrap();
     assert_eq!(h.fence, None, "quorum handles carry no fence");
