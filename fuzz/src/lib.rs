@@ -19,7 +19,7 @@ use bext_locking_ffi::{
     BEXT_LOCKING_CONTENDED, BEXT_LOCKING_ERR_BACKEND, BEXT_LOCKING_ERR_INVALID,
     BEXT_LOCKING_ERR_PANIC, BEXT_LOCKING_MAX_KEY_BYTES, BEXT_LOCKING_MAX_TTL_MS, BEXT_LOCKING_OK,
 };
-pub use bext_locking_loader::raw::{RawCreated, RawInstance, RawOutput, RawPlugin, RawSlot};
+pub use bext_locking_raw::{RawCreated, RawInstance, RawOutput, RawPlugin, RawSlot};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
