@@ -15,7 +15,8 @@ pub const BEXT_LOCKING_CONTENDED: i32 = 1;
 /// lock no longer ours.
 pub const BEXT_LOCKING_ERR_BACKEND: i32 = -1;
 /// Bad input: a NULL pointer, invalid UTF-8, malformed JSON, a key or TTL out
-/// of range, a bad config.
+/// of range, a bad config, or a value this backend cannot serve (a TTL too
+/// short for a Redlock quorum).
 pub const BEXT_LOCKING_ERR_INVALID: i32 = -2;
 /// The plugin panicked; the panic was caught at the boundary.
 pub const BEXT_LOCKING_ERR_PANIC: i32 = -3;
