@@ -118,6 +118,15 @@ impl Redis {
     fn deadline(&self) -> Instant {
         Instant::now() + self.op_timeout
     }
+
+    /// Runs a fenced script on a single node or cluster deployment.
+    fn script(&self, inv: &Invocation<'_>) -> Result<Value, PluginError> {
+        match &self.backend {
+            Deployment::Fenced(f) => f.call(inv, self.deadline()).map_err(PluginError::backend),
+            // Every caller answers a quorum deployment before building a script.
+            Deployment::Quorum(_) => Err(PluginError::backend("redis: no fenced script on a quorum")),
+        }
+    }
 }
 
 fn unexpected(what: &str, v: &Value) -> PluginError {
@@ -142,18 +151,15 @@ impl Backend for Redis {
     }
 
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
-        let fenced = match &self.backend {
-            Deployment::Quorum(q) => {
-                return q.try_lock(&self.prefix, key, ttl_ms).map_err(PluginError::backend);
-            }
-            Deployment::Fenced(f) => f,
-        };
+        if let Deployment::Quorum(q) = &self.backend {
+            return q.try_lock(&self.prefix, key, ttl_ms).map_err(PluginError::backend);
+        }
         let token = uuid::Uuid::new_v4().to_string();
         let (lock, fence) = (lock_key(&self.prefix, key), fence_key(&self.prefix, key));
         let ttl = ttl_ms.to_string();
         let inv =
             Invocation { lua: &ACQUIRE_FENCED, keys: &[&lock, &fence], args: &[&token, &ttl] };
-        match fenced.call(&inv, self.deadline()).map_err(PluginError::backend)? {
+        match self.script(&inv)? {
             Value::Int(f) if f > 0 => Ok(Some(LockHandle {
                 key: key.to_owned(),
                 lock_id: token,
@@ -166,16 +172,13 @@ impl Backend for Redis {
     }
 
     fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {
-        let fenced = match &self.backend {
-            Deployment::Quorum(q) => {
-                return q.renew(&self.prefix, handle).map_err(PluginError::backend);
-            }
-            Deployment::Fenced(f) => f,
-        };
+        if let Deployment::Quorum(q) = &self.backend {
+            return q.renew(&self.prefix, handle).map_err(PluginError::backend);
+        }
         let lock = lock_key(&self.prefix, &handle.key);
         let ttl = handle.ttl_ms.to_string();
         let inv = Invocation { lua: &RENEW, keys: &[&lock], args: &[&handle.lock_id, &ttl] };
-        match fenced.call(&inv, self.deadline()).map_err(PluginError::backend)? {
+        match self.script(&inv)? {
             Value::Int(1) => Ok(()),
             Value::Int(0) => {
                 Err(PluginError::backend(format!("redis: {}", message::not_held(&handle.key))))
@@ -185,15 +188,12 @@ impl Backend for Redis {
     }
 
     fn release(&self, handle: &LockHandle) -> Result<(), PluginError> {
-        let fenced = match &self.backend {
-            Deployment::Quorum(q) => {
-                return q.release(&self.prefix, handle).map_err(PluginError::backend);
-            }
-            Deployment::Fenced(f) => f,
-        };
+        if let Deployment::Quorum(q) = &self.backend {
+            return q.release(&self.prefix, handle).map_err(PluginError::backend);
+        }
         let lock = lock_key(&self.prefix, &handle.key);
         let inv = Invocation { lua: &RELEASE, keys: &[&lock], args: &[&handle.lock_id] };
-        match fenced.call(&inv, self.deadline()).map_err(PluginError::backend)? {
+        match self.script(&inv)? {
             Value::Int(_) => Ok(()),
             other => Err(unexpected("release", &other)),
         }
