@@ -32,6 +32,7 @@ pub fn schema<C: JsonSchema>() -> Value {
     let mut value = settings.into_generator().into_root_schema_for::<C>().to_value();
     if let Value::Object(root) = &mut value {
         root.remove("title");
+        one_line(root);
         if root.get("type").and_then(Value::as_str) == Some("object") {
             root.insert("additionalProperties".into(), Value::Bool(false));
         }
@@ -42,10 +43,18 @@ pub fn schema<C: JsonSchema>() -> Value {
     value
 }
 
+/// Doc comments wrap; a description is one line of text.
+fn one_line(schema: &mut Map<String, Value>) {
+    if let Some(Value::String(d)) = schema.get_mut("description") {
+        *d = d.split_whitespace().collect::<Vec<_>>().join(" ");
+    }
+}
+
 /// Drops what only says how Rust stores a value (`format: uint64`) and the
 /// `null` alternative of optional fields.
 fn tidy_property(p: &mut Value) {
     let Value::Object(p) = p else { return };
+    one_line(p);
     if p.get("type").and_then(Value::as_str).is_some_and(|t| t == "integer" || t == "number")
         || p.get("type").and_then(Value::as_array).is_some()
     {
@@ -191,7 +200,8 @@ mod tests {
     #[derive(Deserialize, Serialize, JsonSchema, Debug)]
     #[allow(dead_code)]
     struct Cfg {
-        /// Where the locks live.
+        /// Where the
+        /// locks live.
         path: String,
         /// How long to wait.
         #[serde(default = "busy")]

@@ -112,3 +112,18 @@ fn stale_handle_after_expiry_and_takeover() {
     b.renew(&new).unwrap();
     b.release(new).unwrap();
 }
+
+/// Through the `.so` the refusal is `BEXT_LOCKING_ERR_INVALID` (the typed
+/// kind comes from the status code), so C and Go hosts see
+/// `invalid_argument`, not a backend failure.
+#[test]
+fn too_short_ttl_through_the_so_is_invalid_argument() {
+    let nodes = servers(3);
+    let plugin = bext_locking_loader::load(bext_locking_test_support::plugin_path("redis")).unwrap();
+    let locks = plugin.create_ffi(&quorum_config(&nodes, "")).unwrap();
+    let e = locks.try_lock_typed("short", 2).unwrap_err();
+    assert_eq!(e.kind, bext_locking::ErrorKind::InvalidArgument, "{e}");
+    assert!(e.message.contains("validity"), "{e}");
+    assert!(locks.try_lock("short", 2).unwrap_err().starts_with("invalid_argument: "));
+    assert!(locks.try_lock_typed("long", 10_000).unwrap().is_some());
+}
