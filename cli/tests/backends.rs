@@ -57,11 +57,13 @@ fn run_with_a_ttl_the_quorum_refuses_is_bad_usage() {
     need(&["redis"]);
     let nodes = redis::servers(3);
     let config = redis::quorum_config(&nodes, r#","clock_drift_factor":0.4"#);
-    let o = output(&["run", "redis", "--config", &config, "--key", "k", "--ttl", "3ms", "--", "true"]);
+    let o =
+        output(&["run", "redis", "--config", &config, "--key", "k", "--ttl", "3ms", "--", "true"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("refused --key/--ttl") && err.contains("ttl_ms is 3"), "{err}");
     // A TTL it can serve runs the command.
-    let o = output(&["run", "redis", "--config", &config, "--key", "k", "--ttl", "5s", "--", "true"]);
+    let o =
+        output(&["run", "redis", "--config", &config, "--key", "k", "--ttl", "5s", "--", "true"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }

@@ -14,7 +14,10 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// Two "hosts" sharing one lock table.
 fn pair(ns: &str) -> (Arc<dyn LockingPlugin>, Arc<dyn LockingPlugin>) {
     let ns = format!("guard-{ns}-{}", std::process::id());
-    (Arc::new(MemoryPlugin::new(Memory::shared(&ns))), Arc::new(MemoryPlugin::new(Memory::shared(&ns))))
+    (
+        Arc::new(MemoryPlugin::new(Memory::shared(&ns))),
+        Arc::new(MemoryPlugin::new(Memory::shared(&ns))),
+    )
 }
 
 fn so_pair(ns: &str) -> (Arc<dyn LockingPlugin>, Arc<dyn LockingPlugin>) {

@@ -107,7 +107,9 @@ pub fn check_config<C: Serialize + JsonSchema>(config: &C) -> Result<(), PluginE
         .map_err(|e| PluginError::invalid(format!("bad config: {e}")))?;
     // `None` fields serialize as null, which means "the default" here.
     let value = match value {
-        Value::Object(map) => Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
         other => other,
     };
     check(&value, &schema::<C>())
@@ -154,7 +156,8 @@ fn check_bounds(name: &str, v: &Value, s: &Value) -> Result<(), String> {
             if ok {
                 return Ok(());
             }
-            let lower = min.map(|b| format!("at least {b}")).or(above.map(|b| format!("above {b}")));
+            let lower =
+                min.map(|b| format!("at least {b}")).or(above.map(|b| format!("above {b}")));
             let upper = max.map(|b| format!("at most {b}")).or(below.map(|b| format!("below {b}")));
             let range = match (min, max, lower, upper) {
                 (Some(lo), Some(hi), _, _) => format!("{lo} to {hi}"),
@@ -163,13 +166,29 @@ fn check_bounds(name: &str, v: &Value, s: &Value) -> Result<(), String> {
             };
             Err(format!("{name} is {n}; it must be {range}"))
         }
-        Value::String(text) => sized(name, text.chars().count(), s, "minLength", "maxLength", ["character", "characters"]),
-        Value::Array(items) => sized(name, items.len(), s, "minItems", "maxItems", ["entry", "entries"]),
+        Value::String(text) => sized(
+            name,
+            text.chars().count(),
+            s,
+            "minLength",
+            "maxLength",
+            ["character", "characters"],
+        ),
+        Value::Array(items) => {
+            sized(name, items.len(), s, "minItems", "maxItems", ["entry", "entries"])
+        }
         _ => Ok(()),
     }
 }
 
-fn sized(name: &str, len: usize, s: &Value, min: &str, max: &str, unit: [&str; 2]) -> Result<(), String> {
+fn sized(
+    name: &str,
+    len: usize,
+    s: &Value,
+    min: &str,
+    max: &str,
+    unit: [&str; 2],
+) -> Result<(), String> {
     let units = |n: u64| unit[usize::from(n != 1)];
     let get = |k: &str| s.get(k).and_then(Value::as_u64);
     let (lo, hi) = (get(min), get(max));
@@ -254,20 +273,35 @@ mod tests {
 
     #[test]
     fn bounds_come_from_the_schema() {
-        assert_eq!(err(r#"{"path":"p","busy_timeout_ms":0}"#), "busy_timeout_ms is 0; it must be 1 to 600000");
-        assert!(err(r#"{"path":"p","busy_timeout_ms":600001}"#).contains("busy_timeout_ms is 600001"));
+        assert_eq!(
+            err(r#"{"path":"p","busy_timeout_ms":0}"#),
+            "busy_timeout_ms is 0; it must be 1 to 600000"
+        );
+        assert!(
+            err(r#"{"path":"p","busy_timeout_ms":600001}"#).contains("busy_timeout_ms is 600001")
+        );
         assert!(err(r#"{"path":"p","busy_timeout_ms":-1}"#).contains("busy_timeout_ms is -1"));
-        assert_eq!(err(r#"{"path":"p","drift":0.5}"#), "drift is 0.5; it must be at least 0 and below 0.5");
+        assert_eq!(
+            err(r#"{"path":"p","drift":0.5}"#),
+            "drift is 0.5; it must be at least 0 and below 0.5"
+        );
         assert_eq!(err(r#"{"path":"p","urls":[]}"#), "urls is empty; it needs at least 1 entry");
-        assert!(parse::<Cfg>(r#"{"path":"p","busy_timeout_ms":600000,"drift":0,"urls":["a"]}"#).is_ok());
+        assert!(
+            parse::<Cfg>(r#"{"path":"p","busy_timeout_ms":600000,"drift":0,"urls":["a"]}"#).is_ok()
+        );
         let built = Cfg { path: "p".into(), busy_timeout_ms: 0, drift: None, urls: None };
-        assert_eq!(check_config(&built).unwrap_err().message, "busy_timeout_ms is 0; it must be 1 to 600000");
+        assert_eq!(
+            check_config(&built).unwrap_err().message,
+            "busy_timeout_ms is 0; it must be 1 to 600000"
+        );
         assert!(check_config(&Cfg { busy_timeout_ms: 1, ..built }).is_ok());
     }
 
     #[test]
     fn wrong_shapes_are_invalid() {
-        for bad in ["[]", "\"x\"", "{", r#"{"path":5}"#, "{}", r#"{"path":"p","busy_timeout_ms":"9"}"#] {
+        for bad in
+            ["[]", "\"x\"", "{", r#"{"path":5}"#, "{}", r#"{"path":"p","busy_timeout_ms":"9"}"#]
+        {
             err(bad);
         }
         assert!(err("[1]").contains("must be a JSON object"));

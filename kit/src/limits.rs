@@ -77,7 +77,10 @@ mod tests {
         assert!(l.check_ttl("x", MAX_TTL_MS).is_ok());
         let e = l.check_ttl("x", 2).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
-        assert_eq!(e.message, "x: ttl_ms is 2; this instance serves 3 to 31536000000 ms: the drift allowance is 2 ms");
+        assert_eq!(
+            e.message,
+            "x: ttl_ms is 2; this instance serves 3 to 31536000000 ms: the drift allowance is 2 ms"
+        );
         let l = Limits::abi().with_max_ttl_ms(1000, "short leases only");
         assert!(l.check_ttl("x", 1001).unwrap_err().message.contains("1 to 1000 ms"));
     }

@@ -213,7 +213,10 @@ mod tests {
         assert!(p.release_typed(&h).is_ok());
         assert!(p.try_lock("k", 10).unwrap().is_some());
         let lost = p.renew(&LockHandle { ttl_ms: 10, ..h }).unwrap_err();
-        assert_eq!(lost, "lock on `k` is no longer held by this handle (expired, released or taken over)");
+        assert_eq!(
+            lost,
+            "lock on `k` is no longer held by this handle (expired, released or taken over)"
+        );
     }
 
     #[test]
@@ -223,7 +226,10 @@ mod tests {
         p.cleanup();
         assert_eq!(p.cleanups.load(Ordering::SeqCst), 1);
         let e = p.try_lock_typed("k", 100).unwrap_err();
-        assert_eq!((e.kind, e.message.as_str()), (ErrorKind::Backend, "counting: this instance was cleaned up"));
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::Backend, "counting: this instance was cleaned up")
+        );
         let h = LockHandle { key: "k".into(), lock_id: "id".into(), ttl_ms: 100, fence: None };
         assert!(p.renew(&h).unwrap_err().contains("cleaned up"));
         assert!(p.release(h).unwrap_err().contains("cleaned up"));

@@ -106,8 +106,11 @@ impl<T> Pool<T> {
                 return Err(PoolError::Exhausted { cap: self.cap });
             }
             state.waiting += 1;
-            state =
-                self.freed.wait_timeout(state, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+            state = self
+                .freed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
             state.waiting -= 1;
         }
     }

@@ -152,22 +152,28 @@ impl FfiPlugin {
         match status {
             BEXT_LOCKING_OK => self.finish(out, |_| Ok(())),
             s if s < 0 => Err(self.error(s, out)),
-            s => self.finish(out, |_| Err(self.protocol(format!("{what} returned unexpected status {s}")))),
+            s => self.finish(out, |_| {
+                Err(self.protocol(format!("{what} returned unexpected status {s}")))
+            }),
         }
     }
 
     /// [`LockingPlugin::try_lock`] with the error's kind: `InvalidArgument`
     /// when the plugin refused the key or TTL (its own limits included),
     /// `Backend` when the backend failed, `Panic`, or `Protocol`.
-    pub fn try_lock_typed(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
+    pub fn try_lock_typed(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<LockHandle>, PluginError> {
         let (status, out) = with_buffer(|buf| {
             wire::write_request_nul(buf, key, ttl_ms);
             self.call(self.slots.try_lock, buf)
         });
         match status {
             BEXT_LOCKING_OK => self.finish(out, |json| {
-                let json =
-                    json.ok_or_else(|| self.protocol("try_lock returned OK without a handle".into()))?;
+                let json = json
+                    .ok_or_else(|| self.protocol("try_lock returned OK without a handle".into()))?;
                 if let Some(h) = wire::parse_canonical_handle(json) {
                     return Ok(Some(h));
                 }
@@ -177,7 +183,9 @@ impl FfiPlugin {
             }),
             BEXT_LOCKING_CONTENDED => self.finish(out, |_| Ok(None)),
             s if s < 0 => Err(self.error(s, out)),
-            s => self.finish(out, |_| Err(self.protocol(format!("try_lock returned unexpected status {s}")))),
+            s => self.finish(out, |_| {
+                Err(self.protocol(format!("try_lock returned unexpected status {s}")))
+            }),
         }
     }
 

@@ -41,7 +41,7 @@ mod vtable;
 pub use error::{LoadError, LoadErrorKind};
 pub use instance::FfiPlugin;
 pub use library::{Description, LoadedPlugin, load};
-pub use vtable::{CallFn, CleanupFn, CreateFn, DescribeFn, DestroyFn, FreeFn, Slots};
 pub use registry::{Registry, RegistryEvent, RegistryOptions};
 pub use report::{ScanReport, ScannedPlugin, SkipKind, Skipped};
 pub use scan::{ScanOptions, scan};
+pub use vtable::{CallFn, CleanupFn, CreateFn, DescribeFn, DestroyFn, FreeFn, Slots};

@@ -86,4 +86,3 @@ impl ScanReport {
         self.loaded.iter().find(|p| p.name == name)
     }
 }
-

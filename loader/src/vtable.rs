@@ -2,7 +2,9 @@
 
 use std::ffi::c_char;
 
-use bext_locking_ffi::{BEXT_LOCKING_ABI_VERSION, BEXT_LOCKING_VTABLE_V1_SIZE, BextLockingInstance, BextLockingVTable};
+use bext_locking_ffi::{
+    BEXT_LOCKING_ABI_VERSION, BEXT_LOCKING_VTABLE_V1_SIZE, BextLockingInstance, BextLockingVTable,
+};
 
 use crate::error::LoadErrorKind;
 

@@ -294,7 +294,10 @@ mod tests {
             (r#"{"endpoints":[]}"#, "endpoints is empty"),
             (r#"{}"#, "endpoints"),
             (r#"{"endpoints":["a:1"],"op_timeout_ms":0}"#, "op_timeout_ms is 0"),
-            (r#"{"endpoints":["a:1"],"connect_timeout_ms":3600001}"#, "connect_timeout_ms is 3600001"),
+            (
+                r#"{"endpoints":["a:1"],"connect_timeout_ms":3600001}"#,
+                "connect_timeout_ms is 3600001",
+            ),
             (r#"{"endpoints":["a:1"],"user":"u"}"#, "`password` is not"),
             (r#"{"endpoints":["a:1"],"password":"p"}"#, "`user` is not"),
             (r#"{"endpoints":["a:1"],"user":"","password":"p"}"#, "user is empty"),

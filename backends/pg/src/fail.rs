@@ -58,7 +58,6 @@ impl fmt::Display for Fail {
 /// A one-line description of a client error, including its causes (the
 /// client's own `Display` stops at "db error" or "error connecting").
 pub(crate) fn describe_error(e: &tokio_postgres::Error) -> String {
-
     if let Some(db) = e.as_db_error() {
         let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
         if let Some(detail) = db.detail() {

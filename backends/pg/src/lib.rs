@@ -103,7 +103,9 @@ impl Pg {
     fn fail<'a>(&'a self, call: &'a str) -> impl FnOnce(Fail) -> PluginError + 'a {
         move |fail| {
             let s = self.pool().settings();
-            PluginError::backend(s.secrets.scrub(&format!("pg ({}): {call}: {}", s.target, fail.message)))
+            PluginError::backend(
+                s.secrets.scrub(&format!("pg ({}): {call}: {}", s.target, fail.message)),
+            )
         }
     }
 }

@@ -13,8 +13,8 @@ use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::{ConnectionLike, ErrorKind, Value};
 
 use crate::node::{Invocation, remaining};
-use bext_locking_kit::pool::Pool;
 use crate::redact::{Voice, redact_url};
+use bext_locking_kit::pool::Pool;
 
 /// Retries the driver may spend on redirections and reconnects within one
 /// call. Each is bounded by the socket timeouts.

@@ -124,7 +124,9 @@ impl Redis {
         match &self.backend {
             Deployment::Fenced(f) => f.call(inv, self.deadline()).map_err(PluginError::backend),
             // Every caller answers a quorum deployment before building a script.
-            Deployment::Quorum(_) => Err(PluginError::backend("redis: no fenced script on a quorum")),
+            Deployment::Quorum(_) => {
+                Err(PluginError::backend("redis: no fenced script on a quorum"))
+            }
         }
     }
 }

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use bext_locking::redact::Secrets;
 use redis::{ErrorKind, RedisError, Value};
 
-use bext_locking_kit::pool::{Lease, Pool};
 use crate::redact::{Voice, redact_url};
 use crate::scripts::{self, Lua};
+use bext_locking_kit::pool::{Lease, Pool};
 
 /// A script call: which script, its keys and its arguments.
 pub struct Invocation<'a> {

@@ -119,7 +119,8 @@ fn stale_handle_after_expiry_and_takeover() {
 #[test]
 fn too_short_ttl_through_the_so_is_invalid_argument() {
     let nodes = servers(3);
-    let plugin = bext_locking_loader::load(bext_locking_test_support::plugin_path("redis")).unwrap();
+    let plugin =
+        bext_locking_loader::load(bext_locking_test_support::plugin_path("redis")).unwrap();
     let locks = plugin.create_ffi(&quorum_config(&nodes, "")).unwrap();
     let e = locks.try_lock_typed("short", 2).unwrap_err();
     assert_eq!(e.kind, bext_locking::ErrorKind::InvalidArgument, "{e}");

@@ -19,9 +19,7 @@ fn in_process() {
     let dir = common::temp_dir();
     let path = dir.path().join("locks.db");
     let factory = || {
-        Sqlite::open(&path)
-            .map(|p| Box::new(p) as Box<dyn LockingPlugin>)
-            .map_err(|e| e.message)
+        Sqlite::open(&path).map(|p| Box::new(p) as Box<dyn LockingPlugin>).map_err(|e| e.message)
     };
     conformance::run(&factory, &options()).assert_passed();
 }

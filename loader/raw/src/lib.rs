@@ -329,7 +329,8 @@ mod tests {
     use super::*;
 
     fn plugin(name: &str) -> RawPlugin {
-        let loaded = bext_locking_loader::load(bext_locking_test_support::plugin_path(name)).expect("load");
+        let loaded =
+            bext_locking_loader::load(bext_locking_test_support::plugin_path(name)).expect("load");
         RawPlugin::from_loaded(&loaded)
     }
 

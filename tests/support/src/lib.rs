@@ -90,7 +90,9 @@ impl TempDir {
         let dir = tempfile::Builder::new()
             .prefix(&format!("bext-{what}-"))
             .tempdir_in(root)
-            .unwrap_or_else(|e| panic!("cannot create a temporary folder in {}: {e}", root.display()));
+            .unwrap_or_else(|e| {
+                panic!("cannot create a temporary folder in {}: {e}", root.display())
+            });
         Self(dir)
     }
 
