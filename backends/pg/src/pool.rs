@@ -27,6 +27,8 @@ pub(crate) struct Pool {
 /// How long a close may wait for the server to acknowledge it.
 const CLOSE_GRACE: Duration = Duration::from_millis(200);
 
+// Boxed on purpose: that is how connections live in the pool.
+#[allow(clippy::vec_box)]
 fn close_all(conns: Vec<Box<Conn>>) {
     let until = Instant::now() + CLOSE_GRACE;
     for conn in conns {
