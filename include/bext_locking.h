@@ -75,7 +75,8 @@
 
 /**
  * Bad input: a NULL pointer, invalid UTF-8, malformed JSON, a key or TTL out
- * of range, a bad config.
+ * of range, a bad config, or a value this backend cannot serve (a TTL too
+ * short for a Redlock quorum).
  */
 #define BEXT_LOCKING_ERR_INVALID -2
 
