@@ -193,19 +193,16 @@ fn start_etcd(test: &str) -> Result<(Server, u16), String> {
 /// The backends these tests know how to configure.
 pub const BACKENDS: [&str; 5] = ["memory", "sqlite", "redis", "pg", "etcd"];
 
-/// A backend built in this target folder whose server answers, with a config
-/// that makes instances share locks and timeouts that allow for valgrind's
-/// slowness; `None`, after printing why, when it is not available here.
+/// A backend built in this target folder (built first when missing, see
+/// [`plugin`]) whose server answers, with a config that makes instances
+/// share locks and timeouts that allow for valgrind's slowness; `None`,
+/// after printing why, when its server is not available here.
 pub fn backend(name: &'static str, test: &str) -> Option<Backend> {
     if name == "memory" {
         let config = format!(r#"{{"namespace":"{test}-{}"}}"#, std::process::id());
         return Some(Backend { name, library: plugin("memory"), config, _keep: None });
     }
-    let library = library_file(name);
-    if !library.exists() {
-        eprintln!("SKIP {name}: {} is not built", library.display());
-        return None;
-    }
+    let library = plugin(name);
     let (config, keep): (String, Option<Box<dyn Send>>) = match name {
         "sqlite" => {
             let scratch = Scratch::new(&format!("{test}-sqlite"));
@@ -219,8 +216,8 @@ pub fn backend(name: &'static str, test: &str) -> Option<Backend> {
             None,
         ),
         "pg" if reachable("127.0.0.1:5432") => (
-            r#"{"url":"postgres://root@127.0.0.1:5432/test","connect_timeout_ms":20000}"#
-                .to_owned(),
+            serde_json::json!({ "url": bext_locking_test_support::pg_url(), "connect_timeout_ms": 20000 })
+                .to_string(),
             None,
         ),
         "etcd" => match start_etcd(test) {
