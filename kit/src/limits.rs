@@ -52,9 +52,15 @@ impl Limits {
         self.max_ttl_ms
     }
 
+    /// Whether a TTL the ABI already accepts is inside these bounds.
+    #[inline]
+    pub(crate) fn serves(&self, ttl_ms: u64) -> bool {
+        (self.min_ttl_ms..=self.max_ttl_ms).contains(&ttl_ms)
+    }
+
     /// Checks a TTL the ABI already accepts against these bounds.
     pub(crate) fn check_ttl(&self, backend: &str, ttl_ms: u64) -> Result<(), PluginError> {
-        if (self.min_ttl_ms..=self.max_ttl_ms).contains(&ttl_ms) {
+        if self.serves(ttl_ms) {
             return Ok(());
         }
         let why = self.why.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
