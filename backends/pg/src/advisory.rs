@@ -21,9 +21,9 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::conn::Conn;
+use crate::connections::{Pool, closed};
 use crate::fail::{Fail, FailKind};
 use crate::keyhash::advisory_key;
-use crate::pool::{Pool, closed};
 
 /// How long an idle reaper sleeps before looking again.
 const IDLE_NAP: Duration = Duration::from_secs(1);

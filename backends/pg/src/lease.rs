@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::conn::Conn;
+use crate::connections::Pool;
 use crate::fail::Fail;
-use crate::pool::Pool;
 
 const ACQUIRE: usize = 0;
 const RENEW: usize = 1;

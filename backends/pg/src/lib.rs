@@ -26,10 +26,10 @@
 mod advisory;
 mod config;
 mod conn;
+mod connections;
 mod fail;
 pub mod keyhash;
 mod lease;
-mod pool;
 mod redact;
 
 use std::ffi::CStr;
@@ -65,8 +65,8 @@ pub mod sql {
 }
 
 use crate::config::Settings;
+use crate::connections::Pool;
 use crate::fail::Fail;
-use crate::pool::Pool;
 
 enum Held {
     // Boxed: a lease instance is much larger than an advisory one.
