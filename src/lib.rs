@@ -2,9 +2,9 @@
 //!
 //! This crate is what every part of bext-locking shares: the [`LockingPlugin`]
 //! trait a backend implements, the [`LockHandle`] it hands out, the key and
-//! TTL [`limits`] every backend enforces the same way, the [`fuel`]
-//! budgets a sandboxed host may grant each call, and the [`redact`] helpers
-//! that keep passwords out of every message. Backends are compiled into
+//! TTL [`limits`] every backend enforces the same way, the typed
+//! [`PluginError`] a backend reports, and the [`redact`] helpers that keep
+//! passwords out of every message. Backends are compiled into
 //! shared libraries by `bext-locking-ffi` and loaded back into a
 //! `Box<dyn LockingPlugin>` by `bext-locking-loader`, so a host written
 //! against this trait does not care whether a backend is linked in or
@@ -21,7 +21,6 @@
 mod drift;
 mod error;
 mod exclusive;
-pub mod fuel;
 mod guard;
 mod handle;
 pub mod limits;

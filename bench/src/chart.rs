@@ -1,6 +1,6 @@
 //! A horizontal bar chart written as plain SVG: each group is one backend
 //! at one thread count, each bar a side's pairs/s relative to the group's
-//! baseline, with the baseline (1.0) and the target marked.
+//! baseline, with the baseline (1.0) and the project's target marked.
 
 use std::fmt::Write;
 

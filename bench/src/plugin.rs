@@ -12,9 +12,8 @@ use crate::measure::{Entry, Kind, TTL_MS};
 /// An instance of backend `E` built in-process from the same config JSON
 /// the `.so` gets (parsed by the same strict code).
 pub fn in_process<E: Export>(config: &str) -> Result<Box<dyn LockingPlugin>, String> {
-    let parsed = bext_locking_ffi::parse_config::<E::Config>(config, &E::config_schema())
-        .map_err(|e| format!("config: {e}"))?;
-    let plugin = E::create(parsed).map_err(|e| format!("create: {e}"))?;
+    let plugin = bext_locking_kit::Plugin::<E::Backend>::from_json(config)
+        .map_err(|e| format!("create: {e}"))?;
     Ok(Box::new(plugin))
 }
 

@@ -17,7 +17,7 @@ pub enum Verdict {
     NotMet,
     /// Not measured (a server or tool was missing, or a side failed).
     NoData,
-    /// A figure that explains others; not an issue's target.
+    /// A figure that explains others; not a target.
     Info,
 }
 
@@ -37,11 +37,11 @@ impl Verdict {
     }
 }
 
-/// One line of an issue's speed targets.
+/// One line of the project's speed targets.
 #[derive(Serialize, Deserialize)]
 pub struct Target {
-    /// Which issue asks for it, e.g. "#3 redis".
-    pub issue: String,
+    /// What it measures: a backend, or the loader.
+    pub area: String,
     /// What is measured.
     pub what: String,
     /// The bar, e.g. ">= 0.95x".
@@ -74,7 +74,7 @@ impl Report {
     /// Adds a target line.
     pub fn target(
         &mut self,
-        issue: impl Into<String>,
+        area: impl Into<String>,
         what: impl Into<String>,
         target: impl Into<String>,
         measured: impl Into<String>,
@@ -82,7 +82,7 @@ impl Report {
         note: impl Into<String>,
     ) {
         self.targets.push(Target {
-            issue: issue.into(),
+            area: area.into(),
             what: plural(&what.into()),
             target: target.into(),
             measured: measured.into(),
@@ -97,7 +97,7 @@ impl Report {
     /// A group where either side failed gets a no-data line.
     pub fn so_vs_raw_target(
         &mut self,
-        issue: &str,
+        area: &str,
         what: String,
         group: &[Tally],
         bar: f64,
@@ -113,7 +113,7 @@ impl Report {
             ),
             _ => ("-".into(), Verdict::NoData, "a side failed".into()),
         };
-        self.target(issue, what, format!(">= {bar}x"), measured, verdict, note);
+        self.target(area, what, format!(">= {bar}x"), measured, verdict, note);
     }
 
     /// Adds a chart group: every side of `tallies` relative to the first
@@ -165,13 +165,13 @@ impl Report {
     /// The targets as a markdown table.
     pub fn targets_table(&self) -> String {
         let mut s = String::from(
-            "| issue | measurement | target | this run | verdict | why / caveat |\n| --- | --- | --- | --- | --- | --- |\n",
+            "| area | measurement | target | this run | verdict | why / caveat |\n| --- | --- | --- | --- | --- | --- |\n",
         );
         for t in &self.targets {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} |",
-                t.issue,
+                t.area,
                 t.what,
                 t.target,
                 t.measured,

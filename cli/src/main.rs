@@ -9,6 +9,7 @@
 mod config;
 mod duration;
 mod inspect;
+mod lock;
 mod plan;
 mod resolve;
 mod run;
@@ -33,7 +34,8 @@ pub mod exit {
     /// Bad command-line usage.
     pub const USAGE: i32 = 2;
     /// The lock backend returned an error (`create` or `try_lock`): the
-    /// command was not run. Like sysexits' `EX_UNAVAILABLE`.
+    /// command was not run. Like sysexits' `EX_UNAVAILABLE`. (A `try_lock`
+    /// the plugin refuses as `invalid_argument` is [`USAGE`].)
     pub const BACKEND: i32 = 69;
     /// The lock is held elsewhere (default of `-E`): the command was not
     /// run. sysexits' `EX_TEMPFAIL`: try again later.

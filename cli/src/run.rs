@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bext_locking::redact::Secrets;
-use bext_locking::{GuardOptions, LockGuard, LockLost, LockingPlugin, LossCause, ReleaseError};
+use bext_locking::{GuardOptions, LockGuard, LockLost, LossCause, ReleaseError};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
@@ -136,9 +136,9 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
         duration::show(plan.grace),
         duration::show(plan.kill_margin)
     ));
-    let plugin: Arc<dyn LockingPlugin> = Arc::from(
+    let plugin = Arc::new(
         library
-            .create(&config.to_string())
+            .create_ffi(&config.to_string())
             .map_err(|e| CliError::new(exit::BACKEND, secrets.scrub(&e)))?,
     );
 
@@ -254,7 +254,7 @@ enum Acquired {
 
 /// Tries once, or until `--wait` runs out, with jittered exponential backoff.
 fn acquire(
-    plugin: &Arc<dyn LockingPlugin>,
+    plugin: &Arc<bext_locking_loader::FfiPlugin>,
     args: &RunArgs,
     options: GuardOptions,
     events: &Receiver<Event>,
@@ -263,15 +263,10 @@ fn acquire(
     let until = args.wait.map(|w| Instant::now() + w);
     let mut backoff = BACKOFF_FIRST;
     loop {
-        match LockGuard::acquire_with(plugin, &args.key, args.ttl, options.clone()) {
-            Ok(Some(guard)) => return Ok(Acquired::Guard(guard)),
-            Ok(None) => {}
-            Err(e) => {
-                return Err(CliError::new(
-                    exit::BACKEND,
-                    format!("cannot lock `{}`: {}", args.key, secrets.scrub(&e)),
-                ));
-            }
+        if let Some(guard) =
+            crate::lock::try_once(plugin, &args.key, args.ttl, options.clone(), secrets)?
+        {
+            return Ok(Acquired::Guard(guard));
         }
         let Some(until) = until else { return Ok(Acquired::Contended) };
         let now = Instant::now();

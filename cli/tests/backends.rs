@@ -28,8 +28,7 @@ fn check_passes_on_redis() {
 
 #[test]
 fn check_passes_on_pg() {
-    let url = std::env::var("BEXT_PG_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned());
+    let url = bext_locking_test_support::pg_url();
     let config = serde_json::json!({ "url": url, "schema": "bext_cli_check" }).to_string();
     check_passes("pg", &config, &[]);
 }
@@ -48,4 +47,23 @@ fn check_passes_on_etcd() {
     // etcd leases count whole seconds: give the expiry checks room.
     let config = serde_json::json!({ "endpoints": cluster.endpoints() }).to_string();
     check_passes("etcd", &config, &["--short-ttl", "1s", "--settle", "1s"]);
+}
+
+/// A TTL the plugin itself refuses (a Redlock quorum with a 40% drift
+/// allowance needs more than 3 ms) is bad usage, exit 2, not a backend
+/// failure: the plugin's `invalid_argument` kind reaches the CLI.
+#[test]
+fn run_with_a_ttl_the_quorum_refuses_is_bad_usage() {
+    need(&["redis"]);
+    let nodes = redis::servers(3);
+    let config = redis::quorum_config(&nodes, r#","clock_drift_factor":0.4"#);
+    let o =
+        output(&["run", "redis", "--config", &config, "--key", "k", "--ttl", "3ms", "--", "true"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("refused --key/--ttl") && err.contains("ttl_ms is 3"), "{err}");
+    // A TTL it can serve runs the command.
+    let o =
+        output(&["run", "redis", "--config", &config, "--key", "k", "--ttl", "5s", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }

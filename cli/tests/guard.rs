@@ -6,7 +6,7 @@ use std::thread;
 use std::time::Duration;
 
 use bext_locking::{LockGuard, LockingHint, LockingPlugin, ReleaseError, RunError, run_exclusive};
-use bext_locking_memory::MemoryPlugin;
+use bext_locking_memory::{Memory, MemoryPlugin};
 
 /// The renewal due at 300 ms has until about 590 ms, room for a loaded machine.
 const TTL: Duration = Duration::from_millis(900);
@@ -15,7 +15,10 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// Two "hosts" sharing one lock table.
 fn pair(ns: &str) -> (Arc<dyn LockingPlugin>, Arc<dyn LockingPlugin>) {
     let ns = format!("guard-{ns}-{}", std::process::id());
-    (Arc::new(MemoryPlugin::shared(&ns)), Arc::new(MemoryPlugin::shared(&ns)))
+    (
+        Arc::new(MemoryPlugin::new(Memory::shared(&ns))),
+        Arc::new(MemoryPlugin::new(Memory::shared(&ns))),
+    )
 }
 
 fn so_pair(ns: &str) -> (Arc<dyn LockingPlugin>, Arc<dyn LockingPlugin>) {

@@ -1,4 +1,4 @@
-//! The `#[repr(C)]` definitions of ABI v1, exactly as `shared/ABI.md` names
+//! The `#[repr(C)]` definitions of ABI v1, exactly as `docs/ABI.md` names
 //! them. Fields are only ever appended.
 
 use std::os::raw::c_char;
@@ -15,7 +15,8 @@ pub const BEXT_LOCKING_CONTENDED: i32 = 1;
 /// lock no longer ours.
 pub const BEXT_LOCKING_ERR_BACKEND: i32 = -1;
 /// Bad input: a NULL pointer, invalid UTF-8, malformed JSON, a key or TTL out
-/// of range, a bad config.
+/// of range, a bad config, or a value this backend cannot serve (a TTL too
+/// short for a Redlock quorum).
 pub const BEXT_LOCKING_ERR_INVALID: i32 = -2;
 /// The plugin panicked; the panic was caught at the boundary.
 pub const BEXT_LOCKING_ERR_PANIC: i32 = -3;
@@ -24,6 +25,11 @@ pub const BEXT_LOCKING_ERR_PANIC: i32 = -3;
 pub const BEXT_LOCKING_MAX_KEY_BYTES: u32 = 1024;
 /// The longest TTL in milliseconds (365 days).
 pub const BEXT_LOCKING_MAX_TTL_MS: u64 = 31_536_000_000;
+
+// The header needs literals; the checks every backend runs use the core
+// crate's limits. They are one definition: the build fails if they differ.
+const _: () = assert!(BEXT_LOCKING_MAX_KEY_BYTES as usize == bext_locking::MAX_KEY_BYTES);
+const _: () = assert!(BEXT_LOCKING_MAX_TTL_MS == bext_locking::MAX_TTL_MS);
 
 /// Fuel budget for one `try_lock` in a metering sandbox.
 pub const BEXT_LOCKING_FUEL_TRY_LOCK: u64 = 50_000_000;

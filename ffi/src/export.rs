@@ -1,27 +1,23 @@
-//! What a backend provides to be exported, and the macro that exports it.
+//! What a backend provides to be exported, and the macros that export it.
 
 use std::ffi::CStr;
 
-use bext_locking::{ClockDrift, LockingPlugin, PluginError};
-use serde::de::DeserializeOwned;
+use bext_locking::ClockDrift;
+use bext_locking_kit::Backend;
 
 use crate::abi::*;
-use crate::slots;
 
-/// Everything the exported slots need to know about a backend.
+/// Everything `describe` and the vtable say about a backend beyond its
+/// [`Backend`] implementation.
 ///
 /// Implement it on a unit struct in the backend crate and pass that struct to
-/// [`export_locking_plugin!`](crate::export_locking_plugin).
+/// [`export_locking_plugin!`](crate::export_locking_plugin). The name comes
+/// from [`Backend::NAME`], the config schema from [`Backend::Config`].
 pub trait Export: 'static {
-    /// The backend type handed out by `create`.
-    type Plugin: LockingPlugin + 'static;
-    /// The parsed config. Every top-level key must be listed in
-    /// [`config_schema`](Self::config_schema)'s `properties`: the slot rejects
-    /// any other key before serde sees it, so the schema and the accepted
-    /// keys cannot drift apart.
-    type Config: DeserializeOwned;
-    /// The vtable's `name` (e.g. `c"memory"`).
-    const NAME: &'static CStr;
+    /// The backend that `create` builds.
+    type Backend: Backend;
+    /// The vtable's `name`; [`Backend::NAME`] unless overridden.
+    const NAME: &'static CStr = <Self::Backend as Backend>::NAME;
     /// The vtable's `version`: usually the crate version,
     /// [`crate_version_cstr!()`](crate::crate_version_cstr).
     const VERSION: &'static CStr;
@@ -35,32 +31,6 @@ pub trait Export: 'static {
     /// a server's clock. State less only when leases expire on the holder's
     /// own clock or one that runs at its rate.
     const CLOCK_DRIFT: Option<ClockDrift> = None;
-    /// The JSON Schema of the config object, with `properties`.
-    fn config_schema() -> serde_json::Value;
-    /// Builds an instance from a parsed config. Return
-    /// [`PluginError::invalid`] for a bad value and [`PluginError::backend`]
-    /// when the backend cannot be set up; never put credentials in messages.
-    fn create(config: Self::Config) -> Result<Self::Plugin, PluginError>;
-}
-
-/// Builds the static vtable of `E`. Used by
-/// [`export_locking_plugin!`](crate::export_locking_plugin); test fixtures
-/// use it with struct-update syntax to build deliberately broken tables.
-pub const fn vtable<E: Export>() -> BextLockingVTable {
-    BextLockingVTable {
-        struct_size: BEXT_LOCKING_VTABLE_V1_SIZE,
-        abi_version: BEXT_LOCKING_ABI_VERSION,
-        name: E::NAME.as_ptr(),
-        version: E::VERSION.as_ptr(),
-        describe: Some(slots::describe::<E>),
-        create: Some(slots::create::<E>),
-        try_lock: Some(slots::try_lock::<E>),
-        renew: Some(slots::renew::<E>),
-        release: Some(slots::release::<E>),
-        cleanup: Some(slots::cleanup::<E>),
-        destroy: Some(slots::destroy::<E>),
-        free_string: Some(slots::free_string),
-    }
 }
 
 /// The body of `bext_locking_plugin_entry`: the table for ABI v1 hosts, NULL

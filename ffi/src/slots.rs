@@ -10,11 +10,17 @@ use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
 
-use bext_locking::{ErrorKind, LockHandle, LockingPlugin, validate_lock_request};
+use bext_locking::{ErrorKind, LockHandle, LockingPlugin, PluginError};
+use bext_locking_kit::{Backend, Plugin};
 
 use crate::abi::*;
 use crate::export::Export;
-use crate::json::{LockRequest, error_json, parse_config};
+use crate::json::{LockRequest, error_json};
+use crate::status::status_of;
+
+/// What an instance pointer points to: the kit's wrapper around the backend,
+/// which checks every request before the backend sees it.
+type Instance<E> = Plugin<<E as Export>::Backend>;
 
 /// What a slot body produced, before it is written to the out-parameter.
 enum Done {
@@ -34,14 +40,12 @@ struct Failure {
 
 impl Failure {
     fn invalid(message: &str) -> Self {
-        Self {
-            status: BEXT_LOCKING_ERR_INVALID,
-            json: error_json(ErrorKind::InvalidArgument, message),
-        }
+        Self::of(ErrorKind::InvalidArgument, message)
     }
 
-    fn backend(message: &str) -> Self {
-        Self { status: BEXT_LOCKING_ERR_BACKEND, json: error_json(ErrorKind::Backend, message) }
+    /// The status code and error object of a failure of `kind`.
+    fn of(kind: ErrorKind, message: &str) -> Self {
+        Self { status: status_of(kind), json: error_json(kind, message) }
     }
 
     fn panic(payload: Box<dyn Any + Send>) -> Self {
@@ -50,9 +54,13 @@ impl Failure {
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("a non-string payload");
-        let message = format!("the plugin panicked: {what}");
-        let json = serde_json::json!({ "code": "panic", "message": message }).to_string();
-        Self { status: BEXT_LOCKING_ERR_PANIC, json }
+        Self::of(ErrorKind::Panic, &format!("the plugin panicked: {what}"))
+    }
+}
+
+impl From<PluginError> for Failure {
+    fn from(e: PluginError) -> Self {
+        Self::of(e.kind, &e.message)
     }
 }
 
@@ -151,25 +159,23 @@ fn parse_input<'a, T: serde::Deserialize<'a>>(
 }
 
 /// Borrows the backend behind an instance pointer.
-fn plugin<'a, E: Export>(instance: *mut BextLockingInstance) -> Result<&'a E::Plugin, Failure> {
+fn plugin<'a, E: Export>(instance: *mut BextLockingInstance) -> Result<&'a Instance<E>, Failure> {
     if instance.is_null() {
         return Err(Failure::invalid("instance is NULL"));
     }
     // SAFETY: non-NULL instances are only ever made by `create::<E>` below
-    // from `Box<E::Plugin>`, and stay valid until `destroy`, which the ABI
+    // from `Box<Instance<E>>`, and stay valid until `destroy`, which the ABI
     // forbids from racing any other call on the instance.
-    Ok(unsafe { &*(instance as *const E::Plugin) })
+    Ok(unsafe { &*(instance as *const Instance<E>) })
 }
 
-/// Parses and checks a handle passed back by the host.
+/// Parses a handle passed back by the host; the kit checks its key and TTL.
 fn handle(p: *const c_char) -> Result<LockHandle, Failure> {
     let bytes = input_bytes(p, "handle_json")?;
-    let handle = match crate::wire::parse_canonical_handle(bytes) {
-        Some(h) => h,
-        None => parse_input::<LockHandle>(bytes, "handle_json", "a lock handle")?,
-    };
-    validate_lock_request(&handle.key, handle.ttl_ms).map_err(|m| Failure::invalid(&m))?;
-    Ok(handle)
+    match crate::wire::parse_canonical_handle(bytes) {
+        Some(h) => Ok(h),
+        None => parse_input::<LockHandle>(bytes, "handle_json", "a lock handle"),
+    }
 }
 
 pub(crate) unsafe extern "C" fn describe<E: Export>(out_json: *mut *mut c_char) -> i32 {
@@ -180,7 +186,7 @@ pub(crate) unsafe extern "C" fn describe<E: Export>(out_json: *mut *mut c_char) 
             "abi_version": BEXT_LOCKING_ABI_VERSION,
             "description": E::DESCRIPTION,
             "fencing": E::FENCING,
-            "config_schema": E::config_schema(),
+            "config_schema": bext_locking_kit::config::schema::<<E::Backend as Backend>::Config>(),
         });
         if let Some(drift) = E::CLOCK_DRIFT {
             json["clock_drift"] = serde_json::json!(drift);
@@ -200,21 +206,13 @@ pub(crate) unsafe extern "C" fn create<E: Export>(
     let mut made: *mut BextLockingInstance = ptr::null_mut();
     let status = finish(out_error_json, || {
         let text = if config_json.is_null() { "{}" } else { input(config_json, "config_json")? };
-        let config = parse_config::<E::Config>(text, &E::config_schema()).map_err(failure)?;
-        let plugin = E::create(config).map_err(failure)?;
+        let plugin = Instance::<E>::from_json(text)?;
         made = Box::into_raw(Box::new(plugin)) as *mut BextLockingInstance;
         Ok(Done::Empty)
     });
     // SAFETY: `out_instance` was checked non-NULL above.
     unsafe { *out_instance = made };
     status
-}
-
-fn failure(e: bext_locking::PluginError) -> Failure {
-    match e.kind {
-        ErrorKind::InvalidArgument => Failure::invalid(&e.message),
-        ErrorKind::Backend => Failure::backend(&e.message),
-    }
 }
 
 pub(crate) unsafe extern "C" fn try_lock<E: Export>(
@@ -233,11 +231,9 @@ pub(crate) unsafe extern "C" fn try_lock<E: Export>(
                 (&*parsed.key, parsed.ttl_ms)
             }
         };
-        validate_lock_request(key, ttl_ms).map_err(|m| Failure::invalid(&m))?;
-        match plugin.try_lock(key, ttl_ms) {
-            Ok(Some(h)) => Ok(Done::Payload(Json::Nul(crate::wire::handle_json_nul(&h)))),
-            Ok(None) => Ok(Done::Contended),
-            Err(m) => Err(Failure::backend(&m)),
+        match plugin.try_lock_typed(key, ttl_ms)? {
+            Some(h) => Ok(Done::Payload(Json::Nul(crate::wire::handle_json_nul(&h)))),
+            None => Ok(Done::Contended),
         }
     })
 }
@@ -250,7 +246,8 @@ pub(crate) unsafe extern "C" fn renew<E: Export>(
     slot(out_json, || {
         let plugin = plugin::<E>(instance)?;
         let h = handle(handle_json)?;
-        plugin.renew(&h).map(|()| Done::Empty).map_err(|m| Failure::backend(&m))
+        plugin.renew_typed(&h)?;
+        Ok(Done::Empty)
     })
 }
 
@@ -262,7 +259,8 @@ pub(crate) unsafe extern "C" fn release<E: Export>(
     slot(out_json, || {
         let plugin = plugin::<E>(instance)?;
         let h = handle(handle_json)?;
-        plugin.release(h).map(|()| Done::Empty).map_err(|m| Failure::backend(&m))
+        plugin.release_typed(&h)?;
+        Ok(Done::Empty)
     })
 }
 
@@ -282,7 +280,7 @@ pub(crate) unsafe extern "C" fn destroy<E: Export>(instance: *mut BextLockingIns
     }
     // SAFETY: the instance came from `Box::into_raw` in `create::<E>`, and the
     // ABI says `destroy` is called exactly once, with no call racing it.
-    let boxed = unsafe { Box::from_raw(instance as *mut E::Plugin) };
+    let boxed = unsafe { Box::from_raw(instance as *mut Instance<E>) };
     // A panic here has nowhere to be reported (destroy returns nothing); the
     // panic hook has already printed it, and unwinding must not cross `extern "C"`.
     let _ = catch_unwind(AssertUnwindSafe(move || {

@@ -19,7 +19,7 @@ use bext_locking_ffi::{
     BEXT_LOCKING_CONTENDED, BEXT_LOCKING_ERR_BACKEND, BEXT_LOCKING_ERR_INVALID,
     BEXT_LOCKING_ERR_PANIC, BEXT_LOCKING_MAX_KEY_BYTES, BEXT_LOCKING_MAX_TTL_MS, BEXT_LOCKING_OK,
 };
-pub use bext_locking_loader::raw::{RawCreated, RawInstance, RawOutput, RawPlugin, RawSlot};
+pub use bext_locking_raw::{RawCreated, RawInstance, RawOutput, RawPlugin, RawSlot};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -28,7 +28,8 @@ use serde_json::{Map, Value};
 /// shorter than this).
 pub const CERTAIN_TTL_MS: u64 = 600_000;
 
-/// The largest input [`expand`] builds: past 1 MiB, as the issue asks.
+/// The largest input [`expand`] builds: past 1 MiB, so huge inputs are
+/// covered too.
 pub const MAX_EXPANDED: usize = 3 << 20;
 
 /// The backends that run without a server.

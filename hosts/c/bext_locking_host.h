@@ -29,7 +29,7 @@
  * functions are thread-safe: dlopen is, and dlerror() is read on the calling
  * thread right after the call that failed.
  *
- * The contract itself is in bext_locking.h (generated) and shared/ABI.md.
+ * The contract itself is in bext_locking.h (generated) and docs/ABI.md.
  */
 
 #ifndef BEXT_LOCKING_HOST_H

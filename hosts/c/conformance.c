@@ -1,5 +1,5 @@
 /*
- * C ABI conformance: checks a plugin against every rule in shared/ABI.md,
+ * C ABI conformance: checks a plugin against every rule in docs/ABI.md,
  * written only against that page and include/bext_locking.h (it does not use
  * bext_locking_host.h, so it also checks what a loader must check).
  *

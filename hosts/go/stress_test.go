@@ -9,7 +9,7 @@ import (
 	bextlock "github.com/bext-locking/bext-locking/hosts/go"
 )
 
-// TestContention8x1000 is the stress test: 8 goroutines x 1,000
+// TestContention8x1000 is the Go host's stress test: 8 goroutines x 1,000
 // TryLock calls on one key through the memory plugin, never two holders.
 func TestContention8x1000(t *testing.T) {
 	p := openMemory(t)

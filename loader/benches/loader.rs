@@ -1,4 +1,4 @@
-//! Loader speed against the budgets:
+//! Loader speed against the project's budgets (docs/BENCHMARKS.md says why):
 //! * scanning a folder of 50 plugin files: at most 2 ms per plugin;
 //! * a replaced file reaching new instances with the default settings: at
 //!   most 1 s.

@@ -1,23 +1,30 @@
-//! A plugin instance behind the C ABI, wrapped as a `LockingPlugin`.
+//! A plugin instance behind the C ABI, wrapped as a `LockingPlugin`, with
+//! typed errors beside the trait.
 
 use std::ffi::{CStr, c_char};
 use std::ptr::{self, NonNull};
 
-use bext_locking::{LockHandle, LockingPlugin};
+use bext_locking::{ErrorKind, LockHandle, LockingPlugin, PluginError};
 use bext_locking_ffi::{
-    BEXT_LOCKING_CONTENDED, BEXT_LOCKING_ERR_BACKEND, BEXT_LOCKING_ERR_INVALID,
-    BEXT_LOCKING_ERR_PANIC, BEXT_LOCKING_OK, BextLockingCallFn, BextLockingInstance,
-    BextLockingVTable, wire,
+    BEXT_LOCKING_CONTENDED, BEXT_LOCKING_OK, BextLockingInstance, kind_of, wire,
 };
 use serde::Deserialize;
 
+use crate::vtable::{CallFn, Slots};
+
 /// An instance created by a loaded plugin. Dropping it calls `destroy`.
+///
+/// It is a [`LockingPlugin`], whose errors are strings, and it also offers
+/// the same calls with typed errors ([`try_lock_typed`](Self::try_lock_typed)
+/// and friends): their [`PluginError::kind`] tells a refused request
+/// (`InvalidArgument`) from a failed backend (`Backend`), a caught panic
+/// (`Panic`) and a plugin that broke the ABI (`Protocol`).
 ///
 /// Its library is never unloaded, so the instance can outlive the
 /// [`LoadedPlugin`](crate::LoadedPlugin) it came from, and keeps running the
 /// code it was created with even after a newer build is loaded.
 pub struct FfiPlugin {
-    vtable: &'static BextLockingVTable,
+    slots: Slots,
     instance: NonNull<BextLockingInstance>,
     name: String,
 }
@@ -31,7 +38,6 @@ unsafe impl Sync for FfiPlugin {}
 
 #[derive(Deserialize)]
 struct ErrorObject {
-    code: String,
     message: String,
 }
 
@@ -51,55 +57,62 @@ fn with_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
 /// Copies a plugin-owned string and frees it with the plugin's `free_string`.
 ///
 /// # Safety
-/// `s` must be NULL or a string returned by a slot of `vtable`, not yet freed.
-pub(crate) unsafe fn take_string(vtable: &BextLockingVTable, s: *mut c_char) -> Option<String> {
+/// `s` must be NULL or a string returned by a slot of `slots`, not yet freed.
+pub(crate) unsafe fn take_string(slots: &Slots, s: *mut c_char) -> Option<String> {
     if s.is_null() {
         return None;
     }
     // SAFETY: guaranteed by the caller: a live NUL-terminated plugin string.
     let text = unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned();
-    if let Some(free) = vtable.free_string {
-        // SAFETY: returned by this plugin and not freed yet.
-        unsafe { free(s) };
-    }
+    // SAFETY: returned by this plugin and not freed yet.
+    unsafe { (slots.free_string)(s) };
     Some(text)
 }
 
-/// Turns a negative status and its error JSON into the message a Rust caller sees.
-pub(crate) fn error_message(status: i32, json: Option<&str>) -> String {
+/// The typed error of a negative status and its error object: the kind
+/// from the status (a status this ABI does not define is `Protocol`), the
+/// message from the object.
+pub(crate) fn call_error(status: i32, json: Option<&str>) -> PluginError {
+    let kind = kind_of(status).unwrap_or(ErrorKind::Protocol);
     let parsed = json.and_then(|j| serde_json::from_str::<ErrorObject>(j).ok());
-    match (parsed, json) {
-        (Some(e), _) => match status {
-            BEXT_LOCKING_ERR_BACKEND => e.message,
-            _ => format!("{}: {}", e.code, e.message),
-        },
+    let message = match (parsed, json) {
+        (Some(e), _) if kind != ErrorKind::Protocol => e.message,
+        (Some(e), _) => format!("unknown status {status}: {}", e.message),
         (None, Some(raw)) => format!("status {status}: {raw}"),
-        (None, None) => match status {
-            BEXT_LOCKING_ERR_BACKEND => "backend error (no message)".to_owned(),
-            BEXT_LOCKING_ERR_INVALID => "invalid_argument (no message)".to_owned(),
-            BEXT_LOCKING_ERR_PANIC => "the plugin panicked (no message)".to_owned(),
-            other => format!("unknown status {other}"),
+        (None, None) => match kind {
+            ErrorKind::Protocol => format!("unknown status {status}"),
+            _ => "(no message)".to_owned(),
         },
+    };
+    PluginError::new(kind, message)
+}
+
+/// How a typed error reads through the string-typed trait: the message
+/// alone for a backend failure (the common case, already self-explaining),
+/// prefixed with its code otherwise, so the kind survives in the text.
+pub(crate) fn as_text(e: PluginError) -> String {
+    match e.kind {
+        ErrorKind::Backend | ErrorKind::Protocol => e.message,
+        kind => format!("{}: {}", kind.code(), e.message),
     }
 }
 
 impl FfiPlugin {
     /// # Safety
-    /// `instance` must come from `vtable.create` and not have been destroyed.
+    /// `instance` must come from `slots.create` and not have been destroyed.
     pub(crate) unsafe fn from_raw(
-        vtable: &'static BextLockingVTable,
+        slots: Slots,
         instance: *mut BextLockingInstance,
         name: String,
     ) -> Self {
         let instance = NonNull::new(instance).expect("checked non-NULL by the caller");
-        Self { vtable, instance, name }
+        Self { slots, instance, name }
     }
 
     /// Calls one of the JSON-in, JSON-out slots with a NUL-terminated input
     /// (see `bext_locking_ffi::wire`); returns the status and the plugin's
     /// output string, which the caller must pass to [`Self::finish`].
-    fn call(&self, slot: BextLockingCallFn, input_nul: &[u8]) -> (i32, *mut c_char) {
-        let Some(slot) = slot else { return (BEXT_LOCKING_ERR_INVALID, ptr::null_mut()) };
+    fn call(&self, slot: CallFn, input_nul: &[u8]) -> (i32, *mut c_char) {
         debug_assert_eq!(input_nul.last(), Some(&0));
         let mut out: *mut c_char = ptr::null_mut();
         // SAFETY: the instance is live (destroyed only in Drop), `input_nul`
@@ -118,25 +131,85 @@ impl FfiPlugin {
         // SAFETY: a non-NULL output is a live NUL-terminated string returned
         // by this plugin's slot; it is freed below, after its last use.
         let value = read(Some(unsafe { CStr::from_ptr(out) }.to_bytes()));
-        if let Some(free) = self.vtable.free_string {
-            // SAFETY: returned by this plugin and not freed yet.
-            unsafe { free(out) };
-        }
+        // SAFETY: returned by this plugin and not freed yet.
+        unsafe { (self.slots.free_string)(out) };
         value
     }
 
-    fn error(&self, status: i32, out: *mut c_char) -> String {
-        self.finish(out, |b| error_message(status, b.map(String::from_utf8_lossy).as_deref()))
+    fn error(&self, status: i32, out: *mut c_char) -> PluginError {
+        self.finish(out, |b| call_error(status, b.map(String::from_utf8_lossy).as_deref()))
     }
 
-    fn expect_empty(&self, what: &str, (status, out): (i32, *mut c_char)) -> Result<(), String> {
+    fn protocol(&self, what: String) -> PluginError {
+        PluginError::new(ErrorKind::Protocol, format!("{}: {what}", self.name))
+    }
+
+    fn expect_empty(
+        &self,
+        what: &str,
+        (status, out): (i32, *mut c_char),
+    ) -> Result<(), PluginError> {
         match status {
             BEXT_LOCKING_OK => self.finish(out, |_| Ok(())),
             s if s < 0 => Err(self.error(s, out)),
             s => self.finish(out, |_| {
-                Err(format!("{}: {what} returned unexpected status {s}", self.name))
+                Err(self.protocol(format!("{what} returned unexpected status {s}")))
             }),
         }
+    }
+
+    /// [`LockingPlugin::try_lock`] with the error's kind: `InvalidArgument`
+    /// when the plugin refused the key or TTL (its own limits included),
+    /// `Backend` when the backend failed, `Panic`, or `Protocol`.
+    pub fn try_lock_typed(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<LockHandle>, PluginError> {
+        let (status, out) = with_buffer(|buf| {
+            wire::write_request_nul(buf, key, ttl_ms);
+            self.call(self.slots.try_lock, buf)
+        });
+        match status {
+            BEXT_LOCKING_OK => self.finish(out, |json| {
+                let json = json
+                    .ok_or_else(|| self.protocol("try_lock returned OK without a handle".into()))?;
+                if let Some(h) = wire::parse_canonical_handle(json) {
+                    return Ok(Some(h));
+                }
+                serde_json::from_slice(json)
+                    .map(Some)
+                    .map_err(|e| self.protocol(format!("try_lock returned a bad handle: {e}")))
+            }),
+            BEXT_LOCKING_CONTENDED => self.finish(out, |_| Ok(None)),
+            s if s < 0 => Err(self.error(s, out)),
+            s => self.finish(out, |_| {
+                Err(self.protocol(format!("try_lock returned unexpected status {s}")))
+            }),
+        }
+    }
+
+    /// [`LockingPlugin::renew`] with the error's kind; `Backend` includes
+    /// "no longer held by this handle".
+    pub fn renew_typed(&self, handle: &LockHandle) -> Result<(), PluginError> {
+        self.expect_empty(
+            "renew",
+            with_buffer(|buf| {
+                wire::write_handle_nul(buf, handle);
+                self.call(self.slots.renew, buf)
+            }),
+        )
+    }
+
+    /// [`LockingPlugin::release`] with the error's kind.
+    pub fn release_typed(&self, handle: &LockHandle) -> Result<(), PluginError> {
+        self.expect_empty(
+            "release",
+            with_buffer(|buf| {
+                wire::write_handle_nul(buf, handle);
+                self.call(self.slots.release, buf)
+            }),
+        )
     }
 }
 
@@ -146,68 +219,50 @@ impl LockingPlugin for FfiPlugin {
     }
 
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, String> {
-        let (status, out) = with_buffer(|buf| {
-            wire::write_request_nul(buf, key, ttl_ms);
-            self.call(self.vtable.try_lock, buf)
-        });
-        match status {
-            BEXT_LOCKING_OK => self.finish(out, |json| {
-                let json = json.ok_or_else(|| {
-                    format!("{}: try_lock returned OK without a handle", self.name)
-                })?;
-                if let Some(h) = wire::parse_canonical_handle(json) {
-                    return Ok(Some(h));
-                }
-                serde_json::from_slice(json)
-                    .map(Some)
-                    .map_err(|e| format!("{}: try_lock returned a bad handle: {e}", self.name))
-            }),
-            BEXT_LOCKING_CONTENDED => self.finish(out, |_| Ok(None)),
-            s if s < 0 => Err(self.error(s, out)),
-            s => self.finish(out, |_| {
-                Err(format!("{}: try_lock returned unexpected status {s}", self.name))
-            }),
-        }
+        self.try_lock_typed(key, ttl_ms).map_err(as_text)
     }
 
     fn renew(&self, handle: &LockHandle) -> Result<(), String> {
-        self.expect_empty(
-            "renew",
-            with_buffer(|buf| {
-                wire::write_handle_nul(buf, handle);
-                self.call(self.vtable.renew, buf)
-            }),
-        )
+        self.renew_typed(handle).map_err(as_text)
     }
 
     fn release(&self, handle: LockHandle) -> Result<(), String> {
-        self.expect_empty(
-            "release",
-            with_buffer(|buf| {
-                wire::write_handle_nul(buf, &handle);
-                self.call(self.vtable.release, buf)
-            }),
-        )
+        self.release_typed(&handle).map_err(as_text)
     }
 
     fn cleanup(&self) {
-        if let Some(cleanup) = self.vtable.cleanup {
-            let mut out: *mut c_char = ptr::null_mut();
-            // SAFETY: live instance, valid out-parameter.
-            unsafe { cleanup(self.instance.as_ptr(), &mut out) };
-            // SAFETY: `out` is NULL or a string from this plugin.
-            // A failed cleanup leaves nothing for the caller to do.
-            let _ = unsafe { take_string(self.vtable, out) };
-        }
+        let mut out: *mut c_char = ptr::null_mut();
+        // SAFETY: live instance, valid out-parameter.
+        unsafe { (self.slots.cleanup)(self.instance.as_ptr(), &mut out) };
+        // SAFETY: `out` is NULL or a string from this plugin.
+        // A failed cleanup leaves nothing for the caller to do.
+        let _ = unsafe { take_string(&self.slots, out) };
     }
 }
 
 impl Drop for FfiPlugin {
     fn drop(&mut self) {
-        if let Some(destroy) = self.vtable.destroy {
-            // SAFETY: we own the instance, and `&mut self` proves no call is
-            // running on it; it is destroyed exactly once.
-            unsafe { destroy(self.instance.as_ptr()) };
-        }
+        // SAFETY: we own the instance, and `&mut self` proves no call is
+        // running on it; it is destroyed exactly once.
+        unsafe { (self.slots.destroy)(self.instance.as_ptr()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_kinds_and_keep_the_message() {
+        let e = call_error(-2, Some(r#"{"code":"invalid_argument","message":"ttl_ms is 0"}"#));
+        assert_eq!((e.kind, e.message.as_str()), (ErrorKind::InvalidArgument, "ttl_ms is 0"));
+        assert_eq!(as_text(e), "invalid_argument: ttl_ms is 0");
+        let e = call_error(-1, Some(r#"{"code":"backend","message":"down"}"#));
+        assert_eq!((e.kind, as_text(e)), (ErrorKind::Backend, "down".to_owned()));
+        assert_eq!(call_error(-3, None).kind, ErrorKind::Panic);
+        let e = call_error(-9, Some(r#"{"code":"future","message":"m"}"#));
+        assert_eq!((e.kind, e.message.as_str()), (ErrorKind::Protocol, "unknown status -9: m"));
+        assert_eq!(call_error(-1, Some("not json")).message, "status -1: not json");
+        assert_eq!(call_error(-7, None).message, "unknown status -7");
     }
 }

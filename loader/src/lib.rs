@@ -14,6 +14,11 @@
 //! Rust cdylib with live thread-local destructors cannot be unmapped safely,
 //! and every instance keeps pointers into its library's code.
 //!
+//! [`FfiPlugin`] is a `LockingPlugin` and also offers every call with a
+//! typed error ([`FfiPlugin::try_lock_typed`]), whose
+//! [`kind`](bext_locking::PluginError::kind) tells a refused request from a
+//! failed backend.
+//!
 //! A host with a folder of plugins uses [`scan`] (load them all once, with a
 //! report of what was skipped and why) or a [`Registry`] (instances by
 //! plugin name, following the folder as files are added, replaced and
@@ -27,13 +32,16 @@ mod error;
 mod instance;
 mod library;
 mod private_copy;
-pub mod raw;
 mod registry;
+mod report;
 mod scan;
 mod security;
+mod vtable;
 
 pub use error::{LoadError, LoadErrorKind};
 pub use instance::FfiPlugin;
 pub use library::{Description, LoadedPlugin, load};
 pub use registry::{Registry, RegistryEvent, RegistryOptions};
-pub use scan::{ScanOptions, ScanReport, ScannedPlugin, SkipKind, Skipped, scan};
+pub use report::{ScanReport, ScannedPlugin, SkipKind, Skipped};
+pub use scan::{ScanOptions, scan};
+pub use vtable::{CallFn, CleanupFn, CreateFn, DescribeFn, DestroyFn, FreeFn, Slots};

@@ -3,16 +3,17 @@
 use std::ffi::{CStr, c_char};
 use std::path::{Path, PathBuf};
 
-use bext_locking::LockingPlugin;
+use bext_locking::{ErrorKind, LockingPlugin, PluginError};
 use bext_locking_ffi::{
-    BEXT_LOCKING_ABI_VERSION, BEXT_LOCKING_ENTRY_SYMBOL, BEXT_LOCKING_OK,
-    BEXT_LOCKING_VTABLE_V1_SIZE, BextLockingEntryFn, BextLockingInstance, BextLockingVTable,
+    BEXT_LOCKING_ABI_VERSION, BEXT_LOCKING_ENTRY_SYMBOL, BEXT_LOCKING_OK, BextLockingEntryFn,
+    BextLockingInstance, BextLockingVTable,
 };
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use serde::Deserialize;
 
 use crate::error::{LoadError, LoadErrorKind};
-use crate::instance::{FfiPlugin, take_string};
+use crate::instance::{FfiPlugin, as_text, call_error, take_string};
+use crate::vtable::Slots;
 
 /// A validated plugin library. Cheap to clone; the library stays loaded for
 /// the life of the process.
@@ -20,6 +21,7 @@ use crate::instance::{FfiPlugin, take_string};
 pub struct LoadedPlugin {
     path: PathBuf,
     vtable: &'static BextLockingVTable,
+    slots: Slots,
     name: String,
     version: String,
 }
@@ -89,15 +91,15 @@ pub(crate) fn load_as(file: &Path, shown: &Path) -> Result<LoadedPlugin, LoadErr
     // long as the library, which we never unload. We read `struct_size` and
     // `abi_version` first, and the rest only once `struct_size` covers v1.
     let vtable: &'static BextLockingVTable = unsafe { &*table };
-    validate(vtable).map_err(&fail)?;
-    // SAFETY: `validate` checked both pointers are non-NULL; the ABI says they
+    let slots = Slots::check(vtable).map_err(&fail)?;
+    // SAFETY: `Slots::check` checked both pointers are non-NULL; the ABI says they
     // are static NUL-terminated strings.
     let name =
         unsafe { static_str(vtable.name) }.ok_or_else(|| fail(LoadErrorKind::BadString("name")))?;
     // SAFETY: as above.
     let version = unsafe { static_str(vtable.version) }
         .ok_or_else(|| fail(LoadErrorKind::BadString("version")))?;
-    Ok(LoadedPlugin { path, vtable, name, version })
+    Ok(LoadedPlugin { path, vtable, slots, name, version })
 }
 
 /// The dynamic loader's message, without the file name it usually starts
@@ -112,31 +114,6 @@ fn open_message(e: libloading::Error, file: &Path, shown: &Path) -> String {
     match msg.strip_prefix(&*file).and_then(|m| m.strip_prefix(": ")) {
         Some(rest) => rest.to_owned(),
         None => msg.replace(&*file, &shown.to_string_lossy()),
-    }
-}
-
-fn validate(v: &BextLockingVTable) -> Result<(), LoadErrorKind> {
-    if v.abi_version != BEXT_LOCKING_ABI_VERSION {
-        return Err(LoadErrorKind::AbiMismatch { found: v.abi_version });
-    }
-    if v.struct_size < BEXT_LOCKING_VTABLE_V1_SIZE {
-        return Err(LoadErrorKind::VTableTooSmall { found: v.struct_size });
-    }
-    let fields: [(&'static str, bool); 10] = [
-        ("name", v.name.is_null()),
-        ("version", v.version.is_null()),
-        ("describe", v.describe.is_none()),
-        ("create", v.create.is_none()),
-        ("try_lock", v.try_lock.is_none()),
-        ("renew", v.renew.is_none()),
-        ("release", v.release.is_none()),
-        ("cleanup", v.cleanup.is_none()),
-        ("destroy", v.destroy.is_none()),
-        ("free_string", v.free_string.is_none()),
-    ];
-    match fields.iter().find(|(_, null)| *null) {
-        Some((field, _)) => Err(LoadErrorKind::NullField(field)),
-        None => Ok(()),
     }
 }
 
@@ -179,14 +156,19 @@ impl LoadedPlugin {
         self.vtable
     }
 
+    /// The vtable's slots, checked non-NULL when the library was loaded.
+    pub fn slots(&self) -> Slots {
+        self.slots
+    }
+
     /// Calls `describe` and parses its answer.
     pub fn describe(&self) -> Result<Description, String> {
-        let describe = self.vtable.describe.ok_or("describe slot is NULL")?;
+        let describe = self.slots.describe;
         let mut out: *mut c_char = std::ptr::null_mut();
         // SAFETY: `out` is a valid out-parameter; describe may run any time.
         let status = unsafe { describe(&mut out) };
         // SAFETY: the string (if any) was returned by this plugin's slot.
-        let text = unsafe { take_string(self.vtable, out) };
+        let text = unsafe { take_string(&self.slots, out) };
         if status != BEXT_LOCKING_OK {
             return Err(format!(
                 "{}: describe failed ({status}): {}",
@@ -201,30 +183,47 @@ impl LoadedPlugin {
 
     /// Creates an instance from a config JSON object (`"{}"` for defaults).
     ///
-    /// The error names the plugin and repeats the plugin's message.
+    /// The error names the plugin and repeats the plugin's message (prefixed
+    /// with its code unless it is a backend failure).
     pub fn create(&self, config_json: &str) -> Result<Box<dyn LockingPlugin>, String> {
         self.create_ffi(config_json).map(|p| Box::new(p) as Box<dyn LockingPlugin>)
     }
 
     /// Like [`create`](Self::create), returning the concrete wrapper type.
     pub fn create_ffi(&self, config_json: &str) -> Result<FfiPlugin, String> {
-        let create = self.vtable.create.ok_or("create slot is NULL")?;
+        self.create_raw(config_json)
+            .map_err(|e| format!("{}: create failed: {}", self.name, as_text(e)))
+    }
+
+    /// Like [`create_ffi`](Self::create_ffi), with the error's kind: a config
+    /// the plugin refuses is `InvalidArgument`, a backend it cannot reach
+    /// `Backend`. The message is `<name>: create failed: <plugin's message>`.
+    pub fn create_typed(&self, config_json: &str) -> Result<FfiPlugin, PluginError> {
+        self.create_raw(config_json).map_err(|e| {
+            PluginError::new(e.kind, format!("{}: create failed: {}", self.name, e.message))
+        })
+    }
+
+    /// `create`, with the plugin's own error.
+    fn create_raw(&self, config_json: &str) -> Result<FfiPlugin, PluginError> {
         let config = std::ffi::CString::new(config_json)
-            .map_err(|_| format!("{}: config contains a NUL byte", self.name))?;
+            .map_err(|_| PluginError::invalid("config contains a NUL byte"))?;
         let mut instance: *mut BextLockingInstance = std::ptr::null_mut();
         let mut err: *mut c_char = std::ptr::null_mut();
         // SAFETY: all pointers are valid for the call; `config` outlives it.
-        let status = unsafe { create(config.as_ptr(), &mut instance, &mut err) };
+        let status = unsafe { (self.slots.create)(config.as_ptr(), &mut instance, &mut err) };
         // SAFETY: the string (if any) was returned by this plugin's slot.
-        let err = unsafe { take_string(self.vtable, err) };
-        if status != BEXT_LOCKING_OK || instance.is_null() {
-            return Err(format!(
-                "{}: create failed: {}",
-                self.name,
-                crate::instance::error_message(status, err.as_deref())
+        let err = unsafe { take_string(&self.slots, err) };
+        if status != BEXT_LOCKING_OK {
+            return Err(call_error(status, err.as_deref()));
+        }
+        if instance.is_null() {
+            return Err(PluginError::new(
+                ErrorKind::Protocol,
+                "create returned OK without an instance",
             ));
         }
         // SAFETY: `instance` was just created by this vtable's `create`.
-        Ok(unsafe { FfiPlugin::from_raw(self.vtable, instance, self.name.clone()) })
+        Ok(unsafe { FfiPlugin::from_raw(self.slots, instance, self.name.clone()) })
     }
 }

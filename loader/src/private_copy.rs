@@ -17,7 +17,7 @@ use std::path::Path;
 
 use crate::LoadErrorKind;
 use crate::library::{LoadedPlugin, load_as};
-use crate::scan::{ScannedPlugin, SkipKind};
+use crate::report::{ScannedPlugin, SkipKind};
 use crate::security::CheckedFile;
 
 /// The file name suffix of shared libraries on this platform.

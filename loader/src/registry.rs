@@ -14,9 +14,8 @@ use bext_locking::LockingPlugin;
 use serde::Serialize;
 
 use crate::private_copy::{Failure, Fingerprint, LoadRequest};
-use crate::scan::{
-    self, FolderVerdict, ScanOptions, ScanReport, ScannedPlugin, SkipKind, Skipped, load_one,
-};
+use crate::report::{ScanReport, ScannedPlugin, SkipKind, Skipped};
+use crate::scan::{self, FolderVerdict, ScanOptions, load_one};
 
 /// How a [`Registry`] loads and follows its folder.
 #[derive(Debug, Clone)]

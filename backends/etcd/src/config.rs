@@ -5,7 +5,8 @@ use std::fmt;
 use std::time::Duration;
 
 use bext_locking::PluginError;
-use serde::{Deserialize, Deserializer};
+use bext_locking_kit::schemars::{self, JsonSchema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The key prefix when the config names none.
 pub const DEFAULT_KEY_PREFIX: &str = "bext-locking/";
@@ -14,31 +15,38 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// Whole-call budget when the config names none.
 pub const DEFAULT_OP_TIMEOUT_MS: u64 = 5_000;
 /// The largest accepted timeout (one hour): anything longer is a typo.
-pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+pub const MAX_TIMEOUT_MS: u64 = bext_locking_kit::config::MAX_TIMEOUT_MS;
 /// The longest accepted key prefix, in bytes.
 pub const MAX_KEY_PREFIX_BYTES: usize = 1024;
 
 /// The etcd backend's config, as `create` receives it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 pub struct EtcdConfig {
-    /// Client URLs of the cluster's members (`http://host:port`, or
-    /// `host:port`); one is enough, all of them lets calls fail over.
+    /// Client URLs of the cluster's members, http://host:port (or
+    /// host:port); calls fail over between them. No TLS in this build.
+    #[schemars(length(min = 1))]
     pub endpoints: Vec<String>,
-    /// Prepended to every lock key to form the etcd key.
+    /// Prepended to every lock key to form the etcd key; at most 1024
+    /// bytes.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
-    /// How long to wait for a TCP connection to one endpoint.
+    /// TCP connect timeout per endpoint, in milliseconds.
     #[serde(default = "default_connect_timeout_ms")]
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_MS))]
     pub connect_timeout_ms: u64,
-    /// The budget of one whole `try_lock`, `renew` or `release`, every
-    /// request and fail-over included.
+    /// Budget of one whole try_lock, renew or release, fail-over included,
+    /// in milliseconds; past it the call returns an error.
     #[serde(default = "default_op_timeout_ms")]
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_MS))]
     pub op_timeout_ms: u64,
-    /// The etcd user, when the cluster has authentication enabled.
+    /// etcd user, when the cluster has authentication enabled (needs
+    /// `password`).
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub user: Option<String>,
-    /// That user's password.
+    /// That user's password; never printed.
     #[serde(default)]
+    #[schemars(extend("writeOnly" = true))]
     pub password: Option<Password>,
 }
 
@@ -55,9 +63,18 @@ fn default_op_timeout_ms() -> u64 {
 }
 
 /// A password that never shows itself: `Debug` prints `<redacted>`, and a
-/// value of the wrong JSON type is refused without echoing it.
-#[derive(Clone, PartialEq, Eq)]
+/// value of the wrong JSON type is refused without echoing it. (It
+/// serializes as itself only so a config built in Rust can be checked
+/// against the schema; the checks never repeat a string's content.)
+#[derive(Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(transparent)]
 pub struct Password(String);
+
+impl Serialize for Password {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 impl Password {
     /// Wraps a password.
@@ -116,13 +133,10 @@ impl EtcdConfig {
         }
     }
 
-    /// Checks every value; the error names the key at fault.
+    /// Checks what the schema cannot (the endpoints' shape, the prefix in
+    /// bytes, user and password together); the error names the key at
+    /// fault. Counts, lengths and ranges were checked against the schema.
     pub fn check(self) -> Result<Checked, PluginError> {
-        if self.endpoints.is_empty() {
-            return Err(PluginError::invalid(
-                "`endpoints` is empty; give at least one etcd client URL such as \"http://127.0.0.1:2379\"",
-            ));
-        }
         let endpoints = self
             .endpoints
             .iter()
@@ -138,21 +152,12 @@ impl EtcdConfig {
                 self.key_prefix.len()
             )));
         }
-        let timeout = |name: &str, ms: u64| {
-            if ms == 0 || ms > MAX_TIMEOUT_MS {
-                Err(PluginError::invalid(format!(
-                    "`{name}` is {ms}; it must be 1 to {MAX_TIMEOUT_MS}"
-                )))
-            } else {
-                Ok(Duration::from_millis(ms))
-            }
-        };
-        let connect_timeout = timeout("connect_timeout_ms", self.connect_timeout_ms)?;
-        let op_timeout = timeout("op_timeout_ms", self.op_timeout_ms)?;
+        // Ranges were checked against the schema before this runs.
+        let connect_timeout = Duration::from_millis(self.connect_timeout_ms);
+        let op_timeout = Duration::from_millis(self.op_timeout_ms);
         let credentials = match (self.user, self.password) {
             (None, None) => None,
-            (Some(user), Some(password)) if !user.is_empty() => Some((user, password)),
-            (Some(_), Some(_)) => return Err(PluginError::invalid("`user` is empty")),
+            (Some(user), Some(password)) => Some((user, password)),
             (Some(_), None) => {
                 return Err(PluginError::invalid("`user` is set but `password` is not"));
             }
@@ -235,7 +240,7 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> Result<Checked, String> {
-        let c: EtcdConfig = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        let c: EtcdConfig = bext_locking_kit::config::parse(json).map_err(|e| e.message)?;
         c.check().map_err(|e| e.message)
     }
 
@@ -286,13 +291,16 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         for (json, needle) in [
-            (r#"{"endpoints":[]}"#, "`endpoints` is empty"),
+            (r#"{"endpoints":[]}"#, "endpoints is empty"),
             (r#"{}"#, "endpoints"),
-            (r#"{"endpoints":["a:1"],"op_timeout_ms":0}"#, "`op_timeout_ms` is 0"),
-            (r#"{"endpoints":["a:1"],"connect_timeout_ms":3600001}"#, "`connect_timeout_ms`"),
+            (r#"{"endpoints":["a:1"],"op_timeout_ms":0}"#, "op_timeout_ms is 0"),
+            (
+                r#"{"endpoints":["a:1"],"connect_timeout_ms":3600001}"#,
+                "connect_timeout_ms is 3600001",
+            ),
             (r#"{"endpoints":["a:1"],"user":"u"}"#, "`password` is not"),
             (r#"{"endpoints":["a:1"],"password":"p"}"#, "`user` is not"),
-            (r#"{"endpoints":["a:1"],"user":"","password":"p"}"#, "`user` is empty"),
+            (r#"{"endpoints":["a:1"],"user":"","password":"p"}"#, "user is empty"),
         ] {
             let err = parse(json).unwrap_err();
             assert!(err.contains(needle), "{json}: {err}");

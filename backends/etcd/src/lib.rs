@@ -33,7 +33,8 @@ use std::ffi::CStr;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use bext_locking::{LockHandle, LockingPlugin, PluginError, validate_lock_request};
+use bext_locking::{LockHandle, PluginError};
+use bext_locking_kit::{Backend, message};
 
 pub use config::EtcdConfig;
 pub use gateway::Client;
@@ -43,18 +44,54 @@ pub fn lease_seconds(ttl_ms: u64) -> i64 {
     i64::try_from(ttl_ms.div_ceil(1000).max(1)).unwrap_or(i64::MAX)
 }
 
-/// An instance of the etcd backend.
-pub struct EtcdPlugin {
+/// The etcd backend: a gateway client and where its keys live.
+pub struct Etcd {
     /// `None` once cleaned up; calls in flight keep their own `Arc`.
     client: RwLock<Option<Arc<Client>>>,
     key_prefix: String,
     op_timeout: Duration,
 }
 
-impl EtcdPlugin {
-    /// Builds an instance from its config. No request is sent: an etcd that
-    /// is down now makes calls fail, not creation.
-    pub fn from_config(config: EtcdConfig) -> Result<Self, PluginError> {
+/// An instance of the etcd backend, in-process.
+pub type EtcdPlugin = bext_locking_kit::Plugin<Etcd>;
+
+impl Etcd {
+    /// The etcd key that holds lock `key`.
+    pub fn etcd_key(&self, key: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.key_prefix.len() + key.len());
+        k.extend_from_slice(self.key_prefix.as_bytes());
+        k.extend_from_slice(key.as_bytes());
+        k
+    }
+
+    fn client(&self) -> Result<Arc<Client>, PluginError> {
+        self.client
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| PluginError::backend(format!("etcd: {}", message::CLOSED)))
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.op_timeout
+    }
+}
+
+fn lost(key: &str, why: &str) -> PluginError {
+    PluginError::backend(format!("etcd: {}", message::lost(key, why)))
+}
+
+fn failed(what: String) -> PluginError {
+    PluginError::backend(format!("etcd: {what}"))
+}
+
+impl Backend for Etcd {
+    const NAME: &'static CStr = c"etcd";
+    type Config = EtcdConfig;
+
+    /// No request is sent: an etcd that is down now makes calls fail, not
+    /// creation.
+    fn create(config: EtcdConfig) -> Result<Self, PluginError> {
         let c = config.check()?;
         let client = Client::new(c.endpoints, c.connect_timeout, c.credentials);
         Ok(Self {
@@ -64,44 +101,13 @@ impl EtcdPlugin {
         })
     }
 
-    /// The etcd key that holds lock `key`.
-    pub fn etcd_key(&self, key: &str) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.key_prefix.len() + key.len());
-        k.extend_from_slice(self.key_prefix.as_bytes());
-        k.extend_from_slice(key.as_bytes());
-        k
-    }
-
-    fn client(&self) -> Result<Arc<Client>, String> {
-        self.client
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or_else(|| "etcd: this instance was cleaned up".to_owned())
-    }
-
-    fn deadline(&self) -> Instant {
-        Instant::now() + self.op_timeout
-    }
-}
-
-fn lost(key: &str, why: &str) -> String {
-    format!("etcd: lock on `{key}` is no longer held by this handle ({why})")
-}
-
-impl LockingPlugin for EtcdPlugin {
-    fn name(&self) -> &str {
-        "etcd"
-    }
-
-    fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, String> {
-        validate_lock_request(key, ttl_ms)?;
+    fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
         let client = self.client()?;
         let deadline = self.deadline();
         let etcd_key = self.etcd_key(key);
         let lease = client
             .lease_grant(lease_seconds(ttl_ms), deadline)
-            .map_err(|e| format!("etcd: try_lock(`{key}`): lease grant failed: {e}"))?;
+            .map_err(|e| failed(format!("try_lock(`{key}`): lease grant failed: {e}")))?;
         let lock_id = uuid::Uuid::new_v4().to_string();
         match client.put_if_absent(&etcd_key, lock_id.as_bytes(), lease, deadline) {
             Ok(Some(revision)) => Ok(Some(LockHandle {
@@ -121,19 +127,18 @@ impl LockingPlugin for EtcdPlugin {
                 // lease deletes the key with it, so nobody is left holding a
                 // lock that no handle names.
                 let _ = client.lease_revoke(lease, deadline);
-                Err(format!("etcd: try_lock(`{key}`): transaction failed: {e}"))
+                Err(failed(format!("try_lock(`{key}`): transaction failed: {e}")))
             }
         }
     }
 
-    fn renew(&self, handle: &LockHandle) -> Result<(), String> {
-        validate_lock_request(&handle.key, handle.ttl_ms)?;
+    fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {
         let client = self.client()?;
         let deadline = self.deadline();
         let key = &handle.key;
         let kv = client
             .get(&self.etcd_key(key), deadline)
-            .map_err(|e| format!("etcd: renew(`{key}`): read failed, the lock may be lost: {e}"))?
+            .map_err(|e| failed(format!("renew(`{key}`): read failed, the lock may be lost: {e}")))?
             .ok_or_else(|| lost(key, "the key is gone: expired or released"))?;
         if kv.value != handle.lock_id.as_bytes() {
             return Err(lost(key, "another holder has it"));
@@ -145,7 +150,7 @@ impl LockingPlugin for EtcdPlugin {
             return Err(lost(key, "the key is attached to no lease"));
         }
         let ttl = client.lease_keepalive(kv.lease, deadline).map_err(|e| {
-            format!("etcd: renew(`{key}`): keep-alive failed, the lock may be lost: {e}")
+            failed(format!("renew(`{key}`): keep-alive failed, the lock may be lost: {e}"))
         })?;
         if ttl <= 0 {
             return Err(lost(key, "its lease expired"));
@@ -153,14 +158,13 @@ impl LockingPlugin for EtcdPlugin {
         Ok(())
     }
 
-    fn release(&self, handle: LockHandle) -> Result<(), String> {
-        bext_locking::limits::validate_key(&handle.key)?;
+    fn release(&self, handle: &LockHandle) -> Result<(), PluginError> {
         let client = self.client()?;
         let deadline = self.deadline();
         let key = &handle.key;
         let deleted = client
             .delete_if_value(&self.etcd_key(key), handle.lock_id.as_bytes(), deadline)
-            .map_err(|e| format!("etcd: release(`{key}`): transaction failed: {e}"))?;
+            .map_err(|e| failed(format!("release(`{key}`): transaction failed: {e}")))?;
         if let Some(prev) = deleted.filter(|kv| kv.lease != 0) {
             // The lock is already free; a lease left behind holds no key
             // and runs out on its own.
@@ -179,63 +183,10 @@ impl LockingPlugin for EtcdPlugin {
 pub struct Exported;
 
 impl bext_locking_ffi::Export for Exported {
-    type Plugin = EtcdPlugin;
-    type Config = EtcdConfig;
-    const NAME: &'static CStr = c"etcd";
+    type Backend = Etcd;
     const VERSION: &'static CStr = bext_locking_ffi::crate_version_cstr!();
     const DESCRIPTION: &'static str = "Locks on an etcd v3 cluster: leases, create-if-absent transactions, and the key's create revision as fence";
     const FENCING: bool = true;
-
-    fn config_schema() -> serde_json::Value {
-        use config::*;
-        serde_json::json!({
-            "type": "object",
-            "additionalProperties": false,
-            "required": ["endpoints"],
-            "properties": {
-                "endpoints": {
-                    "type": "array",
-                    "items": { "type": "string" },
-                    "minItems": 1,
-                    "description": "client URLs of the cluster's members, http://host:port (or host:port); calls fail over between them. No TLS in this build"
-                },
-                "key_prefix": {
-                    "type": "string",
-                    "maxLength": MAX_KEY_PREFIX_BYTES,
-                    "default": DEFAULT_KEY_PREFIX,
-                    "description": "prepended to every lock key to form the etcd key"
-                },
-                "connect_timeout_ms": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_TIMEOUT_MS,
-                    "default": DEFAULT_CONNECT_TIMEOUT_MS,
-                    "description": "TCP connect timeout per endpoint"
-                },
-                "op_timeout_ms": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_TIMEOUT_MS,
-                    "default": DEFAULT_OP_TIMEOUT_MS,
-                    "description": "budget of one whole try_lock, renew or release, fail-over included; past it the call returns an error"
-                },
-                "user": {
-                    "type": "string",
-                    "minLength": 1,
-                    "description": "etcd user, when the cluster has authentication enabled (needs `password`)"
-                },
-                "password": {
-                    "type": "string",
-                    "writeOnly": true,
-                    "description": "that user's password; never printed"
-                }
-            }
-        })
-    }
-
-    fn create(config: EtcdConfig) -> Result<EtcdPlugin, PluginError> {
-        EtcdPlugin::from_config(config)
-    }
 }
 
 bext_locking_ffi::export_locking_plugin!(Exported);
@@ -255,8 +206,7 @@ mod tests {
 
     #[test]
     fn every_config_field_is_in_the_schema() {
-        use bext_locking_ffi::Export;
-        let schema = Exported::config_schema();
+        let schema = bext_locking_kit::config::schema::<EtcdConfig>();
         let props = schema["properties"].as_object().unwrap();
         for key in
             ["endpoints", "key_prefix", "connect_timeout_ms", "op_timeout_ms", "user", "password"]
@@ -268,6 +218,7 @@ mod tests {
 
     #[test]
     fn calls_after_cleanup_fail_without_a_server() {
+        use bext_locking::LockingPlugin;
         let p = EtcdPlugin::from_config(EtcdConfig::with_endpoints(["127.0.0.1:1"])).unwrap();
         p.cleanup();
         p.cleanup();

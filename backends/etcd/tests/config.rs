@@ -35,7 +35,7 @@ fn bad_configs_name_the_problem_and_never_the_secret() {
     let p = loaded();
     for (config, needle) in [
         (r#"{}"#, "endpoints"),
-        (r#"{"endpoints":[]}"#, "`endpoints` is empty"),
+        (r#"{"endpoints":[]}"#, "endpoints is empty"),
         (r#"{"endpoint":["127.0.0.1:2379"]}"#, "endpoint"),
         (r#"{"endpoints":["127.0.0.1:2379"],"op_timeout_ms":0}"#, "op_timeout_ms"),
         (r#"{"endpoints":["https://127.0.0.1:2379"]}"#, "https"),

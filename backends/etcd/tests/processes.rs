@@ -10,9 +10,8 @@ use common::Cluster;
 #[test]
 fn two_processes_never_hold_at_once() {
     let etcd = Cluster::single();
-    let dir = std::env::temp_dir().join(format!("etcd-hammer-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join("records.jsonl");
+    let dir = bext_locking_test_support::TempDir::new("etcd-hammer");
+    let out = dir.path().join("records.jsonl");
     let plugin = plugin_path("etcd");
     let config = common::config(&etcd.endpoints_json(), 5_000);
     let args = RunArgs {
@@ -26,7 +25,7 @@ fn two_processes_never_hold_at_once() {
         out: &out,
     };
     let (summaries, _) = contend(&args, 2, true);
-    std::fs::remove_dir_all(&dir).ok();
+    drop(dir);
     for s in &summaries {
         assert!(s.contended > 0, "{s:?}");
     }

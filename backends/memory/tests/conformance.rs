@@ -3,7 +3,7 @@
 
 use bext_locking::LockingPlugin;
 use bext_locking::conformance::{self, Options};
-use bext_locking_memory::MemoryPlugin;
+use bext_locking_memory::{Memory, MemoryPlugin};
 
 fn options() -> Options {
     Options { fencing: Some(true), ..Options::default() }
@@ -12,7 +12,7 @@ fn options() -> Options {
 #[test]
 fn in_process() {
     let ns = format!("conformance-{}", std::process::id());
-    let factory = || Ok(Box::new(MemoryPlugin::shared(&ns)) as Box<dyn LockingPlugin>);
+    let factory = || Ok(Box::new(MemoryPlugin::new(Memory::shared(&ns))) as Box<dyn LockingPlugin>);
     conformance::run(&factory, &options()).assert_passed();
 }
 

@@ -6,7 +6,7 @@ use bext_locking_memory::MemoryPlugin;
 
 #[test]
 fn a_million_unique_short_ttl_keys_stay_bounded() {
-    let plugin = MemoryPlugin::new();
+    let plugin = MemoryPlugin::default();
     let mut peak = 0;
     for round in 0..100 {
         for i in 0..10_000 {
@@ -24,7 +24,7 @@ fn a_million_unique_short_ttl_keys_stay_bounded() {
 
 #[test]
 fn fences_keep_rising_across_reclaimed_keys() {
-    let plugin = MemoryPlugin::new();
+    let plugin = MemoryPlugin::default();
     let first = plugin.try_lock("k", 1).unwrap().unwrap().fence.unwrap();
     for i in 0..20_000 {
         plugin.try_lock(&format!("filler/{i}"), 1).unwrap();

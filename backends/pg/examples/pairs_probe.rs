@@ -25,8 +25,7 @@ fn main() {
         std::process::exit(2);
     };
     let n: usize = n.parse().expect("N is a number");
-    let base = std::env::var("BEXT_PG_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+    let base = bext_locking_test_support::pg_url();
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-c%20synchronous_commit%3Doff");
     let schema = "bext_pairs_probe";

@@ -20,9 +20,10 @@ use bext_locking::{LockHandle, PluginError};
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::conn::{Conn, Fail, FailKind};
+use crate::conn::Conn;
+use crate::connections::{Pool, closed};
+use crate::fail::{Fail, FailKind};
 use crate::keyhash::advisory_key;
-use crate::pool::{Pool, closed};
 
 /// How long an idle reaper sleeps before looking again.
 const IDLE_NAP: Duration = Duration::from_secs(1);
@@ -99,12 +100,7 @@ pub(crate) struct Advisory {
 
 /// Wrong or stale handle: the lock is not (or no longer) held here.
 pub(crate) fn not_held(key: &str) -> Fail {
-    Fail::new(
-        FailKind::Server,
-        format!(
-            "lock on `{key}` is no longer held by this handle (expired, released or taken over)"
-        ),
-    )
+    Fail::new(FailKind::Server, bext_locking_kit::message::not_held(key))
 }
 
 impl Advisory {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bext_locking::PluginError;
 use bext_locking::redact::Secrets;
-use serde::Deserialize;
+use bext_locking_kit::schemars::{self, JsonSchema};
+use serde::{Deserialize, Serialize};
 
 use crate::redact::{guess, url_shape};
 
@@ -24,46 +25,59 @@ pub const MAX_POOL_SIZE: u32 = 1_000;
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
 
 /// How locks are held.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+// Plain comments on the variants: doc comments would turn the schema's
+// `enum` into a `oneOf` of constants.
+#[allow(missing_docs)]
 pub enum Mode {
-    /// Rows in a lock table with an expiry on the database clock, and a fence.
+    // Rows in a lock table with an expiry on the database clock, and a fence.
     #[default]
     Lease,
-    /// Session advisory locks, one dedicated connection per held lock.
+    // Session advisory locks, one dedicated connection per held lock.
     Advisory,
 }
 
 /// The pg backend's config object, as `create` receives it.
 ///
 /// Every field but `url` is optional. `Debug` never shows the password.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PgConfig {
-    /// A libpq-style connection string: a URL
-    /// (`postgres://user:pass@host:5432/db?application_name=x`) or
-    /// `key=value` pairs.
+    /// libpq connection string, URL (postgres://user:pass@host:5432/db) or
+    /// key=value; the password never appears in errors.
+    #[schemars(length(min = 1))]
     pub url: String,
-    /// `lease` (default) or `advisory`.
+    /// lease: lock table rows on the database clock, fenced; advisory:
+    /// session advisory locks on a dedicated connection per held lock, no
+    /// fence.
     #[serde(default)]
     pub mode: Mode,
-    /// Connections per instance: the most calls in flight at once, and in
-    /// advisory mode also the most locks held at once.
+    /// Connections per instance; in advisory mode also the most locks held
+    /// at once.
     #[serde(default = "default_pool_size")]
+    #[schemars(range(min = 1, max = MAX_POOL_SIZE))]
     pub pool_size: u32,
-    /// Limit on opening one connection, and on waiting for a free one.
+    /// Limit on opening a connection and on waiting for a free one, in
+    /// milliseconds.
     #[serde(default = "default_connect_timeout_ms")]
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_MS))]
     pub connect_timeout_ms: u64,
-    /// Limit on one statement, enforced by the server and by the client.
+    /// Limit on one statement, on the server and the client, in
+    /// milliseconds.
     #[serde(default = "default_statement_timeout_ms")]
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_MS))]
     pub statement_timeout_ms: u64,
-    /// The lock table's schema; unset means the connection's `search_path`.
+    /// Schema of the lock table (lease mode); default: the connection's
+    /// search_path.
     #[serde(default)]
+    #[schemars(pattern(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$"))]
     pub schema: Option<String>,
     /// The lock table (lease mode).
     #[serde(default = "default_table")]
+    #[schemars(pattern(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$"))]
     pub table: String,
-    /// Create the schema and table when missing (lease mode).
+    /// Create the schema and lock table when missing (lease mode).
     #[serde(default = "default_true")]
     pub create_table: bool,
 }
@@ -141,7 +155,9 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    /// Checks every value and builds the connection config.
+    /// Checks what the schema cannot (the connection string, the
+    /// identifiers) and builds the connection config; ranges were checked
+    /// against the schema.
     pub fn from_config(c: &PgConfig) -> Result<Self, PluginError> {
         let secrets = guess(&c.url);
         if c.url.trim().is_empty() {
@@ -150,7 +166,7 @@ impl Settings {
         let mut pg: tokio_postgres::Config = c.url.parse().map_err(|e| {
             PluginError::invalid(secrets.scrub(&format!(
                 "url is not a valid PostgreSQL connection string: {}",
-                crate::conn::describe_error(&e)
+                crate::fail::describe_error(&e)
             )))
         })?;
         let mut secrets = secrets;
@@ -162,9 +178,6 @@ impl Settings {
                 secrets.scrub(&format!("url `{}` names no host", url_shape(&pg))),
             ));
         }
-        check_range("pool_size", u64::from(c.pool_size), 1, u64::from(MAX_POOL_SIZE))?;
-        check_range("connect_timeout_ms", c.connect_timeout_ms, 1, MAX_TIMEOUT_MS)?;
-        check_range("statement_timeout_ms", c.statement_timeout_ms, 1, MAX_TIMEOUT_MS)?;
         let table = table_name(c.schema.as_deref(), &c.table)?;
 
         let connect_timeout = Duration::from_millis(c.connect_timeout_ms);
@@ -209,13 +222,6 @@ impl Settings {
     }
 }
 
-fn check_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), PluginError> {
-    if value < min || value > max {
-        return Err(PluginError::invalid(format!("{name} is {value}; it must be {min} to {max}")));
-    }
-    Ok(())
-}
-
 /// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
 const MAX_IDENT_BYTES: usize = 63;
 
@@ -249,8 +255,7 @@ mod tests {
     use bext_locking::ErrorKind;
 
     fn settings(json: serde_json::Value) -> Result<Settings, PluginError> {
-        let c: PgConfig =
-            serde_json::from_value(json).map_err(|e| PluginError::invalid(e.to_string()))?;
+        let c: PgConfig = bext_locking_kit::config::parse_value(json)?;
         Settings::from_config(&c)
     }
 

@@ -6,7 +6,6 @@
 //! `Client` waits as long as the server takes, so a frozen server or a
 //! black-holed network would hang a `try_lock` forever.
 
-use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::task::Poll;
@@ -18,78 +17,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Connection, NoTls, Row, Socket, Statement};
 
 use crate::config::Settings;
-
-/// How a call failed, which decides what happens to its connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FailKind {
-    /// The connection is gone or unusable (closed, I/O error, FATAL).
-    Connection,
-    /// The deadline passed; the connection's state is unknown.
-    Timeout,
-    /// The server refused the statement; the connection is still fine.
-    Server,
-    /// Every pooled connection stayed busy until the deadline.
-    Busy,
-    /// The instance was cleaned up.
-    Closed,
-}
-
-/// A failed call with a message fit for the caller (no credentials).
-#[derive(Debug, Clone)]
-pub(crate) struct Fail {
-    pub kind: FailKind,
-    pub message: String,
-}
-
-impl Fail {
-    pub fn new(kind: FailKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
-    }
-
-    fn from_pg(e: &tokio_postgres::Error) -> Self {
-        let kind = match e.as_db_error() {
-            Some(db) => {
-                let code = db.code().code();
-                let gone = matches!(db.severity(), "FATAL" | "PANIC")
-                    || code.starts_with("57P")
-                    || code.starts_with("08");
-                if gone { FailKind::Connection } else { FailKind::Server }
-            }
-            None => FailKind::Connection,
-        };
-        Self::new(kind, describe_error(e))
-    }
-
-    /// Whether the connection that produced this failure can be reused.
-    pub fn keeps_connection(&self) -> bool {
-        self.kind == FailKind::Server
-    }
-}
-
-impl fmt::Display for Fail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-/// A one-line description of a client error, including its causes (the
-/// client's own `Display` stops at "db error" or "error connecting").
-pub(crate) fn describe_error(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
-        if let Some(detail) = db.detail() {
-            s.push_str(&format!(" ({detail})"));
-        }
-        return s;
-    }
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        s.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    s
-}
+use crate::fail::{Fail, FailKind, describe_error};
 
 type Driver = Connection<Socket, NoTlsStream>;
 

@@ -11,8 +11,9 @@ use bext_locking::{LockHandle, PluginError};
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::conn::{Conn, Fail};
-use crate::pool::Pool;
+use crate::conn::Conn;
+use crate::connections::Pool;
+use crate::fail::Fail;
 
 const ACQUIRE: usize = 0;
 const RENEW: usize = 1;

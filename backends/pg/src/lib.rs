@@ -26,14 +26,16 @@
 mod advisory;
 mod config;
 mod conn;
+mod connections;
+mod fail;
 pub mod keyhash;
 mod lease;
-mod pool;
 mod redact;
 
 use std::ffi::CStr;
 
-use bext_locking::{LockHandle, LockingPlugin, PluginError, validate_lock_request};
+use bext_locking::{LockHandle, PluginError};
+use bext_locking_kit::Backend;
 
 pub use config::{
     DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_POOL_SIZE, DEFAULT_STATEMENT_TIMEOUT_MS, DEFAULT_TABLE,
@@ -63,109 +65,104 @@ pub mod sql {
 }
 
 use crate::config::Settings;
-use crate::conn::Fail;
-use crate::pool::Pool;
+use crate::connections::Pool;
+use crate::fail::Fail;
 
-enum Backend {
+enum Held {
     // Boxed: a lease instance is much larger than an advisory one.
     Lease(Box<lease::Lease>),
     Advisory(advisory::Advisory),
 }
 
-/// An instance of the pg backend, in either mode.
-pub struct PgPlugin {
-    backend: Backend,
+/// The pg backend, in either mode.
+pub struct Pg {
+    backend: Held,
 }
 
-impl PgPlugin {
-    /// Connects (creating the lock table when asked) and builds an
-    /// instance. A bad value is `InvalidArgument`; an unreachable server or
-    /// a missing table is `Backend`.
-    pub fn new(config: &PgConfig) -> Result<Self, PluginError> {
-        let settings = Settings::from_config(config)?;
-        let backend = match settings.mode {
-            Mode::Lease => Backend::Lease(Box::new(lease::Lease::open(settings)?)),
-            Mode::Advisory => Backend::Advisory(advisory::Advisory::open(settings)?),
-        };
-        Ok(Self { backend })
-    }
+/// An instance of the pg backend, in-process.
+pub type PgPlugin = bext_locking_kit::Plugin<Pg>;
 
-    /// Parses a config object exactly as the `.so` does (unknown keys are
-    /// errors) and builds an instance.
-    pub fn from_json(config: &str) -> Result<Self, PluginError> {
-        use bext_locking_ffi::Export;
-        let config: PgConfig = bext_locking_ffi::parse_config(config, &Exported::config_schema())?;
-        Self::new(&config)
-    }
-
+impl Pg {
     /// The mode this instance runs in.
     pub fn mode(&self) -> Mode {
         match self.backend {
-            Backend::Lease(_) => Mode::Lease,
-            Backend::Advisory(_) => Mode::Advisory,
+            Held::Lease(_) => Mode::Lease,
+            Held::Advisory(_) => Mode::Advisory,
         }
     }
 
     fn pool(&self) -> &Pool {
         match &self.backend {
-            Backend::Lease(l) => l.pool(),
-            Backend::Advisory(a) => a.pool(),
+            Held::Lease(l) => l.pool(),
+            Held::Advisory(a) => a.pool(),
         }
     }
 
     /// The caller's message: which server, which call, what happened, with
     /// anything password-like removed.
-    fn message(&self, call: &str, fail: &Fail) -> String {
-        let s = self.pool().settings();
-        s.secrets.scrub(&format!("pg ({}): {call}: {}", s.target, fail.message))
+    fn fail<'a>(&'a self, call: &'a str) -> impl FnOnce(Fail) -> PluginError + 'a {
+        move |fail| {
+            let s = self.pool().settings();
+            PluginError::backend(
+                s.secrets.scrub(&format!("pg ({}): {call}: {}", s.target, fail.message)),
+            )
+        }
     }
 }
 
-impl LockingPlugin for PgPlugin {
-    fn name(&self) -> &str {
-        "pg"
+impl Backend for Pg {
+    const NAME: &'static CStr = c"pg";
+    type Config = PgConfig;
+
+    /// Connects (creating the lock table when asked). A bad value is
+    /// `InvalidArgument`; an unreachable server or a missing table is
+    /// `Backend`.
+    fn create(config: PgConfig) -> Result<Self, PluginError> {
+        let settings = Settings::from_config(&config)?;
+        let backend = match settings.mode {
+            Mode::Lease => Held::Lease(Box::new(lease::Lease::open(settings)?)),
+            Mode::Advisory => Held::Advisory(advisory::Advisory::open(settings)?),
+        };
+        Ok(Self { backend })
     }
 
-    fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, String> {
-        validate_lock_request(key, ttl_ms)?;
+    fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
         match &self.backend {
-            Backend::Lease(l) => l.try_lock(key, ttl_ms),
-            Backend::Advisory(a) => a.try_lock(key, ttl_ms),
+            Held::Lease(l) => l.try_lock(key, ttl_ms),
+            Held::Advisory(a) => a.try_lock(key, ttl_ms),
         }
-        .map_err(|f| self.message("try_lock", &f))
+        .map_err(self.fail("try_lock"))
     }
 
-    fn renew(&self, handle: &LockHandle) -> Result<(), String> {
-        validate_lock_request(&handle.key, handle.ttl_ms)?;
+    fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {
         match &self.backend {
-            Backend::Lease(l) => match l.renew(handle) {
+            Held::Lease(l) => match l.renew(handle) {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(advisory::not_held(&handle.key)),
                 Err(e) => Err(e),
             },
-            Backend::Advisory(a) => a.renew(handle),
+            Held::Advisory(a) => a.renew(handle),
         }
-        .map_err(|f| self.message("renew", &f))
+        .map_err(self.fail("renew"))
     }
 
-    fn release(&self, handle: LockHandle) -> Result<(), String> {
-        validate_lock_request(&handle.key, handle.ttl_ms)?;
+    fn release(&self, handle: &LockHandle) -> Result<(), PluginError> {
         match &self.backend {
-            Backend::Lease(l) => l.release(&handle),
-            Backend::Advisory(a) => a.release(&handle),
+            Held::Lease(l) => l.release(handle),
+            Held::Advisory(a) => a.release(handle),
         }
-        .map_err(|f| self.message("release", &f))
+        .map_err(self.fail("release"))
     }
 
     fn cleanup(&self) {
         match &self.backend {
-            Backend::Lease(l) => l.cleanup(),
-            Backend::Advisory(a) => a.cleanup(),
+            Held::Lease(l) => l.cleanup(),
+            Held::Advisory(a) => a.cleanup(),
         }
     }
 }
 
-impl std::fmt::Debug for PgPlugin {
+impl std::fmt::Debug for Pg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgPlugin")
             .field("mode", &self.mode())
@@ -174,85 +171,15 @@ impl std::fmt::Debug for PgPlugin {
     }
 }
 
-impl Drop for PgPlugin {
-    fn drop(&mut self) {
-        self.cleanup();
-    }
-}
-
 /// The export description used by the `.so`.
 pub struct Exported;
 
 impl bext_locking_ffi::Export for Exported {
-    type Plugin = PgPlugin;
-    type Config = PgConfig;
-    const NAME: &'static CStr = c"pg";
+    type Backend = Pg;
     const VERSION: &'static CStr = bext_locking_ffi::crate_version_cstr!();
     const DESCRIPTION: &'static str = "PostgreSQL locks: fenced TTL leases on the database clock \
         (default), or session advisory locks on dedicated connections";
     const FENCING: bool = true;
-
-    fn config_schema() -> serde_json::Value {
-        serde_json::json!({
-            "type": "object",
-            "additionalProperties": false,
-            "required": ["url"],
-            "properties": {
-                "url": {
-                    "type": "string",
-                    "minLength": 1,
-                    "description": "libpq connection string, URL (postgres://user:pass@host:5432/db) or key=value; the password never appears in errors"
-                },
-                "mode": {
-                    "type": "string",
-                    "enum": ["lease", "advisory"],
-                    "default": "lease",
-                    "description": "lease: lock table rows on the database clock, fenced; advisory: session advisory locks on a dedicated connection per held lock, no fence"
-                },
-                "pool_size": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_POOL_SIZE,
-                    "default": DEFAULT_POOL_SIZE,
-                    "description": "connections per instance; in advisory mode also the most locks held at once"
-                },
-                "connect_timeout_ms": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_TIMEOUT_MS,
-                    "default": DEFAULT_CONNECT_TIMEOUT_MS,
-                    "description": "limit on opening a connection and on waiting for a free one"
-                },
-                "statement_timeout_ms": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_TIMEOUT_MS,
-                    "default": DEFAULT_STATEMENT_TIMEOUT_MS,
-                    "description": "limit on one statement, on the server and the client"
-                },
-                "schema": {
-                    "type": "string",
-                    "pattern": "^[A-Za-z_][A-Za-z0-9_$]{0,62}$",
-                    "description": "schema of the lock table (lease mode); default: the connection's search_path"
-                },
-                "table": {
-                    "type": "string",
-                    "pattern": "^[A-Za-z_][A-Za-z0-9_$]{0,62}$",
-                    "default": DEFAULT_TABLE,
-                    "description": "the lock table (lease mode)"
-                },
-                "create_table": {
-                    "type": "boolean",
-                    "default": true,
-                    "description": "create the schema and lock table when missing (lease mode)"
-                }
-            }
-        })
-    }
-
-    fn create(config: PgConfig) -> Result<PgPlugin, PluginError> {
-        PgPlugin::new(&config)
-    }
 }
 
 bext_locking_ffi::export_locking_plugin!(Exported);

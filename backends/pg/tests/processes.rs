@@ -15,8 +15,8 @@ fn two_processes_contend(mode: &str) {
     let scratch = Scratch::new(&format!("procs_{mode}"));
     let config = scratch.config(mode);
     let plugin = plugin_path("pg");
-    let out = std::env::temp_dir().join(format!("{}.jsonl", scratch.schema));
-    let _ = std::fs::remove_file(&out);
+    let records = bext_locking_test_support::TempDir::new("pg-hammer");
+    let out = records.path().join("records.jsonl");
     let key = format!("{}/contended", scratch.schema);
     let args = RunArgs {
         plugin: &plugin,
@@ -29,7 +29,7 @@ fn two_processes_contend(mode: &str) {
         out: &out,
     };
     let (summaries, stats) = contend(&args, 2, mode == "lease");
-    let _ = std::fs::remove_file(&out);
+    drop(records);
     for s in &summaries {
         assert!(s.contended > 0, "no contention at all: {s:?}");
     }

@@ -13,8 +13,8 @@ use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::{ConnectionLike, ErrorKind, Value};
 
 use crate::node::{Invocation, remaining};
-use crate::pool::{Pool, PoolError};
 use crate::redact::{Voice, redact_url};
+use bext_locking_kit::pool::Pool;
 
 /// Retries the driver may spend on redirections and reconnects within one
 /// call. Each is bounded by the socket timeouts.
@@ -58,17 +58,13 @@ impl Cluster {
 
     /// Drops idle connections and refuses new calls.
     pub fn close(&self) {
-        self.pool.close();
+        drop(self.pool.close());
     }
 
     /// Runs one script call on the master owning its keys' slot.
     pub fn call(&self, inv: &Invocation<'_>, deadline: Instant) -> Result<Value, String> {
-        let mut lease = self.pool.take(deadline).map_err(|e| match e {
-            PoolError::Closed => self.voice.message("this instance was cleaned up"),
-            PoolError::Exhausted => {
-                self.voice.message("all pooled connections stayed busy until the deadline")
-            }
-        })?;
+        let mut lease =
+            self.pool.lease(deadline).map_err(|e| self.voice.message(&e.to_string()))?;
         if lease.conn.is_none() {
             if remaining(deadline).is_none() {
                 return Err(self.voice.message("no time left to connect before the deadline"));

@@ -1,10 +1,13 @@
-//! The config object, its schema, and the checks that turn it into settings.
+//! The config object (its schema is derived from it) and the checks that
+//! turn it into settings.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use bext_locking::PluginError;
-use serde::Deserialize;
+use bext_locking_kit::config::MAX_TIMEOUT_MS;
+use bext_locking_kit::schemars::{self, JsonSchema};
+use serde::{Deserialize, Serialize};
 
 use crate::redact::redact_url;
 
@@ -15,104 +18,54 @@ const DEFAULT_OP_TIMEOUT_MS: u64 = 1_000;
 const DEFAULT_POOL_SIZE: usize = 16;
 const DEFAULT_CLOCK_DRIFT_FACTOR: f64 = 0.01;
 const MAX_POOL_SIZE: usize = 1024;
-/// An hour: a longer timeout is a typo, and would make a hung server hang the host.
-const MAX_TIMEOUT_MS: u64 = 3_600_000;
 
 /// The Redis backend's config. Exactly one of `url`, `urls` and
 /// `cluster_urls` must be given.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, JsonSchema)]
+#[schemars(extend("oneOf" = [
+    { "required": ["url"] },
+    { "required": ["urls"] },
+    { "required": ["cluster_urls"] }
+]))]
 pub struct RedisConfig {
-    /// One Redis server: locks with fences.
+    /// One Redis server, e.g. redis://:password@127.0.0.1:6379/0; locks
+    /// carry fences.
     #[serde(default)]
     pub url: Option<String>,
-    /// Several independent masters: Redlock quorum locks, without fences.
+    /// Independent Redis masters (3 or 5 is typical): Redlock quorum locks,
+    /// without fences.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub urls: Option<Vec<String>>,
-    /// Seed nodes of one Redis Cluster: locks with fences, each key on the
-    /// node that owns its hash slot.
+    /// Seed nodes of one Redis Cluster; locks carry fences.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub cluster_urls: Option<Vec<String>>,
-    /// Prepended to every Redis key this backend writes.
+    /// Prepended to every Redis key; must not contain { or } (they pick the
+    /// cluster hash slot).
     #[serde(default)]
+    #[schemars(extend("default" = DEFAULT_KEY_PREFIX))]
     pub key_prefix: Option<String>,
-    /// How long opening one connection (TCP and handshake) may take.
+    /// Longest time to open one connection, TCP and handshake, in
+    /// milliseconds.
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_MS), extend("default" = DEFAULT_CONNECT_TIMEOUT_MS))]
     pub connect_timeout_ms: Option<u64>,
-    /// How long one call (`try_lock`, `renew`, `release`) may take in all.
+    /// Longest time one call may take, connecting included, also when a
+    /// server hangs, in milliseconds.
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_MS), extend("default" = DEFAULT_OP_TIMEOUT_MS))]
     pub op_timeout_ms: Option<u64>,
-    /// The most connections kept open to each server.
+    /// Most connections open to each server (each cluster connection
+    /// reaches every master).
     #[serde(default)]
+    #[schemars(range(min = 1, max = MAX_POOL_SIZE), extend("default" = DEFAULT_POOL_SIZE))]
     pub pool_size: Option<usize>,
-    /// Redlock's allowance for clock drift between the client and the
-    /// masters, as a fraction of the TTL.
+    /// Redlock only: clock drift allowance as a fraction of the TTL (plus
+    /// 2 ms).
     #[serde(default)]
+    #[schemars(range(min = 0), extend("exclusiveMaximum" = 0.5, "default" = DEFAULT_CLOCK_DRIFT_FACTOR))]
     pub clock_drift_factor: Option<f64>,
-}
-
-/// The JSON Schema listed by `describe`. The ffi layer rejects any key not
-/// listed under `properties`.
-pub fn schema() -> serde_json::Value {
-    serde_json::json!({
-        "type": "object",
-        "additionalProperties": false,
-        "oneOf": [
-            { "required": ["url"] },
-            { "required": ["urls"] },
-            { "required": ["cluster_urls"] }
-        ],
-        "properties": {
-            "url": {
-                "type": "string",
-                "description": "one Redis server, e.g. redis://:password@127.0.0.1:6379/0; locks carry fences"
-            },
-            "urls": {
-                "type": "array",
-                "items": { "type": "string" },
-                "minItems": 1,
-                "description": "independent Redis masters (3 or 5 is typical): Redlock quorum locks, without fences"
-            },
-            "cluster_urls": {
-                "type": "array",
-                "items": { "type": "string" },
-                "minItems": 1,
-                "description": "seed nodes of one Redis Cluster; locks carry fences"
-            },
-            "key_prefix": {
-                "type": "string",
-                "default": DEFAULT_KEY_PREFIX,
-                "description": "prepended to every Redis key; must not contain { or } (they pick the cluster hash slot)"
-            },
-            "connect_timeout_ms": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_TIMEOUT_MS,
-                "default": DEFAULT_CONNECT_TIMEOUT_MS,
-                "description": "longest time to open one connection, TCP and handshake"
-            },
-            "op_timeout_ms": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_TIMEOUT_MS,
-                "default": DEFAULT_OP_TIMEOUT_MS,
-                "description": "longest time one call may take, connecting included, also when a server hangs"
-            },
-            "pool_size": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_POOL_SIZE,
-                "default": DEFAULT_POOL_SIZE,
-                "description": "most connections open to each server (each cluster connection reaches every master)"
-            },
-            "clock_drift_factor": {
-                "type": "number",
-                "minimum": 0,
-                "exclusiveMaximum": 0.5,
-                "default": DEFAULT_CLOCK_DRIFT_FACTOR,
-                "description": "Redlock only: clock drift allowance as a fraction of the TTL (plus 2 ms)"
-            }
-        }
-    })
 }
 
 /// Which kind of deployment the config names.
@@ -144,8 +97,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Checks every value, naming the first bad one. URLs in messages are
-    /// redacted.
+    /// Checks what the schema cannot (one topology, the URLs, the prefix),
+    /// naming the first bad value; ranges were checked against the schema.
+    /// URLs in messages are redacted.
     pub fn from_config(c: RedisConfig) -> Result<Self, PluginError> {
         let topology = match (c.url, c.urls, c.cluster_urls) {
             (Some(url), None, None) => {
@@ -171,21 +125,11 @@ impl Settings {
                 "key_prefix must not contain `{` or `}`: Redis Cluster would take them as the hash tag, splitting a lock from its fence counter",
             ));
         }
-        let connect_timeout =
-            timeout(c.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS, "connect_timeout_ms")?;
-        let op_timeout = timeout(c.op_timeout_ms, DEFAULT_OP_TIMEOUT_MS, "op_timeout_ms")?;
+        let ms = |v: Option<u64>, default| Duration::from_millis(v.unwrap_or(default));
+        let connect_timeout = ms(c.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS);
+        let op_timeout = ms(c.op_timeout_ms, DEFAULT_OP_TIMEOUT_MS);
         let pool_size = c.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
-        if pool_size == 0 || pool_size > MAX_POOL_SIZE {
-            return Err(PluginError::invalid(format!(
-                "pool_size is {pool_size}; it must be 1 to {MAX_POOL_SIZE}"
-            )));
-        }
         let clock_drift_factor = c.clock_drift_factor.unwrap_or(DEFAULT_CLOCK_DRIFT_FACTOR);
-        if !(0.0..0.5).contains(&clock_drift_factor) {
-            return Err(PluginError::invalid(format!(
-                "clock_drift_factor is {clock_drift_factor}; it must be at least 0 and below 0.5"
-            )));
-        }
         Ok(Self {
             topology,
             key_prefix,
@@ -195,16 +139,6 @@ impl Settings {
             clock_drift_factor,
         })
     }
-}
-
-fn timeout(value: Option<u64>, default: u64, name: &str) -> Result<Duration, PluginError> {
-    let ms = value.unwrap_or(default);
-    if ms == 0 || ms > MAX_TIMEOUT_MS {
-        return Err(PluginError::invalid(format!(
-            "{name} is {ms}; it must be 1 to {MAX_TIMEOUT_MS}"
-        )));
-    }
-    Ok(Duration::from_millis(ms))
 }
 
 fn check_url(url: &str, name: &str) -> Result<(), PluginError> {
@@ -253,7 +187,7 @@ mod tests {
     use super::*;
 
     fn settings(json: &str) -> Result<Settings, PluginError> {
-        let config: RedisConfig = bext_locking_ffi::parse_config(json, &schema())?;
+        let config: RedisConfig = bext_locking_kit::config::parse(json)?;
         Settings::from_config(config)
     }
 

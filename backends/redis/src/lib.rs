@@ -26,16 +26,15 @@ mod cluster;
 mod config;
 pub mod keys;
 mod node;
-mod pool;
 mod quorum;
 mod redact;
 pub mod scripts;
 
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bext_locking::{LockHandle, LockingPlugin, PluginError, validate_lock_request};
+use bext_locking::{LockHandle, PluginError};
+use bext_locking_kit::{Backend, Limits, message};
 use redis::Value;
 
 pub use config::{DEFAULT_KEY_PREFIX, RedisConfig, Settings, Topology};
@@ -50,7 +49,7 @@ use crate::scripts::{ACQUIRE_FENCED, RELEASE, RENEW};
 
 /// Where the locks live. One per instance, so variant sizes do not matter.
 #[allow(clippy::large_enum_variant)]
-enum Backend {
+enum Deployment {
     /// One server or one cluster: the fenced scripts.
     Fenced(Fenced),
     /// Independent masters.
@@ -73,29 +72,27 @@ impl Fenced {
     }
 }
 
-/// An instance of the Redis backend. Safe to share between threads.
-pub struct RedisPlugin {
-    backend: Backend,
+/// The Redis backend: its deployment and where its keys live.
+pub struct Redis {
+    backend: Deployment,
     prefix: String,
     op_timeout: Duration,
-    closed: AtomicBool,
 }
 
-impl RedisPlugin {
-    /// Builds an instance from its config. Opens no connection: servers
-    /// that are down, or a wrong password, show up as `Err` from the calls.
-    pub fn from_config(config: RedisConfig) -> Result<Self, PluginError> {
-        Self::new(Settings::from_config(config)?)
-    }
+/// An instance of the Redis backend, in-process. Safe to share between
+/// threads.
+pub type RedisPlugin = bext_locking_kit::Plugin<Redis>;
 
-    /// Builds an instance from checked settings.
+impl Redis {
+    /// Builds a backend from checked settings. Opens no connection: servers
+    /// that are down, or a wrong password, show up as `Err` from the calls.
     pub fn new(s: Settings) -> Result<Self, PluginError> {
         let backend = match &s.topology {
-            Topology::Single(url) => Backend::Fenced(Fenced::Single(
+            Topology::Single(url) => Deployment::Fenced(Fenced::Single(
                 Node::new(url, s.pool_size, s.connect_timeout, secrets_of([url]))
                     .map_err(PluginError::invalid)?,
             )),
-            Topology::Cluster(urls) => Backend::Fenced(Fenced::Cluster(
+            Topology::Cluster(urls) => Deployment::Fenced(Fenced::Cluster(
                 Cluster::new(urls, s.pool_size, s.connect_timeout, s.op_timeout, secrets_of(urls))
                     .map_err(PluginError::invalid)?,
             )),
@@ -106,57 +103,65 @@ impl RedisPlugin {
                     .map(|u| Node::new(u, s.pool_size, s.connect_timeout, secrets.clone()))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(PluginError::invalid)?;
-                Backend::Quorum(Quorum::new(nodes, s.clock_drift_factor, s.op_timeout))
+                Deployment::Quorum(Quorum::new(nodes, s.clock_drift_factor, s.op_timeout))
             }
         };
-        Ok(Self {
-            backend,
-            prefix: s.key_prefix,
-            op_timeout: s.op_timeout,
-            closed: AtomicBool::new(false),
-        })
+        Ok(Self { backend, prefix: s.key_prefix, op_timeout: s.op_timeout })
     }
 
     /// Whether this instance's handles carry fences (single node and
     /// cluster: yes; quorum: no).
     pub fn fencing(&self) -> bool {
-        !matches!(self.backend, Backend::Quorum(_))
-    }
-
-    fn check_open(&self) -> Result<(), String> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err("redis: this instance was cleaned up".to_owned());
-        }
-        Ok(())
+        !matches!(self.backend, Deployment::Quorum(_))
     }
 
     fn deadline(&self) -> Instant {
         Instant::now() + self.op_timeout
     }
+
+    /// Runs a fenced script on a single node or cluster deployment.
+    fn script(&self, inv: &Invocation<'_>) -> Result<Value, PluginError> {
+        match &self.backend {
+            Deployment::Fenced(f) => f.call(inv, self.deadline()).map_err(PluginError::backend),
+            // Every caller answers a quorum deployment before building a script.
+            Deployment::Quorum(_) => {
+                Err(PluginError::backend("redis: no fenced script on a quorum"))
+            }
+        }
+    }
 }
 
-fn unexpected(what: &str, v: &Value) -> String {
-    format!("redis: unexpected reply to {what}: {v:?}")
+fn unexpected(what: &str, v: &Value) -> PluginError {
+    PluginError::backend(format!("redis: unexpected reply to {what}: {v:?}"))
 }
 
-impl LockingPlugin for RedisPlugin {
-    fn name(&self) -> &str {
-        "redis"
+impl Backend for Redis {
+    const NAME: &'static CStr = c"redis";
+    type Config = RedisConfig;
+
+    fn create(config: RedisConfig) -> Result<Self, PluginError> {
+        Self::new(Settings::from_config(config)?)
     }
 
-    fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, String> {
-        validate_lock_request(key, ttl_ms)?;
-        self.check_open()?;
-        let fenced = match &self.backend {
-            Backend::Quorum(q) => return q.try_lock(&self.prefix, key, ttl_ms),
-            Backend::Fenced(f) => f,
-        };
+    /// A quorum serves only TTLs that can leave validity after its drift
+    /// allowance; the other deployments serve the ABI's range.
+    fn limits(&self) -> Limits {
+        match &self.backend {
+            Deployment::Quorum(q) => Limits::abi().with_min_ttl_ms(q.min_ttl_ms(), q.min_ttl_why()),
+            Deployment::Fenced(_) => Limits::abi(),
+        }
+    }
+
+    fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
+        if let Deployment::Quorum(q) = &self.backend {
+            return q.try_lock(&self.prefix, key, ttl_ms).map_err(PluginError::backend);
+        }
         let token = uuid::Uuid::new_v4().to_string();
         let (lock, fence) = (lock_key(&self.prefix, key), fence_key(&self.prefix, key));
         let ttl = ttl_ms.to_string();
         let inv =
             Invocation { lua: &ACQUIRE_FENCED, keys: &[&lock, &fence], args: &[&token, &ttl] };
-        match fenced.call(&inv, self.deadline())? {
+        match self.script(&inv)? {
             Value::Int(f) if f > 0 => Ok(Some(LockHandle {
                 key: key.to_owned(),
                 lock_id: token,
@@ -168,47 +173,39 @@ impl LockingPlugin for RedisPlugin {
         }
     }
 
-    fn renew(&self, handle: &LockHandle) -> Result<(), String> {
-        validate_lock_request(&handle.key, handle.ttl_ms)?;
-        self.check_open()?;
-        let fenced = match &self.backend {
-            Backend::Quorum(q) => return q.renew(&self.prefix, handle),
-            Backend::Fenced(f) => f,
-        };
+    fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {
+        if let Deployment::Quorum(q) = &self.backend {
+            return q.renew(&self.prefix, handle).map_err(PluginError::backend);
+        }
         let lock = lock_key(&self.prefix, &handle.key);
         let ttl = handle.ttl_ms.to_string();
         let inv = Invocation { lua: &RENEW, keys: &[&lock], args: &[&handle.lock_id, &ttl] };
-        match fenced.call(&inv, self.deadline())? {
+        match self.script(&inv)? {
             Value::Int(1) => Ok(()),
-            Value::Int(0) => Err(format!(
-                "redis: lock on `{}` is no longer held by this handle (expired, released or taken over)",
-                handle.key
-            )),
+            Value::Int(0) => {
+                Err(PluginError::backend(format!("redis: {}", message::not_held(&handle.key))))
+            }
             other => Err(unexpected("renew", &other)),
         }
     }
 
-    fn release(&self, handle: LockHandle) -> Result<(), String> {
-        validate_lock_request(&handle.key, handle.ttl_ms)?;
-        self.check_open()?;
-        let fenced = match &self.backend {
-            Backend::Quorum(q) => return q.release(&self.prefix, &handle),
-            Backend::Fenced(f) => f,
-        };
+    fn release(&self, handle: &LockHandle) -> Result<(), PluginError> {
+        if let Deployment::Quorum(q) = &self.backend {
+            return q.release(&self.prefix, handle).map_err(PluginError::backend);
+        }
         let lock = lock_key(&self.prefix, &handle.key);
         let inv = Invocation { lua: &RELEASE, keys: &[&lock], args: &[&handle.lock_id] };
-        match fenced.call(&inv, self.deadline())? {
+        match self.script(&inv)? {
             Value::Int(_) => Ok(()),
             other => Err(unexpected("release", &other)),
         }
     }
 
     fn cleanup(&self) {
-        self.closed.store(true, Ordering::Release);
         match &self.backend {
-            Backend::Fenced(Fenced::Single(node)) => node.close(),
-            Backend::Fenced(Fenced::Cluster(cluster)) => cluster.close(),
-            Backend::Quorum(q) => q.close(),
+            Deployment::Fenced(Fenced::Single(node)) => node.close(),
+            Deployment::Fenced(Fenced::Cluster(cluster)) => cluster.close(),
+            Deployment::Quorum(q) => q.close(),
         }
     }
 }
@@ -217,21 +214,11 @@ impl LockingPlugin for RedisPlugin {
 pub struct Exported;
 
 impl bext_locking_ffi::Export for Exported {
-    type Plugin = RedisPlugin;
-    type Config = RedisConfig;
-    const NAME: &'static CStr = c"redis";
+    type Backend = Redis;
     const VERSION: &'static CStr = bext_locking_ffi::crate_version_cstr!();
     const DESCRIPTION: &'static str = "Redis locks: one server with fencing tokens, Redlock over independent masters, or Redis Cluster";
     // The default deployment (one `url`) fences; quorum handles carry none.
     const FENCING: bool = true;
-
-    fn config_schema() -> serde_json::Value {
-        config::schema()
-    }
-
-    fn create(config: RedisConfig) -> Result<RedisPlugin, PluginError> {
-        RedisPlugin::from_config(config)
-    }
 }
 
 bext_locking_ffi::export_locking_plugin!(Exported);

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use bext_locking::redact::Secrets;
 use redis::{ErrorKind, RedisError, Value};
 
-use crate::pool::{Lease, Pool, PoolError};
 use crate::redact::{Voice, redact_url};
 use crate::scripts::{self, Lua};
+use bext_locking_kit::pool::{Lease, Pool};
 
 /// A script call: which script, its keys and its arguments.
 pub struct Invocation<'a> {
@@ -87,7 +87,7 @@ impl Node {
 
     /// Drops idle connections and refuses new calls.
     pub fn close(&self) {
-        self.pool.close();
+        drop(self.pool.close());
     }
 
     /// Runs one script call to completion.
@@ -102,28 +102,15 @@ impl Node {
 
     /// Leases a connection slot without connecting yet.
     pub fn start(&self, deadline: Instant) -> Pending<'_> {
-        match self.pool.take(deadline) {
+        match self.pool.lease(deadline) {
             Ok(lease) => Pending { node: self, lease: Some(lease), failure: None, stale: false },
-            Err(e) => {
-                let why = match e {
-                    PoolError::Closed => "this instance was cleaned up".to_owned(),
-                    PoolError::Exhausted => format!(
-                        "all {} pooled connections stayed busy until the deadline",
-                        self.pool_cap()
-                    ),
-                };
-                Pending {
-                    node: self,
-                    lease: None,
-                    failure: Some(self.voice.message(&why)),
-                    stale: false,
-                }
-            }
+            Err(e) => Pending {
+                node: self,
+                lease: None,
+                failure: Some(self.voice.message(&e.to_string())),
+                stale: false,
+            },
         }
-    }
-
-    fn pool_cap(&self) -> usize {
-        self.pool.cap()
     }
 
     fn open(&self, deadline: Instant) -> Result<Conn, String> {
@@ -255,14 +242,14 @@ impl Pending<'_> {
             // Stale: the server restarted, so the other idle connections are
             // dead too. Never connected: the caller skipped `connect`.
             if self.stale {
-                node.pool.clear_idle();
+                drop(node.pool.clear_idle());
             }
             return resend(node, lease, inv, deadline);
         }
         match receive(lease, deadline) {
             Ok(v) => script_reply(node, lease, v, inv, deadline),
             Err(e) if lease.reused && is_stale(&e) => {
-                node.pool.clear_idle();
+                drop(node.pool.clear_idle());
                 resend(node, lease, inv, deadline)
             }
             Err(e) => Err(node.voice.error(&e)),

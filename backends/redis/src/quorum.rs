@@ -54,6 +54,25 @@ impl Quorum {
         self.nodes.iter().for_each(Node::close);
     }
 
+    /// The shortest TTL that can leave any validity: the lease must outlast
+    /// the drift allowance (`ttl * drift + 2 ms`) even with no time spent
+    /// on the round trips. A shorter one is refused up front, as input this
+    /// quorum cannot serve, rather than tried and lost.
+    pub fn min_ttl_ms(&self) -> u64 {
+        let floor = DRIFT_FLOOR.as_secs_f64() * 1000.0;
+        (floor / (1.0 - self.drift_factor)).floor() as u64 + 1
+    }
+
+    /// Why [`min_ttl_ms`](Self::min_ttl_ms) is what it is, for the refusal.
+    pub fn min_ttl_why(&self) -> String {
+        format!(
+            "a Redlock quorum keeps a lock only while validity is left after the clock drift \
+             allowance ({} ms plus {} of the TTL), so a shorter lease has none",
+            DRIFT_FLOOR.as_millis(),
+            self.drift_factor
+        )
+    }
+
     fn majority(&self) -> usize {
         self.nodes.len() / 2 + 1
     }

@@ -9,7 +9,7 @@ use harness::{Server, TempDir, quorum_config, servers, single_config};
 
 fn hammer(config: &str, fencing: bool) {
     let dir = TempDir::new("hammer");
-    let out = dir.0.join("records.jsonl");
+    let out = dir.path().join("records.jsonl");
     let so = bext_locking_test_support::plugin_path("redis");
     let args = RunArgs {
         plugin: &so,

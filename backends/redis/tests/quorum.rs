@@ -79,11 +79,16 @@ fn too_short_ttl_is_an_error_not_contention() {
     for ttl in [1, 2] {
         let err = locks.try_lock("short", ttl).expect_err("a 1-2 ms lease has no validity left");
         assert!(err.contains("validity"), "{err}");
+        // Refused as input this quorum cannot serve, before any master is asked.
+        let typed = locks.try_lock_typed("short", ttl).unwrap_err();
+        assert_eq!(typed.kind, bext_locking::ErrorKind::InvalidArgument, "{typed}");
+        assert!(typed.message.contains("ttl_ms is"), "{typed}");
         let key = lock_key(DEFAULT_KEY_PREFIX, "short");
         for s in &nodes {
             assert_eq!(value(s, &key), None, "the failed attempt was not undone");
         }
     }
+    assert_eq!(locks.limits().min_ttl_ms(), 3);
     // The longest lease works, renews and releases.
     let h = locks.try_lock("long", bext_locking::MAX_TTL_MS).unwrap().unwrap();
     assert_eq!(h.fence, None, "quorum handles carry no fence");
@@ -106,4 +111,20 @@ fn stale_handle_after_expiry_and_takeover() {
     }
     b.renew(&new).unwrap();
     b.release(new).unwrap();
+}
+
+/// Through the `.so` the refusal is `BEXT_LOCKING_ERR_INVALID` (the typed
+/// kind comes from the status code), so C and Go hosts see
+/// `invalid_argument`, not a backend failure.
+#[test]
+fn too_short_ttl_through_the_so_is_invalid_argument() {
+    let nodes = servers(3);
+    let plugin =
+        bext_locking_loader::load(bext_locking_test_support::plugin_path("redis")).unwrap();
+    let locks = plugin.create_ffi(&quorum_config(&nodes, "")).unwrap();
+    let e = locks.try_lock_typed("short", 2).unwrap_err();
+    assert_eq!(e.kind, bext_locking::ErrorKind::InvalidArgument, "{e}");
+    assert!(e.message.contains("validity"), "{e}");
+    assert!(locks.try_lock("short", 2).unwrap_err().starts_with("invalid_argument: "));
+    assert!(locks.try_lock_typed("long", 10_000).unwrap().is_some());
 }

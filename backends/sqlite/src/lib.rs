@@ -35,9 +35,11 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bext_locking::{LockHandle, LockingPlugin, PluginError, validate_lock_request};
+use bext_locking::{LockHandle, PluginError};
+use bext_locking_kit::schemars::{self, JsonSchema};
+use bext_locking_kit::{Backend, message};
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use sql::{DEFAULT_TABLE, Statements, validate_table_name};
@@ -49,18 +51,20 @@ pub const DEFAULT_BUSY_TIMEOUT_MS: u64 = 5_000;
 pub const MAX_BUSY_TIMEOUT_MS: u64 = 600_000;
 
 /// The SQLite backend's config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 pub struct SqliteConfig {
-    /// The database file, created with its table if missing. Its directory
-    /// must exist.
+    /// The database file, created with its table if missing; its directory
+    /// must exist; on a local disk of this host.
+    #[schemars(length(min = 1))]
     pub path: PathBuf,
-    /// How long a call waits for the write lock held by another connection
-    /// before it fails; default [`DEFAULT_BUSY_TIMEOUT_MS`].
+    /// How long a call waits for another writer before it fails with a
+    /// backend error, in milliseconds.
     #[serde(default)]
+    #[schemars(range(min = 0, max = MAX_BUSY_TIMEOUT_MS), extend("default" = DEFAULT_BUSY_TIMEOUT_MS))]
     pub busy_timeout_ms: Option<u64>,
-    /// The lock table; default [`DEFAULT_TABLE`].
+    /// The lock table; ASCII letters, digits and underscores.
     #[serde(default)]
+    #[schemars(pattern(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"), extend("default" = DEFAULT_TABLE))]
     pub table: Option<String>,
 }
 
@@ -71,50 +75,34 @@ impl SqliteConfig {
     }
 }
 
-/// An instance of the SQLite backend.
-pub struct SqlitePlugin {
+/// The SQLite backend: one connection to the lock database.
+pub struct Sqlite {
     /// `None` once cleaned up.
     conn: Mutex<Option<Connection>>,
     statements: Statements,
     busy_timeout_ms: u64,
 }
 
-impl SqlitePlugin {
-    /// Opens (or creates) the lock database a config names.
-    ///
-    /// A bad path or file, a hostile table name or a table of another shape
-    /// is an [`invalid`](PluginError::invalid) error; a file that stays busy
-    /// or fails to switch to WAL is a [`backend`](PluginError::backend) one.
-    pub fn from_config(config: SqliteConfig) -> Result<Self, PluginError> {
-        let table = config.table.as_deref().unwrap_or(DEFAULT_TABLE);
-        validate_table_name(table).map_err(PluginError::invalid)?;
-        let busy_timeout_ms = config.busy_timeout_ms.unwrap_or(DEFAULT_BUSY_TIMEOUT_MS);
-        if busy_timeout_ms > MAX_BUSY_TIMEOUT_MS {
-            return Err(PluginError::invalid(format!(
-                "busy_timeout_ms is {busy_timeout_ms}; it must be 0 to {MAX_BUSY_TIMEOUT_MS}"
-            )));
-        }
-        let statements = Statements::new(table);
-        let conn =
-            open::open(&config.path, table, Duration::from_millis(busy_timeout_ms), &statements)?;
-        Ok(Self { conn: Mutex::new(Some(conn)), statements, busy_timeout_ms })
-    }
+/// An instance of the SQLite backend, in-process.
+pub type SqlitePlugin = bext_locking_kit::Plugin<Sqlite>;
 
+impl Sqlite {
     /// Opens (or creates) the lock database at `path` with default settings.
-    pub fn open(path: impl Into<PathBuf>) -> Result<Self, PluginError> {
-        Self::from_config(SqliteConfig::new(path))
+    pub fn open(path: impl Into<PathBuf>) -> Result<SqlitePlugin, PluginError> {
+        SqlitePlugin::from_config(SqliteConfig::new(path))
     }
 
     /// Runs `f` on the connection, or fails when the instance was cleaned up.
     fn with_conn<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, String> {
+    ) -> Result<T, PluginError> {
         let guard = lock(&self.conn);
-        let conn =
-            guard.as_ref().ok_or_else(|| "sqlite: this instance was cleaned up".to_owned())?;
+        let conn = guard
+            .as_ref()
+            .ok_or_else(|| PluginError::backend(format!("sqlite: {}", message::CLOSED)))?;
         busy::within(Duration::from_millis(self.busy_timeout_ms), || f(conn))
-            .map_err(|e| self.describe(e))
+            .map_err(|e| PluginError::backend(self.describe(e)))
     }
 
     fn describe(&self, e: rusqlite::Error) -> String {
@@ -140,13 +128,26 @@ fn ttl_sql(ttl_ms: u64) -> i64 {
     i64::try_from(ttl_ms).unwrap_or(i64::MAX)
 }
 
-impl LockingPlugin for SqlitePlugin {
-    fn name(&self) -> &str {
-        "sqlite"
+impl Backend for Sqlite {
+    const NAME: &'static CStr = c"sqlite";
+    type Config = SqliteConfig;
+
+    /// Opens (or creates) the lock database a config names.
+    ///
+    /// A bad path or file, a hostile table name or a table of another shape
+    /// is an [`invalid`](PluginError::invalid) error; a file that stays busy
+    /// or fails to switch to WAL is a [`backend`](PluginError::backend) one.
+    fn create(config: SqliteConfig) -> Result<Self, PluginError> {
+        let table = config.table.as_deref().unwrap_or(DEFAULT_TABLE);
+        validate_table_name(table).map_err(PluginError::invalid)?;
+        let busy_timeout_ms = config.busy_timeout_ms.unwrap_or(DEFAULT_BUSY_TIMEOUT_MS);
+        let statements = Statements::new(table);
+        let conn =
+            open::open(&config.path, table, Duration::from_millis(busy_timeout_ms), &statements)?;
+        Ok(Self { conn: Mutex::new(Some(conn)), statements, busy_timeout_ms })
     }
 
-    fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, String> {
-        validate_lock_request(key, ttl_ms)?;
+    fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
         let lock_id = Uuid::new_v4().to_string();
         let fence = self.with_conn(|c| {
             c.prepare_cached(&self.statements.acquire)?
@@ -162,8 +163,7 @@ impl LockingPlugin for SqlitePlugin {
         }))
     }
 
-    fn renew(&self, handle: &LockHandle) -> Result<(), String> {
-        validate_lock_request(&handle.key, handle.ttl_ms)?;
+    fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {
         let changed = self.with_conn(|c| {
             c.prepare_cached(&self.statements.renew)?.execute((
                 &handle.key,
@@ -174,15 +174,11 @@ impl LockingPlugin for SqlitePlugin {
         if changed == 1 {
             Ok(())
         } else {
-            Err(format!(
-                "sqlite: lock on `{}` is no longer held by this handle (expired, released or \
-                 taken over)",
-                handle.key
-            ))
+            Err(PluginError::backend(format!("sqlite: {}", message::not_held(&handle.key))))
         }
     }
 
-    fn release(&self, handle: LockHandle) -> Result<(), String> {
+    fn release(&self, handle: &LockHandle) -> Result<(), PluginError> {
         self.with_conn(|c| {
             c.prepare_cached(&self.statements.release)?.execute((&handle.key, &handle.lock_id))
         })?;
@@ -200,9 +196,7 @@ impl LockingPlugin for SqlitePlugin {
 pub struct Exported;
 
 impl bext_locking_ffi::Export for Exported {
-    type Plugin = SqlitePlugin;
-    type Config = SqliteConfig;
-    const NAME: &'static CStr = c"sqlite";
+    type Backend = Sqlite;
     const VERSION: &'static CStr = bext_locking_ffi::crate_version_cstr!();
     const DESCRIPTION: &'static str = "Leases with fencing in a SQLite file shared by the \
                                        processes of one host; no server needed";
@@ -213,38 +207,6 @@ impl bext_locking_ffi::Export for Exported {
     /// A step of the wall clock is not drift: see the backend's docs.
     const CLOCK_DRIFT: Option<bext_locking::ClockDrift> =
         Some(bext_locking::ClockDrift::new(0.0, 2));
-
-    fn config_schema() -> serde_json::Value {
-        serde_json::json!({
-            "type": "object",
-            "additionalProperties": false,
-            "required": ["path"],
-            "properties": {
-                "path": {
-                    "type": "string",
-                    "minLength": 1,
-                    "description": "the database file, created with its table if missing; its directory must exist; on a local disk of this host"
-                },
-                "busy_timeout_ms": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "maximum": MAX_BUSY_TIMEOUT_MS,
-                    "default": DEFAULT_BUSY_TIMEOUT_MS,
-                    "description": "how long a call waits for another writer before it fails with a backend error"
-                },
-                "table": {
-                    "type": "string",
-                    "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,62}$",
-                    "default": DEFAULT_TABLE,
-                    "description": "the lock table; ASCII letters, digits and underscores"
-                }
-            }
-        })
-    }
-
-    fn create(config: SqliteConfig) -> Result<SqlitePlugin, PluginError> {
-        SqlitePlugin::from_config(config)
-    }
 }
 
 bext_locking_ffi::export_locking_plugin!(Exported);

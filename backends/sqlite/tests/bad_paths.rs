@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bext_locking::{ErrorKind, PluginError};
-use bext_locking_sqlite::{SqliteConfig, SqlitePlugin};
+use bext_locking_sqlite::{Sqlite, SqliteConfig, SqlitePlugin};
 
 /// Creating an instance on `path` must fail; returns the error.
 fn refused(path: &Path) -> PluginError {
-    match SqlitePlugin::open(path) {
+    match Sqlite::open(path) {
         Ok(_) => panic!("opening {} succeeded, expected an error", path.display()),
         Err(e) => e,
     }
@@ -128,7 +128,7 @@ fn empty_file_becomes_a_lock_database() {
     let dir = common::temp_dir();
     let path = dir.path().join("touched.db");
     std::fs::write(&path, b"").unwrap();
-    let a = SqlitePlugin::open(&path).expect("an empty file is an empty database");
+    let a = Sqlite::open(&path).expect("an empty file is an empty database");
     bext_locking::LockingPlugin::try_lock(&a, "k", 1000).unwrap().unwrap();
 }
 
@@ -143,12 +143,12 @@ fn hostile_and_bad_configs() {
         (format!(r#"{{"path":{p},"table":""}}"#), "not a valid table name"),
         (format!(r#"{{"path":{p},"table":"sqlite_master"}}"#), "reserved"),
         (format!(r#"{{"path":{p},"busy_timeout_ms":600001}}"#), "busy_timeout_ms is 600001"),
-        (format!(r#"{{"path":{p},"busy_timeout_ms":-1}}"#), "bad config"),
+        (format!(r#"{{"path":{p},"busy_timeout_ms":-1}}"#), "busy_timeout_ms is -1"),
         (format!(r#"{{"path":{p},"table":7}}"#), "bad config"),
         (format!(r#"{{"path":{p},"paht":"x"}}"#), "unknown config key `paht`"),
         (r#"{"busy_timeout_ms":10}"#.to_owned(), "missing field `path`"),
         ("{}".to_owned(), "missing field `path`"),
-        (r#"{"path":""}"#.to_owned(), "`path` is empty"),
+        (r#"{"path":""}"#.to_owned(), "path is empty"),
         (r#"{"path":":memory:"}"#.to_owned(), "private to one instance"),
         ("[1]".to_owned(), "must be a JSON object"),
     ] {
@@ -196,7 +196,7 @@ fn child_opens_path() {
         },
         Err(e) => format!("load failed: {e}"),
     };
-    let direct = match SqlitePlugin::open(&path) {
+    let direct = match Sqlite::open(&path) {
         Ok(_) => "ok".to_owned(),
         Err(e) => format!("{:?}: {}", e.kind, e.message),
     };
@@ -212,7 +212,7 @@ fn running_as_root() -> bool {
 /// `(direct error, .so error)`.
 fn open_unprivileged(path: &Path) -> (String, String) {
     if !running_as_root() {
-        let direct = match SqlitePlugin::open(path) {
+        let direct = match Sqlite::open(path) {
             Ok(_) => "ok".to_owned(),
             Err(e) => format!("{:?}: {}", e.kind, e.message),
         };
@@ -252,7 +252,7 @@ fn open_unprivileged(path: &Path) -> (String, String) {
 fn lock_database(dir: &Path) -> PathBuf {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = dir.join("locks.db");
-    let a = SqlitePlugin::open(&path).unwrap();
+    let a = Sqlite::open(&path).unwrap();
     bext_locking::LockingPlugin::try_lock(&a, "k", 1000).unwrap().unwrap();
     drop(a); // the last close folds the WAL back into the file
     path

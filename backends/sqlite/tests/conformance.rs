@@ -5,7 +5,7 @@ mod common;
 
 use bext_locking::LockingPlugin;
 use bext_locking::conformance::{self, Options};
-use bext_locking_sqlite::SqlitePlugin;
+use bext_locking_sqlite::Sqlite;
 
 /// Leases run on SQLite's millisecond wall clock, so the default 200 ms
 /// short TTL is 200 ticks; it also leaves a loaded CI machine room to renew
@@ -19,9 +19,7 @@ fn in_process() {
     let dir = common::temp_dir();
     let path = dir.path().join("locks.db");
     let factory = || {
-        SqlitePlugin::open(&path)
-            .map(|p| Box::new(p) as Box<dyn LockingPlugin>)
-            .map_err(|e| e.message)
+        Sqlite::open(&path).map(|p| Box::new(p) as Box<dyn LockingPlugin>).map_err(|e| e.message)
     };
     conformance::run(&factory, &options()).assert_passed();
 }

@@ -10,10 +10,10 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use bext_locking::LockingPlugin;
-use bext_locking_sqlite::{SqliteConfig, SqlitePlugin};
+use bext_locking_sqlite::{Sqlite, SqliteConfig, SqlitePlugin};
 
 fn open(path: &std::path::Path) -> SqlitePlugin {
-    SqlitePlugin::open(path).expect("open lock database")
+    Sqlite::open(path).expect("open lock database")
 }
 
 #[test]
@@ -42,7 +42,7 @@ fn fence_keeps_rising_across_release_takeover_and_reopen() {
         a.cleanup();
     }
     // A new instance (a restarted process) continues from the file.
-    let b = SqlitePlugin::open(&path).unwrap();
+    let b = Sqlite::open(&path).unwrap();
     let h = b.try_lock("job", 30_000).unwrap().unwrap();
     fences.push(h.fence.unwrap());
     assert_eq!(fences, vec![1, 2, 3, 4, 5, 6], "one step per acquisition, never reset");
@@ -260,7 +260,7 @@ fn first_open_waits_for_a_writer_in_rollback_mode() {
         c.execute_batch("COMMIT").unwrap();
     });
     let started = Instant::now();
-    let p = SqlitePlugin::open(&path).unwrap_or_else(|e| panic!("open during a write: {e}"));
+    let p = Sqlite::open(&path).unwrap_or_else(|e| panic!("open during a write: {e}"));
     writer.join().unwrap();
     assert!(started.elapsed() >= Duration::from_millis(250), "did not wait for the writer");
     p.try_lock("k", 1_000).unwrap().unwrap();

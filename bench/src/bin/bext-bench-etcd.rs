@@ -1,4 +1,4 @@
-//! etcd backend (issue #10): pairs through the `.so` against the same four
+//! etcd backend: pairs through the `.so` against the same four
 //! requests (lease grant, create-if-absent transaction, compare-and-delete
 //! transaction, lease revoke) sent as plain HTTP calls to etcd's JSON
 //! gateway.
@@ -135,7 +135,7 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
     for (g, threads) in groups.iter().zip([1, 8]) {
         report.chart_group(format!("etcd, {threads} thread(s)"), g, Kind::Raw, Some(0.9));
         report.so_vs_raw_target(
-            "#10 etcd",
+            "etcd",
             format!("`.so` / direct gateway calls, {threads} thread(s)"),
             g,
             0.9,

@@ -1,4 +1,4 @@
-//! Memory backend (issue #2, item 10): the cost of the C boundary and its
+//! Memory backend: the cost of the C boundary and its
 //! JSON per pair, and thread scaling on distinct keys. There is no storage
 //! client, so the in-process backend is the baseline.
 
@@ -68,7 +68,7 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
             ("median (p50)", p50, "the typical pair, least disturbed by load"),
         ] {
             report.target(
-                "#2 memory",
+                "memory",
                 format!("`.so` cost over in-process per pair, 1 thread, {what}"),
                 "<= 400 ns",
                 format!("{v:.0} ns"),
@@ -83,7 +83,7 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
             let load = bext_locking_bench::machine::load_1min();
             let cores = bext_locking_bench::machine::nproc();
             report.target(
-                "#2 memory",
+                "memory",
                 format!("2 threads / 1 thread, {label}"),
                 ">= 1.6x",
                 format!("{x:.2}x ({} vs {}/s)", thousands(two.rate()), thousands(one.rate())),
@@ -120,7 +120,7 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
             let pace = native / native_p50_ns;
             let estimate = (so - native) / pace;
             report.target(
-                "#2 memory",
+                "memory",
                 "instructions per pair, `.so` minus in-process (callgrind)",
                 "-",
                 format!(

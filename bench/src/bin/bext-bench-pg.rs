@@ -1,4 +1,4 @@
-//! PostgreSQL backend (issue #4): pairs through the `.so` against the same
+//! PostgreSQL backend: pairs through the `.so` against the same
 //! prepared SQL issued with the sync `postgres` crate on the same number of
 //! connections, in both modes.
 
@@ -12,7 +12,7 @@ use bext_locking_bench::report::{Report, table};
 
 /// The server: `BEXT_PG_URL`, else the machine's test database.
 fn server_url() -> String {
-    std::env::var("BEXT_PG_URL").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
+    bext_locking_test_support::pg_url()
 }
 
 /// `url` without its password, for messages.
@@ -153,7 +153,7 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
         for (g, threads) in groups.iter().zip([1, 8]) {
             report.chart_group(format!("pg {mode}, {threads} thread(s)"), g, Kind::Raw, Some(0.95));
             report.so_vs_raw_target(
-                "#4 pg",
+                "pg",
                 format!("`.so` / postgres crate, {mode}, {threads} thread(s)"),
                 g,
                 0.95,

@@ -1,4 +1,4 @@
-//! SQLite backend (issue #5): pairs through the `.so` against the very same
+//! SQLite backend: pairs through the `.so` against the very same
 //! statements issued with `rusqlite`, on threads of one process and on 1
 //! and 4 processes sharing one database file.
 
@@ -81,9 +81,10 @@ fn scratch() -> Result<bext_locking_test_support::TempDir, String> {
         let shm = Path::new("/dev/shm");
         if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() }
     });
-    let dir = root.join(format!("bext-bench-sqlite-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    Ok(bext_locking_test_support::TempDir(dir))
+    if !root.is_dir() {
+        return Err(format!("{} is not a folder", root.display()));
+    }
+    Ok(bext_locking_test_support::TempDir::in_dir(&root, "bench-sqlite"))
 }
 
 /// Runs the SQLite section.
@@ -140,7 +141,7 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
         target(report, g, &format!("{n} process(es)"));
     }
     for (g, n) in thread_groups.iter().zip([1, 8]) {
-        target(report, g, &format!("{n} thread(s) of one process (not an issue target)"));
+        target(report, g, &format!("{n} thread(s) of one process (not a project target)"));
     }
     report.section("sqlite", body);
     Ok(())
@@ -148,7 +149,7 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
 
 fn target(report: &mut Report, g: &[Tally], what: &str) {
     report.so_vs_raw_target(
-        "#5 sqlite",
+        "sqlite",
         format!("`.so` / rusqlite, {what}"),
         g,
         0.95,

@@ -8,7 +8,6 @@
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub use bext_locking_test_support::{free_port, target_dir};
@@ -29,46 +28,28 @@ pub fn library_file(name: &str) -> PathBuf {
 }
 
 /// The path of a plugin the tests always need: the memory backend or a
-/// fixture (`"fixture-panicky"`). Under nextest (which holds no cargo lock
-/// while tests run) a missing one is built; otherwise the error names the
-/// command to run.
+/// fixture (`"fixture-panicky"`), built first when missing (see
+/// [`bext_locking_test_support::plugin_path`]).
 pub fn plugin(name: &str) -> PathBuf {
-    let path = library_file(name);
-    if !path.exists() && std::env::var_os("NEXTEST").is_some() {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", &format!("bext-locking-{name}")]);
-        if target_dir().ends_with("release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.current_dir(repo_root()).status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p bext-locking-{name} failed");
-    }
     bext_locking_test_support::plugin_path(name)
 }
 
-/// A folder for one test's build outputs, removed when dropped.
-pub struct Scratch(PathBuf);
+/// A folder for one test's build outputs, removed when dropped. It lives
+/// under the target folder (the system's temporary folder may be mounted
+/// `noexec`, and these folders hold programs to run).
+pub struct Scratch(bext_locking_test_support::TempDir);
 
 impl Scratch {
     /// A fresh folder under the target folder, named after `what`.
     pub fn new(what: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = target_dir().join("abi-tests").join(format!("{what}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create scratch folder");
-        Self(dir)
+        let root = target_dir().join("abi-tests");
+        std::fs::create_dir_all(&root).expect("create the scratch root");
+        Self(bext_locking_test_support::TempDir::in_dir(&root, what))
     }
 
     /// The folder.
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 
@@ -212,19 +193,16 @@ fn start_etcd(test: &str) -> Result<(Server, u16), String> {
 /// The backends these tests know how to configure.
 pub const BACKENDS: [&str; 5] = ["memory", "sqlite", "redis", "pg", "etcd"];
 
-/// A backend built in this target folder whose server answers, with a config
-/// that makes instances share locks and timeouts that allow for valgrind's
-/// slowness; `None`, after printing why, when it is not available here.
+/// A backend built in this target folder (built first when missing, see
+/// [`plugin`]) whose server answers, with a config that makes instances
+/// share locks and timeouts that allow for valgrind's slowness; `None`,
+/// after printing why, when its server is not available here.
 pub fn backend(name: &'static str, test: &str) -> Option<Backend> {
     if name == "memory" {
         let config = format!(r#"{{"namespace":"{test}-{}"}}"#, std::process::id());
         return Some(Backend { name, library: plugin("memory"), config, _keep: None });
     }
-    let library = library_file(name);
-    if !library.exists() {
-        eprintln!("SKIP {name}: {} is not built", library.display());
-        return None;
-    }
+    let library = plugin(name);
     let (config, keep): (String, Option<Box<dyn Send>>) = match name {
         "sqlite" => {
             let scratch = Scratch::new(&format!("{test}-sqlite"));
@@ -238,8 +216,8 @@ pub fn backend(name: &'static str, test: &str) -> Option<Backend> {
             None,
         ),
         "pg" if reachable("127.0.0.1:5432") => (
-            r#"{"url":"postgres://root@127.0.0.1:5432/test","connect_timeout_ms":20000}"#
-                .to_owned(),
+            serde_json::json!({ "url": bext_locking_test_support::pg_url(), "connect_timeout_ms": 20000 })
+                .to_string(),
             None,
         ),
         "etcd" => match start_etcd(test) {

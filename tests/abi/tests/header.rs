@@ -64,7 +64,7 @@ fn assert_matches_rust(compiler: &str, flags: &[&str]) {
             "{compiler}: `{name}` differs from the Rust definition"
         );
     }
-    // The ABI constants are also documented in shared/ABI.md; these are its numbers.
+    // The ABI constants are also documented in docs/ABI.md; these are its numbers.
     assert_eq!(seen["BEXT_LOCKING_MAX_TTL_MS"], 31_536_000_000);
     assert_eq!(seen["BEXT_LOCKING_ERR_PANIC"], -3);
 }

@@ -23,17 +23,36 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// The path of a built plugin library, by backend name (`"memory"`,
-/// `"sqlite"`, …) or fixture crate name with `-` as `_`. Panics, naming the
-/// command to run, when it has not been built.
+/// `"sqlite"`, …) or fixture name (`"fixture-panicky"`).
+///
+/// A missing one is built first under nextest, which holds no cargo lock
+/// while tests run, so `cargo nextest run -p <crate>` works on a fresh
+/// checkout. Under `cargo test` (which holds the lock, so a nested build
+/// would wait forever) it panics with the one command to run instead.
 pub fn plugin_path(name: &str) -> PathBuf {
     let file = format!("libbext_locking_{}.so", name.replace('-', "_"));
     let path = target_dir().join(&file);
+    if !path.exists() && std::env::var_os("NEXTEST").is_some() {
+        build_plugin(name);
+    }
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --workspace` (or `make build`) before the tests",
         path.display()
     );
     path
+}
+
+/// Builds `bext-locking-<name>` in the profile of the running test binary.
+fn build_plugin(name: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.args(["build", "-q", "-p", &format!("bext-locking-{name}")]);
+    if target_dir().ends_with("release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.current_dir(root).status().expect("run cargo build");
+    assert!(status.success(), "cargo build -p bext-locking-{name} failed");
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
@@ -49,25 +68,38 @@ pub mod hammer;
 pub mod proxy;
 pub mod servers;
 
-/// A fresh folder under the temporary directory, removed on drop.
-pub struct TempDir(pub PathBuf);
+/// The shared PostgreSQL server tests and benchmarks use: `BEXT_PG_URL`,
+/// or the machine's local test database ([`DEFAULT_PG_URL`]).
+pub fn pg_url() -> String {
+    std::env::var("BEXT_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
+}
+
+/// The local test database when `BEXT_PG_URL` is not set.
+pub const DEFAULT_PG_URL: &str = "postgres://root@127.0.0.1:5432/test";
+
+/// A fresh folder `bext-<what>-XXXXXX` under the temporary directory,
+/// removed (with what is in it) on drop.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
-    /// `bext-<what>-<pid>-<n>` in the temporary directory.
+    /// A new folder in the system's temporary directory.
     pub fn new(what: &str) -> Self {
-        let dir = servers::unique_dir(&std::env::temp_dir(), what);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self::in_dir(&std::env::temp_dir(), what)
+    }
+
+    /// A new folder in `root`, which must exist.
+    pub fn in_dir(root: &std::path::Path, what: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("bext-{what}-"))
+            .tempdir_in(root)
+            .unwrap_or_else(|e| {
+                panic!("cannot create a temporary folder in {}: {e}", root.display())
+            });
         Self(dir)
     }
 
     /// The folder.
     pub fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }

@@ -9,7 +9,7 @@ use bext_locking::LockingPlugin;
 
 /// The shared test server: `BEXT_PG_URL`, or the machine's local server.
 pub fn base_url() -> String {
-    std::env::var("BEXT_PG_URL").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
+    bext_locking_test_support::pg_url()
 }
 
 /// Adds a libpq parameter to a URL or key=value connection string.

@@ -25,12 +25,7 @@ pub fn conn(server: &Server) -> redis::Connection {
 
 /// An in-process plugin from a config JSON.
 pub fn plugin(config: &str) -> RedisPlugin {
-    let config = bext_locking_ffi::parse_config(config, &bext_locking_redis_schema()).unwrap();
-    RedisPlugin::from_config(config).unwrap()
-}
-
-fn bext_locking_redis_schema() -> serde_json::Value {
-    <bext_locking_redis::Exported as bext_locking_ffi::Export>::config_schema()
+    RedisPlugin::from_json(config).unwrap()
 }
 
 /// The same, boxed, for conformance factories.

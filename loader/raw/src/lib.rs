@@ -1,6 +1,8 @@
 //! Calling a plugin's slots with arbitrary bytes, for fuzzers and ABI checks.
 //!
-//! [`FfiPlugin`](crate::FfiPlugin) only ever sends well-formed JSON; a fuzzer
+//! A crate of its own, beside the loader rather than in its API: only the
+//! fuzz harness and ABI tests need it. The loader's
+//! [`FfiPlugin`](bext_locking_loader::FfiPlugin) only ever sends well-formed JSON; a fuzzer
 //! needs to send anything: invalid UTF-8, malformed or huge JSON, a NULL
 //! input, a NULL instance. [`RawPlugin`] does that without the caller
 //! writing `unsafe`: it copies each input into a NUL-terminated buffer (so an
@@ -15,24 +17,13 @@
 //! program), and the `unsafe` [`RawPlugin::from_vtable`] for any other
 //! vtable.
 
+#![deny(missing_docs)]
+
 use std::ffi::{CStr, c_char};
 use std::ptr::{self, NonNull};
 
-use bext_locking_ffi::{
-    BEXT_LOCKING_ABI_VERSION, BEXT_LOCKING_VTABLE_V1_SIZE, BextLockingInstance, BextLockingVTable,
-    Export,
-};
-
-use crate::LoadedPlugin;
-
-type DescribeFn = unsafe extern "C" fn(*mut *mut c_char) -> i32;
-type CreateFn =
-    unsafe extern "C" fn(*const c_char, *mut *mut BextLockingInstance, *mut *mut c_char) -> i32;
-type CallFn =
-    unsafe extern "C" fn(*mut BextLockingInstance, *const c_char, *mut *mut c_char) -> i32;
-type CleanupFn = unsafe extern "C" fn(*mut BextLockingInstance, *mut *mut c_char) -> i32;
-type DestroyFn = unsafe extern "C" fn(*mut BextLockingInstance);
-type FreeFn = unsafe extern "C" fn(*mut c_char);
+use bext_locking_ffi::{BextLockingInstance, BextLockingVTable, Export};
+use bext_locking_loader::{CallFn, LoadErrorKind, LoadedPlugin, Slots};
 
 /// The slots that take an instance and one JSON input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,19 +73,30 @@ pub struct RawCreated {
 /// A plugin's slots, callable with arbitrary bytes. Cheap to copy.
 #[derive(Clone, Copy)]
 pub struct RawPlugin {
-    describe: DescribeFn,
-    create: CreateFn,
-    try_lock: CallFn,
-    renew: CallFn,
-    release: CallFn,
-    cleanup: CleanupFn,
-    destroy: DestroyFn,
-    free_string: FreeFn,
+    slots: Slots,
+}
+
+impl std::ops::Deref for RawPlugin {
+    type Target = Slots;
+
+    fn deref(&self) -> &Slots {
+        &self.slots
+    }
 }
 
 impl std::fmt::Debug for RawPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawPlugin").finish_non_exhaustive()
+    }
+}
+
+/// The loader's refusal, worded for a fuzz harness.
+fn describe(kind: LoadErrorKind) -> String {
+    match kind {
+        LoadErrorKind::AbiMismatch { found } => format!("vtable abi_version is {found}"),
+        LoadErrorKind::VTableTooSmall { found } => format!("vtable struct_size is {found}"),
+        LoadErrorKind::NullField(name) => format!("vtable slot `{name}` is NULL"),
+        other => format!("{other:?}"),
     }
 }
 
@@ -116,9 +118,7 @@ fn c_string(bytes: &[u8]) -> Vec<u8> {
 impl RawPlugin {
     /// The slots of a library the loader has opened and validated.
     pub fn from_loaded(plugin: &LoadedPlugin) -> Self {
-        // SAFETY: `load` validated the table (version, size, non-NULL slots),
-        // and loading a library is where its code is trusted to follow the ABI.
-        unsafe { Self::from_vtable(plugin.vtable()) }.expect("the loader validated this vtable")
+        Self { slots: plugin.slots() }
     }
 
     /// The slots of backend `E` as `export_locking_plugin!` would export them,
@@ -126,48 +126,22 @@ impl RawPlugin {
     /// ones `bext-locking-ffi` writes, and `E` is safe Rust.
     pub fn from_export<E: Export>() -> Self {
         let table = bext_locking_ffi::vtable::<E>();
-        // SAFETY: the table is the ffi crate's own, built for `E`; it follows
-        // ABI v1 by construction. Its `name`/`version` point into `E`'s
-        // static strings and are not read here.
-        unsafe { Self::from_table(&table) }.expect("the ffi crate fills every slot")
+        let slots = Slots::check(&table).map_err(describe).expect("the ffi crate fills every slot");
+        Self { slots }
     }
 
     /// The slots of any ABI v1 vtable, e.g. one returned by a linked plugin
-    /// crate's `bext_locking_plugin_entry(1)`. Returns an error naming the
-    /// problem when the version, size or a slot is wrong.
+    /// crate's `bext_locking_plugin_entry(1)`, checked as the loader checks
+    /// a library's. Returns an error naming the problem when the version,
+    /// size or a field is wrong.
     ///
     /// # Safety
-    /// Every slot of `vtable` must behave as ABI v1 says (shared/ABI.md):
+    /// Every slot of `vtable` must behave as ABI v1 says (`docs/ABI.md`):
     /// accept the pointers it documents, write only through its
     /// out-parameters, return strings that `free_string` frees, and so on.
     /// The wrapper relies on that to call them with arbitrary bytes.
     pub unsafe fn from_vtable(vtable: &'static BextLockingVTable) -> Result<Self, String> {
-        if vtable.abi_version != BEXT_LOCKING_ABI_VERSION {
-            return Err(format!("vtable abi_version is {}", vtable.abi_version));
-        }
-        if vtable.struct_size < BEXT_LOCKING_VTABLE_V1_SIZE {
-            return Err(format!("vtable struct_size is {}", vtable.struct_size));
-        }
-        // SAFETY: passed on from the caller.
-        unsafe { Self::from_table(vtable) }
-    }
-
-    /// # Safety
-    /// As [`Self::from_vtable`]; the version and size are not checked.
-    unsafe fn from_table(t: &BextLockingVTable) -> Result<Self, String> {
-        fn slot<T>(f: Option<T>, name: &str) -> Result<T, String> {
-            f.ok_or_else(|| format!("vtable slot `{name}` is NULL"))
-        }
-        Ok(Self {
-            describe: slot(t.describe, "describe")?,
-            create: slot(t.create, "create")?,
-            try_lock: slot(t.try_lock, "try_lock")?,
-            renew: slot(t.renew, "renew")?,
-            release: slot(t.release, "release")?,
-            cleanup: slot(t.cleanup, "cleanup")?,
-            destroy: slot(t.destroy, "destroy")?,
-            free_string: slot(t.free_string, "free_string")?,
-        })
+        Slots::check(vtable).map(|slots| Self { slots }).map_err(describe)
     }
 
     fn slot(&self, slot: RawSlot) -> CallFn {
@@ -355,7 +329,8 @@ mod tests {
     use super::*;
 
     fn plugin(name: &str) -> RawPlugin {
-        let loaded = crate::load(bext_locking_test_support::plugin_path(name)).expect("load");
+        let loaded =
+            bext_locking_loader::load(bext_locking_test_support::plugin_path(name)).expect("load");
         RawPlugin::from_loaded(&loaded)
     }
 
@@ -455,34 +430,32 @@ mod tests {
     struct Dummy;
 
     impl Export for Dummy {
-        type Plugin = Never;
-        type Config = serde_json::Value;
-        const NAME: &'static CStr = c"dummy";
+        type Backend = Never;
         const VERSION: &'static CStr = c"0.0.0";
         const DESCRIPTION: &'static str = "never creates an instance";
         const FENCING: bool = false;
-        fn config_schema() -> serde_json::Value {
-            serde_json::json!({"type": "object", "properties": {}})
-        }
+    }
+
+    /// An uninhabited backend type.
+    enum Never {}
+
+    impl bext_locking_kit::Backend for Never {
+        const NAME: &'static CStr = c"dummy";
+        type Config = serde_json::Value;
         fn create(_: serde_json::Value) -> Result<Never, bext_locking::PluginError> {
             Err(bext_locking::PluginError::backend("dummy: no instances"))
         }
-    }
-
-    /// An uninhabited plugin type.
-    enum Never {}
-
-    impl bext_locking::LockingPlugin for Never {
-        fn name(&self) -> &str {
+        fn try_lock(
+            &self,
+            _: &str,
+            _: u64,
+        ) -> Result<Option<bext_locking::LockHandle>, bext_locking::PluginError> {
             match *self {}
         }
-        fn try_lock(&self, _: &str, _: u64) -> Result<Option<bext_locking::LockHandle>, String> {
+        fn renew(&self, _: &bext_locking::LockHandle) -> Result<(), bext_locking::PluginError> {
             match *self {}
         }
-        fn renew(&self, _: &bext_locking::LockHandle) -> Result<(), String> {
-            match *self {}
-        }
-        fn release(&self, _: bext_locking::LockHandle) -> Result<(), String> {
+        fn release(&self, _: &bext_locking::LockHandle) -> Result<(), bext_locking::PluginError> {
             match *self {}
         }
         fn cleanup(&self) {

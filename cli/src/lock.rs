@@ -1,0 +1,44 @@
+//! One attempt at the lock, with the kind of a failure deciding the exit
+//! code.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bext_locking::redact::Secrets;
+use bext_locking::{ErrorKind, GuardOptions, LockGuard, LockingPlugin};
+use bext_locking_loader::FfiPlugin;
+
+use crate::{CliError, exit};
+
+/// Tries once to take `key`, guarding the lock with `options` on success. A request the
+/// plugin refuses (`invalid_argument`: a TTL outside what this backend
+/// serves, say) is a usage error (exit 2); any other failure is the
+/// backend's (exit 69).
+pub fn try_once(
+    plugin: &Arc<FfiPlugin>,
+    key: &str,
+    ttl: Duration,
+    options: GuardOptions,
+    secrets: &Secrets,
+) -> Result<Option<LockGuard>, CliError> {
+    let ttl_ms = crate::millis(ttl);
+    // Options that cannot guard this TTL must not take the lock at all.
+    options.check(Duration::from_millis(ttl_ms)).map_err(CliError::usage)?;
+    let started = Instant::now();
+    match plugin.try_lock_typed(key, ttl_ms) {
+        Ok(Some(handle)) => {
+            let options = options.lease_started(started);
+            let guarded: Arc<dyn LockingPlugin> = plugin.clone();
+            Ok(Some(LockGuard::with_options(guarded, handle, options)))
+        }
+        Ok(None) => Ok(None),
+        Err(e) if e.kind == ErrorKind::InvalidArgument => Err(CliError::usage(format!(
+            "cannot lock `{key}`: the plugin refused --key/--ttl: {}",
+            secrets.scrub(&e.message)
+        ))),
+        Err(e) => Err(CliError::new(
+            exit::BACKEND,
+            format!("cannot lock `{key}`: {}", secrets.scrub(&e.message)),
+        )),
+    }
+}
