@@ -37,7 +37,11 @@ class Instance:
         self._pointer: Optional[int] = pointer
         self._active = 0
         self._forked = False
-        self._cond = threading.Condition(threading.Lock())
+        # A plain lock on the hot path; the condition is only waited on by
+        # close(), so leave() notifies only while someone closes.
+        self._mu = threading.Lock()
+        self._cond = threading.Condition(self._mu)
+        self._closing = False
         _LIVE.add(self)
 
     @property
@@ -47,7 +51,7 @@ class Instance:
 
     def enter(self, op: str) -> int:
         """Counts a call in and returns the instance pointer."""
-        with self._cond:
+        with self._mu:
             if self._forked:
                 raise LockerClosed(
                     "this Locker was created before the process forked; the plugin's "
@@ -62,9 +66,9 @@ class Instance:
 
     def leave(self) -> None:
         """Counts a call out."""
-        with self._cond:
+        with self._mu:
             self._active -= 1
-            if self._active == 0:
+            if self._closing and self._active == 0:
                 self._cond.notify_all()
 
     def close(self, wait: Optional[float] = None) -> Tuple[int, Optional[bytes]]:
@@ -80,6 +84,7 @@ class Instance:
                 self._pointer = None
                 return _abi.OK, None
             self._pointer = None
+            self._closing = True
             if not self._cond.wait_for(lambda: self._active == 0, timeout=wait):
                 return _abi.OK, None  # still busy at exit: leak rather than crash
         from ._status import take_string

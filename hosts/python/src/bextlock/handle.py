@@ -52,7 +52,8 @@ class Handle:
     @classmethod
     def _parse(cls, raw: bytes) -> "Handle":
         try:
-            obj: Any = json.loads(raw)
+            # Decoding first spares json its encoding detection.
+            obj: Any = json.loads(raw.decode("utf-8"))
         except ValueError as e:
             raise InvalidArgument(f"not a lock handle: {e}") from None
         if not isinstance(obj, dict):

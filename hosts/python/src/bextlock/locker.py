@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import os
 import socket
 import time
 import weakref
+from json.encoder import encode_basestring as _json_str
 from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
 from . import _abi
@@ -26,12 +26,17 @@ if TYPE_CHECKING:
 MAX_OWNER_BYTES = 256
 
 _hostname = socket.gethostname()
+_owner = (0, "")
 
 
 def default_owner() -> str:
     """``hostname:pid``: who holds a lock when no owner is given (backends
     that keep an owner show it to operators; others ignore it)."""
-    return f"{_hostname}:{os.getpid()}"
+    global _owner
+    pid = os.getpid()
+    if _owner[0] != pid:  # first use, or a forked child
+        _owner = (pid, f"{_hostname}:{pid}")
+    return _owner[1]
 
 
 class _Sink:
@@ -204,8 +209,11 @@ class Locker:
                 "try_lock",
                 f"owner is {len(owner_bytes)} bytes, more than {MAX_OWNER_BYTES}",
             )
-        body = {"key": key, "ttl_ms": ttl_ms, "owner": owner}
-        return json.dumps(body, ensure_ascii=False).encode("utf-8")
+        # What json.dumps({...}, ensure_ascii=False) writes, without the
+        # generic encoder's per-call cost on this hot path.
+        return f'{{"key":{_json_str(key)},"ttl_ms":{ttl_ms},"owner":{_json_str(owner)}}}'.encode(
+            "utf-8"
+        )
 
     def _try_lock_into(
         self, sink: _Sink, key: str, ttl_ms: int, owner: Optional[str]
