@@ -12,11 +12,13 @@ the reason otherwise: Redis at ``BEXT_REDIS_URL`` (default
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -162,6 +164,16 @@ def _with_port(url: str, port: int) -> str:
     return urllib.parse.urlunsplit(u._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
 
 
+def _server_or_skip(url: str, default_port: int, what: str, variable: str) -> tuple:  # type: ignore[type-arg]
+    """The server's (host, port), or a skip saying it does not answer (the
+    URL is not shown: it may hold a password)."""
+    why = reachable(url, default_port)
+    if why:
+        pytest.skip(f"no {what} answers at the {variable} host: {why}")
+    u = urllib.parse.urlsplit(url)
+    return (u.hostname, u.port or default_port)
+
+
 def make_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if name == "memory":
         plugin = request.getfixturevalue("memory_plugin")
@@ -172,23 +184,15 @@ def make_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> B
         path = str(tmp_path / "locks.db")
         return Backend(name, plugin, lambda: {"path": path})
     if name == "redis":
-        why = reachable(REDIS_URL, 6379)
-        if why:
-            pytest.skip(f"no Redis at {REDIS_URL} (set BEXT_REDIS_URL): {why}")
-        u = urllib.parse.urlsplit(REDIS_URL)
         return Backend(
             name, plugin, lambda: {"url": REDIS_URL},
-            server=(u.hostname, u.port or 6379),
+            server=_server_or_skip(REDIS_URL, 6379, "Redis", "BEXT_REDIS_URL"),
             via=lambda port: {"url": _with_port(REDIS_URL, port), "op_timeout_ms": 5000},
         )
     if name == "pg":
-        why = reachable(PG_URL, 5432)
-        if why:
-            pytest.skip(f"no PostgreSQL at the BEXT_PG_URL host: {why}")
-        u = urllib.parse.urlsplit(PG_URL)
         return Backend(
             name, plugin, lambda: {"url": PG_URL},
-            server=(u.hostname, u.port or 5432),
+            server=_server_or_skip(PG_URL, 5432, "PostgreSQL", "BEXT_PG_URL"),
             via=lambda port: {"url": _with_port(PG_URL, port), "statement_timeout_ms": 5000, "pool_size": 2},
         )
     if name == "etcd":
@@ -204,20 +208,20 @@ def make_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> B
     raise AssertionError(name)
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return make_backend(request.param, request, tmp_path)
+def _backends_fixture(name: str, names: List[str]) -> Any:
+    @pytest.fixture(params=names, name=name)
+    def fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+        return make_backend(request.param, request, tmp_path)
+
+    return fixture
 
 
-@pytest.fixture(params=SERVER_BACKENDS)
-def server_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return make_backend(request.param, request, tmp_path)
-
-
-@pytest.fixture(params=[b for b in BACKENDS if b != "memory"])
-def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """Backends whose locks other processes see."""
-    return make_backend(request.param, request, tmp_path)
+#: Every backend.
+backend = _backends_fixture("backend", BACKENDS)
+#: Backends with a server (a proxy can stand between).
+server_backend = _backends_fixture("server_backend", SERVER_BACKENDS)
+#: Backends whose locks other processes see.
+shared_backend = _backends_fixture("shared_backend", [b for b in BACKENDS if b != "memory"])
 
 
 def wait_for(predicate: Callable[[], Any], within: float, step: float = 0.02) -> Any:
@@ -238,6 +242,21 @@ def short_ttl(b: Backend) -> float:
 def expiry_wait(b: Backend) -> float:
     """How long an expired short lock may take to become free."""
     return 15.0 if b.name == "etcd" else 5.0
+
+
+@contextlib.contextmanager
+def python_child(script: str, *args: str) -> "Iterator[subprocess.Popen[str]]":
+    """A child Python running ``script`` with ``args``, its stdout piped;
+    killed on the way out if it is still running."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True, env=python_env()
+    )
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def python_env() -> Dict[str, str]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -17,7 +15,7 @@ from typing import List, Optional
 import pytest
 
 import bextlock
-from conftest import Backend, python_env, unique
+from conftest import Backend, python_child, unique
 from proxy import Proxy
 
 
@@ -93,11 +91,7 @@ def test_a_paused_holder_is_told_at_once(tmp_path: Path) -> None:
 
     lib = str(optional_lib("sqlite"))
     db = str(tmp_path / "locks.db")
-    child = subprocess.Popen(
-        [sys.executable, "-c", PAUSED_HOLDER, lib, db],
-        stdout=subprocess.PIPE, text=True, env=python_env(),
-    )
-    try:
+    with python_child(PAUSED_HOLDER, lib, db) as child:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "held"
         time.sleep(0.1)
@@ -110,10 +104,6 @@ def test_a_paused_holder_is_told_at_once(tmp_path: Path) -> None:
         assert float(line[1]) - resumed < 1.0, "the loss was not reported at once"
         assert "paused" in line[2], line[2]
         assert child.wait(10) == 0
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
 
 
 INTERRUPTED_WAITER = textwrap.dedent(
@@ -142,11 +132,7 @@ def test_ctrl_c_during_a_blocking_acquire_leaves_nothing_held(tmp_path: Path) ->
         for round_ in range(3):
             held = locker.try_lock("interrupt/job", 30)
             assert held is not None
-            child = subprocess.Popen(
-                [sys.executable, "-c", INTERRUPTED_WAITER, lib, db],
-                stdout=subprocess.PIPE, text=True, env=python_env(),
-            )
-            try:
+            with python_child(INTERRUPTED_WAITER, lib, db) as child:
                 assert child.stdout is not None
                 assert child.stdout.readline().strip() == "waiting"
                 time.sleep(0.3 + 0.1 * round_)
@@ -162,10 +148,6 @@ def test_ctrl_c_during_a_blocking_acquire_leaves_nothing_held(tmp_path: Path) ->
                 assert lines and lines[0] in ("interrupted", "acquired"), out
                 if lines[0] == "interrupted":
                     assert lines[1] == "False"
-            finally:
-                if child.poll() is None:
-                    child.kill()
-                    child.wait()
             if round_ < 2:
                 assert locker.try_lock("interrupt/job", 1) is None, "our lock was disturbed"
                 locker.release(held)

@@ -106,7 +106,9 @@ def test_renew_failure_is_signalled_once(backend: Backend, request: pytest.Fixtu
     calls: List[bextlock.LockLost] = []
     lock = a.lock(key, ttl="1.5s", on_lost=calls.append)
     late: List[bextlock.LockLost] = []
+    early = lock.lost_event  # taken before acquiring: the acquisition's event
     assert lock.acquire(blocking=False)
+    assert lock.lost_event is early
     handle = lock.handle
     assert handle is not None
     start = time.monotonic()
@@ -122,9 +124,11 @@ def test_renew_failure_is_signalled_once(backend: Backend, request: pytest.Fixtu
     time.sleep(0.2)
     assert len(calls) == 1, "the callback runs once"
     assert isinstance(lost, bextlock.LockError) and lost.key == key
+    assert early.is_set()
     with pytest.raises(bextlock.LockLost):
         lock.release()
     assert lock.lost is lost
+    assert not lock.lost_event.is_set(), "the next acquisition has a fresh event"
 
 
 def test_with_block_raises_when_the_lock_was_lost(backend: Backend, request: pytest.FixtureRequest) -> None:

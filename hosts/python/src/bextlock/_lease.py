@@ -113,11 +113,12 @@ class Lease:
         policy: LeasePolicy,
         callbacks: List[LostCallback],
         auto_renew: bool,
+        event: threading.Event,
     ) -> None:
         self.locker = locker
         self.handle = handle
         self.policy = policy
-        self.event = threading.Event()
+        self.event = event
         self._cond = threading.Condition(threading.Lock())
         self._callbacks = list(callbacks)
         self._lost: Optional[LockLost] = None

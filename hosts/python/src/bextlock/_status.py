@@ -54,6 +54,16 @@ def status_error(plugin: str, op: str, status: int, error_json: Optional[bytes])
     return kind(message, plugin=plugin, op=op, status=status, code=code)
 
 
+def check(plugin: str, op: str, status: int, text: Optional[bytes]) -> None:
+    """Raises for any status but OK: the plugin's error for a negative one,
+    a protocol error for an unknown positive one."""
+    if status == _abi.OK:
+        return
+    if status < 0:
+        raise status_error(plugin, op, status, text)
+    raise protocol_error(plugin, op, status, f"unexpected status {status}")
+
+
 def protocol_error(plugin: str, op: str, status: int, message: str) -> ProtocolError:
     """A plugin answer that breaks the ABI."""
     return ProtocolError(message, plugin=plugin, op=op, status=status)

@@ -79,9 +79,11 @@ class Lock:
         self._callbacks: List[LostCallback] = [on_lost] if on_lost is not None else []
         self._mu = threading.Lock()
         self._lease: Optional[Lease] = None
-        # Kept after a release so `lost` and the event still tell what happened.
+        # Kept after a release so `lost` still tells what happened.
         self._last: Optional[Lease] = None
-        self._idle_event = threading.Event()
+        # The event the next acquisition will set, handed out between
+        # acquisitions so that it can be taken before `acquire`.
+        self._next_event = threading.Event()
 
     # -- properties ------------------------------------------------------
 
@@ -128,10 +130,11 @@ class Lock:
 
     @property
     def lost_event(self) -> threading.Event:
-        """Set when the current (or last) acquisition is lost: at the safe
-        deadline at the latest. A new acquisition has a new event."""
-        lease = self._lease or self._last
-        return self._idle_event if lease is None else lease.event
+        """Set when the current acquisition is lost: at the safe deadline at
+        the latest. Between acquisitions it is the next acquisition's event
+        (so it may be taken before ``acquire``); each acquisition has its own."""
+        lease = self._lease
+        return self._next_event if lease is None else lease.event
 
     def locked(self) -> bool:
         """Whether this Lock holds the key and it is still safe to work:
@@ -233,7 +236,10 @@ class Lock:
             attempt += 1
 
     def _adopt(self, handle: Handle, sent: float) -> None:
-        lease = Lease(self._locker, handle, sent, self._policy, self._callbacks, self._auto_renew)
+        event, self._next_event = self._next_event, threading.Event()
+        lease = Lease(
+            self._locker, handle, sent, self._policy, self._callbacks, self._auto_renew, event
+        )
         with self._mu:
             old, self._lease = self._lease, lease
         if old is not None:

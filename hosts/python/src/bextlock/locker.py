@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
 from . import _abi
 from ._instance import Instance
-from ._status import invalid, protocol_error, status_error, take_string
+from ._status import check, invalid, protocol_error, take_string
 from .durations import Duration, to_ms
 from .errors import LockError
 from .handle import Handle
@@ -147,10 +147,7 @@ class Locker:
         error, if any; the instance is freed either way."""
         self._finalizer.detach()
         status, text = self._inst.close()
-        if status < 0:
-            raise status_error(self._name, "cleanup", status, text)
-        if status != _abi.OK:
-            raise protocol_error(self._name, "cleanup", status, f"unexpected status {status}")
+        check(self._name, "cleanup", status, text)
 
     def __enter__(self) -> "Locker":
         return self
@@ -254,10 +251,7 @@ class Locker:
     ) -> Optional[Handle]:
         if status == _abi.CONTENDED:
             return None
-        if status < 0:
-            raise status_error(self._name, "try_lock", status, text)
-        if status != _abi.OK:
-            raise protocol_error(self._name, "try_lock", status, f"unexpected status {status}")
+        check(self._name, "try_lock", status, text)
         if text is None:
             raise protocol_error(self._name, "try_lock", status, "OK without a handle")
         try:
@@ -282,10 +276,7 @@ class Locker:
         if not isinstance(handle, Handle):
             raise invalid(self._name, op, f"expected a Handle, got {type(handle).__name__}")
         status, text = self._call(op, fn, handle.raw)
-        if status < 0:
-            raise status_error(self._name, op, status, text)
-        if status != _abi.OK:
-            raise protocol_error(self._name, op, status, f"unexpected status {status}")
+        check(self._name, op, status, text)
 
     def _call(self, op: str, fn: Callable[..., int], data: bytes) -> Tuple[int, Optional[bytes]]:
         pointer = self._inst.enter(op)

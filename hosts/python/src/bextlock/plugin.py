@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 from . import _abi, _loader
 from ._instance import Instance
-from ._status import invalid, protocol_error, status_error, take_string
+from ._status import check, invalid, protocol_error, take_string
 from .errors import Unsupported
 
 if TYPE_CHECKING:
@@ -150,10 +150,7 @@ class Plugin:
         out = ctypes.c_void_p()
         status = self._vt.describe(ctypes.byref(out))
         text = take_string(self._vt, out)
-        if status < 0:
-            raise status_error(self.name, "describe", status, text)
-        if status != _abi.OK:
-            raise protocol_error(self.name, "describe", status, f"unexpected status {status}")
+        check(self.name, "describe", status, text)
         if text is None:
             raise protocol_error(self.name, "describe", status, "OK without a description")
         try:
@@ -206,14 +203,8 @@ class Plugin:
             if pointer.value:
                 # An instance despite the failure: not ours to leak.
                 self._vt.destroy(pointer.value)
-            if status < 0:
-                raise status_error(self.name, "create", status, text)
-            raise protocol_error(
-                self.name,
-                "create",
-                status,
-                f"unexpected status {status}" if status != _abi.OK else "OK without an instance",
-            )
+            check(self.name, "create", status, text)
+            raise protocol_error(self.name, "create", status, "OK without an instance")
         return Locker(self, Instance(self._vt, pointer.value, self.name))
 
 
