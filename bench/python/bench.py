@@ -158,16 +158,6 @@ def bextlock_sides(plugin_dir: str, redis_url: str, threads: int) -> List[Side]:
     plugin = bextlock.open("redis", plugin_dirs=[plugin_dir])
     locker = plugin.create({"url": redis_url})
 
-    def lock_factory(i: int) -> Pair:
-        lock = locker.lock(f"bench/py/{uuid.uuid4()}", ttl=TTL_S, auto_renew=False)
-
-        def pair() -> None:
-            if not lock.acquire(blocking=False):
-                raise RuntimeError("contention on a private key")
-            lock.release()
-
-        return pair
-
     def raw_factory(i: int) -> Pair:
         key = f"bench/py/{uuid.uuid4()}"
 
@@ -180,7 +170,7 @@ def bextlock_sides(plugin_dir: str, redis_url: str, threads: int) -> List[Side]:
         return pair
 
     return [
-        Side("bextlock Lock (redis .so)", "So", lock_factory, threads),
+        Side("bextlock Lock (redis .so)", "So", lock_pairs(locker), threads),
         Side("bextlock try_lock/release", "So", raw_factory, threads),
     ]
 
@@ -225,6 +215,12 @@ def sqlite_side(plugin_dir: str, threads: int, db: str) -> Side:
     import bextlock
 
     locker = bextlock.open("sqlite", plugin_dirs=[plugin_dir]).create({"path": db})
+    return Side("bextlock Lock (sqlite .so)", "So", lock_pairs(locker), threads)
+
+
+def lock_pairs(locker: Any) -> Factory:
+    """Workers doing `Lock.acquire(blocking=False)` + `release()` on
+    `locker`, each on its own key, no auto-renewal (as the peers run)."""
 
     def factory(i: int) -> Pair:
         lock = locker.lock(f"bench/py/{uuid.uuid4()}", ttl=TTL_S, auto_renew=False)
@@ -236,7 +232,7 @@ def sqlite_side(plugin_dir: str, threads: int, db: str) -> Side:
 
         return pair
 
-    return Side("bextlock Lock (sqlite .so)", "So", factory, threads)
+    return factory
 
 
 # -- the report ----------------------------------------------------------
@@ -309,8 +305,8 @@ def target_line(group: List[Side], base: Optional[Side], threads: int) -> Dict[s
 
 
 def run() -> Dict[str, Any]:
-    secs = max(0.1, float(os.environ.get("BENCH_SECS", "3")))
-    rounds = max(1, int(os.environ.get("BENCH_ROUNDS", "30")))
+    secs = max(0.1, _env_number("BENCH_SECS", 3.0))
+    rounds = max(1, int(_env_number("BENCH_ROUNDS", 30)))
     plugin_dir = os.environ.get("BEXT_PLUGIN_DIR", "target/release")
     redis_url = os.environ.get("BEXT_REDIS_URL", "redis://127.0.0.1:6379")
     sqlite_dir = os.environ.get("BENCH_SQLITE_DIR", "/dev/shm" if os.path.isdir("/dev/shm") else None)
@@ -369,6 +365,16 @@ def run() -> Dict[str, Any]:
         "validity arithmetic.\n"
     )
     return {"report": {"sections": [["python", body]], "targets": targets, "chart": charts}, "error": None}
+
+
+def _env_number(name: str, default: float) -> float:
+    """A number from the environment; unset, empty (make exports unset
+    variables as empty) or not a number means the default, as in the Rust
+    sections."""
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError:
+        return default
 
 
 def _version(dist: str) -> str:
