@@ -283,7 +283,7 @@ def chart_group(title: str, group: List[Side], base: Side) -> Dict[str, Any]:
 
 def target_line(group: List[Side], base: Optional[Side], threads: int) -> Dict[str, Any]:
     ours = group[0]
-    what = f"`bextlock` (redis .so) / the faster of python-redis-lock and pottery, {threads} thread{'s' if threads > 1 else ''}"
+    what = f"`bextlock` (redis .so) / the faster of python-redis-lock and pottery, {_threads(threads)}"
     if base is None or not ok(ours):
         why = ours.error or "no peer measured (are redis, python-redis-lock and pottery installed?)"
         return {"issue": "#19 python", "what": what, "target": f">= {TARGET}x", "measured": "-",
@@ -327,18 +327,18 @@ def run() -> Dict[str, Any]:
     tables: List[Tuple[List[Side], Optional[Side]]] = []
     for threads in THREADS:
         group = bextlock_sides(plugin_dir, redis_url, threads) + peer_sides(redis_url, threads)
-        print(f"  redis, {threads} thread(s)", file=sys.stderr)
+        print(f"  redis, {_threads(threads)}", file=sys.stderr)
         measure(group, secs, rounds)
         base = faster_peer(group)
         tables.append((group, base))
         targets.append(target_line(group, base, threads))
         if base is not None:
-            charts.append(chart_group(f"python, redis, {threads} thread(s)", group, base))
+            charts.append(chart_group(f"python, redis, {_threads(threads)}", group, base))
     with tempfile.TemporaryDirectory(dir=sqlite_dir) as d:
         sqlite_groups = []
         for threads in THREADS:
             side = sqlite_side(plugin_dir, threads, os.path.join(d, "locks.db"))
-            print(f"  sqlite, {threads} thread(s)", file=sys.stderr)
+            print(f"  sqlite, {_threads(threads)}", file=sys.stderr)
             measure([side], secs, rounds)
             sqlite_groups.append(([side], None))
     body = (
@@ -365,6 +365,10 @@ def run() -> Dict[str, Any]:
         "validity arithmetic.\n"
     )
     return {"report": {"sections": [["python", body]], "targets": targets, "chart": charts}, "error": None}
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread" if n == 1 else f"{n} threads"
 
 
 def _env_number(name: str, default: float) -> float:
