@@ -5,7 +5,7 @@
 # docs/benchmarks/pairs.svg. Not part of `make test`.
 #
 #   make bench                         everything (a few minutes)
-#   make bench BENCH_ONLY=redis,pg     some sections (memory sqlite redis pg etcd loader)
+#   make bench BENCH_ONLY=redis,pg     some sections (memory sqlite redis pg etcd python loader)
 #   BENCH_SECS=3 BENCH_ROUNDS=10       time per side per group, and its rounds
 #
 # One backend alone, printed instead of written:
@@ -21,10 +21,25 @@ BENCH_LOADER_OUT := $(BENCH_DIR)/bench-loader.txt
 BENCH_ONLY ?=
 export BENCH_ONLY BENCH_SECS BENCH_ROUNDS
 
-.PHONY: bench-tools bench-build bench-loader
+# The Python section runs in its own virtual environment with the peers
+# it is compared with (python-redis-lock, pottery) and bextlock installed
+# from hosts/python; without PyPI the section is reported as not measured.
+BENCH_VENV := $(abspath $(or $(CARGO_TARGET_DIR),target))/bench-venv
+BENCH_PY_PEERS := redis python-redis-lock pottery
 
-bench: bench-build bench-loader
-	$(BENCH_DIR)/bext-locking-bench --out docs/BENCHMARKS.md --loader-output $(BENCH_LOADER_OUT)
+.PHONY: bench-tools bench-build bench-loader bench-python
+
+bench: bench-build bench-loader bench-python
+	BENCH_PYTHON=$(BENCH_VENV)/bin/python BEXT_PLUGIN_DIR=$(abspath $(BENCH_DIR)) \
+		$(BENCH_DIR)/bext-locking-bench --out docs/BENCHMARKS.md --loader-output $(BENCH_LOADER_OUT)
+
+bench-python:
+	@if [ -z "$(BENCH_ONLY)" ] || echo ",$(BENCH_ONLY)," | grep -q ',python,'; then \
+		test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV); \
+		$(BENCH_VENV)/bin/pip install -q $(BENCH_PY_PEERS) && \
+		$(BENCH_VENV)/bin/pip install -q --force-reinstall --no-deps ./hosts/python || \
+		echo "bench-python: could not install the Python peers; the section will say why"; \
+	fi
 
 bench-tools: etcd-server
 	@command -v redis-server >/dev/null 2>&1 && command -v valgrind >/dev/null 2>&1 || \

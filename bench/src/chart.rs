@@ -39,6 +39,7 @@ fn colour(kind: Kind) -> &'static str {
         Kind::Raw => "#8c8c8c",
         Kind::RawAlt => "#c4c4c4",
         Kind::Rslock => "#b279a2",
+        Kind::Peer => "#54a24b",
     }
 }
 
@@ -49,6 +50,7 @@ fn legend_label(kind: Kind) -> &'static str {
         Kind::Raw => "raw client (baseline)",
         Kind::RawAlt => "raw client, variant",
         Kind::Rslock => "rslock",
+        Kind::Peer => "Python lock library",
     }
 }
 
@@ -97,7 +99,7 @@ pub fn svg(title: &str, subtitle: &str, groups: &[Group]) -> String {
 
     // Legend.
     let mut lx = 10.0;
-    for kind in [Kind::InProcess, Kind::So, Kind::Raw, Kind::RawAlt, Kind::Rslock] {
+    for kind in [Kind::InProcess, Kind::So, Kind::Raw, Kind::RawAlt, Kind::Rslock, Kind::Peer] {
         let _ = writeln!(
             s,
             r##"<rect x="{lx}" y="47" width="12" height="12" fill="{}"/><text x="{}" y="57">{}</text>"##,
@@ -188,6 +190,6 @@ mod tests {
             assert!(line.starts_with('<') && line.ends_with('>'), "stray text in the SVG: {line}");
         }
         assert!(out.contains("a &lt;b&gt; &amp; c"));
-        assert_eq!(out.matches("<rect").count(), 1 + 5 + 2);
+        assert_eq!(out.matches("<rect").count(), 1 + 6 + 2);
     }
 }

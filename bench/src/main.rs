@@ -2,8 +2,10 @@
 //!
 //! Measures every backend's acquire+release pair in-process, through its
 //! `.so` and with the storage's raw client, at 1 and 8 threads, plus the
-//! `rslock` crate against the same Redis, and writes `docs/BENCHMARKS.md`
-//! with a table per backend, the project's targets and an SVG chart.
+//! `rslock` crate against the same Redis, plus the Python section
+//! (`bench/python/bench.py`: `bextlock` against python-redis-lock and
+//! pottery), and writes `docs/BENCHMARKS.md` with a table per backend, the
+//! project's targets and an SVG chart.
 //!
 //! ```text
 //! make bench                                   # builds, runs, writes the report
@@ -14,7 +16,8 @@
 //! `BENCH_SECS` (default 3) is each side's time per group, cut into
 //! `BENCH_ROUNDS` (default 30) interleaved slices; `BENCH_ONLY=memory,redis`
 //! narrows the run; `BEXT_PG_URL` picks the PostgreSQL server;
-//! `BENCH_SQLITE_DIR` the folder of the SQLite file (default /dev/shm).
+//! `BENCH_SQLITE_DIR` the folder of the SQLite file (default /dev/shm);
+//! `BENCH_PYTHON` the interpreter of the Python section (default `python3`).
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -26,7 +29,7 @@ use bext_locking_bench::report::{Report, Verdict};
 use bext_locking_bench::{Piece, chart, machine};
 
 /// The sections, in run order.
-const SECTIONS: [&str; 6] = ["memory", "sqlite", "redis", "pg", "etcd", "loader"];
+const SECTIONS: [&str; 7] = ["memory", "sqlite", "redis", "pg", "etcd", "python", "loader"];
 
 struct Args {
     out: PathBuf,
@@ -82,6 +85,9 @@ deadlines and redaction.\n\
 * **etcd, `.so` / direct gateway calls >= 0.9x**: as above, with room for the lease bookkeeping a correct \
 lock adds on etcd (revoking the lease of a lost race).\n\
 * **redis vs rslock >= 1x**: a Redlock user compares us with `rslock`; we must not be the slower choice.\n\
+* **python, `bextlock` >= 1.2x the faster of python-redis-lock and pottery**: a Python user already has \
+a Redis lock library; ours must be clearly faster as well as fenced and store-independent, or the \
+plugin route is a cost they would not pay.\n\
 * **loader, first scan <= 2 ms per plugin** and **replaced file to new code <= 1 s**: a service with a \
 folder of plugins starts in milliseconds, and a deploy that drops in a new build takes effect within \
 a second.\n";
@@ -105,19 +111,35 @@ fn section(name: &str) -> Result<Report, String> {
             bin.display()
         ));
     }
+    run_piece(name, Command::new(&bin), &bin.display().to_string())
+}
+
+/// Runs the Python section: `bench/python/bench.py` (or
+/// `BENCH_PYTHON_SCRIPT`) under `BENCH_PYTHON` (the virtual environment
+/// mk/bench.mk prepares, with the peers installed; default `python3`).
+fn python_section() -> Result<Report, String> {
+    let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script =
+        std::env::var("BENCH_PYTHON_SCRIPT").unwrap_or_else(|_| "bench/python/bench.py".into());
+    if !Path::new(&script).exists() {
+        return Err(format!("{script} is missing (run from the repository's root)"));
+    }
+    let mut cmd = Command::new(&python);
+    cmd.arg(&script);
+    run_piece("python", cmd, &format!("{python} {script}"))
+}
+
+/// Runs a section's command with `--json FILE` and reads what it found.
+fn run_piece(name: &str, mut cmd: Command, shown: &str) -> Result<Report, String> {
     let out = std::env::temp_dir().join(format!("bext-bench-{name}-{}.json", std::process::id()));
-    let status = Command::new(&bin)
-        .arg("--json")
-        .arg(&out)
-        .status()
-        .map_err(|e| format!("run {}: {e}", bin.display()))?;
+    let status = cmd.arg("--json").arg(&out).status().map_err(|e| format!("run {shown}: {e}"))?;
     let text = std::fs::read_to_string(&out);
     let _ = std::fs::remove_file(&out);
     let text = text.map_err(|_| {
-        format!("{} exited with {status} without a result (see its output above)", bin.display())
+        format!("{shown} exited with {status} without a result (see its output above)")
     })?;
     let piece: Piece =
-        serde_json::from_str(&text).map_err(|e| format!("{}: bad result: {e}", bin.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{shown}: bad result: {e}"))?;
     match piece.error {
         Some(e) => Err(e),
         None => Ok(piece.report),
@@ -140,6 +162,7 @@ fn run(args: &Args) -> Result<(), String> {
         }
         let outcome = match name {
             "loader" => loader(args.loader_output.as_deref(), &mut report),
+            "python" => python_section().map(|piece| report.absorb(piece)),
             _ => section(name).map(|piece| report.absorb(piece)),
         };
         let Err(why) = outcome else {
@@ -275,7 +298,8 @@ fn markdown(
          its own key) measured in one run three ways: **in-process** (the backend crate linked \
          in), **through the `.so`** (`bext-locking-loader`, the C ABI and its JSON), and with \
          the storage's **raw client** doing the same work directly; plus the Redlock crate \
-         `rslock` against the same Redis servers. One command rebuilds everything in release \
+         `rslock` against the same Redis servers, and from Python the `bextlock` package \
+         against python-redis-lock and pottery. One command rebuilds everything in release \
          mode, runs it and rewrites this page and its chart:\n\n\
          ```sh\n{cmd}\n```\n\n",
         cmd = args.command

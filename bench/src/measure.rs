@@ -28,6 +28,8 @@ pub enum Kind {
     RawAlt,
     /// The `rslock` crate (Redlock).
     Rslock,
+    /// Another language's lock library (python-redis-lock, pottery).
+    Peer,
 }
 
 /// Latency histogram: exact below 128 ns, then 64 buckets per power of two

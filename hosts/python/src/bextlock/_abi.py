@@ -1,0 +1,110 @@
+"""The C ABI as ctypes sees it: the vtable, status codes and limits.
+
+Everything here mirrors ``include/bext_locking.h``. The vtable grows by
+appending slots; :class:`VTableV1` is the part every plugin has, and
+:data:`OPTIONAL_SLOTS` lists the slots later revisions append, in ABI order.
+A host reads an appended slot only when the plugin's ``struct_size`` covers
+it (:func:`read_optional_slots`), so a plugin built for an older revision
+keeps loading and its missing slots are reported as unsupported.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+ABI_VERSION = 1
+ENTRY_SYMBOL = "bext_locking_plugin_entry"
+
+OK = 0
+CONTENDED = 1
+ERR_BACKEND = -1
+ERR_INVALID = -2
+ERR_PANIC = -3
+
+MAX_KEY_BYTES = 1024
+MAX_TTL_MS = 31_536_000_000
+
+#: ``char **``: the plugin writes a pointer to a string it allocated.
+OutString = ctypes.POINTER(ctypes.c_void_p)
+#: ``BextLockingInstance *``, opaque.
+Instance = ctypes.c_void_p
+
+DescribeFn = ctypes.CFUNCTYPE(ctypes.c_int32, OutString)
+CreateFn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_char_p, ctypes.POINTER(Instance), OutString)
+CallFn = ctypes.CFUNCTYPE(ctypes.c_int32, Instance, ctypes.c_char_p, OutString)
+CleanupFn = ctypes.CFUNCTYPE(ctypes.c_int32, Instance, OutString)
+DestroyFn = ctypes.CFUNCTYPE(None, Instance)
+# The argument is a plain address (not c_char_p), so ctypes hands the
+# plugin back exactly the pointer it gave us.
+FreeStringFn = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+class VTableV1(ctypes.Structure):
+    """``BextLockingVTable`` as ABI 1.0 defines it: the fields every plugin has."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("abi_version", ctypes.c_uint32),
+        ("name", ctypes.c_char_p),
+        ("version", ctypes.c_char_p),
+        ("describe", DescribeFn),
+        ("create", CreateFn),
+        ("try_lock", CallFn),
+        ("renew", CallFn),
+        ("release", CallFn),
+        ("cleanup", CleanupFn),
+        ("destroy", DestroyFn),
+        ("free_string", FreeStringFn),
+    ]
+
+
+#: The smallest ``struct_size`` a host accepts.
+VTABLE_V1_SIZE = ctypes.sizeof(VTableV1)
+
+#: Every field of the v1 vtable that must not be NULL, in the order the
+#: other hosts check them (so the first one named is the same everywhere).
+MANDATORY_FIELDS: Tuple[str, ...] = (
+    "name",
+    "version",
+    "describe",
+    "create",
+    "try_lock",
+    "renew",
+    "release",
+    "cleanup",
+    "destroy",
+    "free_string",
+)
+
+EntryFn = ctypes.CFUNCTYPE(ctypes.POINTER(VTableV1), ctypes.c_uint32)
+
+#: Slots appended after ``free_string`` by later minor revisions, in ABI
+#: order: ``(field name, ctypes prototype)``. Adding a revision's slots is
+#: one line each here plus the method that calls them; nothing else in the
+#: host changes. (ABI 1.0 has none yet.)
+OPTIONAL_SLOTS: Tuple[Tuple[str, Any], ...] = ()
+
+_POINTER_SIZE = ctypes.sizeof(ctypes.c_void_p)
+
+
+def read_optional_slots(
+    address: int,
+    struct_size: int,
+    slots: Sequence[Tuple[str, Any]] = OPTIONAL_SLOTS,
+) -> Dict[str, Any]:
+    """Reads the appended slots of the vtable at ``address``.
+
+    A slot is read only when ``struct_size`` (what the plugin says its
+    vtable holds) covers it: memory past that belongs to someone else. A
+    slot beyond ``struct_size``, or NULL inside it, maps to ``None``.
+    """
+    found: Dict[str, Any] = {}
+    offset = VTABLE_V1_SIZE
+    for name, prototype in slots:
+        pointer: Optional[int] = None
+        if struct_size >= offset + _POINTER_SIZE:
+            pointer = ctypes.c_void_p.from_address(address + offset).value
+        found[name] = prototype(pointer) if pointer else None
+        offset += _POINTER_SIZE
+    return found
