@@ -1,9 +1,8 @@
 /*
  * bext_locking_host.h: load a bext-locking plugin from C, checked the way the
  * Rust loader checks it. Header-only: include it and link with -ldl. It uses
- * POSIX calls (realpath, stat, geteuid): with a strict -std=c11, define
- * _POSIX_C_SOURCE 200809L before the first #include (or include this header
- * first, and it does so).
+ * POSIX calls (realpath, stat, lstat, geteuid) and compiles with a strict
+ * -std=c11 whatever was included before it.
  *
  *     BextLockingHostPlugin p;
  *     char err[512];
@@ -69,9 +68,23 @@
 #ifdef __cplusplus
 extern "C" {
 #else
-/* realpath is POSIX.1-2008, but glibc declares it only for XSI or
- * _DEFAULT_SOURCE; a second, compatible declaration is harmless in C. */
+/* realpath and lstat are POSIX.1-2008, but glibc declares them only for some
+ * feature macros, which a strict -std=c11 program that included a system
+ * header first has not set; a second, compatible declaration is harmless. */
 extern char *realpath(const char *path, char *resolved);
+extern int lstat(const char *path, struct stat *st);
+#endif
+
+/* Path buffers: PATH_MAX where <limits.h> gives it (strict C may hide it). */
+#ifdef PATH_MAX
+#define BEXT_LOCKING_HOST_PATH_MAX_ PATH_MAX
+#else
+#define BEXT_LOCKING_HOST_PATH_MAX_ 4096
+#endif
+#ifdef O_CLOEXEC
+#define BEXT_LOCKING_HOST_CLOEXEC_ O_CLOEXEC
+#else
+#define BEXT_LOCKING_HOST_CLOEXEC_ 0
 #endif
 
 /* The size of the v1 vtable: the smallest struct_size a host accepts. Spelled
@@ -159,8 +172,8 @@ static inline int bext_locking_host_owner_mode_(const char *what, const struct s
 /* Checks the canonical folder dir (strictly) and every folder above it
  * (group/other-writable only when sticky). */
 static inline int bext_locking_host_check_folder_(const char *dir, char *why, size_t why_len) {
-  char buf[PATH_MAX];
-  char what[PATH_MAX + 16];
+  char buf[BEXT_LOCKING_HOST_PATH_MAX_];
+  char what[BEXT_LOCKING_HOST_PATH_MAX_ + 16];
   struct stat st;
   int sticky_ok = 0;
   if (strlen(dir) >= sizeof buf) {
@@ -187,14 +200,14 @@ static inline int bext_locking_host_check_folder_(const char *dir, char *why, si
 }
 
 /* The permission rule for path. Returns 0 and fills target (the canonical
- * path, PATH_MAX bytes) and *st, or -1 with the reason in why; *refused is
+ * path, BEXT_LOCKING_HOST_PATH_MAX_ bytes) and *st, or -1 with the reason in why; *refused is
  * 1 when the file is refused (rather than unreadable). */
 static inline int bext_locking_host_check_file_(const char *path, char *target, struct stat *st,
                                                 int *refused, char *why, size_t why_len) {
-  char parent[PATH_MAX];
-  char parent_real[PATH_MAX];
-  char target_dir[PATH_MAX];
-  char what[PATH_MAX + 32];
+  char parent[BEXT_LOCKING_HOST_PATH_MAX_];
+  char parent_real[BEXT_LOCKING_HOST_PATH_MAX_];
+  char target_dir[BEXT_LOCKING_HOST_PATH_MAX_];
+  char what[BEXT_LOCKING_HOST_PATH_MAX_ + 32];
   struct stat link_st;
   char *slash;
   int fd;
@@ -204,7 +217,7 @@ static inline int bext_locking_host_check_file_(const char *path, char *target, 
     snprintf(why, why_len, "cannot resolve the file: %s", strerror(errno));
     return -1;
   }
-  fd = open(target, O_RDONLY | O_CLOEXEC);
+  fd = open(target, O_RDONLY | BEXT_LOCKING_HOST_CLOEXEC_);
   if (fd < 0) {
     snprintf(why, why_len, "cannot open the file: %s", strerror(errno));
     return -1;
@@ -259,8 +272,8 @@ static inline int bext_locking_host_open_(const char *path, const char *open_pat
 static inline int bext_locking_host_load_opts(const char *path, unsigned flags,
                                               BextLockingHostPlugin *out, char *err,
                                               size_t err_len) {
-  char target[PATH_MAX];
-  char why[2 * PATH_MAX + 160];
+  char target[BEXT_LOCKING_HOST_PATH_MAX_];
+  char why[2 * BEXT_LOCKING_HOST_PATH_MAX_ + 160];
   struct stat st;
   struct stat now;
   int refused;
