@@ -105,6 +105,21 @@ func TestOpenAppliesThePermissionRuleOfEveryHost(t *testing.T) {
 		t.Errorf("%q does not name the target", msg)
 	}
 
+	// A link in a folder others can write, to a private, sound file:
+	// others could replace the link, so it is refused, naming its folder.
+	private := copyPlugin(t, t.TempDir(), "private.so", 0o755)
+	wide := t.TempDir()
+	wideLink := filepath.Join(wide, "link.so")
+	if err := os.Symlink(private, wideLink); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(wide, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if msg := refused(t, wideLink); !strings.Contains(msg, "refused: folder "+wide+" is writable") {
+		t.Errorf("%q does not name the link's folder", msg)
+	}
+
 	// Files that pass load.
 	fine := copyPlugin(t, t.TempDir(), "fine.so", 0o755)
 	if p, err := bextlock.Open(fine); err != nil || p.Name() != "memory" {
