@@ -14,7 +14,7 @@ C_STRICT := -std=c11 -Wall -Wextra -Wpedantic -Werror
 C_HOSTS := example conformance stress
 C_BUILD_DIR := $(or $(CARGO_TARGET_DIR),target)/c-hosts
 
-.PHONY: header header-check c-test c-hosts install
+.PHONY: header header-check c-test c-hosts c-permissions install
 
 test: c-test
 
@@ -27,8 +27,24 @@ header-check:
 	$(CARGO) run -q -p bext-locking-header -- --check
 
 # Quick gate on top of `unit` (which runs the C programs under valgrind):
-# the header is current and every C host compiles with strict flags.
-c-test: header-check c-hosts
+# the header is current, every C host compiles with strict flags, and the
+# helper refuses a plugin file others can write (and loads it when told to).
+c-test: header-check c-hosts c-permissions
+
+C_PLUGIN_DIR := $(or $(CARGO_TARGET_DIR),target)/debug
+
+c-permissions:
+	@mkdir -p $(C_BUILD_DIR)
+	$(CC) $(C_STRICT) -Iinclude -Ihosts/c tests/abi/c/load_report.c -ldl -o $(C_BUILD_DIR)/load_report
+	$(CARGO) build -q -p bext-locking-memory
+	@set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	cp $(C_PLUGIN_DIR)/libbext_locking_memory.so "$$d/open.so"; chmod 0666 "$$d/open.so"; \
+	out=$$($(C_BUILD_DIR)/load_report "$$d/open.so" || true); echo "$$out"; \
+	echo "$$out" | grep -q 'refused: the file is writable by group and others (mode 0666)' || \
+		{ echo "c-permissions: a world-writable plugin was not refused"; exit 1; }; \
+	$(C_BUILD_DIR)/load_report --allow-insecure "$$d/open.so" | grep -q '^OK memory ' || \
+		{ echo "c-permissions: BEXT_LOCKING_HOST_ALLOW_INSECURE did not load it"; exit 1; }; \
+	echo "c-permissions: ok"
 
 c-hosts:
 	@mkdir -p $(C_BUILD_DIR)

@@ -62,9 +62,16 @@ pub struct PluginError {
 }
 
 impl PluginError {
-    /// An error of `kind`.
+    /// An error of `kind`. Over-long words in the message (a 10 MB config
+    /// value quoted back) are cut to their start and length
+    /// ([`shorten_values`](crate::limits::shorten_values)).
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        let message = message.into();
+        let message = match crate::limits::shorten_values(&message) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(short) => short,
+        };
+        Self { kind, message }
     }
 
     /// A bad-input error.

@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 
 /// Reads `--config`: JSON text, `@FILE` for a file holding it, or nothing
 /// for `{}`. Only a JSON object is accepted. Messages never quote the text
-/// (it may hold a password).
-pub fn read(arg: Option<&str>) -> Result<Value, String> {
+/// (it may hold a password); the hint names `plugin`'s own keys.
+pub fn read(arg: Option<&str>, plugin: &str) -> Result<Value, String> {
     let (text, origin) = match arg {
         None => return Ok(Value::Object(Map::new())),
         Some(a) if a.starts_with('@') => {
@@ -25,13 +25,14 @@ pub fn read(arg: Option<&str>) -> Result<Value, String> {
         }
         Some(a) => (a.to_owned(), "--config".to_owned()),
     };
-    let value: Value = serde_json::from_str(&text).map_err(|e| {
-        format!("{origin}: not valid JSON ({e}); expected an object like {{\"path\":\"locks.db\"}}")
-    })?;
+    let hint = format!(
+        "expected a JSON object of the plugin's settings, like {{\"key\":\"value\"}}; \
+         `bext-lock describe {plugin}` lists its keys"
+    );
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{origin}: not valid JSON ({e}); {hint}"))?;
     if !value.is_object() {
-        return Err(format!(
-            "{origin}: the config must be a JSON object, like {{\"path\":\"locks.db\"}}"
-        ));
+        return Err(format!("{origin}: the config is not an object; {hint}"));
     }
     Ok(value)
 }
@@ -98,23 +99,26 @@ mod tests {
 
     #[test]
     fn reads_inline_file_and_default() {
-        assert_eq!(read(None).unwrap(), json!({}));
-        assert_eq!(read(Some(r#"{"path":"x.db"}"#)).unwrap(), json!({"path":"x.db"}));
+        assert_eq!(read(None, "sqlite").unwrap(), json!({}));
+        assert_eq!(read(Some(r#"{"path":"x.db"}"#), "sqlite").unwrap(), json!({"path":"x.db"}));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.json");
         std::fs::write(&file, r#"{"url":"redis://h"}"#).unwrap();
         let arg = format!("@{}", file.display());
-        assert_eq!(read(Some(&arg)).unwrap(), json!({"url":"redis://h"}));
+        assert_eq!(read(Some(&arg), "redis").unwrap(), json!({"url":"redis://h"}));
         let missing = format!("@{}", dir.path().join("nope.json").display());
-        assert!(read(Some(&missing)).unwrap_err().contains("cannot read"));
+        assert!(read(Some(&missing), "redis").unwrap_err().contains("cannot read"));
     }
 
     #[test]
     fn bad_configs_are_refused_without_echoing_them() {
-        let err = read(Some(r#"{"url":"redis://:hunter2@h""#)).unwrap_err();
+        let err = read(Some(r#"{"url":"redis://:hunter2@h""#), "redis").unwrap_err();
         assert!(err.contains("not valid JSON"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
-        assert!(read(Some("[1]")).unwrap_err().contains("JSON object"));
+        // The hint is the same for every plugin: no sqlite-only example.
+        assert!(err.contains("`bext-lock describe redis` lists its keys"), "{err}");
+        assert!(!err.contains("path"), "{err}");
+        assert!(read(Some("[1]"), "redis").unwrap_err().contains("not an object"));
     }
 
     #[test]

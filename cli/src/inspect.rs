@@ -35,6 +35,17 @@ struct Listing {
     searched: Vec<PathBuf>,
     plugins: Vec<Found>,
     skipped: Vec<Skip>,
+    /// Test fixtures found (loaded or not), kept apart from the plugins.
+    fixtures: Vec<PathBuf>,
+}
+
+/// The file name prefix of the test fixtures the workspace builds beside
+/// the real plugins (`target/debug/libbext_locking_fixture_careless.so`):
+/// `plugins` lists them apart, and `make install` leaves them out.
+const FIXTURE_PREFIX: &str = "libbext_locking_fixture_";
+
+fn is_fixture(path: &std::path::Path) -> bool {
+    path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(FIXTURE_PREFIX))
 }
 
 fn kind_name(kind: SkipKind) -> String {
@@ -51,18 +62,35 @@ pub fn plugins(dirs: &[PathBuf], plugin_dirs: &[PathBuf], json: bool) -> Result<
     } else {
         dirs.iter().map(|d| SearchDir { dir: d.clone(), origin: "--dir" }).collect()
     };
-    let mut listing = Listing { searched: Vec::new(), plugins: Vec::new(), skipped: Vec::new() };
+    let mut listing = Listing {
+        searched: Vec::new(),
+        plugins: Vec::new(),
+        skipped: Vec::new(),
+        fixtures: Vec::new(),
+    };
     for d in &search {
         // Default folders that do not exist are simply not there; a folder
-        // the user named is reported.
-        if !d.dir.exists() && !dirs.is_empty() {
-            return Err(CliError::error(format!("--dir {}: no such folder", d.dir.display())));
+        // the user named is reported, and so is a file named as one.
+        if !dirs.is_empty() && !d.dir.is_dir() {
+            let why = if d.dir.exists() { "not a folder" } else { "no such folder" };
+            return Err(CliError::error(format!("--dir {}: {why}", d.dir.display())));
         }
         if !d.dir.is_dir() {
             continue;
         }
         listing.searched.push(d.dir.clone());
-        let report = bext_locking_loader::scan(&d.dir, &ScanOptions::default());
+        let mut report = bext_locking_loader::scan(&d.dir, &ScanOptions::default());
+        listing.fixtures.extend(
+            report
+                .loaded
+                .iter()
+                .map(|p| &p.path)
+                .chain(report.skipped.iter().map(|s| &s.path))
+                .filter(|p| is_fixture(p))
+                .cloned(),
+        );
+        report.loaded.retain(|p| !is_fixture(&p.path));
+        report.skipped.retain(|s| !is_fixture(&s.path));
         for p in report.loaded {
             if let Some(first) = listing.plugins.iter().find(|f| f.name == p.name) {
                 listing.skipped.push(Skip {
@@ -124,6 +152,25 @@ fn listing_table(l: &Listing) -> String {
         for s in &l.skipped {
             let _ = writeln!(out, "  {} ({}): {}", s.path.display(), s.kind, s.reason);
         }
+    }
+    if !l.fixtures.is_empty() {
+        let mut names: Vec<String> = l
+            .fixtures
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| {
+                let n = n.to_string_lossy();
+                let n = n.strip_prefix(FIXTURE_PREFIX).unwrap_or(&n);
+                n.strip_suffix(".so").unwrap_or(n).replace('_', "-")
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        let _ = writeln!(
+            out,
+            "\ntest fixtures, not listed above ({FIXTURE_PREFIX}*.so, built for the tests and never installed): {}",
+            names.join(", ")
+        );
     }
     let searched: Vec<String> = l.searched.iter().map(|d| d.display().to_string()).collect();
     let _ = writeln!(
@@ -223,7 +270,7 @@ pub struct CheckArgs {
 
 /// `check`: the conformance suite through the plugin's `.so`.
 pub fn check(args: CheckArgs, plugin_dirs: &[PathBuf]) -> Result<i32, CliError> {
-    let config = config::read(args.config.as_deref()).map_err(CliError::error)?;
+    let config = config::read(args.config.as_deref(), &args.plugin).map_err(CliError::config)?;
     let secrets = config::secrets(&config);
     let known = conformance::check_names();
     if let Some(bad) = args.only.iter().find(|n| !known.contains(&n.as_str())) {
@@ -235,7 +282,7 @@ pub fn check(args: CheckArgs, plugin_dirs: &[PathBuf]) -> Result<i32, CliError> 
     let lib = resolve::load(&args.plugin, plugin_dirs).map_err(CliError::error)?;
     let config_text = config.to_string();
     // Fail early, with the plugin's own words, if no instance can be made.
-    drop(lib.create(&config_text).map_err(|e| CliError::new(exit::BACKEND, secrets.scrub(&e)))?);
+    drop(lib.create_typed(&config_text).map_err(|e| CliError::create_failed(&e, &secrets))?);
     let factory = || lib.create(&config_text);
     let options = Options {
         short_ttl_ms: crate::millis(args.short_ttl),
@@ -266,14 +313,41 @@ pub fn check(args: CheckArgs, plugin_dirs: &[PathBuf]) -> Result<i32, CliError> 
         println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
     } else {
         print!("{}", report.table());
-        if report.failures().any(|c| c.name == "contention_from_other_instance") {
-            eprintln!(
-                "bext-lock: hint: instances made from this config do not share locks; check needs a \
-                 config that points them at one backend (memory: {{\"namespace\":\"check\"}})"
-            );
+        if let Some(hint) = check_hint(&report) {
+            eprintln!("bext-lock: hint: {}", crate::one_line(&hint));
         }
     }
     Ok(if report.passed() { exit::OK } else { exit::CHECK_FAILED })
+}
+
+/// What a failed check most likely means. When no check could take a lock
+/// at all, the backend is down or unreachable (every call failed), and
+/// that is what to fix; only when locking works but a second instance does
+/// not see the first's lock do the instances not share one backend.
+fn check_hint(report: &conformance::Report) -> Option<String> {
+    let failed = |name: &str| report.failures().any(|c| c.name == name);
+    let all_failed = !report.checks.is_empty() && report.checks.iter().all(|c| !c.passed);
+    let unreachable = || {
+        let first = report.failures().next().map(|c| c.message.as_str()).unwrap_or("");
+        format!(
+            "the backend is unreachable or refuses every call, so no check could take a lock; \
+             check that it runs at the address in the config (first failure: {first})"
+        )
+    };
+    if failed("acquire") {
+        return Some(unreachable());
+    }
+    if failed("contention_from_other_instance") {
+        return Some(
+            "instances made from this config do not share locks; check needs a config that \
+             points them at one backend (memory: {\"namespace\":\"check\"})"
+                .to_owned(),
+        );
+    }
+    if all_failed {
+        return Some(unreachable());
+    }
+    None
 }
 
 #[cfg(test)]

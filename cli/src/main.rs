@@ -25,14 +25,19 @@ use clap::{Args, Parser, Subcommand};
 pub mod exit {
     /// Success (for `run`: the command's own status is passed through).
     pub const OK: i32 = 0;
-    /// Something went wrong before the work started: unknown plugin, bad
-    /// config file, signal handling unavailable. Also `check`'s "a check
-    /// failed".
+    /// Something went wrong before the work started: unknown plugin, a
+    /// plugin file refused or not loadable, signal handling unavailable.
+    /// Also `check`'s "a check failed".
     pub const ERROR: i32 = 1;
     /// `check`: at least one conformance check failed.
     pub const CHECK_FAILED: i32 = 1;
     /// Bad command-line usage.
     pub const USAGE: i32 = 2;
+    /// The plugin's config is wrong: `--config` is not a JSON object or its
+    /// file cannot be read, or the plugin refuses it (an unknown key, a
+    /// value out of range: `create` says `invalid_argument`). sysexits'
+    /// `EX_CONFIG`: a typo, not an outage, so retrying cannot help.
+    pub const CONFIG: i32 = 78;
     /// The lock backend returned an error (`create` or `try_lock`): the
     /// command was not run. Like sysexits' `EX_UNAVAILABLE`. (A `try_lock`
     /// the plugin refuses as `invalid_argument` is [`USAGE`].)
@@ -67,6 +72,67 @@ impl CliError {
     fn usage(message: impl Into<String>) -> Self {
         Self::new(exit::USAGE, message)
     }
+    fn config(message: impl Into<String>) -> Self {
+        Self::new(exit::CONFIG, message)
+    }
+    /// A failed `create`: the plugin refusing its config is [`exit::CONFIG`],
+    /// anything else (an unreachable backend) [`exit::BACKEND`].
+    fn create_failed(
+        e: &bext_locking::PluginError,
+        secrets: &bext_locking::redact::Secrets,
+    ) -> Self {
+        let code = if e.kind() == bext_locking::ErrorKind::InvalidArgument {
+            exit::CONFIG
+        } else {
+            exit::BACKEND
+        };
+        Self::new(code, secrets.scrub(&e.message))
+    }
+}
+
+/// A message as one line of output: every line break becomes `; ` (a
+/// backend's multi-line error, clap's usage text) and every over-long word
+/// is cut to its start and length.
+pub fn one_line(message: &str) -> String {
+    let mut out = String::new();
+    for line in message.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(line);
+    }
+    bext_locking::limits::shorten_values(&out).into_owned()
+}
+
+/// Clap's usage error as one line: its first line without `error: `, the
+/// tips, and where to read more; `Usage:` blocks are left out.
+fn clap_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut parts: Vec<String> = Vec::new();
+    let mut in_usage = false;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() {
+            in_usage = false;
+            continue;
+        }
+        if line.starts_with("Usage:") {
+            in_usage = true;
+            continue;
+        }
+        if in_usage || line.starts_with("For more information") {
+            continue;
+        }
+        parts.push(line.strip_prefix("error: ").unwrap_or(line).to_owned());
+    }
+    let sub = std::env::args()
+        .nth(1)
+        .filter(|a| ["run", "plugins", "describe", "check"].contains(&a.as_str()));
+    let help = match sub {
+        Some(sub) => format!("bext-lock {sub} --help"),
+        None => "bext-lock --help".to_owned(),
+    };
+    parts.push(format!("see `{help}`"));
+    one_line(&parts.join("\n"))
 }
 
 /// Milliseconds of a duration, saturating.
@@ -130,21 +196,49 @@ Exit status:
   76                    the lock was lost while the command ran; it got SIGTERM, then
                         SIGKILL after --grace or by the lease end, whichever came first
   69                    the lock backend failed; the command did not run
-  1                     bext-lock failed before locking (plugin not found, bad config)
+  78                    the config is wrong: not a JSON object, unreadable, or refused by
+                        the plugin (unknown key, value out of range)
+  1                     bext-lock failed before locking (plugin not found or refused)
   2                     bad usage (also a --grace that does not fit the --ttl)
   126, 127              the command could not be run / was not found
-  128+N                 bext-lock got signal N while waiting for the lock
+  128+N                 bext-lock got signal N while waiting for the lock";
 
+/// `run`'s examples. Printed after clap's help exactly as written: clap
+/// wraps its help text to the terminal, and a wrapped command line pasted
+/// into a shell would run the job's part on its own, without the lock.
+/// Each command is one line or ends its lines with ` \`.
+const RUN_EXAMPLES: &str = "\
 Examples:
   # Run the nightly report on one machine only; the others skip with 75:
   bext-lock run sqlite --config '{\"path\":\"/var/lib/app/locks.db\"}' \\
       --key reports/nightly --ttl 30s -- ./nightly-report.sh
 
   # Wait up to 2 minutes for the lock instead of skipping:
-  bext-lock run redis --config @/etc/app/redis-lock.json --key deploy --ttl 1m --wait 2m -- ./deploy.sh
+  bext-lock run redis --config @/etc/app/redis-lock.json \\
+      --key deploy --ttl 1m --wait 2m -- ./deploy.sh
 
   # A cron line that treats 'someone else ran it' as success:
-  bext-lock run pg --config @/etc/app/pg.json --key cleanup -E 0 -- ./cleanup.sh";
+  bext-lock run pg --config @/etc/app/pg.json --key cleanup \\
+      -E 0 -- ./cleanup.sh
+";
+
+/// The subcommand whose help the command line asks for (`run --help`,
+/// `help run`), skipping the global `--plugin-dir DIR`.
+fn help_subcommand() -> Option<String> {
+    let mut args = std::env::args().skip(1);
+    let mut words = Vec::new();
+    while let Some(a) = args.next() {
+        if a == "--plugin-dir" {
+            args.next();
+        } else if !a.starts_with('-') {
+            words.push(a);
+        }
+    }
+    match words.first().map(String::as_str) {
+        Some("help") => words.get(1).cloned(),
+        other => other.map(str::to_owned),
+    }
+}
 
 /// Run a command only while holding a lock, renewing it in the background.
 #[derive(Args)]
@@ -157,7 +251,7 @@ struct RunCmd {
     key: String,
     /// Lease length, renewed every third of it while the command runs; if
     /// bext-lock dies, others wait at most this long: 500ms, 30s, 5m.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_positive)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_ttl)]
     ttl: Duration,
     /// The plugin's config: JSON, or @FILE to read it from a file (keeps
     /// passwords out of `ps`). Default: {}.
@@ -240,7 +334,8 @@ live under a fresh random prefix, so a shared server is safe to check against. T
 plugin needs a namespace for its instances to share locks: --config '{\"namespace\":\"check\"}'.
 
 Exit status: 0 when every check passed, 1 when one failed or the check could not run,
-69 when no instance could be created, 2 on bad usage.
+69 when no instance could be created (the backend failed), 78 when the config is wrong
+(not a JSON object, or the plugin refuses it), 2 on bad usage.
 
 Examples:
   bext-lock check sqlite --config '{\"path\":\"/tmp/check.db\"}'
@@ -284,9 +379,19 @@ fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // Help and version go to stdout with 0; usage errors to stderr with 2.
-            let _ = e.print();
-            std::process::exit(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            // Help and version go to stdout with 0; usage errors to stderr
+            // with 2, as one `bext-lock: ` line like every other error.
+            if !e.use_stderr() {
+                let _ = e.print();
+                if e.kind() == clap::error::ErrorKind::DisplayHelp
+                    && help_subcommand().as_deref() == Some("run")
+                {
+                    print!("\n{RUN_EXAMPLES}");
+                }
+                std::process::exit(exit::OK);
+            }
+            eprintln!("bext-lock: {}", clap_error_line(&e));
+            std::process::exit(exit::USAGE);
         }
     };
     let dirs = cli.plugin_dir;
@@ -323,7 +428,7 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("bext-lock: {}", e.message);
+            eprintln!("bext-lock: {}", one_line(&e.message));
             std::process::exit(e.code);
         }
     }

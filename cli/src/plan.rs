@@ -74,9 +74,16 @@ pub fn plan(ttl: Duration, drift: &ClockDrift, grace: Option<Duration>) -> Resul
     let allowance = drift.allowance(ttl);
     let km = kill_margin(ttl);
     let Some(largest) = largest_grace(ttl, drift) else {
+        // The shortest TTL that fits, in the whole milliseconds --ttl takes.
+        let shortest = (ttl.as_millis() as u64..=bext_locking::MAX_TTL_MS)
+            .map(Duration::from_millis)
+            .take(100_000)
+            .find(|t| largest_grace(*t, drift).is_some());
+        let at_least =
+            shortest.map(|t| format!("; give --ttl {} or more", show(t))).unwrap_or_default();
         return Err(format!(
             "--ttl {} is too short: the lease counts as the TTL less {} of clock-drift allowance \
-             ({drift}), and half of the TTL must still hold that and {} to deliver the SIGKILL",
+             ({drift}), and half of the TTL must still hold that and {} to deliver the SIGKILL{at_least}",
             show(ttl),
             show(allowance),
             show(km)
@@ -171,5 +178,7 @@ mod tests {
         );
         let err = plan(ms(4), &REDLOCK, None).unwrap_err();
         assert!(err.contains("--ttl 4ms is too short"), "{err}");
+        let shortest = (1..).find(|&t| largest_grace(ms(t), &REDLOCK).is_some()).unwrap();
+        assert!(err.contains(&format!("give --ttl {shortest}ms or more")), "{err}");
     }
 }

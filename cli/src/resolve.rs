@@ -12,6 +12,10 @@
 //! In each folder a name `N` is first looked for as the file
 //! `libbext_locking_N.so` (dashes as underscores); failing that, the folder
 //! is scanned and a plugin whose vtable calls itself `N` is taken.
+//!
+//! Every way goes through the loader's permission rule (`load` and `scan`
+//! both check ownership and modes): a file others could have written is an
+//! error naming it, never loaded.
 
 use std::path::{Path, PathBuf};
 

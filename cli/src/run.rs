@@ -102,7 +102,7 @@ impl Drop for SignalThread {
 
 /// Runs the command; returns the exit code.
 pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, CliError> {
-    let config = config::read(args.config.as_deref()).map_err(CliError::error)?;
+    let config = config::read(args.config.as_deref(), &args.plugin).map_err(CliError::config)?;
     let secrets = config::secrets(&config);
     bext_locking::validate_key(&args.key).map_err(|e| CliError::usage(format!("--key: {e}")))?;
     let ttl_ms = u64::try_from(args.ttl.as_millis()).unwrap_or(u64::MAX);
@@ -138,8 +138,8 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
     ));
     let plugin = Arc::new(
         library
-            .create_ffi(&config.to_string())
-            .map_err(|e| CliError::new(exit::BACKEND, secrets.scrub(&e)))?,
+            .create_typed(&config.to_string())
+            .map_err(|e| CliError::create_failed(&e, &secrets))?,
     );
 
     let (events_tx, events) = mpsc::channel();

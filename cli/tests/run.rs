@@ -277,10 +277,10 @@ fn errors_are_one_line_with_distinct_codes() {
     assert!(one_line(&o).contains("no plugin named `no-such-plugin`"));
 
     let o = output(&["run", "sqlite", "--config", "{not json", "--key", "k", "--", "true"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(78));
     assert!(one_line(&o).contains("not valid JSON"));
 
-    // The backend refuses (no such folder): 69, the command never ran.
+    // The plugin refuses its config (no such folder): 78, the command never ran.
     let o = output(&[
         "run",
         "sqlite",
@@ -291,7 +291,7 @@ fn errors_are_one_line_with_distinct_codes() {
         "--",
         "true",
     ]);
-    assert_eq!(o.status.code(), Some(69));
+    assert_eq!(o.status.code(), Some(78));
     one_line(&o);
 
     let o = output(&["run", "sqlite", "--key", "k", "--ttl", "30", "--", "true"]);

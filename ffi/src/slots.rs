@@ -45,7 +45,10 @@ impl Failure {
 
     /// The status code and error object of a failure of `kind`.
     fn of(kind: ErrorKind, message: &str) -> Self {
-        Self { status: status_of(kind), json: error_json(kind, message) }
+        // Also for messages that were never a `PluginError` (panics, the
+        // string-typed trait): no error leaves a plugin with a 10 MB word.
+        let message = bext_locking::limits::shorten_values(message);
+        Self { status: status_of(kind), json: error_json(kind, &message) }
     }
 
     fn panic(payload: Box<dyn Any + Send>) -> Self {

@@ -1,7 +1,8 @@
 /*
  * bext_locking_host.h: load a bext-locking plugin from C, checked the way the
- * Rust loader checks it. Header-only: include it (after nothing special) and
- * link with -ldl.
+ * Rust loader checks it. Header-only: include it and link with -ldl. It uses
+ * POSIX calls (realpath, stat, lstat, geteuid) and compiles with a strict
+ * -std=c11 whatever was included before it.
  *
  *     BextLockingHostPlugin p;
  *     char err[512];
@@ -15,6 +16,14 @@
  *
  * What bext_locking_host_load checks, in this order (the same as
  * bext-locking-loader, with the same wording):
+ *   0. the permission rule every host applies (docs/LOADER.md): the file (a
+ *      symlink's target), the folder holding it and every folder above
+ *      belong to root or to this process's user; the file and its folder are
+ *      not writable by group or others; folders further up may be only when
+ *      sticky (like /tmp); a symlink's own folder is checked too. Else
+ *      "refused: <what> ...; only root or this user may be able to write a
+ *      plugin". bext_locking_host_load_opts(path, BEXT_LOCKING_HOST_ALLOW_INSECURE,
+ *      ...) skips this step (for tests, or files vetted some other way);
  *   1. dlopen(path, RTLD_NOW | RTLD_LOCAL) succeeds (else: dlerror text);
  *   2. the library exports bext_locking_plugin_entry (else: "not a bext-locking
  *      plugin", plus dlerror text);
@@ -35,7 +44,19 @@
 #ifndef BEXT_LOCKING_HOST_H
 #define BEXT_LOCKING_HOST_H
 
+#if !defined(_POSIX_C_SOURCE) && !defined(_XOPEN_SOURCE) && !defined(_GNU_SOURCE) && \
+    !defined(_DEFAULT_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +67,24 @@
 
 #ifdef __cplusplus
 extern "C" {
+#else
+/* realpath and lstat are POSIX.1-2008, but glibc declares them only for some
+ * feature macros, which a strict -std=c11 program that included a system
+ * header first has not set; a second, compatible declaration is harmless. */
+extern char *realpath(const char *path, char *resolved);
+extern int lstat(const char *path, struct stat *st);
+#endif
+
+/* Path buffers: PATH_MAX where <limits.h> gives it (strict C may hide it). */
+#ifdef PATH_MAX
+#define BEXT_LOCKING_HOST_PATH_MAX_ PATH_MAX
+#else
+#define BEXT_LOCKING_HOST_PATH_MAX_ 4096
+#endif
+#ifdef O_CLOEXEC
+#define BEXT_LOCKING_HOST_CLOEXEC_ O_CLOEXEC
+#else
+#define BEXT_LOCKING_HOST_CLOEXEC_ 0
 #endif
 
 /* The size of the v1 vtable: the smallest struct_size a host accepts. Spelled
@@ -101,10 +140,180 @@ static inline int bext_locking_host_is_utf8(const char *s) {
   return 1;
 }
 
+/* A flag of bext_locking_host_load_opts: skip the permission rule. */
+#define BEXT_LOCKING_HOST_ALLOW_INSECURE 1u
+
+/* The end of every refusal: what the rule is. */
+#define BEXT_LOCKING_HOST_RULE_ "only root or this user may be able to write a plugin"
+
+/* Checks who owns st and whether others may write it; on failure writes the
+ * reason ("<what> is writable by its group (mode 0664)") into why. */
+static inline int bext_locking_host_owner_mode_(const char *what, const struct stat *st,
+                                                int sticky_ok, char *why, size_t why_len) {
+  unsigned long me = (unsigned long)geteuid();
+  unsigned long owner = (unsigned long)st->st_uid;
+  unsigned mode = (unsigned)(st->st_mode & 07777);
+  if (owner != 0 && owner != me) {
+    snprintf(why, why_len,
+             "%s is owned by uid %lu, which is neither root nor this process's user (uid %lu)",
+             what, owner, me);
+    return -1;
+  }
+  if ((mode & 022) != 0 && !(sticky_ok && (mode & 01000) != 0)) {
+    const char *who = (mode & 020) && (mode & 002) ? "group and others"
+                      : (mode & 020)               ? "its group"
+                                                   : "others";
+    snprintf(why, why_len, "%s is writable by %s (mode %04o)", what, who, mode);
+    return -1;
+  }
+  return 0;
+}
+
+/* Checks the canonical folder dir (strictly) and every folder above it
+ * (group/other-writable only when sticky). */
+static inline int bext_locking_host_check_folder_(const char *dir, char *why, size_t why_len) {
+  char buf[BEXT_LOCKING_HOST_PATH_MAX_];
+  char what[BEXT_LOCKING_HOST_PATH_MAX_ + 16];
+  struct stat st;
+  int sticky_ok = 0;
+  if (strlen(dir) >= sizeof buf) {
+    snprintf(why, why_len, "cannot inspect folder: its name is too long");
+    return -1;
+  }
+  strcpy(buf, dir);
+  for (;;) {
+    char *slash;
+    if (stat(buf, &st) != 0) {
+      snprintf(why, why_len, "cannot inspect folder %s: %s", buf, strerror(errno));
+      return -1;
+    }
+    snprintf(what, sizeof what, "folder %s", buf);
+    if (bext_locking_host_owner_mode_(what, &st, sticky_ok, why, why_len) != 0) return -1;
+    /* Only the folder holding the plugin must be strictly private: a sticky
+     * folder further up cannot have ours renamed away. */
+    sticky_ok = 1;
+    slash = strrchr(buf, '/');
+    if (slash == NULL || strcmp(buf, "/") == 0) return 0;
+    if (slash == buf) buf[1] = '\0';
+    else *slash = '\0';
+  }
+}
+
+/* The permission rule for path. Returns 0 and fills target (the canonical
+ * path, BEXT_LOCKING_HOST_PATH_MAX_ bytes) and *st, or -1 with the reason in why; *refused is
+ * 1 when the file is refused (rather than unreadable). */
+static inline int bext_locking_host_check_file_(const char *path, char *target, struct stat *st,
+                                                int *refused, char *why, size_t why_len) {
+  char parent[BEXT_LOCKING_HOST_PATH_MAX_];
+  char parent_real[BEXT_LOCKING_HOST_PATH_MAX_];
+  char target_dir[BEXT_LOCKING_HOST_PATH_MAX_];
+  char what[BEXT_LOCKING_HOST_PATH_MAX_ + 32];
+  struct stat link_st;
+  char *slash;
+  int fd;
+  int is_link;
+  *refused = 0;
+  if (realpath(path, target) == NULL) {
+    snprintf(why, why_len, "cannot resolve the file: %s", strerror(errno));
+    return -1;
+  }
+  fd = open(target, O_RDONLY | BEXT_LOCKING_HOST_CLOEXEC_);
+  if (fd < 0) {
+    snprintf(why, why_len, "cannot open the file: %s", strerror(errno));
+    return -1;
+  }
+  if (fstat(fd, st) != 0) {
+    snprintf(why, why_len, "cannot inspect the file: %s", strerror(errno));
+    close(fd);
+    return -1;
+  }
+  close(fd);
+  if (!S_ISREG(st->st_mode)) {
+    snprintf(why, why_len, "not a regular file");
+    return -1;
+  }
+  *refused = 1;
+  /* The folder the path names (a symlink's own folder) and those above. */
+  if (strlen(path) >= sizeof parent) {
+    snprintf(why, why_len, "cannot inspect the folder: the path is too long");
+    return -1;
+  }
+  strcpy(parent, path);
+  slash = strrchr(parent, '/');
+  if (slash == NULL) strcpy(parent, ".");
+  else if (slash == parent) parent[1] = '\0';
+  else *slash = '\0';
+  if (realpath(parent, parent_real) == NULL) {
+    snprintf(why, why_len, "cannot resolve folder %s: %s", parent, strerror(errno));
+    return -1;
+  }
+  if (bext_locking_host_check_folder_(parent_real, why, why_len) != 0) return -1;
+  is_link = lstat(path, &link_st) == 0 && S_ISLNK(link_st.st_mode);
+  if (is_link) snprintf(what, sizeof what, "the symlink's target %s", target);
+  else snprintf(what, sizeof what, "the file");
+  if (bext_locking_host_owner_mode_(what, st, 0, why, why_len) != 0) return -1;
+  /* A symlink may lead out of that folder: the folder that really holds the
+   * code must pass the same checks. */
+  strcpy(target_dir, target);
+  slash = strrchr(target_dir, '/');
+  if (slash == target_dir) target_dir[1] = '\0';
+  else if (slash != NULL) *slash = '\0';
+  if (strcmp(target_dir, parent_real) != 0 &&
+      bext_locking_host_check_folder_(target_dir, why, why_len) != 0)
+    return -1;
+  return 0;
+}
+
+static inline int bext_locking_host_open_(const char *path, const char *open_path,
+                                          BextLockingHostPlugin *out, char *err, size_t err_len);
+
+/* Loads and checks the plugin at path, as bext_locking_host_load, with
+ * flags: 0, or BEXT_LOCKING_HOST_ALLOW_INSECURE to skip the permission rule. */
+static inline int bext_locking_host_load_opts(const char *path, unsigned flags,
+                                              BextLockingHostPlugin *out, char *err,
+                                              size_t err_len) {
+  char target[BEXT_LOCKING_HOST_PATH_MAX_];
+  char why[2 * BEXT_LOCKING_HOST_PATH_MAX_ + 160];
+  struct stat st;
+  struct stat now;
+  int refused;
+  int rc;
+  if (err != NULL && err_len > 0) err[0] = '\0';
+  if (path == NULL || out == NULL) {
+    bext_locking_host_fail_(err, err_len, path, "bext_locking_host_load: %s is NULL",
+                            path == NULL ? "path" : "out");
+    return -1;
+  }
+  if (flags & BEXT_LOCKING_HOST_ALLOW_INSECURE) return bext_locking_host_open_(path, path, out, err, err_len);
+  if (bext_locking_host_check_file_(path, target, &st, &refused, why, sizeof why) != 0) {
+    if (refused)
+      bext_locking_host_fail_(err, err_len, path, "refused: %s; " BEXT_LOCKING_HOST_RULE_, why);
+    else
+      bext_locking_host_fail_(err, err_len, path, "cannot load library: %s", why);
+    return -1;
+  }
+  /* The checked file by its real path: the checks mean nobody else can
+   * replace it or a folder on the way; the inode is compared once more. */
+  rc = bext_locking_host_open_(path, target, out, err, err_len);
+  if (rc == 0 && (stat(target, &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino)) {
+    bext_locking_host_fail_(err, err_len, path,
+                            "refused: the file was replaced while it was being loaded; "
+                            BEXT_LOCKING_HOST_RULE_);
+    return -1;
+  }
+  return rc;
+}
+
 /* Loads and checks the plugin at path. Returns 0 and fills *out, or -1 and
  * writes the reason (naming the file) into err. *out is untouched on failure. */
 static inline int bext_locking_host_load(const char *path, BextLockingHostPlugin *out,
                                          char *err, size_t err_len) {
+  return bext_locking_host_load_opts(path, 0, out, err, err_len);
+}
+
+/* dlopen(open_path) and the vtable checks; messages name path. */
+static inline int bext_locking_host_open_(const char *path, const char *open_path,
+                                          BextLockingHostPlugin *out, char *err, size_t err_len) {
   void *lib;
   void *sym;
   const char *dl;
@@ -112,13 +321,7 @@ static inline int bext_locking_host_load(const char *path, BextLockingHostPlugin
   const BextLockingVTable *vt;
   const char *null_field = NULL;
 
-  if (err != NULL && err_len > 0) err[0] = '\0';
-  if (path == NULL || out == NULL) {
-    bext_locking_host_fail_(err, err_len, path, "bext_locking_host_load: %s is NULL",
-                            path == NULL ? "path" : "out");
-    return -1;
-  }
-  lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  lib = dlopen(open_path, RTLD_NOW | RTLD_LOCAL);
   if (lib == NULL) {
     dl = dlerror();
     bext_locking_host_fail_(err, err_len, path, "cannot load library: %s",

@@ -57,6 +57,10 @@ var (
 	// ErrClosed is returned by calls on a Locker after Close.
 	ErrClosed = errors.New("bextlock: locker is closed")
 
+	// ErrInsecure: the permission rule refused the file (others than root or
+	// this user could have written it, or its folder); the error says which
+	// file or folder and why. See [OpenOptions].
+	ErrInsecure = errors.New("refused by the plugin permission rule")
 	// ErrDlopen: the dynamic loader could not open the file; the error
 	// carries its dlerror text.
 	ErrDlopen = errors.New("dlopen failed")
@@ -154,7 +158,7 @@ func invalidError(plugin, op, format string, args ...any) *Error {
 }
 
 // OpenError is a library that could not be opened as a plugin. Err wraps one
-// of ErrDlopen, ErrNotPlugin, ErrABIMismatch or ErrBadVTable.
+// of ErrInsecure, ErrDlopen, ErrNotPlugin, ErrABIMismatch or ErrBadVTable.
 type OpenError struct {
 	// Path is the file that was being opened.
 	Path string

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"sync"
+	"syscall"
 )
 
 // Plugin is an opened plugin library with a validated vtable.
@@ -55,6 +56,14 @@ func (d Description) ClockDriftOrDefault() ClockDrift {
 // version 1 and validates the vtable it returns (ABI version, struct size,
 // no NULL slots or strings).
 //
+// First the file goes through the permission rule every host applies (see
+// docs/LOADER.md): the file (a symlink's target), the folder holding it and
+// every folder above must belong to root or to this process's user, and the
+// file and its folder must not be writable by group or others (folders
+// further up only with the sticky bit, like /tmp); a symlink's own folder is
+// checked too. A refused file is an [*OpenError] wrapping ErrInsecure;
+// [OpenWith] with AllowInsecure skips the rule.
+//
 // path is given to dlopen as is: use a path containing a slash, since a bare
 // file name is searched for on the library path. The library is opened with
 // RTLD_NOW|RTLD_LOCAL and never closed. Opening the same path twice returns
@@ -62,12 +71,38 @@ func (d Description) ClockDriftOrDefault() ClockDrift {
 // newer build, write it to a new path (write, then rename; never overwrite a
 // loaded file in place).
 //
-// On failure the error is an [*OpenError] wrapping ErrDlopen (with the
-// dynamic loader's message), ErrNotPlugin, ErrABIMismatch or ErrBadVTable.
+// On failure the error is an [*OpenError] wrapping ErrInsecure, ErrDlopen
+// (with the dynamic loader's message), ErrNotPlugin, ErrABIMismatch or
+// ErrBadVTable.
 func Open(path string) (*Plugin, error) {
-	vt, name, version, err := openVTable(path)
+	return OpenWith(path, OpenOptions{})
+}
+
+// OpenWith is [Open] with options.
+func OpenWith(path string, options OpenOptions) (*Plugin, error) {
+	openPath := path
+	var checked syscall.Stat_t
+	wasChecked := false
+	if !options.AllowInsecure && path != "" {
+		target, st, ok, err := checkFile(path)
+		if err != nil {
+			return nil, &OpenError{Path: path, Err: err}
+		}
+		// The checked file by its real path: the checks mean nobody else
+		// can replace it or a folder on the way.
+		if ok {
+			openPath, checked, wasChecked = target, st, true
+		}
+	}
+	vt, name, version, err := openVTable(openPath)
 	if err != nil {
 		return nil, &OpenError{Path: path, Err: err}
+	}
+	if wasChecked {
+		var now syscall.Stat_t
+		if syscall.Stat(openPath, &now) != nil || now.Dev != checked.Dev || now.Ino != checked.Ino {
+			return nil, &OpenError{Path: path, Err: &insecure{"the file was replaced while it was being loaded"}}
+		}
 	}
 	return &Plugin{path: path, vt: vt, name: name, version: version}, nil
 }

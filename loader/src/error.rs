@@ -6,6 +6,7 @@ use std::path::PathBuf;
 /// The reason a library was refused. Scanners use it to tell "not a plugin"
 /// apart from "a broken plugin".
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LoadErrorKind {
     /// `dlopen` failed; holds the dynamic loader's message.
     Open(String),
@@ -27,6 +28,11 @@ pub enum LoadErrorKind {
     NullField(&'static str),
     /// `name` or `version` is empty or not UTF-8.
     BadString(&'static str),
+    /// Someone other than root or this user could have written the file,
+    /// the folder holding it, or a folder above (see `docs/LOADER.md`);
+    /// holds which one and why. Not returned with
+    /// [`LoadOptions::allow_insecure`](crate::LoadOptions::allow_insecure).
+    Insecure(String),
 }
 
 /// A library that could not be loaded, with the file and the reason.
@@ -67,6 +73,9 @@ impl fmt::Display for LoadError {
             LoadErrorKind::NullField(field) => write!(f, "{path}: vtable field `{field}` is NULL"),
             LoadErrorKind::BadString(field) => {
                 write!(f, "{path}: vtable `{field}` is empty or not valid UTF-8")
+            }
+            LoadErrorKind::Insecure(why) => {
+                write!(f, "{path}: refused: {why}; {}", crate::security::ONLY_TRUSTED_WRITERS)
             }
         }
     }

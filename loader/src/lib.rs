@@ -22,9 +22,10 @@
 //! A host with a folder of plugins uses [`scan`] (load them all once, with a
 //! report of what was skipped and why) or a [`Registry`] (instances by
 //! plugin name, following the folder as files are added, replaced and
-//! removed). Both load each file from a private copy and refuse files that
-//! others than root or this user could have written; `docs/LOADER.md` tells
-//! the whole story.
+//! removed). Both load each file from a private copy. [`load`], [`scan`]
+//! and the registry all refuse files that others than root or this user
+//! could have written ([`load_with`] and [`ScanOptions`] can opt out);
+//! `docs/LOADER.md` tells the whole story.
 
 #![deny(missing_docs)]
 
@@ -40,7 +41,7 @@ mod vtable;
 
 pub use error::{LoadError, LoadErrorKind};
 pub use instance::FfiPlugin;
-pub use library::{Description, LoadedPlugin, load};
+pub use library::{Description, LoadOptions, LoadedPlugin, load, load_with};
 pub use registry::{Registry, RegistryEvent, RegistryOptions};
 pub use report::{ScanReport, ScannedPlugin, SkipKind, Skipped};
 pub use scan::{ScanOptions, scan};

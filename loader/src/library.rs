@@ -11,8 +11,11 @@ use bext_locking_ffi::{
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use serde::Deserialize;
 
+use std::os::unix::fs::MetadataExt;
+
 use crate::error::{LoadError, LoadErrorKind};
 use crate::instance::{FfiPlugin, as_text, call_error, take_string};
+use crate::security::{self, Refusal};
 use crate::vtable::Slots;
 
 /// A validated plugin library. Cheap to clone; the library stays loaded for
@@ -55,15 +58,62 @@ impl Description {
     }
 }
 
-/// Opens `path`, calls its entry with ABI v1 and validates the vtable.
+/// How [`load_with`] treats the file it is given.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Skip the ownership and mode checks: load a file that group or others
+    /// can write, or that another non-root user owns, or that sits in such a
+    /// folder. Off by default, as in [`ScanOptions`](crate::ScanOptions):
+    /// whoever can write the file can run code in this process. Meant for
+    /// tests and for hosts that vet their files some other way.
+    pub allow_insecure: bool,
+}
+
+/// Opens `path`, calls its entry with ABI v1 and validates the vtable,
+/// after the same ownership and mode checks as [`scan`](crate::scan) makes
+/// on each file (see `docs/LOADER.md`): the file, the folder holding it and
+/// every folder above must belong to root or this user, and the file and
+/// its folder must not be writable by group or others. A refused file is
+/// [`LoadErrorKind::Insecure`]; [`load_with`] can opt out.
 ///
 /// The library is opened with `RTLD_NOW` (so missing symbols fail here, not
 /// mid-call) and `RTLD_LOCAL` (so two plugins' symbols never mix), and is
 /// never closed. Note that opening the same path twice returns the code
-/// loaded the first time: to load a newer build, load a private copy.
+/// loaded the first time: to load a newer build, load a private copy (as
+/// `scan` and the `Registry` do).
 pub fn load(path: impl AsRef<Path>) -> Result<LoadedPlugin, LoadError> {
+    load_with(path, &LoadOptions::default())
+}
+
+/// [`load`], with options.
+///
+/// ```no_run
+/// use bext_locking_loader::{LoadOptions, load_with};
+/// // A test that built the plugin into a group-writable folder of its own.
+/// let plugin = load_with("scratch/libbext_locking_memory.so", &LoadOptions { allow_insecure: true })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<LoadedPlugin, LoadError> {
     let path = path.as_ref();
-    load_as(path, path)
+    if options.allow_insecure {
+        return load_as(path, path);
+    }
+    let fail = |kind| LoadError { path: path.to_path_buf(), kind };
+    let checked = security::check_single_file(path).map_err(|r| match r {
+        Refusal::Unreadable(m) => fail(LoadErrorKind::Open(m)),
+        Refusal::Insecure(m) => fail(LoadErrorKind::Insecure(m)),
+    })?;
+    // The checked target is opened by its canonical path: the checks above
+    // mean nobody else can replace it or any folder on the way, and the
+    // inode is compared once more after `dlopen` for good measure.
+    let plugin = load_as(&checked.target, path)?;
+    let now = std::fs::metadata(&checked.target).ok();
+    if now.is_none_or(|m| (m.dev(), m.ino()) != (checked.meta.dev(), checked.meta.ino())) {
+        return Err(fail(LoadErrorKind::Insecure(
+            "the file was replaced while it was being loaded".to_owned(),
+        )));
+    }
+    Ok(plugin)
 }
 
 /// Opens `file` but reports (and remembers) it as `shown`: the scanner opens

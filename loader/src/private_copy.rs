@@ -85,7 +85,7 @@ pub(crate) struct LoadRequest<'a> {
 
 /// Reads, checks, copies, loads and validates one plugin file.
 pub(crate) fn load_checked(req: &LoadRequest<'_>, checked: CheckedFile) -> Result<Loaded, Failure> {
-    let CheckedFile { file, meta } = checked;
+    let CheckedFile { file, meta, .. } = checked;
     let before = Fingerprint::of(&meta);
     if req.expect.is_some_and(|fp| fp != before) {
         return Err(Failure::Changing);
@@ -262,6 +262,11 @@ pub(crate) fn classify(kind: &LoadErrorKind) -> (SkipKind, String) {
     let host = bext_locking_ffi::BEXT_LOCKING_ABI_VERSION;
     match kind {
         LoadErrorKind::Open(msg) => (SkipKind::LoadFailed, format!("failed to load: {msg}")),
+        // Private copies are checked before they are made; kept for completeness.
+        LoadErrorKind::Insecure(why) => (
+            SkipKind::Insecure,
+            format!("refused: {why}; {}", crate::security::ONLY_TRUSTED_WRITERS),
+        ),
         LoadErrorKind::NoEntrySymbol => (
             SkipKind::NotAPlugin,
             "not a bext-locking plugin (no `bext_locking_plugin_entry` symbol)".to_owned(),

@@ -82,7 +82,7 @@ pub(crate) fn load_one(
         Refusal::Unreadable(m) => Failure::Skip(SkipKind::Unreadable, m),
         Refusal::Insecure(m) => Failure::Skip(
             SkipKind::Insecure,
-            format!("refused: {m}; only root or this user may be able to write a plugin"),
+            format!("refused: {m}; {}", security::ONLY_TRUSTED_WRITERS),
         ),
     })?;
     private_copy::load_checked(req, checked)

@@ -17,6 +17,10 @@ const WRITABLE_BY_OTHERS: u32 = 0o022;
 /// The sticky bit on a folder: only an entry's owner may rename or delete it.
 const STICKY: u32 = 0o1000;
 
+/// The end of every refusal: what the rule is.
+pub(crate) const ONLY_TRUSTED_WRITERS: &str =
+    "only root or this user may be able to write a plugin";
+
 /// Why a file was not opened.
 #[derive(Debug)]
 pub(crate) enum Refusal {
@@ -32,6 +36,8 @@ pub(crate) enum Refusal {
 pub(crate) struct CheckedFile {
     pub(crate) file: File,
     pub(crate) meta: Metadata,
+    /// The file's canonical path (a symlink's target).
+    pub(crate) target: PathBuf,
 }
 
 /// The process's effective user id.
@@ -103,7 +109,7 @@ pub(crate) fn open_plugin_file(
         return Err(Refusal::Unreadable("not a regular file".to_owned()));
     }
     if allow_insecure {
-        return Ok(CheckedFile { file, meta });
+        return Ok(CheckedFile { file, meta, target });
     }
     dir_ok.clone().map_err(Refusal::Insecure)?;
     let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
@@ -121,7 +127,22 @@ pub(crate) fn open_plugin_file(
         }
         _ => {}
     }
-    Ok(CheckedFile { file, meta })
+    Ok(CheckedFile { file, meta, target })
+}
+
+/// Checks one plugin file the way a scan checks each file of its folder:
+/// the folder the path names (a symlink's own folder) and its ancestors,
+/// then the file, its real folder and that folder's ancestors.
+pub(crate) fn check_single_file(path: &Path) -> Result<CheckedFile, Refusal> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = fs::canonicalize(parent).map_err(|e| {
+        Refusal::Unreadable(format!("cannot resolve folder {}: {e}", parent.display()))
+    })?;
+    let verdict = check_folder(&dir);
+    open_plugin_file(path, Some(&dir), &verdict, false)
 }
 
 #[cfg(test)]

@@ -164,6 +164,11 @@ impl Settings {
             return Err(PluginError::invalid("url is empty; give a PostgreSQL connection string"));
         }
         let mut pg: tokio_postgres::Config = c.url.parse().map_err(|e| {
+            if let Some(port) = url_port_out_of_range(&c.url) {
+                return PluginError::invalid(
+                    secrets.scrub(&format!("url: port {port} is out of range (1 to 65535)")),
+                );
+            }
             PluginError::invalid(secrets.scrub(&format!(
                 "url is not a valid PostgreSQL connection string: {}",
                 crate::fail::describe_error(&e)
@@ -247,6 +252,17 @@ fn table_name(schema: Option<&str>, table: &str) -> Result<TableName, PluginErro
         None => table_q,
     };
     Ok(TableName { quoted, schema: schema.map(str::to_owned) })
+}
+
+/// The port of a `postgres://[user@]host:port[/...]` URL when it is a
+/// number too large for a port (the parser only says "invalid value").
+fn url_port_out_of_range(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let port = host_port.rsplit_once(':')?.1;
+    let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    (digits && port.parse::<u64>().map_or(true, |p| p > 65_535)).then_some(port)
 }
 
 #[cfg(test)]

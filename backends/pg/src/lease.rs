@@ -148,7 +148,11 @@ fn ensure_table(s: &Settings, deadline: Instant) -> Result<(), PluginError> {
     let fail = |what: &str, e: Fail| {
         PluginError::backend(s.secrets.scrub(&format!("pg ({}): {what}: {}", s.target, e.message)))
     };
-    let mut conn = Conn::open(s, &[], deadline).map_err(|e| fail("cannot connect", e))?;
+    // `Conn::open` already says what failed ("cannot connect: ...",
+    // "connecting took longer than ..."): no second prefix.
+    let mut conn = Conn::open(s, &[], deadline).map_err(|e| {
+        PluginError::backend(s.secrets.scrub(&format!("pg ({}): {}", s.target, e.message)))
+    })?;
     // The two-integer form lives in a key space of its own, so no lock of
     // advisory mode (one bigint) can ever block table creation.
     let ddl = crate::keyhash::advisory_key("bext-locking-pg/create-table");

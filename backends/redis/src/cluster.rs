@@ -69,10 +69,9 @@ impl Cluster {
             if remaining(deadline).is_none() {
                 return Err(self.voice.message("no time left to connect before the deadline"));
             }
-            let conn = self
-                .client
-                .get_connection()
-                .map_err(|e| self.voice.message(&format!("cannot connect: {e}")))?;
+            let conn = self.client.get_connection().map_err(|e| {
+                self.voice.message(&format!("cannot connect: {}", crate::redact::describe(&e)))
+            })?;
             conn.set_write_timeout(Some(self.per_try)).map_err(|e| self.voice.error(&e))?;
             lease.conn = Some(conn);
         }

@@ -141,9 +141,25 @@ impl Settings {
     }
 }
 
+/// The port of `scheme://[user@]host:port[/...]` when it is a number too
+/// large for a port (the URL parser only says "invalid").
+fn port_out_of_range(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let port = host_port.rsplit_once(':')?.1;
+    let all_digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    (all_digits && port.parse::<u64>().map_or(true, |p| p > 65_535)).then_some(port)
+}
+
 fn check_url(url: &str, name: &str) -> Result<(), PluginError> {
     let shown = redact_url(url);
     let Some(parsed) = redis::parse_redis_url(url) else {
+        if let Some(port) = port_out_of_range(url) {
+            return Err(PluginError::invalid(format!(
+                "{name} {shown}: port {port} is out of range (1 to 65535)"
+            )));
+        }
         return Err(PluginError::invalid(format!("{name} {shown} is not a redis:// URL")));
     };
     if !matches!(parsed.scheme(), "redis" | "valkey") {

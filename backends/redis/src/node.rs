@@ -124,7 +124,7 @@ impl Node {
             if e.is_timeout() {
                 self.voice.message("connect timed out")
             } else {
-                self.voice.message(&format!("cannot connect: {e}"))
+                self.voice.message(&format!("cannot connect: {}", crate::redact::describe(&e)))
             }
         })?;
         // The driver clears socket timeouts after its handshake.

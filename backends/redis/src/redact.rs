@@ -40,9 +40,11 @@ impl Voice {
         Self { label, secrets }
     }
 
-    /// `redis <label>: <what>`, scrubbed.
+    /// `redis <label>: <what>`, scrubbed, on one line (the driver's
+    /// messages may span several).
     pub fn message(&self, what: &str) -> String {
-        self.secrets.scrub(&format!("redis {}: {what}", self.label))
+        let what: Vec<&str> = what.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        self.secrets.scrub(&format!("redis {}: {}", self.label, what.join("; ")))
     }
 
     /// A driver error as a message; a timeout names the setting that bounds it.
@@ -50,8 +52,20 @@ impl Voice {
         if e.is_timeout() {
             return self.message("no answer before the deadline (op_timeout_ms)");
         }
-        self.message(&e.to_string())
+        self.message(&describe(e))
     }
+}
+
+/// A driver error in words. A reply that is not the Redis protocol at all
+/// (the driver's multi-line "parse error") is almost always a URL pointing
+/// at another service's port.
+pub(crate) fn describe(e: &redis::RedisError) -> String {
+    if e.kind() == redis::ErrorKind::ParseError {
+        return "the server's reply is not the Redis protocol: is this the port of another \
+                service (HTTP, say)?"
+            .to_owned();
+    }
+    e.to_string()
 }
 
 #[cfg(test)]
@@ -75,6 +89,18 @@ mod tests {
         let s = secrets_of(&urls);
         assert_eq!(s.scrub("bad p@ss, p%40ss, plainuser"), "bad ***, ***, ***");
         assert_eq!(s.scrub("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn a_multi_line_driver_error_becomes_one_line() {
+        let v = Voice::new("redis://h:1".into(), Secrets::with_min_chars(3));
+        let m = v.message(
+            "parse error - ParseError: Parse error at 1\nUnexpected `33`\n\nUnexpected `60`",
+        );
+        assert_eq!(
+            m,
+            "redis redis://h:1: parse error - ParseError: Parse error at 1; Unexpected `33`; Unexpected `60`"
+        );
     }
 
     #[test]

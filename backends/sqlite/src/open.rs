@@ -71,8 +71,40 @@ pub(crate) fn open(
                 let spread = (attempt * 7_919 + u64::from(std::process::id())) % 1_800;
                 std::thread::sleep(Duration::from_micros(200 + spread).min(left));
             }
-            Err(f) => return Err(f.error),
+            Err(f) => return Err(folder_hint(f.error, path)),
         }
+    }
+}
+
+/// SQLite's "attempt to write a readonly database" or "unable to open
+/// database file" for a file we may write usually means its folder is
+/// read-only: WAL mode creates `-wal` and `-shm` files beside the database.
+/// Says so when the folder indeed refuses a new file.
+fn folder_hint(e: PluginError, path: &Path) -> PluginError {
+    let lower = e.message.to_ascii_lowercase();
+    if !["readonly", "read-only", "unable to open"].iter().any(|w| lower.contains(w)) {
+        return e;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // Only asked on this error path; the probe is removed at once.
+    let probe = dir.join(format!(".bext-locking-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            e
+        }
+        Err(_) => PluginError::new(
+            e.kind,
+            format!(
+                "{}; the folder `{}` must be writable too: SQLite's WAL mode keeps `-wal` and \
+                 `-shm` files beside the database",
+                e.message,
+                dir.display()
+            ),
+        ),
     }
 }
 

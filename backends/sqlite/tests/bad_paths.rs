@@ -189,7 +189,8 @@ const CHILD_PATH: &str = "BEXT_SQLITE_TEST_CHILD_PATH";
 fn child_opens_path() {
     let Ok(path) = std::env::var(CHILD_PATH) else { return };
     let path = PathBuf::from(path);
-    let so = match bext_locking_loader::load(common::so_path()) {
+    let so_file = std::env::var_os(CHILD_SO).map_or_else(common::so_path, PathBuf::from);
+    let so = match bext_locking_loader::load(so_file) {
         Ok(p) => match p.create(&common::config_json(&path)) {
             Ok(_) => "ok".to_owned(),
             Err(e) => e,
@@ -225,9 +226,14 @@ fn open_unprivileged(path: &Path) -> (String, String) {
         };
         return (direct, so);
     }
-    let out = Command::new(std::env::current_exe().unwrap())
+    // `nobody` may not reach the build folder (a checkout under /root, or
+    // chmod 700): run a copy of this test binary and of the plugin from a
+    // folder of their own that it can enter.
+    let Some(kit) = ChildKit::new() else { return skipped() };
+    let out = Command::new(&kit.exe)
         .args(["--ignored", "--exact", "child_opens_path", "--nocapture", "--test-threads=1"])
         .env(CHILD_PATH, path)
+        .env(CHILD_SO, &kit.so)
         .uid(65534)
         .gid(65534)
         .output()
@@ -248,6 +254,50 @@ fn open_unprivileged(path: &Path) -> (String, String) {
     (line("CHILD_DIRECT "), line("CHILD_SO "))
 }
 
+/// Where the child finds the plugin to load.
+const CHILD_SO: &str = "BEXT_SQLITE_TEST_CHILD_SO";
+
+/// What `open_unprivileged` returns when the child cannot be started.
+const SKIPPED: &str = "SKIPPED";
+
+fn skipped() -> (String, String) {
+    (SKIPPED.to_owned(), SKIPPED.to_owned())
+}
+
+/// Copies of this test binary and of the plugin in a fresh folder that
+/// `nobody` can enter, for the unprivileged child.
+struct ChildKit {
+    _dir: tempfile::TempDir,
+    exe: PathBuf,
+    so: PathBuf,
+}
+
+impl ChildKit {
+    /// `None`, with a one-line reason on stderr, when `nobody` could not
+    /// reach the copies (a temp folder under a private one).
+    fn new() -> Option<Self> {
+        let dir = common::temp_dir();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        if let Some(closed) = dir.path().ancestors().find(|a| {
+            std::fs::metadata(a).map(|m| m.permissions().mode() & 0o001 == 0).unwrap_or(true)
+        }) {
+            eprintln!(
+                "SKIPPED: the user nobody cannot enter {} (no search permission for others), so \
+                 the unprivileged child cannot start; set TMPDIR to a folder others can enter",
+                closed.display()
+            );
+            return None;
+        }
+        let exe = dir.path().join("bad_paths-child");
+        let so = dir.path().join("libbext_locking_sqlite.so");
+        std::fs::copy(std::env::current_exe().unwrap(), &exe).expect("copy the test binary");
+        std::fs::copy(common::so_path(), &so).expect("copy the plugin");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Some(Self { _dir: dir, exe, so })
+    }
+}
+
 /// A finished lock database in a folder `nobody` can enter but not write.
 fn lock_database(dir: &Path) -> PathBuf {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -265,6 +315,9 @@ fn read_only_file_is_refused_and_untouched() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
     let before = snapshot(dir.path());
     let (direct, so) = open_unprivileged(&path);
+    if direct == SKIPPED {
+        return;
+    }
     assert!(direct.starts_with("InvalidArgument: ") && direct.contains("read-only"), "{direct}");
     assert!(so.contains("invalid_argument: ") && so.contains("read-only"), "{so}");
     assert_eq!(snapshot(dir.path()), before, "the file or its folder changed");
@@ -277,7 +330,31 @@ fn unreadable_file_is_refused_and_untouched() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
     let before = snapshot(dir.path());
     let (direct, so) = open_unprivileged(&path);
+    if direct == SKIPPED {
+        return;
+    }
     assert!(direct.starts_with("InvalidArgument: ") && direct.contains("cannot read"), "{direct}");
     assert!(so.contains("invalid_argument: ") && so.contains("cannot read"), "{so}");
     assert_eq!(snapshot(dir.path()), before, "the file or its folder changed");
+}
+
+#[test]
+fn a_writable_file_in_a_read_only_folder_says_the_folder_must_be_writable() {
+    let dir = common::temp_dir();
+    let path = lock_database(dir.path());
+    // The file itself is open to all; its folder (0755, not ours as nobody)
+    // is not, and WAL mode needs to create `-wal` and `-shm` there.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    if !running_as_root() {
+        // Not root: the folder is ours, so close it to ourselves.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let (direct, so) = open_unprivileged(&path);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    if direct == SKIPPED {
+        return;
+    }
+    let hint = format!("the folder `{}` must be writable too", dir.path().display());
+    assert!(direct.contains(&hint) && direct.contains("WAL"), "{direct}");
+    assert!(so.contains(&hint), "{so}");
 }

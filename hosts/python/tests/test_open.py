@@ -129,6 +129,40 @@ def test_plugin_in_a_world_writable_folder_is_refused(tmp_path: Path) -> None:
     assert bextlock.open(str(target)).name == "memory"
 
 
+RULE = "; only root or this user may be able to write a plugin"
+
+
+def test_refusals_end_with_the_rule_every_host_states(tmp_path: Path) -> None:
+    target = _private_copy(tmp_path)
+    os.chmod(target, 0o666)
+    with pytest.raises(bextlock.InsecurePlugin) as info:
+        bextlock.open(str(target))
+    assert str(info.value).endswith(
+        "refused: the file is writable by group and others (mode 0666)" + RULE
+    ), str(info.value)
+
+
+def test_a_symlinks_own_folder_is_checked_like_the_rust_loader(tmp_path: Path) -> None:
+    # A link in a folder others can write, to a private, sound file: others
+    # could replace the link, so it is refused, naming the link's folder.
+    target = _private_copy(tmp_path)
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    link = wide / "libbext_locking_linked.so"
+    link.symlink_to(target)
+    os.chmod(wide, 0o777)
+    with pytest.raises(bextlock.InsecurePlugin, match=f"folder {wide} is writable by group and others"):
+        bextlock.open(str(link))
+    # Reached through a symlinked folder, the real folder is the one named.
+    alias = tmp_path / "alias"
+    alias.symlink_to(wide, target_is_directory=True)
+    real = wide / "libbext_locking_real.so"
+    shutil.copy(lib_path("memory"), real)
+    os.chmod(real, 0o755)
+    with pytest.raises(bextlock.InsecurePlugin, match=f"folder {wide} is writable"):
+        bextlock.open(str(alias / "libbext_locking_real.so"))
+
+
 def test_symlink_target_is_what_is_checked(tmp_path: Path) -> None:
     target = _private_copy(tmp_path)
     os.chmod(target, 0o666)

@@ -1,7 +1,10 @@
 /* Loads each plugin path given with hosts/c/bext_locking_host.h and prints
  * "OK <name> <version>" or "ERR <message>" per line. Exit status 0 when all
  * loaded. Also checks that dlclose leaves a loaded plugin mapped
- * (-z nodelete) when asked with --dlclose-keeps-it. */
+ * (-z nodelete) when asked with --dlclose-keeps-it. After
+ * --allow-insecure, the paths that follow skip the permission rule. */
+
+#define _POSIX_C_SOURCE 200809L
 
 #include <stdio.h>
 #include <string.h>
@@ -11,6 +14,7 @@
 
 int main(int argc, char **argv) {
   int i, all = 1, dlclose_check = 0;
+  unsigned flags = 0;
   char err[1024];
   for (i = 1; i < argc; i++) {
     BextLockingHostPlugin p;
@@ -18,7 +22,11 @@ int main(int argc, char **argv) {
       dlclose_check = 1;
       continue;
     }
-    if (bext_locking_host_load(argv[i], &p, err, sizeof err) != 0) {
+    if (strcmp(argv[i], "--allow-insecure") == 0) {
+      flags |= BEXT_LOCKING_HOST_ALLOW_INSECURE;
+      continue;
+    }
+    if (bext_locking_host_load_opts(argv[i], flags, &p, err, sizeof err) != 0) {
       printf("ERR %s\n", err);
       all = 0;
       continue;

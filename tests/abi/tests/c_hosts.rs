@@ -120,6 +120,60 @@ fn helper_refuses_what_the_rust_loader_refuses() {
 }
 
 #[test]
+fn helper_applies_the_permission_rule_of_every_host() {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let scratch = Scratch::new("helper-permissions");
+    let exe = compile_c(&scratch, &["tests/abi/c/load_report.c"], "load_report");
+    let private = scratch.path().join("private");
+    let wide = scratch.path().join("wide");
+    for d in [&private, &wide] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let memory = plugin("memory");
+    let copy = |dir: &std::path::Path, name: &str, mode: u32| {
+        let p = dir.join(name);
+        std::fs::copy(&memory, &p).unwrap();
+        chmod(&p, mode);
+        p
+    };
+    let open_file = copy(&private, "open.so", 0o666);
+    let group_file = copy(&private, "group.so", 0o775);
+    let fine = copy(&private, "fine.so", 0o755);
+    let in_wide = copy(&wide, "ok.so", 0o755);
+    chmod(&wide, 0o777);
+    let link = private.join("link.so");
+    std::os::unix::fs::symlink(&in_wide, &link).unwrap();
+    let cases = [
+        (&open_file, "refused: the file is writable by group and others (mode 0666)".to_owned()),
+        (&group_file, "refused: the file is writable by its group (mode 0775)".to_owned()),
+        (&in_wide, format!("refused: folder {} is writable by group and others", wide.display())),
+        (&link, format!("refused: folder {} is writable by group and others", wide.display())),
+        (&fine, "OK memory ".to_owned()),
+    ];
+    let mut args: Vec<&str> = cases.iter().map(|(p, _)| p.to_str().unwrap()).collect();
+    // The opt-out loads what was refused.
+    args.extend(["--allow-insecure", open_file.to_str().unwrap(), link.to_str().unwrap()]);
+    let out = run(Command::new(&exe).args(&args));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), cases.len() + 2, "{}", describe(&out));
+    for (line, (path, want)) in lines.iter().zip(&cases) {
+        assert!(line.contains(want.as_str()), "want `{want}`, got `{line}`");
+        if line.starts_with("ERR") {
+            assert!(line.contains(&format!("ERR {}: ", path.display())), "{line}");
+            assert!(
+                line.ends_with("only root or this user may be able to write a plugin"),
+                "{line}"
+            );
+        }
+    }
+    assert!(lines[cases.len()..].iter().all(|l| l.starts_with("OK memory ")), "{text}");
+}
+
+#[test]
 fn conformance_and_panic_boundary_with_the_panicky_fixture() {
     let scratch = Scratch::new("conformance-panicky");
     let exe = compile_c(&scratch, &["hosts/c/conformance.c"], "conformance");

@@ -132,6 +132,10 @@ def _scan_for(folder: str, name: str, allow_insecure: bool) -> Optional[Library]
     return None
 
 
+# The end of every refusal, in every host: what the rule is.
+_ONLY_TRUSTED_WRITERS = "only root or this user may be able to write a plugin"
+
+
 def check_file(path: str) -> os.stat_result:
     """Refuses a plugin file that others could have written, the way the
     Rust loader does; returns the checked file's status.
@@ -152,11 +156,15 @@ def check_file(path: str) -> os.stat_result:
         os.close(fd)
     if not stat.S_ISREG(st.st_mode):
         raise DlopenError(path, "cannot open library: not a regular file")
+    # The same order as every host: the folder the path names (a symlink's
+    # own folder, resolved) and those above, then the file, then the folder
+    # that really holds it when that is another one.
+    own_folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    _check_folder(path, own_folder)
     described = f"the symlink's target {target}" if os.path.islink(path) else "the file"
     _check_owner_and_mode(path, described, st, sticky_ok=False)
-    _check_folder(path, os.path.dirname(target))
-    if os.path.islink(path):
-        _check_folder(path, os.path.dirname(os.path.abspath(path)))
+    if os.path.dirname(target) != own_folder:
+        _check_folder(path, os.path.dirname(target))
     return st
 
 
@@ -174,7 +182,9 @@ def _check_folder(path: str, folder: str) -> None:
         try:
             st = os.stat(d)
         except OSError as e:
-            raise InsecurePlugin(path, f"refused: cannot inspect folder {d}: {e.strerror}") from None
+            raise InsecurePlugin(
+                path, f"refused: cannot inspect folder {d}: {e.strerror}; {_ONLY_TRUSTED_WRITERS}"
+            ) from None
         _check_owner_and_mode(path, f"folder {d}", st, sticky_ok)
         # Only the folder holding the plugin must be strictly private: a
         # sticky folder further up cannot have ours renamed away.
@@ -187,7 +197,7 @@ def _check_owner_and_mode(path: str, what: str, st: os.stat_result, sticky_ok: b
         raise InsecurePlugin(
             path,
             f"refused: {what} is owned by uid {st.st_uid}, which is neither root "
-            f"nor this process's user (uid {me})",
+            f"nor this process's user (uid {me}); {_ONLY_TRUSTED_WRITERS}",
         )
     mode = stat.S_IMODE(st.st_mode)
     if mode & _WRITABLE_BY_OTHERS and not (sticky_ok and mode & stat.S_ISVTX):
@@ -198,8 +208,7 @@ def _check_owner_and_mode(path: str, what: str, st: os.stat_result, sticky_ok: b
         }[(bool(mode & 0o020), bool(mode & 0o002))]
         raise InsecurePlugin(
             path,
-            f"refused: {what} is writable by {who} (mode {mode:04o}); "
-            "install plugins with `install -m 0755` or `chmod go-w`",
+            f"refused: {what} is writable by {who} (mode {mode:04o}); {_ONLY_TRUSTED_WRITERS}",
         )
 
 
@@ -228,7 +237,9 @@ def load(path: PathLike, allow_insecure: bool = False) -> Library:
         except OSError:
             now = None
         if now is None or (now.st_dev, now.st_ino) != (checked.st_dev, checked.st_ino):
-            raise InsecurePlugin(text, "refused: the file was replaced while it was being loaded")
+            raise InsecurePlugin(
+                text, f"refused: the file was replaced while it was being loaded; {_ONLY_TRUSTED_WRITERS}"
+            )
     try:
         entry_ptr = getattr(lib, _abi.ENTRY_SYMBOL)
     except AttributeError as e:
