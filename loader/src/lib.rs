@@ -32,6 +32,7 @@
 mod error;
 mod instance;
 mod library;
+mod owner;
 mod private_copy;
 mod registry;
 mod report;
@@ -42,7 +43,10 @@ mod vtable;
 pub use error::{LoadError, LoadErrorKind};
 pub use instance::FfiPlugin;
 pub use library::{Description, LoadOptions, LoadedPlugin, load, load_with};
+pub use owner::default_owner;
 pub use registry::{Registry, RegistryEvent, RegistryOptions};
 pub use report::{ScanReport, ScannedPlugin, SkipKind, Skipped};
 pub use scan::{ScanOptions, scan};
-pub use vtable::{CallFn, CleanupFn, CreateFn, DescribeFn, DestroyFn, FreeFn, Slots};
+pub use vtable::{
+    CallFn, CleanupFn, CreateFn, DescribeFn, DestroyFn, FreeFn, OPTIONAL_SLOTS, Slots,
+};
