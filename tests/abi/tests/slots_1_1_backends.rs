@@ -87,10 +87,8 @@ fn bad_input(host: &Host) {
 /// A lock taken with an owner: inspect shows it (never the lock_id) and
 /// force release breaks it, or both answer `ERR_UNSUPPORTED` with a reason.
 fn round_trip(host: &Host, supported: bool) {
-    let (status, handle) = host.call(
-        host.slots.try_lock,
-        br#"{"key":"abi-k","ttl_ms":30000,"owner":"abi owner"}"#,
-    );
+    let (status, handle) =
+        host.call(host.slots.try_lock, br#"{"key":"abi-k","ttl_ms":30000,"owner":"abi owner"}"#);
     assert_eq!(status, BEXT_LOCKING_OK, "{handle:?}");
     let handle: Value = serde_json::from_str(&handle.unwrap()).unwrap();
     let lock_id = handle["lock_id"].as_str().unwrap().to_owned();
@@ -156,7 +154,8 @@ fn pg_lease_mode() {
 
 #[test]
 fn pg_advisory_mode() {
-    let config = serde_json::json!({"url": bext_locking_test_support::pg_url(), "mode": "advisory"});
+    let config =
+        serde_json::json!({"url": bext_locking_test_support::pg_url(), "mode": "advisory"});
     let host = Host::new("pg", &config.to_string());
     bad_input(&host);
     round_trip(&host, false);
