@@ -36,12 +36,18 @@ int main(void) {
   FIELD(cleanup);
   FIELD(destroy);
   FIELD(free_string);
+  FIELD(inspect);
+  FIELD(force_release);
+  FIELD(stats);
   printf("BEXT_LOCKING_ABI_VERSION %lld\n", (long long)BEXT_LOCKING_ABI_VERSION);
   printf("BEXT_LOCKING_OK %lld\n", (long long)BEXT_LOCKING_OK);
   printf("BEXT_LOCKING_CONTENDED %lld\n", (long long)BEXT_LOCKING_CONTENDED);
   printf("BEXT_LOCKING_ERR_BACKEND %lld\n", (long long)BEXT_LOCKING_ERR_BACKEND);
   printf("BEXT_LOCKING_ERR_INVALID %lld\n", (long long)BEXT_LOCKING_ERR_INVALID);
   printf("BEXT_LOCKING_ERR_PANIC %lld\n", (long long)BEXT_LOCKING_ERR_PANIC);
+  printf("BEXT_LOCKING_ERR_UNSUPPORTED %lld\n", (long long)BEXT_LOCKING_ERR_UNSUPPORTED);
+  printf("BEXT_LOCKING_ABI_MINOR %lld\n", (long long)BEXT_LOCKING_ABI_MINOR);
+  printf("BEXT_LOCKING_MAX_OWNER_BYTES %lld\n", (long long)BEXT_LOCKING_MAX_OWNER_BYTES);
   printf("BEXT_LOCKING_MAX_KEY_BYTES %lld\n", (long long)BEXT_LOCKING_MAX_KEY_BYTES);
   printf("BEXT_LOCKING_MAX_TTL_MS %lld\n", (long long)BEXT_LOCKING_MAX_TTL_MS);
   printf("BEXT_LOCKING_FUEL_TRY_LOCK %lld\n", (long long)BEXT_LOCKING_FUEL_TRY_LOCK);
