@@ -42,7 +42,9 @@ const FORCE_RELEASE: usize = 4;
 /// Inspect (`$1` key) returns fence, owner, milliseconds left (rounded up)
 /// and milliseconds held, by the server's clock, for a live lease only.
 /// Force release (`$1` key, `$2` the fence it must have or NULL, `$3` a
-/// fresh lock id) returns the broken holder's fence.
+/// fresh lock id) returns the broken holder's fence. A row already
+/// carrying `$3` was broken by this very call (a retry after a lost
+/// connection), so the retry reports what the first run did.
 pub(crate) fn statements(table: &str, owner_column: bool) -> Vec<String> {
     const NOW: &str = "(SELECT clock_timestamp() AS t) AS now";
     const TTL: &str = "$3::bigint * interval '1 millisecond'";
@@ -78,7 +80,9 @@ pub(crate) fn statements(table: &str, owner_column: bool) -> Vec<String> {
         ),
         format!(
             "UPDATE {table} AS l SET expires_at = now.t, lock_id = $3{owner_clear} FROM {NOW} \
-              WHERE l.key = $1 AND l.expires_at > now.t AND ($2::bigint IS NULL OR l.fence = $2) \
+              WHERE l.key = $1 \
+                AND ((l.expires_at > now.t AND ($2::bigint IS NULL OR l.fence = $2)) \
+                     OR l.lock_id = $3) \
              RETURNING l.fence"
         ),
     ]

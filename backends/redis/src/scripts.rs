@@ -180,6 +180,10 @@ return {d, pttl, fence, -1, 0, ''}
 ///
 /// KEYS: lock, fence, info. ARGV: [if_fence]. Returns nil when the key is
 /// free (or its fence is not `if_fence`), else `{fence or ''}`.
+///
+/// Unlike the others its *answer* is not idempotent: if a reply is lost and
+/// the call retried, the retry finds the key free and says so; the lock is
+/// broken either way, and `inspect` shows it free.
 pub static FORCE_RELEASE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         r#"
