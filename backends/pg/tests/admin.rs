@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use bext_locking::{ErrorKind, LockAdmin, LockingPlugin, MAX_OWNER_BYTES};
 use bext_locking_pg::PgPlugin;
 use common::{Scratch, admin};
@@ -129,4 +131,53 @@ fn advisory_mode_refuses_inspect_and_force_release_saying_why() {
     // The refusals touched nothing.
     p.renew(&h).unwrap();
     p.release(h).unwrap();
+}
+
+/// The interleaving a plain "expire the row" break would lose: a renew of
+/// the broken holder reads the clock, then waits for the row lock while
+/// the break (with a later clock) updates and commits. The renew then
+/// re-checks its `WHERE` on the broken row; its own clock is still before
+/// the new `expires_at`, so only the replaced `lock_id` stops it from
+/// reviving the lease.
+#[test]
+fn a_renew_waiting_on_the_row_lock_does_not_revive_a_broken_lease() {
+    let scratch = Scratch::new("admin_race");
+    let holder = scratch.plugin("lease");
+    let h = holder.try_lock("k", TTL).unwrap().unwrap();
+    let table = format!("\"{}\".\"bext_locks\"", scratch.schema);
+    let force = bext_locking_pg::sql::lease(&table)[4].clone();
+    let mut db = admin(&bext_locking_test_support::pg_url());
+    let mut tx = db.transaction().unwrap();
+    tx.execute(&format!("SELECT 1 FROM {table} WHERE key = $1 FOR UPDATE"), &[&b"k".as_slice()])
+        .unwrap();
+    std::thread::scope(|s| {
+        let renew = s.spawn(|| holder.renew(&h));
+        // Wait until the renew is queued on the row lock, its clock read.
+        let mut watch = admin(&bext_locking_test_support::pg_url());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting: i64 = watch
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                      WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                    &[&scratch.app],
+                )
+                .unwrap()
+                .get(0);
+            if waiting == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the renew never waited on the row lock");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let broke = tx
+            .query_opt(&force, &[&b"k".as_slice(), &None::<i64>, &uuid::Uuid::new_v4()])
+            .unwrap();
+        assert_eq!(broke.map(|r| r.get::<_, i64>(0) as u64), h.fence);
+        tx.commit().unwrap();
+        assert!(renew.join().unwrap().is_err(), "the waiting renew revived the broken lease");
+    });
+    assert!(!holder.inspect("k").unwrap().held);
+    let next = holder.try_lock("k", TTL).unwrap().unwrap();
+    assert!(next.fence > h.fence);
 }
