@@ -170,9 +170,8 @@ fn a_renew_waiting_on_the_row_lock_does_not_revive_a_broken_lease() {
             assert!(Instant::now() < deadline, "the renew never waited on the row lock");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let broke = tx
-            .query_opt(&force, &[&b"k".as_slice(), &None::<i64>, &uuid::Uuid::new_v4()])
-            .unwrap();
+        let broke =
+            tx.query_opt(&force, &[&b"k".as_slice(), &None::<i64>, &uuid::Uuid::new_v4()]).unwrap();
         assert_eq!(broke.map(|r| r.get::<_, i64>(0) as u64), h.fence);
         tx.commit().unwrap();
         assert!(renew.join().unwrap().is_err(), "the waiting renew revived the broken lease");
