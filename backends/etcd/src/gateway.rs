@@ -225,10 +225,29 @@ impl Client {
         lease: i64,
         deadline: Instant,
     ) -> Result<Option<i64>, Error> {
+        self.put_if_absent_with(key, value, None, lease, deadline)
+    }
+
+    /// [`put_if_absent`](Self::put_if_absent) that also writes `beside`
+    /// (a key and its value) on the same lease, in the same transaction.
+    pub fn put_if_absent_with(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        beside: Option<(&[u8], &[u8])>,
+        lease: i64,
+        deadline: Instant,
+    ) -> Result<Option<i64>, Error> {
         let key = B64.encode(key);
+        let mut success = vec![
+            json!({ "request_put": { "key": key, "value": B64.encode(value), "lease": lease.to_string() } }),
+        ];
+        if let Some((k, v)) = beside {
+            success.push(json!({ "request_put": { "key": B64.encode(k), "value": B64.encode(v), "lease": lease.to_string() } }));
+        }
         let body = json!({
             "compare": [{ "key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0" }],
-            "success": [{ "request_put": { "key": key, "value": B64.encode(value), "lease": lease.to_string() } }],
+            "success": success,
             "failure": [{ "request_range": { "key": key } }],
         });
         let answer = self.call("/v3/kv/txn", &body, deadline, Resend::Safe)?;
@@ -271,6 +290,73 @@ impl Client {
             .map(key_value)
             .transpose()?;
         Ok(prev)
+    }
+
+    /// Deletes `key` and `beside` in one transaction only if `key`'s create
+    /// revision is `create_revision` (the incarnation a fence names).
+    /// Returns `key`'s deleted record, or `None` when it was gone or
+    /// re-created (nothing was touched).
+    pub fn delete_if_created(
+        &self,
+        key: &[u8],
+        create_revision: i64,
+        beside: &[u8],
+        deadline: Instant,
+    ) -> Result<Option<KeyValue>, Error> {
+        let key = B64.encode(key);
+        let body = json!({
+            "compare": [{ "key": key, "target": "CREATE", "result": "EQUAL", "create_revision": create_revision.to_string() }],
+            "success": [
+                { "request_delete_range": { "key": key, "prev_kv": true } },
+                { "request_delete_range": { "key": B64.encode(beside) } },
+            ],
+        });
+        // Sending it twice is harmless: the second one finds the key gone.
+        let answer = self.call("/v3/kv/txn", &body, deadline, Resend::Safe)?;
+        if !succeeded(&answer) {
+            return Ok(None);
+        }
+        answer.pointer("/responses/0/response_delete_range/prev_kvs/0").map(key_value).transpose()
+    }
+
+    /// Reads `key` and `beside` at one revision (one transaction).
+    #[allow(clippy::type_complexity)]
+    pub fn get_pair(
+        &self,
+        key: &[u8],
+        beside: &[u8],
+        deadline: Instant,
+    ) -> Result<(Option<KeyValue>, Option<KeyValue>), Error> {
+        let body = json!({
+            "success": [
+                { "request_range": { "key": B64.encode(key) } },
+                { "request_range": { "key": B64.encode(beside) } },
+            ],
+        });
+        let answer = self.call("/v3/kv/txn", &body, deadline, Resend::Safe)?;
+        let read = |i: usize| {
+            answer
+                .pointer(&format!("/responses/{i}/response_range/kvs/0"))
+                .map(key_value)
+                .transpose()
+        };
+        Ok((read(0)?, read(1)?))
+    }
+
+    /// The seconds a lease has left (etcd counts whole seconds), or `None`
+    /// when it no longer exists.
+    pub fn lease_time_to_live(&self, lease: i64, deadline: Instant) -> Result<Option<i64>, Error> {
+        let body = json!({ "ID": lease.to_string() });
+        let answer = self.call("/v3/lease/timetolive", &body, deadline, Resend::Safe)?;
+        if let Some(e) = answer.get("error") {
+            return Err(server_error(e, "lease time-to-live"));
+        }
+        // proto3 JSON omits a zero TTL; -1 means the lease is gone.
+        match answer.get("TTL").map(|_| int(&answer, "TTL")) {
+            Some(ttl) if ttl >= 0 => Ok(Some(ttl)),
+            Some(_) => Ok(None),
+            None => Ok(Some(0)),
+        }
     }
 
     /// Reads `key` (linearizably: it needs a quorum).

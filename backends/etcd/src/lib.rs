@@ -14,6 +14,17 @@
 //! * **release**: one transaction "if the value is our `lock_id`, delete
 //!   it", then revoke the lease the deleted key was on.
 //!
+//! * **owner**: when a `try_lock` names one, the same transaction writes it
+//!   to a second key on the same lease: the lock's etcd key followed by the
+//!   byte `0xFF`, which no UTF-8 lock name contains, so it can never be
+//!   another lock's key.
+//! * **inspect**: reads both keys at one revision and asks etcd how long
+//!   the lease has left: whole seconds, by etcd's clock. etcd keeps no
+//!   wall-clock time a client can read, so `held_for_ms` is not given.
+//! * **force_release**: one transaction "if the key's create revision is
+//!   the holder's fence, delete it (and its owner key)", then revoke the
+//!   lease, so the broken holder's renew finds no key or no lease.
+//!
 //! etcd leases count whole seconds and have a floor (1.5 × the election
 //! timeout, rounded up), so a lease is `ceil(ttl_ms / 1000)` seconds or that
 //! floor, whichever is longer: a lock may outlive its `ttl_ms` by up to a
@@ -33,7 +44,7 @@ use std::ffi::CStr;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use bext_locking::{LockHandle, PluginError};
+use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
 use bext_locking_kit::{Backend, message};
 
 pub use config::EtcdConfig;
@@ -61,6 +72,14 @@ impl Etcd {
         let mut k = Vec::with_capacity(self.key_prefix.len() + key.len());
         k.extend_from_slice(self.key_prefix.as_bytes());
         k.extend_from_slice(key.as_bytes());
+        k
+    }
+
+    /// The etcd key that holds the owner of lock `key`: its lock key and
+    /// `0xFF`, a byte no UTF-8 string has.
+    pub fn owner_key(&self, key: &str) -> Vec<u8> {
+        let mut k = self.etcd_key(key);
+        k.push(0xFF);
         k
     }
 
@@ -101,7 +120,18 @@ impl Backend for Etcd {
         })
     }
 
+    const CAPABILITIES: &'static [&'static str] = &["owner", "inspect", "force_release"];
+
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
+        self.try_lock_owned(key, ttl_ms, None)
+    }
+
+    fn try_lock_owned(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError> {
         let client = self.client()?;
         let deadline = self.deadline();
         let etcd_key = self.etcd_key(key);
@@ -109,7 +139,9 @@ impl Backend for Etcd {
             .lease_grant(lease_seconds(ttl_ms), deadline)
             .map_err(|e| failed(format!("try_lock(`{key}`): lease grant failed: {e}")))?;
         let lock_id = uuid::Uuid::new_v4().to_string();
-        match client.put_if_absent(&etcd_key, lock_id.as_bytes(), lease, deadline) {
+        let owner_key = self.owner_key(key);
+        let beside = owner.map(|o| (owner_key.as_slice(), o.as_bytes()));
+        match client.put_if_absent_with(&etcd_key, lock_id.as_bytes(), beside, lease, deadline) {
             Ok(Some(revision)) => Ok(Some(LockHandle {
                 key: key.to_owned(),
                 lock_id,
@@ -130,6 +162,75 @@ impl Backend for Etcd {
                 Err(failed(format!("try_lock(`{key}`): transaction failed: {e}")))
             }
         }
+    }
+
+    fn inspect(&self, key: &str) -> Result<LockInfo, PluginError> {
+        let client = self.client()?;
+        let deadline = self.deadline();
+        let (lock, owner) = client
+            .get_pair(&self.etcd_key(key), &self.owner_key(key), deadline)
+            .map_err(|e| failed(format!("inspect(`{key}`): read failed: {e}")))?;
+        let Some(lock) = lock else { return Ok(LockInfo::free(key)) };
+        let expires_in_ms = match lock.lease {
+            0 => None,
+            lease => match client
+                .lease_time_to_live(lease, deadline)
+                .map_err(|e| failed(format!("inspect(`{key}`): lease read failed: {e}")))?
+            {
+                // The lease ran out after the read: so did the key.
+                None => return Ok(LockInfo::free(key)),
+                Some(s) => Some(u64::try_from(s).unwrap_or(0).saturating_mul(1000)),
+            },
+        };
+        // An owner key is this holder's only when it is on the same lease
+        // (a left-over one from an earlier holder is on another).
+        let owner = owner
+            .filter(|o| o.lease == lock.lease && lock.lease != 0)
+            .and_then(|o| String::from_utf8(o.value).ok());
+        Ok(LockInfo {
+            key: key.to_owned(),
+            held: true,
+            fence: u64::try_from(lock.create_revision).ok(),
+            owner,
+            expires_in_ms,
+            held_for_ms: None,
+        })
+    }
+
+    fn force_release(
+        &self,
+        key: &str,
+        if_fence: Option<u64>,
+    ) -> Result<ForceReleased, PluginError> {
+        let client = self.client()?;
+        let deadline = self.deadline();
+        let etcd_key = self.etcd_key(key);
+        let not_released = ForceReleased { released: false, fence: None };
+        let revision = match if_fence {
+            // Create revisions are positive int64s: nothing else can match.
+            Some(f) => match i64::try_from(f) {
+                Ok(r) if r > 0 => r,
+                _ => return Ok(not_released),
+            },
+            None => match client
+                .get(&etcd_key, deadline)
+                .map_err(|e| failed(format!("force_release(`{key}`): read failed: {e}")))?
+            {
+                Some(kv) => kv.create_revision,
+                None => return Ok(not_released),
+            },
+        };
+        let deleted = client
+            .delete_if_created(&etcd_key, revision, &self.owner_key(key), deadline)
+            .map_err(|e| failed(format!("force_release(`{key}`): transaction failed: {e}")))?;
+        let Some(prev) = deleted else { return Ok(not_released) };
+        if prev.lease != 0 {
+            // The key is gone already; revoking the lease also makes the
+            // broken holder's keep-alive fail at once. One that fails only
+            // leaves a lease holding no key to run out on its own.
+            let _ = client.lease_revoke(prev.lease, deadline);
+        }
+        Ok(ForceReleased { released: true, fence: u64::try_from(prev.create_revision).ok() })
     }
 
     fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {

@@ -1,10 +1,11 @@
 //! The conformance suite against a real one-member etcd, in-process and
-//! through the `.so`.
+//! through the `.so`, with the ABI 1.1 checks (owner, inspect,
+//! force_release, and, through the `.so`, stats).
 
 mod common;
 
-use bext_locking::LockingPlugin;
-use bext_locking::conformance::{self, Options};
+use bext_locking::LockAdmin;
+use bext_locking::conformance::{self, Options, Report};
 use bext_locking_etcd::{EtcdConfig, EtcdPlugin};
 use common::Cluster;
 
@@ -15,6 +16,18 @@ fn options() -> Options {
     Options { short_ttl_ms: 1_000, settle_ms: 1_000, fencing: Some(true), ..Options::default() }
 }
 
+/// Fails unless every check ran and passed, and exactly `skipped` were
+/// skipped.
+fn assert_all(report: &Report, skipped: &[&str]) {
+    report.assert_passed();
+    let got: Vec<&str> = report.skipped().map(|c| c.name).collect();
+    assert_eq!(got, skipped, "\n{}", report.table());
+    assert_eq!(
+        report.checks.len(),
+        conformance::check_names().len() + conformance::admin_check_names().len()
+    );
+}
+
 #[test]
 fn in_process() {
     let etcd = Cluster::single();
@@ -23,10 +36,11 @@ fn in_process() {
         let mut config = EtcdConfig::with_endpoints(endpoints.clone());
         config.key_prefix = "in-process/".into();
         EtcdPlugin::from_config(config)
-            .map(|p| Box::new(p) as Box<dyn LockingPlugin>)
+            .map(|p| Box::new(p) as Box<dyn LockAdmin>)
             .map_err(|e| e.message)
     };
-    conformance::run(&factory, &options()).assert_passed();
+    // Statistics are counted at the C boundary only.
+    assert_all(&conformance::run_admin(&factory, &options()), &["stats_count_every_outcome"]);
 }
 
 #[test]
@@ -34,6 +48,6 @@ fn through_the_so() {
     let etcd = Cluster::single();
     let plugin = bext_locking_loader::load(bext_locking_test_support::plugin_path("etcd")).unwrap();
     let config = common::config(&etcd.endpoints_json(), 5_000);
-    let factory = || plugin.create(&config);
-    conformance::run(&factory, &options()).assert_passed();
+    let factory = || plugin.create_ffi(&config).map(|p| Box::new(p) as Box<dyn LockAdmin>);
+    assert_all(&conformance::run_admin(&factory, &options()), &[]);
 }

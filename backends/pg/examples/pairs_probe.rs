@@ -62,7 +62,8 @@ fn main() {
             for _ in 0..n {
                 if mode == "lease" {
                     let id = uuid::Uuid::new_v4();
-                    let row = c.query_opt(&st[0], &[&key.as_bytes(), &id, &ttl]).unwrap();
+                    let row =
+                        c.query_opt(&st[0], &[&key.as_bytes(), &id, &ttl, &None::<&str>]).unwrap();
                     let _fence: i64 = row.expect("uncontended").get(0);
                     c.execute(&st[2], &[&key.as_bytes(), &id]).unwrap();
                 } else {

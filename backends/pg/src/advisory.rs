@@ -25,6 +25,24 @@ use crate::connections::{Pool, closed};
 use crate::fail::{Fail, FailKind};
 use crate::keyhash::advisory_key;
 
+/// Why advisory mode does not answer `inspect`: the server records only
+/// which session holds a key's 64-bit hash (`pg_locks`), not the owner,
+/// the lease's end (this plugin enforces the TTL in the holding process)
+/// or a fence, so another instance could say little more than "held".
+pub(crate) const INSPECT_UNSUPPORTED: &str = "pg advisory mode: the server records only which \
+    session holds the key's hash, not its owner, lease end or fence (the holding process \
+    enforces the TTL), so it cannot be inspected; use lease mode";
+
+/// Why advisory mode does not answer `force_release`: the only way to take
+/// a session lock from its holder is to end the session
+/// (`pg_terminate_backend`), and between finding the session in `pg_locks`
+/// and signalling it, the session can release the key and take another,
+/// so the session ended might not be the one holding this key.
+pub(crate) const FORCE_UNSUPPORTED: &str = "pg advisory mode: a session lock can only be taken \
+    from its holder by terminating the session, and the session found holding the key may have \
+    moved on to another lock before it is signalled, so the exact holder cannot be broken \
+    safely; use lease mode";
+
 /// How long an idle reaper sleeps before looking again.
 const IDLE_NAP: Duration = Duration::from_secs(1);
 

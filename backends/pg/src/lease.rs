@@ -4,10 +4,17 @@
 //!
 //! Rows are never deleted: release moves the expiry to "now", so the next
 //! acquisition of the key finds the row and raises its fence.
+//!
+//! Each row also keeps its holder's `owner` (when the table has the column:
+//! tables made before it gain it when `create_table` is on) and its
+//! acquisition time, for `inspect`. A forced release is one `UPDATE` that
+//! ends the lease *and* replaces the row's `lock_id`, so a renew of the
+//! broken holder that was waiting on the row lock re-checks the row, finds
+//! another `lock_id` and touches nothing.
 
 use std::time::Instant;
 
-use bext_locking::{LockHandle, PluginError};
+use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
 use uuid::Uuid;
 
 use crate::config::Settings;
@@ -18,6 +25,8 @@ use crate::fail::Fail;
 const ACQUIRE: usize = 0;
 const RENEW: usize = 1;
 const RELEASE: usize = 2;
+const INSPECT: usize = 3;
+const FORCE_RELEASE: usize = 4;
 
 /// The statements of lease mode, in the order of the constants above.
 ///
@@ -27,16 +36,30 @@ const RELEASE: usize = 2;
 /// the same attempt (after a lost connection) idempotent. Each statement
 /// reads the server's clock once, so a lease lasts exactly its TTL, and is
 /// compared with that same instant.
-pub(crate) fn statements(table: &str) -> Vec<String> {
+///
+/// With `owner_column`, acquire takes the owner as `$4` (NULL for none) and
+/// always writes it, so a holder without one never shows the last one's.
+/// Inspect (`$1` key) returns fence, owner, milliseconds left (rounded up)
+/// and milliseconds held, by the server's clock, for a live lease only.
+/// Force release (`$1` key, `$2` the fence it must have or NULL, `$3` a
+/// fresh lock id) returns the broken holder's fence. A row already
+/// carrying `$3` was broken by this very call (a retry after a lost
+/// connection), so the retry reports what the first run did.
+pub(crate) fn statements(table: &str, owner_column: bool) -> Vec<String> {
     const NOW: &str = "(SELECT clock_timestamp() AS t) AS now";
     const TTL: &str = "$3::bigint * interval '1 millisecond'";
+    let (owner_col, owner_val, owner_set, owner_read, owner_clear) = if owner_column {
+        (", owner", ", $4::text", ", owner = EXCLUDED.owner", "l.owner", ", owner = NULL")
+    } else {
+        ("", "", "", "NULL::text", "")
+    };
     vec![
         format!(
-            "INSERT INTO {table} AS l (key, lock_id, fence, acquired_at, expires_at) \
-             SELECT $1, $2, 1, now.t, now.t + {TTL} FROM {NOW} \
+            "INSERT INTO {table} AS l (key, lock_id, fence, acquired_at, expires_at{owner_col}) \
+             SELECT $1, $2, 1, now.t, now.t + {TTL}{owner_val} FROM {NOW} \
              ON CONFLICT (key) DO UPDATE \
                 SET lock_id = EXCLUDED.lock_id, fence = l.fence + 1, \
-                    acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at \
+                    acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at{owner_set} \
               WHERE l.expires_at <= EXCLUDED.acquired_at OR l.lock_id = EXCLUDED.lock_id \
              RETURNING l.fence"
         ),
@@ -47,6 +70,20 @@ pub(crate) fn statements(table: &str) -> Vec<String> {
         format!(
             "UPDATE {table} AS l SET expires_at = now.t FROM {NOW} \
               WHERE l.key = $1 AND l.lock_id = $2 AND l.expires_at > now.t"
+        ),
+        format!(
+            "SELECT l.fence, {owner_read}, \
+                    ceil(extract(epoch FROM l.expires_at - now.t) * 1000)::bigint, \
+                    greatest(0, floor(extract(epoch FROM now.t - l.acquired_at) * 1000))::bigint \
+               FROM {table} AS l, {NOW} \
+              WHERE l.key = $1 AND l.expires_at > now.t"
+        ),
+        format!(
+            "UPDATE {table} AS l SET expires_at = now.t, lock_id = $3{owner_clear} FROM {NOW} \
+              WHERE l.key = $1 \
+                AND ((l.expires_at > now.t AND ($2::bigint IS NULL OR l.fence = $2)) \
+                     OR l.lock_id = $3) \
+             RETURNING l.fence"
         ),
     ]
 }
@@ -60,13 +97,17 @@ pub(crate) fn create_table_sql(table: &str) -> String {
             lock_id uuid NOT NULL, \
             fence bigint NOT NULL, \
             acquired_at timestamptz NOT NULL, \
-            expires_at timestamptz NOT NULL)"
+            expires_at timestamptz NOT NULL, \
+            owner text)"
     )
 }
 
 /// A lease-mode instance.
 pub(crate) struct Lease {
     pool: Pool,
+    /// Whether the table has the `owner` column (one made by an older
+    /// release that this role may not alter has not).
+    owner_column: bool,
 }
 
 impl Lease {
@@ -74,7 +115,8 @@ impl Lease {
         if settings.create_table {
             ensure_table(&settings, Instant::now() + settings.call_budget())?;
         }
-        let statements = statements(&settings.table.quoted);
+        let owner_column = has_owner_column(&settings, Instant::now() + settings.call_budget())?;
+        let statements = statements(&settings.table.quoted, owner_column);
         let pool = Pool::new(settings, statements);
         // Opening one connection now prepares the statements, which proves
         // the table exists and has the expected columns.
@@ -91,19 +133,28 @@ impl Lease {
             PluginError::backend(s.secrets.scrub(&message))
         })?;
         pool.put(conn);
-        Ok(Self { pool })
+        Ok(Self { pool, owner_column })
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
-    pub fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, Fail> {
+    pub fn try_lock(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, Fail> {
         let lock_id = Uuid::new_v4();
         let ttl = ttl_ms as i64;
         let deadline = self.pool.deadline();
         let row = self.pool.with_conn(deadline, |c: &mut Conn| {
-            c.query_opt(ACQUIRE, &[&key.as_bytes(), &lock_id, &ttl], deadline)
+            if self.owner_column {
+                c.query_opt(ACQUIRE, &[&key.as_bytes(), &lock_id, &ttl, &owner], deadline)
+            } else {
+                c.query_opt(ACQUIRE, &[&key.as_bytes(), &lock_id, &ttl], deadline)
+            }
         })?;
         Ok(row.map(|row| LockHandle {
             key: key.to_owned(),
@@ -133,9 +184,61 @@ impl Lease {
         Ok(())
     }
 
+    /// Who holds `key`, by the server's clock.
+    pub fn inspect(&self, key: &str) -> Result<LockInfo, Fail> {
+        let deadline = self.pool.deadline();
+        let row = self
+            .pool
+            .with_conn(deadline, |c| c.query_opt(INSPECT, &[&key.as_bytes()], deadline))?;
+        Ok(match row {
+            None => LockInfo::free(key),
+            Some(row) => LockInfo {
+                key: key.to_owned(),
+                held: true,
+                fence: Some(row.get::<_, i64>(0) as u64),
+                owner: row.get::<_, Option<String>>(1),
+                expires_in_ms: u64::try_from(row.get::<_, i64>(2)).ok(),
+                held_for_ms: u64::try_from(row.get::<_, i64>(3)).ok(),
+            },
+        })
+    }
+
+    /// Ends the live lease on `key` (only at fence `if_fence`, when given).
+    pub fn force_release(&self, key: &str, if_fence: Option<u64>) -> Result<ForceReleased, Fail> {
+        let Ok(if_fence) = if_fence.map(i64::try_from).transpose() else {
+            // Above every bigint, so no row has it.
+            return Ok(ForceReleased { released: false, fence: None });
+        };
+        let breaker = Uuid::new_v4();
+        let deadline = self.pool.deadline();
+        let row = self.pool.with_conn(deadline, |c| {
+            c.query_opt(FORCE_RELEASE, &[&key.as_bytes(), &if_fence, &breaker], deadline)
+        })?;
+        Ok(match row {
+            None => ForceReleased { released: false, fence: None },
+            Some(row) => ForceReleased { released: true, fence: Some(row.get::<_, i64>(0) as u64) },
+        })
+    }
+
     pub fn cleanup(&self) {
         self.pool.close();
     }
+}
+
+/// Whether the lock table has the `owner` column.
+fn has_owner_column(s: &Settings, deadline: Instant) -> Result<bool, PluginError> {
+    let fail = |e: Fail| {
+        PluginError::backend(s.secrets.scrub(&format!("pg ({}): {}", s.target, e.message)))
+    };
+    let mut conn = Conn::open(s, &[], deadline).map_err(fail)?;
+    let rows = conn.query_sql(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute \
+          WHERE attrelid = to_regclass($1) AND attname = 'owner' AND NOT attisdropped)",
+        &[&s.table.quoted],
+        deadline,
+    );
+    conn.close(deadline);
+    Ok(rows.map_err(fail)?.first().is_some_and(|r| r.get::<_, bool>(0)))
 }
 
 /// Creates the schema and table when missing, on a connection of its own.
@@ -178,6 +281,22 @@ fn ensure_table(s: &Settings, deadline: Instant) -> Result<(), PluginError> {
         let present = conn.query_sql("SELECT to_regclass($1) IS NOT NULL", &[table], deadline)?;
         if !present.first().is_some_and(|r| r.get::<_, bool>(0)) {
             conn.query_sql(&create_table_sql(table), &[], deadline)?;
+        } else {
+            // A table made before owners were stored gains the column; a
+            // role that cannot alter it fails here, as it would creating it.
+            let has_owner = conn.query_sql(
+                "SELECT EXISTS (SELECT 1 FROM pg_attribute \
+                  WHERE attrelid = to_regclass($1) AND attname = 'owner' AND NOT attisdropped)",
+                &[table],
+                deadline,
+            )?;
+            if !has_owner.first().is_some_and(|r| r.get::<_, bool>(0)) {
+                conn.query_sql(
+                    &format!("ALTER TABLE {table} ADD COLUMN owner text"),
+                    &[],
+                    deadline,
+                )?;
+            }
         }
         conn.query_sql("COMMIT", &[], deadline)?;
         Ok(())

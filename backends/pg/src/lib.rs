@@ -34,7 +34,7 @@ mod redact;
 
 use std::ffi::CStr;
 
-use bext_locking::{LockHandle, PluginError};
+use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
 use bext_locking_kit::Backend;
 
 pub use config::{
@@ -45,11 +45,12 @@ pub use config::{
 /// The SQL each mode prepares on every connection, for tools (and the
 /// benchmark) that issue the same statements directly.
 pub mod sql {
-    /// Lease mode's acquire (`$1` key bytes, `$2` lock id, `$3` TTL in ms;
-    /// returns the fence), renew (same parameters) and release (`$1`, `$2`),
-    /// on `table`, an already quoted name.
+    /// Lease mode's acquire (`$1` key bytes, `$2` lock id, `$3` TTL in ms,
+    /// `$4` owner or NULL; returns the fence), renew (`$1`..`$3`), release
+    /// (`$1`, `$2`), inspect (`$1`) and force release (`$1`, `$2` fence or
+    /// NULL, `$3` a fresh lock id), on `table`, an already quoted name.
     pub fn lease(table: &str) -> Vec<String> {
-        crate::lease::statements(table)
+        crate::lease::statements(table, true)
     }
 
     /// The `CREATE TABLE` of lease mode's lock table.
@@ -126,12 +127,45 @@ impl Backend for Pg {
         Ok(Self { backend })
     }
 
+    /// Lease mode serves all three; advisory mode stores no owner and
+    /// answers `inspect` and `force_release` as unsupported (see
+    /// [`advisory::INSPECT_UNSUPPORTED`] and
+    /// [`advisory::FORCE_UNSUPPORTED`]).
+    const CAPABILITIES: &'static [&'static str] = &["owner", "inspect", "force_release"];
+
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
+        self.try_lock_owned(key, ttl_ms, None)
+    }
+
+    fn try_lock_owned(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError> {
         match &self.backend {
-            Held::Lease(l) => l.try_lock(key, ttl_ms),
+            Held::Lease(l) => l.try_lock(key, ttl_ms, owner),
             Held::Advisory(a) => a.try_lock(key, ttl_ms),
         }
         .map_err(self.fail("try_lock"))
+    }
+
+    fn inspect(&self, key: &str) -> Result<LockInfo, PluginError> {
+        match &self.backend {
+            Held::Lease(l) => l.inspect(key).map_err(self.fail("inspect")),
+            Held::Advisory(_) => Err(PluginError::unsupported(advisory::INSPECT_UNSUPPORTED)),
+        }
+    }
+
+    fn force_release(
+        &self,
+        key: &str,
+        if_fence: Option<u64>,
+    ) -> Result<ForceReleased, PluginError> {
+        match &self.backend {
+            Held::Lease(l) => l.force_release(key, if_fence).map_err(self.fail("force_release")),
+            Held::Advisory(_) => Err(PluginError::unsupported(advisory::FORCE_UNSUPPORTED)),
+        }
     }
 
     fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {

@@ -2,20 +2,31 @@
 //!
 //! A lock `jobs/nightly` under the default prefix lives at
 //! `bext:lock:{jobs/nightly}` and its fence counter at
-//! `bext:lock:fence:{jobs/nightly}`. The braces are a Redis Cluster hash
+//! `bext:lock:fence:{jobs/nightly}`, and the holder's record for `inspect`
+//! at `bext:lock:info:{jobs/nightly}`. The braces are a Redis Cluster hash
 //! tag: both keys hash only the part inside them, so they share a slot and
 //! one Lua script may touch both. Redis ends a tag at the *first* `}` and
 //! ignores an empty one, so a name starting with `}` would split the pair;
 //! such names use the fixed tag `{~}` instead (`bext:lock:#{~}}odd`).
 //!
 //! The layout is injective: a lock key continues the prefix with `{` or `#`,
-//! a fence key with `fence:`, and each carries the whole name, so no two
-//! names and no lock/fence pair ever share a key.
+//! a fence key with `fence:`, an info key with `info:`, and each carries
+//! the whole name, so no two names and no two keys of one name ever meet.
 
 /// The key holding the lock's token.
 pub fn lock_key(prefix: &str, name: &str) -> String {
     let mut k = String::with_capacity(prefix.len() + name.len() + 6);
     k.push_str(prefix);
+    push_tagged(&mut k, name);
+    k
+}
+
+/// The holder's record beside the lock (token digest, acquisition time,
+/// owner), on the lock's TTL.
+pub fn info_key(prefix: &str, name: &str) -> String {
+    let mut k = String::with_capacity(prefix.len() + name.len() + 11);
+    k.push_str(prefix);
+    k.push_str("info:");
     push_tagged(&mut k, name);
     k
 }
@@ -63,6 +74,7 @@ mod tests {
         {
             let (l, f) = (lock_key("p:", name), fence_key("p:", name));
             assert_eq!(hashed_part(&l), hashed_part(&f), "{name}: {l} vs {f}");
+            assert_eq!(hashed_part(&l), hashed_part(&info_key("p:", name)), "{name}");
             assert_ne!(hashed_part(&l), l, "{name}: {l} has no usable tag");
         }
         assert_eq!(lock_key("bext:lock:", "jobs/nightly"), "bext:lock:{jobs/nightly}");
@@ -71,11 +83,24 @@ mod tests {
 
     #[test]
     fn layout_is_injective() {
-        let names = ["a", "a}", "}a", "}", "fence:a", "{a}", "#{~}}a", "a}:fence", "fence:{a}"];
+        let names = [
+            "a",
+            "a}",
+            "}a",
+            "}",
+            "fence:a",
+            "{a}",
+            "#{~}}a",
+            "a}:fence",
+            "fence:{a}",
+            "info:a",
+            "info:{a}",
+        ];
         let mut all = std::collections::HashSet::new();
         for n in names {
             assert!(all.insert(lock_key("p", n)), "lock {n}");
             assert!(all.insert(fence_key("p", n)), "fence {n}");
+            assert!(all.insert(info_key("p", n)), "info {n}");
         }
     }
 }

@@ -13,6 +13,11 @@
 //! * `cluster_urls`: one Redis Cluster; the single-node scripts, with the
 //!   lock and its counter in one hash slot.
 //!
+//! Beside each lock, on its TTL, a small hash records the holder's owner
+//! and acquisition time by the server clock for `inspect`; `force_release`
+//! is one script (single node, cluster) or one per master, conditioned on
+//! the holder's identity, so it never races a renew.
+//!
 //! Release is compare-and-delete and renew compare-and-`PEXPIRE`, so a stale
 //! handle never touches a newer holder's lock and renew never re-creates a
 //! lock that is gone. Every call is bounded by `op_timeout_ms`, connections
@@ -33,7 +38,7 @@ pub mod scripts;
 use std::ffi::CStr;
 use std::time::{Duration, Instant};
 
-use bext_locking::{LockHandle, PluginError};
+use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
 use bext_locking_kit::{Backend, Limits, message};
 use redis::Value;
 
@@ -41,11 +46,11 @@ pub use config::{DEFAULT_KEY_PREFIX, RedisConfig, Settings, Topology};
 pub use redact::redact_url;
 
 use crate::cluster::Cluster;
-use crate::keys::{fence_key, lock_key};
+use crate::keys::{fence_key, info_key, lock_key};
 use crate::node::{Invocation, Node};
 use crate::quorum::Quorum;
 use crate::redact::secrets_of;
-use crate::scripts::{ACQUIRE_FENCED, RELEASE, RENEW};
+use crate::scripts::{ACQUIRE_FENCED, FORCE_RELEASE, INSPECT, RELEASE, RENEW};
 
 /// Where the locks live. One per instance, so variant sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -152,15 +157,28 @@ impl Backend for Redis {
         }
     }
 
+    const CAPABILITIES: &'static [&'static str] = &["owner", "inspect", "force_release"];
+
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
+        self.try_lock_owned(key, ttl_ms, None)
+    }
+
+    fn try_lock_owned(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError> {
         if let Deployment::Quorum(q) = &self.backend {
-            return q.try_lock(&self.prefix, key, ttl_ms).map_err(PluginError::backend);
+            return q.try_lock(&self.prefix, key, ttl_ms, owner).map_err(PluginError::backend);
         }
         let token = uuid::Uuid::new_v4().to_string();
         let (lock, fence) = (lock_key(&self.prefix, key), fence_key(&self.prefix, key));
+        let info = info_key(&self.prefix, key);
         let ttl = ttl_ms.to_string();
-        let inv =
-            Invocation { lua: &ACQUIRE_FENCED, keys: &[&lock, &fence], args: &[&token, &ttl] };
+        let mut args = vec![token.as_str(), ttl.as_str()];
+        args.extend(owner);
+        let inv = Invocation { lua: &ACQUIRE_FENCED, keys: &[&lock, &fence, &info], args: &args };
         match self.script(&inv)? {
             Value::Int(f) if f > 0 => Ok(Some(LockHandle {
                 key: key.to_owned(),
@@ -173,13 +191,63 @@ impl Backend for Redis {
         }
     }
 
+    fn inspect(&self, key: &str) -> Result<LockInfo, PluginError> {
+        if let Deployment::Quorum(q) = &self.backend {
+            return q.inspect(&self.prefix, key).map_err(PluginError::backend);
+        }
+        let (lock, fence) = (lock_key(&self.prefix, key), fence_key(&self.prefix, key));
+        let info = info_key(&self.prefix, key);
+        let inv = Invocation { lua: &INSPECT, keys: &[&lock, &info, &fence], args: &[] };
+        let reply = self.script(&inv)?;
+        match scripts::Inspected::parse(&reply) {
+            Some(None) => Ok(LockInfo::free(key)),
+            Some(Some(i)) => Ok(i.into_info(key)),
+            None => Err(unexpected("inspect", &reply)),
+        }
+    }
+
+    fn force_release(
+        &self,
+        key: &str,
+        if_fence: Option<u64>,
+    ) -> Result<ForceReleased, PluginError> {
+        if let Deployment::Quorum(q) = &self.backend {
+            if if_fence.is_some() {
+                return Err(PluginError::unsupported(
+                    "redis quorum: quorum locks carry no fence, so `if_fence` cannot be checked; \
+                     break the lock without it (after `inspect` shows the holder)",
+                ));
+            }
+            return q.force_release(&self.prefix, key).map_err(PluginError::backend);
+        }
+        let (lock, fence) = (lock_key(&self.prefix, key), fence_key(&self.prefix, key));
+        let info = info_key(&self.prefix, key);
+        let wanted = if_fence.map(|f| f.to_string());
+        let args: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        let inv = Invocation { lua: &FORCE_RELEASE, keys: &[&lock, &fence, &info], args: &args };
+        match self.script(&inv)? {
+            Value::Nil => Ok(ForceReleased { released: false, fence: None }),
+            Value::Array(a) if a.len() == 1 => {
+                let fence = match &a[0] {
+                    Value::BulkString(b) => {
+                        std::str::from_utf8(b).ok().and_then(|s| s.parse().ok())
+                    }
+                    _ => None,
+                };
+                Ok(ForceReleased { released: true, fence })
+            }
+            other => Err(unexpected("force_release", &other)),
+        }
+    }
+
     fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {
         if let Deployment::Quorum(q) = &self.backend {
             return q.renew(&self.prefix, handle).map_err(PluginError::backend);
         }
         let lock = lock_key(&self.prefix, &handle.key);
+        let info = info_key(&self.prefix, &handle.key);
         let ttl = handle.ttl_ms.to_string();
-        let inv = Invocation { lua: &RENEW, keys: &[&lock], args: &[&handle.lock_id, &ttl] };
+        let inv = Invocation { lua: &RENEW, keys: &[&lock, &info], args: &[&handle.lock_id, &ttl] };
         match self.script(&inv)? {
             Value::Int(1) => Ok(()),
             Value::Int(0) => {
@@ -194,7 +262,8 @@ impl Backend for Redis {
             return q.release(&self.prefix, handle).map_err(PluginError::backend);
         }
         let lock = lock_key(&self.prefix, &handle.key);
-        let inv = Invocation { lua: &RELEASE, keys: &[&lock], args: &[&handle.lock_id] };
+        let info = info_key(&self.prefix, &handle.key);
+        let inv = Invocation { lua: &RELEASE, keys: &[&lock, &info], args: &[&handle.lock_id] };
         match self.script(&inv)? {
             Value::Int(_) => Ok(()),
             other => Err(unexpected("release", &other)),

@@ -8,18 +8,23 @@
 //! *and* time is left on the lease after subtracting the elapsed time and
 //! the clock-drift allowance. A failed attempt is undone on every master.
 //!
+//! `inspect` reports what a majority of masters agree on: the lock is held
+//! when a majority hold the same token, and its times are those that
+//! majority still covers. `force_release` deletes that token (only that
+//! one) on every master and has broken the lock when a majority did.
+//!
 //! Quorum locks carry no fence: the masters share no counter, and a
 //! per-master counter can go backwards when the majority that granted the
 //! next lock is a different set of masters (one restarted without data).
 
 use std::time::{Duration, Instant};
 
-use bext_locking::LockHandle;
+use bext_locking::{ForceReleased, LockHandle, LockInfo};
 use redis::Value;
 
-use crate::keys::lock_key;
+use crate::keys::{info_key, lock_key};
 use crate::node::{Invocation, Node, Pending};
-use crate::scripts::{ACQUIRE_PLAIN, RELEASE, RENEW};
+use crate::scripts::{ACQUIRE_PLAIN, FORCE_RELEASE_PLAIN, INSPECT, Inspected, RELEASE, RENEW};
 
 /// The fixed part of Redlock's drift allowance.
 const DRIFT_FLOOR: Duration = Duration::from_millis(2);
@@ -146,12 +151,15 @@ impl Quorum {
         prefix: &str,
         key: &str,
         ttl_ms: u64,
+        owner: Option<&str>,
     ) -> Result<Option<LockHandle>, String> {
         let token = uuid::Uuid::new_v4().to_string();
-        let lock = lock_key(prefix, key);
+        let (lock, info) = (lock_key(prefix, key), info_key(prefix, key));
         let ttl = ttl_ms.to_string();
+        let mut args = vec![token.as_str(), ttl.as_str()];
+        args.extend(owner);
         let start = Instant::now();
-        let inv = Invocation { lua: &ACQUIRE_PLAIN, keys: &[&lock], args: &[&token, &ttl] };
+        let inv = Invocation { lua: &ACQUIRE_PLAIN, keys: &[&lock, &info], args: &args };
         let t = self.tally(self.fan_out(&inv, start + self.node_timeout(ttl_ms)));
         let validity = self.validity_ms(ttl_ms, start.elapsed());
         if t.yes >= self.majority() && validity > 0.0 {
@@ -165,7 +173,7 @@ impl Quorum {
         // Undo the attempt everywhere, also where the answer was lost: a
         // master that timed out may still have stored the token. What cannot
         // be undone now expires with the TTL.
-        let _ = self.release_token(&lock, &token, start + self.op_timeout);
+        let _ = self.release_token(&lock, &info, &token, start + self.op_timeout);
         if t.no > 0 {
             return Ok(None);
         }
@@ -187,10 +195,10 @@ impl Quorum {
     /// Compare-and-extend on every master; kept only with a majority of
     /// confirmations inside the new lease's validity.
     pub fn renew(&self, prefix: &str, handle: &LockHandle) -> Result<(), String> {
-        let lock = lock_key(prefix, &handle.key);
+        let (lock, info) = (lock_key(prefix, &handle.key), info_key(prefix, &handle.key));
         let ttl = handle.ttl_ms.to_string();
         let start = Instant::now();
-        let inv = Invocation { lua: &RENEW, keys: &[&lock], args: &[&handle.lock_id, &ttl] };
+        let inv = Invocation { lua: &RENEW, keys: &[&lock, &info], args: &[&handle.lock_id, &ttl] };
         let t = self.tally(self.fan_out(&inv, start + self.node_timeout(handle.ttl_ms)));
         let validity = self.validity_ms(handle.ttl_ms, start.elapsed());
         if t.yes >= self.majority() && validity > 0.0 {
@@ -212,17 +220,23 @@ impl Quorum {
 
     /// Compare-and-delete on every master.
     pub fn release(&self, prefix: &str, handle: &LockHandle) -> Result<(), String> {
-        let lock = lock_key(prefix, &handle.key);
+        let (lock, info) = (lock_key(prefix, &handle.key), info_key(prefix, &handle.key));
         // The same per-master timeout as acquire and renew: a lock's calls
         // then share one socket timeout and need no `setsockopt` between them.
         let deadline = Instant::now() + self.node_timeout(handle.ttl_ms);
-        self.release_token(&lock, &handle.lock_id, deadline)
+        self.release_token(&lock, &info, &handle.lock_id, deadline)
     }
 
     /// OK when a majority answered: the rest expire with the TTL, and a
     /// minority can never keep anyone else from a quorum.
-    fn release_token(&self, lock: &str, token: &str, deadline: Instant) -> Result<(), String> {
-        let inv = Invocation { lua: &RELEASE, keys: &[lock], args: &[token] };
+    fn release_token(
+        &self,
+        lock: &str,
+        info: &str,
+        token: &str,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let inv = Invocation { lua: &RELEASE, keys: &[lock, info], args: &[token] };
         let results = self.fan_out(&inv, deadline);
         let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
         if self.nodes.len() - failures.len() >= self.majority() {
@@ -233,6 +247,100 @@ impl Quorum {
             self.nodes.len() - failures.len(),
             self.nodes.len(),
             failures.join("; ")
+        ))
+    }
+
+    /// The majority view of `key`: held when a majority of masters hold
+    /// one token. Its `expires_in_ms` is how long that majority still
+    /// holds it (the majority-th longest `PTTL`: after that, fewer than a
+    /// majority do), and its `held_for_ms` the same rank of the masters'
+    /// own acquisition times, each by that master's clock. `Err` when too
+    /// few masters answered to know.
+    pub fn inspect(&self, prefix: &str, key: &str) -> Result<LockInfo, String> {
+        match self.majority_view(prefix, key)? {
+            None => Ok(LockInfo::free(key)),
+            Some(agreed) => {
+                let rank = |mut v: Vec<u64>| {
+                    v.sort_unstable_by(|a, b| b.cmp(a));
+                    v.get(self.majority() - 1).copied()
+                };
+                let pttl = agreed.iter().map(|i| i.pttl_ms.unwrap_or(u64::MAX)).collect();
+                let held = agreed.iter().filter_map(|i| i.held_for_ms).collect();
+                Ok(LockInfo {
+                    key: key.to_owned(),
+                    held: true,
+                    fence: None,
+                    owner: agreed.iter().find_map(|i| i.owner.clone()),
+                    expires_in_ms: rank(pttl).filter(|&ms| ms != u64::MAX),
+                    held_for_ms: rank(held),
+                })
+            }
+        }
+    }
+
+    /// The masters' answers for the token a majority hold, if one is.
+    fn majority_view(&self, prefix: &str, key: &str) -> Result<Option<Vec<Inspected>>, String> {
+        let (lock, info) = (lock_key(prefix, key), info_key(prefix, key));
+        let inv = Invocation { lua: &INSPECT, keys: &[&lock, &info], args: &[] };
+        let results = self.fan_out(&inv, Instant::now() + self.op_timeout);
+        let mut held: Vec<Inspected> = Vec::new();
+        let mut failures = Vec::new();
+        for (node, r) in self.nodes.iter().zip(results) {
+            match r.map(|v| (Inspected::parse(&v), v)) {
+                Ok((Some(Some(i)), _)) => held.push(i),
+                Ok((Some(None), _)) => {}
+                Ok((None, v)) => {
+                    failures.push(format!("redis {}: unexpected inspect reply {v:?}", node.label()))
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        let answered = self.nodes.len() - failures.len();
+        if answered < self.majority() {
+            return Err(format!(
+                "redis quorum: only {answered} of {} masters answered `inspect` ({} needed): {}",
+                self.nodes.len(),
+                self.majority(),
+                failures.join("; ")
+            ));
+        }
+        let Some(top) =
+            held.iter().max_by_key(|i| held.iter().filter(|j| j.digest == i.digest).count())
+        else {
+            return Ok(None);
+        };
+        let digest = top.digest.clone();
+        let agreed: Vec<Inspected> = held.into_iter().filter(|i| i.digest == digest).collect();
+        Ok((agreed.len() >= self.majority()).then_some(agreed))
+    }
+
+    /// Breaks the lock a majority hold: deletes that token, and only it, on
+    /// every master (one script each, so a racing renew of the broken
+    /// holder cannot revive it on any of them), and has released it when
+    /// a majority deleted it. The broken holder's next renew then finds at
+    /// most a minority and fails.
+    pub fn force_release(&self, prefix: &str, key: &str) -> Result<ForceReleased, String> {
+        let Some(agreed) = self.majority_view(prefix, key)? else {
+            return Ok(ForceReleased { released: false, fence: None });
+        };
+        let digest = String::from_utf8_lossy(&agreed[0].digest).into_owned();
+        let (lock, info) = (lock_key(prefix, key), info_key(prefix, key));
+        let inv = Invocation { lua: &FORCE_RELEASE_PLAIN, keys: &[&lock, &info], args: &[&digest] };
+        let t = self.tally(self.fan_out(&inv, Instant::now() + self.op_timeout));
+        if t.yes >= self.majority() {
+            return Ok(ForceReleased { released: true, fence: None });
+        }
+        if t.failures.is_empty() {
+            // The holder released it (or it expired) between the two steps.
+            return Ok(ForceReleased { released: false, fence: None });
+        }
+        Err(format!(
+            "redis quorum: the lock on `{key}` was deleted on only {} of {} masters ({} needed), \
+             the rest failed: {}",
+            t.yes,
+            self.nodes.len(),
+            self.majority(),
+            t.failures.join("; ")
         ))
     }
 }

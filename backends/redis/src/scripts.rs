@@ -8,6 +8,9 @@
 
 use std::sync::LazyLock;
 
+use bext_locking::LockInfo;
+use redis::Value;
+
 /// A script's source and its SHA-1, for `EVALSHA` with an `EVAL` fallback.
 pub struct Lua {
     /// The Lua source.
@@ -32,8 +35,15 @@ impl Lua {
 /// it was handed out at, so the first fence after it is larger, as long as
 /// the server clock has not stepped back.
 ///
-/// KEYS: lock, fence. ARGV: token, ttl_ms. Returns the fence, or nil when
-/// someone else holds the lock (or, after a lost reply, ours again).
+/// With a third key, the holder's record for `inspect` is written beside
+/// the lock, on the same TTL: the SHA-1 of the token (so `inspect` can tell
+/// the record belongs to the live lock without the token itself being
+/// stored twice), the acquisition time by the server clock, and the owner
+/// when one is given.
+///
+/// KEYS: lock, fence, [info]. ARGV: token, ttl_ms, [owner]. Returns the
+/// fence, or nil when someone else holds the lock (or, after a lost reply,
+/// ours again).
 pub static ACQUIRE_FENCED: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         r#"
@@ -45,6 +55,14 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     fence = now
   end
   redis.call('SET', KEYS[2], string.format('%.0f', fence))
+  if KEYS[3] then
+    redis.call('DEL', KEYS[3])
+    redis.call('HSET', KEYS[3], 'tok', redis.sha1hex(ARGV[1]), 'since', string.format('%.0f', now))
+    if ARGV[3] then
+      redis.call('HSET', KEYS[3], 'owner', ARGV[3])
+    end
+    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  end
   return fence
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -55,12 +73,24 @@ return false
     )
 });
 
-/// Quorum: `SET NX PX` on one master. KEYS: lock. ARGV: token, ttl_ms.
-/// Returns 1 when the token holds the lock, 0 when another does.
+/// Quorum: `SET NX PX` on one master, and (with a second key) the holder's
+/// record as [`ACQUIRE_FENCED`] writes it, by this master's clock.
+/// KEYS: lock, [info]. ARGV: token, ttl_ms, [owner]. Returns 1 when the
+/// token holds the lock, 0 when another does.
 pub static ACQUIRE_PLAIN: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         r#"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if KEYS[2] then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[2], 'tok', redis.sha1hex(ARGV[1]), 'since', string.format('%.0f', now))
+    if ARGV[3] then
+      redis.call('HSET', KEYS[2], 'owner', ARGV[3])
+    end
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  end
   return 1
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -71,12 +101,16 @@ return 0
     )
 });
 
-/// Compare-and-`PEXPIRE`: never creates a missing key. KEYS: lock.
-/// ARGV: token, ttl_ms. Returns 1 when extended, 0 when not ours.
+/// Compare-and-`PEXPIRE`: never creates a missing key. KEYS: lock,
+/// [info], whose TTL follows the lock's. ARGV: token, ttl_ms. Returns 1
+/// when extended, 0 when not ours.
 pub static RENEW: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if KEYS[2] then
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  end
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
@@ -84,12 +118,15 @@ return 0
     )
 });
 
-/// Compare-and-delete. KEYS: lock. ARGV: token. Returns 1 when deleted, 0
-/// when the key was gone or held by another token.
+/// Compare-and-delete. KEYS: lock, [info]. ARGV: token. Returns 1 when
+/// deleted, 0 when the key was gone or held by another token.
 pub static RELEASE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if KEYS[2] then
+    redis.call('DEL', KEYS[2])
+  end
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -97,5 +134,156 @@ return 0
     )
 });
 
+/// Who holds a lock, by this server's clock, without the token: the SHA-1
+/// of the token (only to tell the holders of a quorum's masters apart; the
+/// plugin never shows it), the lock's remaining `PTTL`, the fence counter
+/// (with a third key), how long ago the holder acquired it and its owner
+/// (when the record beside the lock is this holder's: a holder that wrote
+/// none, such as an older plugin, shows neither).
+///
+/// KEYS: lock, info, [fence]. Returns nil when free, else
+/// `{digest, pttl, fence or '', held_for_ms or -1, has_owner, owner}`.
+pub static INSPECT: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        r#"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  return false
+end
+local d = redis.sha1hex(v)
+local pttl = redis.call('PTTL', KEYS[1])
+local fence = ''
+if KEYS[3] then
+  fence = redis.call('GET', KEYS[3]) or ''
+end
+local i = redis.call('HMGET', KEYS[2], 'tok', 'since', 'owner')
+if i[1] == d and i[2] then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local held = math.floor((now - tonumber(i[2])) / 1000)
+  if held < 0 then
+    held = 0
+  end
+  if i[3] then
+    return {d, pttl, fence, held, 1, i[3]}
+  end
+  return {d, pttl, fence, held, 0, ''}
+end
+return {d, pttl, fence, -1, 0, ''}
+"#,
+    )
+});
+
+/// Single node and cluster: break the lock whoever holds it, in one step,
+/// so a racing renew runs wholly before (and is undone) or after (and finds
+/// no lock). The fence counter stays, so the next fence is higher.
+///
+/// KEYS: lock, fence, info. ARGV: [if_fence]. Returns nil when the key is
+/// free (or its fence is not `if_fence`), else `{fence or ''}`.
+///
+/// Unlike the others its *answer* is not idempotent: if a reply is lost and
+/// the call retried, the retry finds the key free and says so; the lock is
+/// broken either way, and `inspect` shows it free.
+pub static FORCE_RELEASE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        r#"
+if not redis.call('GET', KEYS[1]) then
+  return false
+end
+local f = redis.call('GET', KEYS[2]) or ''
+if ARGV[1] and ARGV[1] ~= f then
+  return false
+end
+redis.call('DEL', KEYS[1], KEYS[3])
+return {f}
+"#,
+    )
+});
+
+/// Quorum: break the lock on one master, only if it is still held by the
+/// token whose SHA-1 a majority agreed on, so a lock taken meanwhile by
+/// someone else is never touched. KEYS: lock, info. ARGV: digest.
+/// Returns 1 when deleted, 0 otherwise.
+pub static FORCE_RELEASE_PLAIN: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        r#"
+local v = redis.call('GET', KEYS[1])
+if v and redis.sha1hex(v) == ARGV[1] then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
 /// Every script, for loading them on a new connection.
-pub static ALL: [&LazyLock<Lua>; 4] = [&ACQUIRE_FENCED, &ACQUIRE_PLAIN, &RENEW, &RELEASE];
+pub static ALL: [&LazyLock<Lua>; 7] = [
+    &ACQUIRE_FENCED,
+    &ACQUIRE_PLAIN,
+    &RENEW,
+    &RELEASE,
+    &INSPECT,
+    &FORCE_RELEASE,
+    &FORCE_RELEASE_PLAIN,
+];
+
+/// One server's answer to [`INSPECT`] for a held lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspected {
+    /// The SHA-1 of the holder's token: tells holders apart, never shown.
+    pub digest: Vec<u8>,
+    /// The lock's remaining TTL, `None` when the key has no expiry.
+    pub pttl_ms: Option<u64>,
+    /// The fence counter, when asked for and present.
+    pub fence: Option<u64>,
+    /// How long ago the holder acquired it, when its record is there.
+    pub held_for_ms: Option<u64>,
+    /// The holder's owner, when it gave one.
+    pub owner: Option<String>,
+}
+
+impl Inspected {
+    /// Reads [`INSPECT`]'s reply: `Some(None)` for a free key, `None` for a
+    /// reply of another shape.
+    pub fn parse(v: &Value) -> Option<Option<Self>> {
+        let a = match v {
+            Value::Nil => return Some(None),
+            Value::Array(a) if a.len() == 6 => a,
+            _ => return None,
+        };
+        let bytes = |v: &Value| match v {
+            Value::BulkString(b) => Some(b.clone()),
+            Value::SimpleString(s) => Some(s.clone().into_bytes()),
+            _ => None,
+        };
+        let int = |v: &Value| match v {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        };
+        let fence = bytes(&a[2])?;
+        let owner = bytes(&a[5])?;
+        Some(Some(Self {
+            digest: bytes(&a[0])?,
+            pttl_ms: u64::try_from(int(&a[1])?).ok(),
+            fence: std::str::from_utf8(&fence).ok().and_then(|s| s.parse().ok()),
+            held_for_ms: u64::try_from(int(&a[3])?).ok(),
+            owner: match int(&a[4])? {
+                1 => Some(String::from_utf8(owner).ok()?),
+                _ => None,
+            },
+        }))
+    }
+
+    /// What `inspect` shows of it.
+    pub fn into_info(self, key: &str) -> LockInfo {
+        LockInfo {
+            key: key.to_owned(),
+            held: true,
+            fence: self.fence,
+            owner: self.owner,
+            expires_in_ms: self.pttl_ms,
+            held_for_ms: self.held_for_ms,
+        }
+    }
+}

@@ -1,10 +1,12 @@
 //! The conformance suite against real servers: one node, a 3-master quorum
-//! and a 3-master Redis Cluster, each in-process and through the `.so`.
+//! and a 3-master Redis Cluster, each in-process and through the `.so`,
+//! with the ABI 1.1 checks (owner, inspect, force_release, and, through the
+//! `.so`, stats).
 
 mod harness;
 
-use bext_locking::conformance::{self, Options};
-use harness::{Cluster, Server, boxed, quorum_config, servers, single_config};
+use bext_locking::conformance::{self, Options, Report};
+use harness::{Cluster, Server, boxed_admin, quorum_config, servers, single_config, so_admin};
 
 /// Checks a quorum deployment cannot pass, and why.
 ///
@@ -19,49 +21,81 @@ fn options(fencing: bool) -> Options {
 }
 
 fn quorum_checks() -> Vec<&'static str> {
-    conformance::check_names().into_iter().filter(|c| !QUORUM_SKIPS.contains(c)).collect()
+    conformance::check_names()
+        .into_iter()
+        .chain(conformance::admin_check_names())
+        .filter(|c| !QUORUM_SKIPS.contains(c))
+        .collect()
+}
+
+/// Fails unless every check ran and passed, except those in `skipped`,
+/// which must have been skipped (in-process there are no statistics: they
+/// are counted at the C boundary).
+fn assert_all(report: &Report, expected: usize, skipped: &[&str]) {
+    report.assert_passed();
+    let got: Vec<&str> = report.skipped().map(|c| c.name).collect();
+    assert_eq!(got, skipped, "\n{}", report.table());
+    assert_eq!(report.checks.len(), expected, "\n{}", report.table());
+}
+
+fn every_check() -> usize {
+    conformance::check_names().len() + conformance::admin_check_names().len()
+}
+
+const IN_PROCESS_SKIPS: &[&str] = &["stats_count_every_outcome"];
+
+fn so() -> bext_locking_loader::LoadedPlugin {
+    bext_locking_loader::load(bext_locking_test_support::plugin_path("redis")).unwrap()
 }
 
 #[test]
 fn single_node_in_process() {
     let server = Server::start();
     let config = single_config(&server, "");
-    conformance::run(&|| boxed(&config), &options(true)).assert_passed();
+    let report = conformance::run_admin(&|| boxed_admin(&config), &options(true));
+    assert_all(&report, every_check(), IN_PROCESS_SKIPS);
 }
 
 #[test]
 fn single_node_through_the_so() {
     let server = Server::start();
-    let plugin =
-        bext_locking_loader::load(bext_locking_test_support::plugin_path("redis")).unwrap();
-    assert!(plugin.describe().unwrap().fencing);
+    let plugin = so();
+    let described = plugin.describe().unwrap();
+    assert!(described.fencing);
     let config = single_config(&server, "");
-    conformance::run(&|| plugin.create(&config), &options(true)).assert_passed();
+    let report = conformance::run_admin(&|| so_admin(&plugin, &config), &options(true));
+    assert_all(&report, every_check(), &[]);
 }
 
 #[test]
 fn quorum_of_three_in_process() {
     let nodes = servers(3);
     let config = quorum_config(&nodes, "");
-    conformance::run_only(&|| boxed(&config), &options(false), &quorum_checks()).assert_passed();
+    let report =
+        conformance::run_admin_only(&|| boxed_admin(&config), &options(false), &quorum_checks());
+    assert_all(&report, quorum_checks().len(), IN_PROCESS_SKIPS);
 }
 
 #[test]
 fn quorum_of_three_through_the_so() {
     let nodes = servers(3);
-    let plugin =
-        bext_locking_loader::load(bext_locking_test_support::plugin_path("redis")).unwrap();
+    let plugin = so();
     let config = quorum_config(&nodes, "");
-    conformance::run_only(&|| plugin.create(&config), &options(false), &quorum_checks())
-        .assert_passed();
+    let report = conformance::run_admin_only(
+        &|| so_admin(&plugin, &config),
+        &options(false),
+        &quorum_checks(),
+    );
+    assert_all(&report, quorum_checks().len(), &[]);
 }
 
 #[test]
 fn cluster_of_three_masters() {
     let cluster = Cluster::start(3);
     let config = cluster.config("");
-    conformance::run(&|| boxed(&config), &options(true)).assert_passed();
-    let plugin =
-        bext_locking_loader::load(bext_locking_test_support::plugin_path("redis")).unwrap();
-    conformance::run(&|| plugin.create(&config), &options(true)).assert_passed();
+    let report = conformance::run_admin(&|| boxed_admin(&config), &options(true));
+    assert_all(&report, every_check(), IN_PROCESS_SKIPS);
+    let plugin = so();
+    let report = conformance::run_admin(&|| so_admin(&plugin, &config), &options(true));
+    assert_all(&report, every_check(), &[]);
 }

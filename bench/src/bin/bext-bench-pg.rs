@@ -50,7 +50,7 @@ impl Raw {
         let ttl = TTL_MS as i64;
         let row = self
             .client
-            .query_opt(&self.statements[0], &[&key.as_bytes(), &id, &ttl])
+            .query_opt(&self.statements[0], &[&key.as_bytes(), &id, &ttl, &None::<&str>])
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("unexpected contention on `{key}`"))?;
         let _fence: i64 = row.get(0);

@@ -53,19 +53,27 @@ fn raw_plain(c: &mut Connection, key: &str, release: &Script) -> Result<(), Stri
     if n == 1 { Ok(()) } else { Err(format!("release of `{key}` deleted nothing")) }
 }
 
-/// The backend's fenced script, then compare-and-delete.
+/// The backend's fenced script, with the holder's record and an owner as
+/// the plugin writes them (hosts send a default owner), then
+/// compare-and-delete of both.
 fn raw_fenced(
     c: &mut Connection,
-    key: &str,
-    fence: &str,
+    [key, fence, info]: [&str; 3],
     acquire: &Script,
     release: &Script,
 ) -> Result<(), String> {
     let token = uuid::Uuid::new_v4().to_string();
-    let got: Option<i64> =
-        acquire.key(key).key(fence).arg(&token).arg(TTL_MS).invoke(c).map_err(err)?;
+    let got: Option<i64> = acquire
+        .key(key)
+        .key(fence)
+        .key(info)
+        .arg(&token)
+        .arg(TTL_MS)
+        .arg("bench-host:1")
+        .invoke(c)
+        .map_err(err)?;
     got.ok_or_else(|| format!("unexpected contention on `{key}`"))?;
-    let n: i64 = release.key(key).arg(&token).invoke(c).map_err(err)?;
+    let n: i64 = release.key(key).key(info).arg(&token).invoke(c).map_err(err)?;
     if n == 1 { Ok(()) } else { Err(format!("release of `{key}` deleted nothing")) }
 }
 
@@ -147,7 +155,9 @@ fn sides<'a>(
     v.push(Entry::new("raw fenced script + CAS, 1 node", Kind::RawAlt, move |t, lap: &mut Lap| {
         let key = format!("bench:fenced:{{{threads}/{t}}}");
         let fence = format!("bench:fenced:fence:{{{threads}/{t}}}");
-        state.fenced.with(t, |c| lap.run(|| raw_fenced(c, &key, &fence, acquire, release)));
+        let info = format!("bench:fenced:info:{{{threads}/{t}}}");
+        let keys = [key.as_str(), fence.as_str(), info.as_str()];
+        state.fenced.with(t, |c| lap.run(|| raw_fenced(c, keys, acquire, release)));
     }));
     v.push(Entry::new("rslock, 1 node", Kind::Rslock, move |t, lap: &mut Lap| {
         let key = format!("bench:rslock:1:{threads}/{t}");

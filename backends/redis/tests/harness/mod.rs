@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use bext_locking::LockingPlugin;
+use bext_locking::{LockAdmin, LockingPlugin};
 use bext_locking_redis::RedisPlugin;
 
 pub use bext_locking_test_support::TempDir;
@@ -31,4 +31,17 @@ pub fn plugin(config: &str) -> RedisPlugin {
 /// The same, boxed, for conformance factories.
 pub fn boxed(config: &str) -> Result<Box<dyn LockingPlugin>, String> {
     Ok(Box::new(plugin(config)))
+}
+
+/// The same, boxed with ABI 1.1's calls, for the 1.1 conformance checks.
+pub fn boxed_admin(config: &str) -> Result<Box<dyn LockAdmin>, String> {
+    Ok(Box::new(plugin(config)))
+}
+
+/// A factory of instances loaded through the `.so`, with ABI 1.1's calls.
+pub fn so_admin(
+    plugin: &bext_locking_loader::LoadedPlugin,
+    config: &str,
+) -> Result<Box<dyn LockAdmin>, String> {
+    plugin.create_ffi(config).map(|p| Box::new(p) as Box<dyn LockAdmin>)
 }
