@@ -14,7 +14,7 @@ C_STRICT := -std=c11 -Wall -Wextra -Wpedantic -Werror
 C_HOSTS := example conformance stress
 C_BUILD_DIR := $(or $(CARGO_TARGET_DIR),target)/c-hosts
 
-.PHONY: header header-check c-test c-hosts install
+.PHONY: header header-check c-test c-hosts c-compat install
 
 test: c-test
 
@@ -27,14 +27,35 @@ header-check:
 	$(CARGO) run -q -p bext-locking-header -- --check
 
 # Quick gate on top of `unit` (which runs the C programs under valgrind):
-# the header is current and every C host compiles with strict flags.
-c-test: header-check c-hosts
+# the header is current, every C host compiles with strict flags, and the
+# frozen ABI 1.0 C host still passes against today's plugins.
+c-test: header-check c-hosts c-compat
 
 c-hosts:
 	@mkdir -p $(C_BUILD_DIR)
 	@for p in $(C_HOSTS); do \
 		echo "$(CC) $(C_STRICT) hosts/c/$$p.c"; \
 		$(CC) $(C_STRICT) -pthread -Iinclude -Ihosts/c hosts/c/$$p.c -ldl -o $(C_BUILD_DIR)/$$p || exit 1; \
+	done
+
+# A host built before ABI 1.1: the frozen 1.0 conformance program, compiled
+# against the frozen 1.0 header alone, run against the memory and SQLite
+# plugins built today (tests/abi/tests/compat.rs runs it against every
+# backend under valgrind, as part of `unit`).
+C_COMPAT_DIR := $(C_BUILD_DIR)/compat
+C_COMPAT_LIBS := $(or $(CARGO_TARGET_DIR),target)/debug
+c-compat:
+	@mkdir -p $(C_COMPAT_DIR)
+	$(CARGO) build -q -p bext-locking-memory -p bext-locking-sqlite
+	$(CC) $(C_STRICT) -pthread tests/abi/frozen/conformance_1_0.c -ldl -o $(C_COMPAT_DIR)/conformance_1_0
+	@rm -f $(C_COMPAT_DIR)/locks.db*
+	@set -e; for run in 'memory|{"namespace":"c-compat"}' \
+		'sqlite|{"path":"$(abspath $(C_COMPAT_DIR))/locks.db"}'; do \
+		lib=$${run%%|*}; config=$${run#*|}; log=$(C_COMPAT_DIR)/$$lib.log; \
+		echo "1.0 C host against $$lib"; \
+		$(C_COMPAT_DIR)/conformance_1_0 $(C_COMPAT_LIBS)/libbext_locking_$$lib.so "$$config" > $$log \
+			|| { grep -v '^ok ' $$log; exit 1; }; \
+		tail -n 1 $$log; \
 	done
 
 # make install PREFIX=/opt/bext: headers, plugins, pkg-config file, CLI.

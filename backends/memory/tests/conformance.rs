@@ -38,3 +38,66 @@ fn through_the_so() {
     let factory = || plugin.create_ffi(config).map(|p| Box::new(p) as Box<dyn LockAdmin>);
     assert_skipped_only(&conformance::run_admin(&factory, &options()), &[]);
 }
+
+/// The memory backend with ABI 1.1 calls that break the rules the checks
+/// stand for: a "break" that leaves the holder running, an inspect that
+/// forgets owners and expiry, statistics that count nothing.
+struct Broken(MemoryPlugin);
+
+impl bext_locking::LockingPlugin for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+    fn try_lock(&self, key: &str, ttl: u64) -> Result<Option<bext_locking::LockHandle>, String> {
+        self.0.try_lock(key, ttl)
+    }
+    fn renew(&self, h: &bext_locking::LockHandle) -> Result<(), String> {
+        self.0.renew(h)
+    }
+    fn release(&self, h: bext_locking::LockHandle) -> Result<(), String> {
+        self.0.release(h)
+    }
+    fn cleanup(&self) {
+        bext_locking::LockingPlugin::cleanup(&self.0)
+    }
+}
+
+impl LockAdmin for Broken {
+    fn capabilities(&self) -> Vec<String> {
+        vec!["owner".into(), "inspect".into(), "force_release".into(), "stats".into()]
+    }
+    fn try_lock_as(
+        &self,
+        key: &str,
+        ttl: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<bext_locking::LockHandle>, bext_locking::PluginError> {
+        self.0.try_lock_as(key, ttl, owner)
+    }
+    fn inspect(&self, key: &str) -> Result<bext_locking::LockInfo, bext_locking::PluginError> {
+        let info = self.0.inspect(key)?;
+        Ok(bext_locking::LockInfo { owner: None, expires_in_ms: None, ..info })
+    }
+    fn force_release(
+        &self,
+        key: &str,
+        _: Option<u64>,
+    ) -> Result<bext_locking::ForceReleased, bext_locking::PluginError> {
+        let info = self.0.inspect(key)?;
+        Ok(bext_locking::ForceReleased { released: info.held, fence: info.fence })
+    }
+    fn stats(&self) -> Result<bext_locking::Stats, bext_locking::PluginError> {
+        Ok(bext_locking::Stats::default())
+    }
+}
+
+#[test]
+fn the_1_1_checks_fail_a_backend_that_breaks_their_rules() {
+    let ns = format!("broken-{}", std::process::id());
+    let factory =
+        || Ok(Box::new(Broken(MemoryPlugin::new(Memory::shared(&ns)))) as Box<dyn LockAdmin>);
+    let names = conformance::admin_check_names();
+    let report = conformance::run_admin_only(&factory, &options(), &names);
+    let failed: Vec<&str> = report.failures().map(|c| c.name).collect();
+    assert_eq!(failed, names, "{}", report.table());
+}

@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bext_locking::{LockHandle, PluginError};
+use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
 use bext_locking_kit::schemars::{self, JsonSchema};
 use bext_locking_kit::{Backend, message};
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
@@ -147,11 +147,22 @@ impl Backend for Sqlite {
         Ok(Self { conn: Mutex::new(Some(conn)), statements, busy_timeout_ms })
     }
 
+    const CAPABILITIES: &'static [&'static str] = &["owner", "inspect", "force_release"];
+
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
+        self.try_lock_owned(key, ttl_ms, None)
+    }
+
+    fn try_lock_owned(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError> {
         let lock_id = Uuid::new_v4().to_string();
         let fence = self.with_conn(|c| {
             c.prepare_cached(&self.statements.acquire)?
-                .query_row((key, &lock_id, ttl_sql(ttl_ms)), |row| row.get::<_, i64>(0))
+                .query_row((key, &lock_id, ttl_sql(ttl_ms), owner), |row| row.get::<_, i64>(0))
                 .optional()
         })?;
         Ok(fence.map(|fence| LockHandle {
@@ -183,6 +194,53 @@ impl Backend for Sqlite {
             c.prepare_cached(&self.statements.release)?.execute((&handle.key, &handle.lock_id))
         })?;
         Ok(())
+    }
+
+    fn inspect(&self, key: &str) -> Result<LockInfo, PluginError> {
+        let row = self.with_conn(|c| {
+            c.prepare_cached(&self.statements.inspect)?
+                .query_row([key], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, Option<String>>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, Option<i64>>(3)?,
+                    ))
+                })
+                .optional()
+        })?;
+        let non_negative = |ms: i64| u64::try_from(ms).unwrap_or(0);
+        Ok(match row {
+            None => LockInfo::free(key),
+            Some((fence, owner, expires_in, held_for)) => LockInfo {
+                key: key.to_owned(),
+                held: true,
+                fence: Some(non_negative(fence)),
+                owner,
+                expires_in_ms: Some(non_negative(expires_in)),
+                held_for_ms: held_for.map(non_negative),
+            },
+        })
+    }
+
+    fn force_release(
+        &self,
+        key: &str,
+        if_fence: Option<u64>,
+    ) -> Result<ForceReleased, PluginError> {
+        // A fence past i64 cannot be in the table: nothing to break.
+        let Ok(if_fence) = if_fence.map(i64::try_from).transpose() else {
+            return Ok(ForceReleased::default());
+        };
+        let fence = self.with_conn(|c| {
+            c.prepare_cached(&self.statements.force_release)?
+                .query_row((key, if_fence), |row| row.get::<_, i64>(0))
+                .optional()
+        })?;
+        Ok(ForceReleased {
+            released: fence.is_some(),
+            fence: fence.map(|f| u64::try_from(f).unwrap_or(0)),
+        })
     }
 
     fn cleanup(&self) {

@@ -122,8 +122,16 @@ fn setup(path: &Path, table: &str, statements: &Statements) -> Result<Connection
         .map_err(sqlite(format!("cannot set synchronous=FULL on `{shown}`")))?;
     conn.execute_batch(&statements.create_table)
         .map_err(sqlite(format!("cannot create table `{table}` in `{shown}`")))?;
+    add_columns(&conn, table)
+        .map_err(sqlite(format!("cannot add the owner columns to `{table}` in `{shown}`")))?;
     // Preparing now proves the statements fit the table, and warms the cache.
-    for sql in [&statements.acquire, &statements.renew, &statements.release] {
+    for sql in [
+        &statements.acquire,
+        &statements.renew,
+        &statements.release,
+        &statements.inspect,
+        &statements.force_release,
+    ] {
         conn.prepare_cached(sql)
             .map_err(sqlite(format!("table `{table}` in `{shown}` does not fit this backend")))?;
     }
@@ -197,6 +205,41 @@ fn check_file(path: &Path) -> Result<(), PluginError> {
         )));
     }
     Ok(())
+}
+
+/// Adds the columns of [`crate::sql::ADDED_COLUMNS`] that a table made by an
+/// older version lacks. In one immediate transaction, so two processes
+/// opening an old file at once do not both add a column (the second waits,
+/// then finds it there).
+fn add_columns(conn: &Connection, table: &str) -> rusqlite::Result<()> {
+    let has = |conn: &Connection| -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+        let names = stmt.query_map([table], |row| row.get::<_, String>(0))?;
+        names.collect()
+    };
+    let missing = |have: &[String]| {
+        crate::sql::ADDED_COLUMNS.iter().any(|(c, _)| !have.iter().any(|h| h == c))
+    };
+    if !missing(&has(conn)?) {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let have = has(conn)?;
+        for (column, kind) in crate::sql::ADDED_COLUMNS {
+            if !have.iter().any(|h| h == column) {
+                conn.execute_batch(&format!("ALTER TABLE \"{table}\" ADD COLUMN {column} {kind}"))?;
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 /// Refuses an existing table of the same name that has other columns, before

@@ -56,7 +56,24 @@ pub struct Statements {
     pub renew: String,
     /// Release: `?1` key, `?2` lock_id; changes one row when it was ours.
     pub release: String,
+    /// Inspect: `?1` key; one row (fence, owner, expires_in_ms,
+    /// held_for_ms) when the lease is live, none otherwise.
+    pub inspect: String,
+    /// Force release: `?1` key, `?2` the fence to break or NULL for any;
+    /// returns the broken fence in one row, or no row.
+    pub force_release: String,
 }
+
+/// The columns ABI 1.1 added, with their types: added to a table created
+/// by an older version when it is opened (`ALTER TABLE … ADD COLUMN`), so
+/// an old file keeps working, and older builds still on the file keep
+/// working too (they never name these columns).
+///
+/// `owner_lock_id` is the `lock_id` the owner and acquisition time were
+/// written for: an older build taking a lock over rewrites `lock_id` but
+/// not these, and `inspect` then shows no owner rather than a stale one.
+pub const ADDED_COLUMNS: [(&str, &str); 3] =
+    [("owner", "TEXT"), ("owner_lock_id", "TEXT"), ("acquired_at_ms", "INTEGER")];
 
 impl Statements {
     /// The statements for `table`, which must have passed
@@ -72,20 +89,28 @@ impl Statements {
                 key TEXT PRIMARY KEY NOT NULL,
                 lock_id TEXT NOT NULL,
                 expires_at_ms INTEGER NOT NULL,
-                fence INTEGER NOT NULL
+                fence INTEGER NOT NULL,
+                owner TEXT,
+                owner_lock_id TEXT,
+                acquired_at_ms INTEGER
             ) STRICT, WITHOUT ROWID"
         );
         // Insert a new key, or take over a row whose lease has run out
         // (`expires_at_ms` on the right of the WHERE is the existing row's).
         // When the lease is live the DO UPDATE's WHERE is false, nothing
         // changes and RETURNING yields no row: that is contention.
+        // `?4` is the owner (NULL for none), stored with the lock_id it
+        // belongs to and the acquisition time, for `inspect`.
         let acquire = format!(
-            "INSERT INTO {t} (key, lock_id, expires_at_ms, fence)
-             VALUES (?1, ?2, {NOW_MS} + ?3, 1)
+            "INSERT INTO {t} (key, lock_id, expires_at_ms, fence, owner, owner_lock_id, acquired_at_ms)
+             VALUES (?1, ?2, {NOW_MS} + ?3, 1, ?4, ?2, {NOW_MS})
              ON CONFLICT (key) DO UPDATE SET
                  lock_id = excluded.lock_id,
                  expires_at_ms = excluded.expires_at_ms,
-                 fence = {t}.fence + 1
+                 fence = {t}.fence + 1,
+                 owner = excluded.owner,
+                 owner_lock_id = excluded.owner_lock_id,
+                 acquired_at_ms = excluded.acquired_at_ms
              WHERE {t}.expires_at_ms <= {NOW_MS}
              RETURNING fence"
         );
@@ -98,7 +123,25 @@ impl Statements {
         // Expire rather than delete, so the fence survives. A stale or forged
         // lock_id matches nothing and so touches nothing.
         let release = format!("UPDATE {t} SET expires_at_ms = 0 WHERE key = ?1 AND lock_id = ?2");
-        Self { create_table, acquire, renew, release }
+        // By the database's clock, as the leases are; the lock_id is never
+        // selected. Owner and age only when written for this holder.
+        let inspect = format!(
+            "SELECT fence,
+                    CASE WHEN owner_lock_id = lock_id THEN owner END,
+                    expires_at_ms - {NOW_MS},
+                    CASE WHEN owner_lock_id = lock_id THEN {NOW_MS} - acquired_at_ms END
+             FROM {t} WHERE key = ?1 AND expires_at_ms > {NOW_MS}"
+        );
+        // Compare-and-expire on the fence, in one statement: a renew of the
+        // broken holder runs wholly before it (and is undone) or after it
+        // (and finds the lease over, as renew requires it live). Expiring
+        // in place keeps the fence, so the next acquisition's is higher.
+        let force_release = format!(
+            "UPDATE {t} SET expires_at_ms = 0
+             WHERE key = ?1 AND expires_at_ms > {NOW_MS} AND (?2 IS NULL OR fence = ?2)
+             RETURNING fence"
+        );
+        Self { create_table, acquire, renew, release, inspect, force_release }
     }
 }
 

@@ -37,6 +37,7 @@ fn every_plugin_library_is_linked_nodelete() {
         "fixture-bad-abi",
         "fixture-small-struct",
         "fixture-null-slot",
+        "fixture-abi-1-0",
     ] {
         plugin(name);
     }

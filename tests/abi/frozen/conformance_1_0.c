@@ -1,0 +1,1041 @@
+/*
+ * FROZEN: the ABI 1.0 C conformance program, exactly as it shipped with
+ * ABI 1.0 except for this comment and the header it includes: the frozen
+ * 1.0 header next to it. It stands for a host built before revision 1.1,
+ * and proves that every 1.1 plugin still loads and passes the 1.0 checks
+ * in such a host. Never edit it to follow later revisions; the current
+ * program is hosts/c/conformance.c.
+ *
+ *   cc -std=c11 tests/abi/frozen/conformance_1_0.c -ldl -o conformance_1_0
+ */
+
+/*
+ * C ABI conformance: checks a plugin against every rule in docs/ABI.md,
+ * written only against that page and include/bext_locking.h (it does not use
+ * bext_locking_host.h, so it also checks what a loader must check).
+ *
+ *   cc -std=c11 -Iinclude hosts/c/conformance.c -ldl -o bext-lock-c-conformance
+ *   ./bext-lock-c-conformance target/debug/libbext_locking_memory.so '{"namespace":"c"}'
+ *
+ * Arguments: PLUGIN.so CONFIG_JSON [--panicky]
+ *   CONFIG_JSON must give instances that see each other's locks (two "hosts":
+ *   a namespace for memory, the same file for sqlite, the same server for
+ *   redis and pg). Keys are unique per run, so a shared server is fine.
+ *   --panicky also checks the panic boundary with the panicky test fixture
+ *   (create panics on {"panic_in_create":true}, try_lock on keys "panic...").
+ *
+ * Prints one "ok" or "FAIL" line per check and exits 1 when any failed.
+ * Run it under valgrind: every string is freed with the plugin's free_string.
+ */
+
+#define _POSIX_C_SOURCE 200809L
+
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bext_locking_1_0.h"
+
+static const BextLockingVTable *vt;
+static int passed, failed;
+static char prefix[96];
+
+/* A value no plugin returns: shows whether a slot cleared its out-parameter. */
+static char sentinel_byte;
+#define SENTINEL (&sentinel_byte)
+
+static void check(int ok, const char *name, const char *fmt, ...) {
+  va_list ap;
+  if (ok) {
+    passed++;
+    printf("ok   %s\n", name);
+    return;
+  }
+  failed++;
+  printf("FAIL %s: ", name);
+  va_start(ap, fmt);
+  vprintf(fmt, ap);
+  va_end(ap);
+  printf("\n");
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts;
+  ts.tv_sec = ms / 1000;
+  ts.tv_nsec = (ms % 1000) * 1000000L;
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+/* Frees an output string unless it is still the sentinel (a slot that did
+ * not clear its out-parameter has already been reported). */
+static void drop(char **out) {
+  if (*out != SENTINEL) vt->free_string(*out);
+  *out = NULL;
+}
+
+static const char *show(const char *s) {
+  if (s == SENTINEL) return "(out-parameter not cleared)";
+  return s != NULL ? s : "(NULL)";
+}
+
+/* ---- a small, strict JSON reader: enough to check shapes ---------------- */
+
+typedef enum { J_OBJ, J_ARR, J_STR, J_NUM, J_TRUE, J_FALSE, J_NULL } JType;
+typedef struct {
+  JType type;
+  const char *start; /* first byte of the value */
+  const char *end;   /* one past its last byte */
+} JVal;
+
+static const char *j_ws(const char *p) {
+  while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+  return p;
+}
+
+static const char *j_string(const char *p) {
+  if (*p != '"') return NULL;
+  for (p++; *p != '"'; p++) {
+    if ((unsigned char)*p < 0x20) return NULL;
+    if (*p == '\\') {
+      p++;
+      if (*p == 'u') {
+        int i;
+        for (i = 1; i <= 4; i++) {
+          char c = p[i];
+          if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            return NULL;
+        }
+        p += 4;
+      } else if (!strchr("\"\\/bfnrt", *p) || *p == '\0') {
+        return NULL;
+      }
+    }
+  }
+  return p + 1;
+}
+
+static const char *j_number(const char *p) {
+  if (*p == '-') p++;
+  if (*p == '0') p++;
+  else if (*p >= '1' && *p <= '9') while (*p >= '0' && *p <= '9') p++;
+  else return NULL;
+  if (*p == '.') {
+    p++;
+    if (!(*p >= '0' && *p <= '9')) return NULL;
+    while (*p >= '0' && *p <= '9') p++;
+  }
+  if (*p == 'e' || *p == 'E') {
+    p++;
+    if (*p == '+' || *p == '-') p++;
+    if (!(*p >= '0' && *p <= '9')) return NULL;
+    while (*p >= '0' && *p <= '9') p++;
+  }
+  return p;
+}
+
+static const char *j_value(const char *p, JVal *v, int depth) {
+  JVal tmp;
+  p = j_ws(p);
+  v->start = p;
+  if (depth > 64) return NULL;
+  if (*p == '{' || *p == '[') {
+    char close = *p == '{' ? '}' : ']';
+    v->type = *p == '{' ? J_OBJ : J_ARR;
+    p = j_ws(p + 1);
+    if (*p != close) {
+      for (;;) {
+        if (v->type == J_OBJ) {
+          p = j_string(j_ws(p));
+          if (p == NULL) return NULL;
+          p = j_ws(p);
+          if (*p++ != ':') return NULL;
+        }
+        p = j_value(p, &tmp, depth + 1);
+        if (p == NULL) return NULL;
+        p = j_ws(p);
+        if (*p == ',') {
+          p++;
+          continue;
+        }
+        if (*p != close) return NULL;
+        break;
+      }
+    }
+    v->end = p + 1;
+    return v->end;
+  }
+  if (*p == '"') {
+    v->type = J_STR;
+    v->end = j_string(p);
+    return v->end;
+  }
+  if (strncmp(p, "true", 4) == 0) { v->type = J_TRUE; v->end = p + 4; return v->end; }
+  if (strncmp(p, "false", 5) == 0) { v->type = J_FALSE; v->end = p + 5; return v->end; }
+  if (strncmp(p, "null", 4) == 0) { v->type = J_NULL; v->end = p + 4; return v->end; }
+  v->type = J_NUM;
+  v->end = j_number(p);
+  return v->end;
+}
+
+/* Parses a whole document. */
+static int j_parse(const char *text, JVal *v) {
+  const char *end;
+  if (text == NULL || text == SENTINEL) return 0;
+  end = j_value(text, v, 0);
+  return end != NULL && *j_ws(end) == '\0';
+}
+
+/* Finds a member of an object by its (unescaped ASCII) name. */
+static int j_member(const JVal *obj, const char *name, JVal *out) {
+  const char *p;
+  size_t n = strlen(name);
+  if (obj->type != J_OBJ) return 0;
+  p = j_ws(obj->start + 1);
+  while (*p == '"') {
+    const char *key = p + 1;
+    const char *after = j_string(p);
+    int match = (size_t)(after - 1 - key) == n && strncmp(key, name, n) == 0;
+    p = j_ws(after);
+    p++; /* ':' (already validated) */
+    p = j_value(p, out, 1);
+    if (match) return 1;
+    p = j_ws(p);
+    if (*p == ',') p = j_ws(p + 1);
+  }
+  return 0;
+}
+
+static int j_str_is(const JVal *v, const char *s) {
+  size_t n = strlen(s);
+  return v->type == J_STR && (size_t)(v->end - v->start) == n + 2 &&
+         strncmp(v->start + 1, s, n) == 0;
+}
+
+static int j_uint(const JVal *v, unsigned long long *out) {
+  const char *p;
+  if (v->type != J_NUM) return 0;
+  for (p = v->start; p < v->end; p++)
+    if (*p < '0' || *p > '9') return 0;
+  *out = strtoull(v->start, NULL, 10);
+  return 1;
+}
+
+/* Copies a string member's raw contents (escapes kept) into buf. */
+static int j_member_str(const JVal *obj, const char *name, char *buf, size_t len) {
+  JVal v;
+  size_t n;
+  if (!j_member(obj, name, &v) || v.type != J_STR) return 0;
+  n = (size_t)(v.end - v.start) - 2;
+  if (n >= len) return 0;
+  memcpy(buf, v.start + 1, n);
+  buf[n] = '\0';
+  return 1;
+}
+
+/* ---- checks shared by many calls ---------------------------------------- */
+
+static const char *code_for(int32_t status) {
+  switch (status) {
+    case BEXT_LOCKING_ERR_BACKEND: return "backend";
+    case BEXT_LOCKING_ERR_INVALID: return "invalid_argument";
+    case BEXT_LOCKING_ERR_PANIC: return "panic";
+    default: return "?";
+  }
+}
+
+/* A negative status must come with {"code":...,"message":...} whose code
+ * matches it. Frees *out. Returns whether the message contains `needle`
+ * (always true when needle is NULL). */
+static int expect_error(const char *name, int32_t want, int32_t got, char **out,
+                        const char *needle) {
+  JVal doc, code, message;
+  int ok_shape;
+  int found = 1;
+  if (got != want) {
+    check(0, name, "status %d, want %d; output %s", (int)got, (int)want, show(*out));
+    drop(out);
+    return 0;
+  }
+  ok_shape = j_parse(*out, &doc) && doc.type == J_OBJ && j_member(&doc, "code", &code) &&
+             j_str_is(&code, code_for(want)) && j_member(&doc, "message", &message) &&
+             message.type == J_STR && message.end - message.start > 2;
+  if (ok_shape && needle != NULL) found = strstr(*out, needle) != NULL;
+  check(ok_shape && found, name,
+        ok_shape ? "error message does not mention `%s`: %s"
+                 : "want {\"code\":\"%s\",\"message\":\"...\"}, got %s",
+        ok_shape ? needle : code_for(want), show(*out));
+  drop(out);
+  return ok_shape && found;
+}
+
+/* OK with no payload: *out must be NULL. */
+static void expect_ok_empty(const char *name, int32_t got, char **out) {
+  check(got == BEXT_LOCKING_OK && *out == NULL, name, "status %d, output %s", (int)got,
+        show(*out));
+  drop(out);
+}
+
+static void expect_contended(const char *name, int32_t got, char **out) {
+  check(got == BEXT_LOCKING_CONTENDED && *out == NULL, name,
+        "status %d (want CONTENDED with *out_json NULL), output %s", (int)got, show(*out));
+  drop(out);
+}
+
+static int32_t try_lock(BextLockingInstance *inst, const char *key, unsigned long long ttl,
+                        char **out) {
+  char req[4400];
+  snprintf(req, sizeof req, "{\"key\":\"%s\",\"ttl_ms\":%llu}", key, ttl);
+  *out = SENTINEL;
+  return vt->try_lock(inst, req, out);
+}
+
+static int32_t call(BextLockingCallFn slot, BextLockingInstance *inst, const char *input,
+                    char **out) {
+  *out = SENTINEL;
+  return slot(inst, input, out);
+}
+
+static void key_for(char *buf, size_t len, const char *suffix) {
+  snprintf(buf, len, "%s%s", prefix, suffix);
+}
+
+/* A held lock's handle, parsed. */
+typedef struct {
+  char *json; /* plugin-owned */
+  char lock_id[256];
+  int has_fence;
+  unsigned long long fence;
+} Handle;
+
+/* Checks the outcome of a try_lock on `key` that had to succeed: status OK
+ * and a well-formed handle in h->json. Returns 0 (and frees) otherwise. */
+static int expect_handle(const char *name, int32_t status, const char *key,
+                         unsigned long long ttl, Handle *h) {
+  JVal doc, v;
+  unsigned long long n;
+  char got_key[2200];
+  memset(h->lock_id, 0, sizeof h->lock_id);
+  h->has_fence = 0;
+  if (status != BEXT_LOCKING_OK || h->json == NULL || h->json == SENTINEL) {
+    check(0, name, "try_lock %s: status %d, output %s", key, (int)status, show(h->json));
+    drop(&h->json);
+    return 0;
+  }
+  if (!j_parse(h->json, &doc) || doc.type != J_OBJ ||
+      !j_member_str(&doc, "key", got_key, sizeof got_key) || strcmp(got_key, key) != 0 ||
+      !j_member_str(&doc, "lock_id", h->lock_id, sizeof h->lock_id) || h->lock_id[0] == '\0' ||
+      !j_member(&doc, "ttl_ms", &v) || !j_uint(&v, &n) || n != ttl) {
+    check(0, name, "bad handle for key %s, ttl %llu: %s", key, ttl, h->json);
+    drop(&h->json);
+    return 0;
+  }
+  if (j_member(&doc, "fence", &v)) {
+    if (!j_uint(&v, &h->fence)) {
+      check(0, name, "fence is not a non-negative integer: %s", h->json);
+      drop(&h->json);
+      return 0;
+    }
+    h->has_fence = 1;
+  }
+  check(1, name, "");
+  return 1;
+}
+
+/* Takes `key` and checks the handle's shape; returns 0 when not acquired. */
+static int acquire(const char *name, BextLockingInstance *inst, const char *key,
+                   unsigned long long ttl, Handle *h) {
+  int32_t status = try_lock(inst, key, ttl, &h->json);
+  return expect_handle(name, status, key, ttl, h);
+}
+
+static void release(BextLockingInstance *inst, Handle *h) {
+  char *out = SENTINEL;
+  int32_t status = vt->release(inst, h->json, &out);
+  if (status != BEXT_LOCKING_OK) check(0, "release", "status %d: %s", (int)status, show(out));
+  drop(&out);
+  drop(&h->json);
+}
+
+/* `config` with one more, unknown, top-level key. */
+static void with_unknown_key(const char *config, char *buf, size_t len) {
+  const char *brace = strchr(config, '{');
+  const char *rest = brace != NULL ? j_ws(brace + 1) : "}";
+  snprintf(buf, len, "{\"bext_no_such_key\":true%s%s", *rest == '}' ? "" : ",", rest);
+}
+
+/* ---- the checks ----------------------------------------------------------- */
+
+static void check_table(const char *path, void *lib) {
+  void *sym;
+  BextLockingEntryFn entry;
+  const BextLockingVTable *again;
+  (void)dlerror();
+  sym = dlsym(lib, "bext_locking_plugin_entry");
+  check(sym != NULL, "entry symbol bext_locking_plugin_entry is exported", "%s: %s", path,
+        dlerror());
+  if (sym == NULL) exit(1);
+  memcpy(&entry, &sym, sizeof entry);
+  vt = entry(BEXT_LOCKING_ABI_VERSION);
+  check(vt != NULL, "entry(BEXT_LOCKING_ABI_VERSION) returns a vtable", "got NULL");
+  if (vt == NULL) exit(1);
+  again = entry(BEXT_LOCKING_ABI_VERSION);
+  check(again == vt, "entry is idempotent (same static table)", "%p then %p", (const void *)vt,
+        (const void *)again);
+  check(vt->abi_version == BEXT_LOCKING_ABI_VERSION, "vtable abi_version is 1", "got %u",
+        (unsigned)vt->abi_version);
+  check(vt->struct_size >= sizeof(BextLockingVTable), "vtable struct_size covers v1",
+        "got %u, want >= %u", (unsigned)vt->struct_size, (unsigned)sizeof(BextLockingVTable));
+  check(vt->name != NULL && vt->name[0] && vt->version != NULL && vt->version[0],
+        "vtable name and version are non-empty strings", "NULL or empty");
+  check(vt->describe && vt->create && vt->try_lock && vt->renew && vt->release && vt->cleanup &&
+            vt->destroy && vt->free_string,
+        "every mandatory slot is non-NULL", "a slot is NULL");
+  if (vt->abi_version != BEXT_LOCKING_ABI_VERSION || vt->struct_size < sizeof(BextLockingVTable) ||
+      !vt->describe || !vt->create || !vt->try_lock || !vt->renew || !vt->release ||
+      !vt->cleanup || !vt->destroy || !vt->free_string || !vt->name || !vt->version) {
+    printf("the vtable is unusable; stopping\n");
+    exit(1);
+  }
+}
+
+static void check_describe(void) {
+  char *out = SENTINEL;
+  int32_t status;
+  JVal doc, v;
+  unsigned long long n;
+  status = vt->describe(NULL);
+  check(status == BEXT_LOCKING_ERR_INVALID, "describe(NULL) is ERR_INVALID", "got %d",
+        (int)status);
+  status = vt->describe(&out);
+  check(status == BEXT_LOCKING_OK && j_parse(out, &doc) && doc.type == J_OBJ,
+        "describe returns a JSON object", "status %d, output %s", (int)status, show(out));
+  if (status == BEXT_LOCKING_OK && j_parse(out, &doc) && doc.type == J_OBJ) {
+    check(j_member(&doc, "name", &v) && j_str_is(&v, vt->name), "describe name is the vtable's",
+          "%s", out);
+    check(j_member(&doc, "version", &v) && j_str_is(&v, vt->version),
+          "describe version is the vtable's", "%s", out);
+    check(j_member(&doc, "abi_version", &v) && j_uint(&v, &n) && n == BEXT_LOCKING_ABI_VERSION,
+          "describe abi_version is 1", "%s", out);
+    check(j_member(&doc, "description", &v) && v.type == J_STR && v.end - v.start > 2,
+          "describe has a description", "%s", out);
+    check(j_member(&doc, "fencing", &v) && (v.type == J_TRUE || v.type == J_FALSE),
+          "describe fencing is a bool", "%s", out);
+    check(j_member(&doc, "config_schema", &v) && v.type == J_OBJ,
+          "describe config_schema is an object", "%s", out);
+  }
+  drop(&out);
+}
+
+static void check_create(const char *config) {
+  BextLockingInstance *inst;
+  BextLockingInstance *other;
+  char *err;
+  char buf[4096];
+  int32_t status, status_empty;
+  static const struct {
+    const char *name;
+    const char *config;
+  } bad[] = {
+      {"create with malformed JSON is ERR_INVALID", "{\"path\":"},
+      {"create with a JSON array is ERR_INVALID", "[]"},
+      {"create with a JSON string is ERR_INVALID", "\"x\""},
+      {"create with invalid UTF-8 is ERR_INVALID", "{\"\xff\xfe\":1}"},
+  };
+  size_t i;
+
+  err = SENTINEL;
+  status = vt->create(config, NULL, &err);
+  check(status == BEXT_LOCKING_ERR_INVALID && err == NULL,
+        "create with NULL out_instance is ERR_INVALID and writes no error", "status %d, %s",
+        (int)status, show(err));
+  drop(&err);
+
+  inst = (BextLockingInstance *)(void *)SENTINEL;
+  status = vt->create(config, &inst, NULL);
+  check(status == BEXT_LOCKING_ERR_INVALID && inst == NULL,
+        "create with NULL out_error_json is ERR_INVALID and makes no instance",
+        "status %d, instance %p", (int)status, (void *)inst);
+  if (inst != NULL && inst != (BextLockingInstance *)(void *)SENTINEL) vt->destroy(inst);
+
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    inst = (BextLockingInstance *)(void *)SENTINEL;
+    err = SENTINEL;
+    status = vt->create(bad[i].config, &inst, &err);
+    if (inst != NULL) {
+      check(0, bad[i].name, "*out_instance is not NULL");
+      if (inst != (BextLockingInstance *)(void *)SENTINEL) vt->destroy(inst);
+      drop(&err);
+      continue;
+    }
+    expect_error(bad[i].name, BEXT_LOCKING_ERR_INVALID, status, &err, NULL);
+  }
+
+  with_unknown_key(config, buf, sizeof buf);
+  inst = NULL;
+  err = SENTINEL;
+  status = vt->create(buf, &inst, &err);
+  if (inst != NULL) vt->destroy(inst);
+  expect_error("create with an unknown config key is invalid_argument naming it",
+               BEXT_LOCKING_ERR_INVALID, status, &err, "bext_no_such_key");
+
+  /* NULL means {}: both give the same answer, whatever the plugin needs. */
+  inst = NULL;
+  err = SENTINEL;
+  status = vt->create(NULL, &inst, &err);
+  drop(&err);
+  other = NULL;
+  err = SENTINEL;
+  status_empty = vt->create("{}", &other, &err);
+  drop(&err);
+  check(status == status_empty && (status == BEXT_LOCKING_OK) == (inst != NULL),
+        "create(NULL) behaves as create(\"{}\")", "NULL gave %d, {} gave %d", (int)status,
+        (int)status_empty);
+  if (inst != NULL) vt->destroy(inst);
+  if (other != NULL) vt->destroy(other);
+}
+
+static void check_bad_requests(BextLockingInstance *a) {
+  static const struct {
+    const char *name;
+    const char *request;
+  } bad[] = {
+      {"try_lock with invalid UTF-8 is ERR_INVALID", "{\"key\":\"k\xc3\x28\",\"ttl_ms\":1000}"},
+      {"try_lock with invalid UTF-8 in an ignored field is ERR_INVALID",
+       "{\"key\":\"k\",\"ttl_ms\":1000,\"note\":\"\xff\"}"},
+      {"try_lock with malformed JSON is ERR_INVALID", "{\"key\":"},
+      {"try_lock with text that is not JSON is ERR_INVALID", "lock please"},
+      {"try_lock with a JSON array is ERR_INVALID", "[\"k\",1000]"},
+      {"try_lock without ttl_ms is ERR_INVALID", "{\"key\":\"k\"}"},
+      {"try_lock without key is ERR_INVALID", "{\"ttl_ms\":1000}"},
+      {"try_lock with a string ttl_ms is ERR_INVALID", "{\"key\":\"k\",\"ttl_ms\":\"1000\"}"},
+      {"try_lock with a negative ttl_ms is ERR_INVALID", "{\"key\":\"k\",\"ttl_ms\":-1}"},
+      {"try_lock with a fractional ttl_ms is ERR_INVALID", "{\"key\":\"k\",\"ttl_ms\":1.5}"},
+      {"try_lock with a ttl_ms past u64 is ERR_INVALID",
+       "{\"key\":\"k\",\"ttl_ms\":18446744073709551616}"},
+      {"try_lock with a number key is ERR_INVALID", "{\"key\":5,\"ttl_ms\":1000}"},
+      {"try_lock with ttl_ms in exponent form is ERR_INVALID", "{\"key\":\"k\",\"ttl_ms\":1e3}"},
+      {"try_lock with the key given twice is ERR_INVALID",
+       "{\"key\":\"k\",\"key\":\"j\",\"ttl_ms\":1000}"},
+      {"try_lock with a lone surrogate escape in the key is ERR_INVALID",
+       "{\"key\":\"\\ud800\",\"ttl_ms\":1000}"},
+      {"try_lock with JSON cut short by an interior NUL is ERR_INVALID",
+       "{\"key\":\"k\"\0,\"ttl_ms\":1000}"},
+      {"try_lock with JSON null is ERR_INVALID", "null"},
+      {"try_lock with an empty string is ERR_INVALID", ""},
+  };
+  char key[2100];
+  char req[2300];
+  char *out;
+  int32_t status;
+  size_t i;
+  Handle h;
+
+  /* A NULL out_json must be refused before anything happens: the key stays free. */
+  key_for(key, sizeof key, "null-out");
+  snprintf(req, sizeof req, "{\"key\":\"%s\",\"ttl_ms\":10000}", key);
+  status = vt->try_lock(a, req, NULL);
+  check(status == BEXT_LOCKING_ERR_INVALID, "try_lock with NULL out_json is ERR_INVALID",
+        "got %d", (int)status);
+  if (acquire("try_lock with NULL out_json took nothing", a, key, 10000, &h)) release(a, &h);
+
+  status = call(vt->try_lock, NULL, "{\"key\":\"k\",\"ttl_ms\":1000}", &out);
+  expect_error("try_lock with a NULL instance is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status,
+               &out, NULL);
+  status = call(vt->try_lock, a, NULL, &out);
+  expect_error("try_lock with a NULL request is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status,
+               &out, NULL);
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    status = call(vt->try_lock, a, bad[i].request, &out);
+    expect_error(bad[i].name, BEXT_LOCKING_ERR_INVALID, status, &out, NULL);
+  }
+}
+
+static void check_limits(BextLockingInstance *a) {
+  char key[2100];
+  char *out;
+  int32_t status;
+  Handle h;
+  size_t plen = strlen(prefix), i;
+
+  status = try_lock(a, "", 1000, &out);
+  expect_error("an empty key is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out, NULL);
+
+  /* Exactly BEXT_LOCKING_MAX_KEY_BYTES bytes, ASCII. */
+  key_for(key, sizeof key, "");
+  for (i = plen; i < BEXT_LOCKING_MAX_KEY_BYTES; i++) key[i] = 'k';
+  key[BEXT_LOCKING_MAX_KEY_BYTES] = '\0';
+  if (acquire("a key of BEXT_LOCKING_MAX_KEY_BYTES bytes is accepted", a, key, 10000, &h))
+    release(a, &h);
+  key[BEXT_LOCKING_MAX_KEY_BYTES] = 'k';
+  key[BEXT_LOCKING_MAX_KEY_BYTES + 1] = '\0';
+  status = try_lock(a, key, 1000, &out);
+  expect_error("a key one byte too long is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out,
+               NULL);
+
+  /* The limit counts bytes, not characters: fill with two-byte "é". */
+  key_for(key, sizeof key, "");
+  if ((BEXT_LOCKING_MAX_KEY_BYTES - plen) % 2) key[plen++] = 'k';
+  for (i = plen; i < BEXT_LOCKING_MAX_KEY_BYTES; i += 2) {
+    key[i] = (char)0xc3;
+    key[i + 1] = (char)0xa9;
+  }
+  key[BEXT_LOCKING_MAX_KEY_BYTES] = '\0';
+  if (acquire("a multi-byte key of exactly the byte limit is accepted", a, key, 10000, &h))
+    release(a, &h);
+  key[BEXT_LOCKING_MAX_KEY_BYTES - 2] = 'k';
+  key[BEXT_LOCKING_MAX_KEY_BYTES - 1] = (char)0xc3;
+  key[BEXT_LOCKING_MAX_KEY_BYTES] = (char)0xa9;
+  key[BEXT_LOCKING_MAX_KEY_BYTES + 1] = '\0';
+  status = try_lock(a, key, 1000, &out);
+  expect_error("a multi-byte key one byte over the limit is ERR_INVALID",
+               BEXT_LOCKING_ERR_INVALID, status, &out, NULL);
+
+  key_for(key, sizeof key, "ttl");
+  status = try_lock(a, key, 0, &out);
+  expect_error("ttl_ms 0 is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out, NULL);
+  status = try_lock(a, key, BEXT_LOCKING_MAX_TTL_MS + 1ULL, &out);
+  expect_error("ttl_ms past BEXT_LOCKING_MAX_TTL_MS is ERR_INVALID", BEXT_LOCKING_ERR_INVALID,
+               status, &out, NULL);
+  if (acquire("ttl_ms of BEXT_LOCKING_MAX_TTL_MS is accepted", a, key, BEXT_LOCKING_MAX_TTL_MS,
+              &h))
+    release(a, &h);
+
+  {
+    char req[2300];
+    key_for(key, sizeof key, "unknown-fields");
+    snprintf(req, sizeof req, "{\"note\":{\"x\":[1,2]},\"key\":\"%s\",\"ttl_ms\":5000,\"zz\":null}",
+             key);
+    status = call(vt->try_lock, a, req, &out);
+    check(status == BEXT_LOCKING_OK && out != NULL && out != SENTINEL,
+          "unknown fields in a request are ignored", "status %d, output %s", (int)status,
+          show(out));
+    if (status == BEXT_LOCKING_OK && out != SENTINEL && out != NULL) {
+      Handle t;
+      t.json = out;
+      release(a, &t);
+    } else {
+      drop(&out);
+    }
+  }
+}
+
+/* The handle with one unknown field added, to pass back. */
+static void with_extra_field(const char *handle, char *buf, size_t len) {
+  snprintf(buf, len, "{\"host_note\":\"kept by the host\",%s", handle + 1);
+}
+
+static void check_bad_handles(BextLockingInstance *a, const Handle *h) {
+  static const char *bad[] = {
+      "{\"key\":",
+      "[]",
+      "{\"key\":\"k\"}",
+      "{\"key\":\"k\",\"lock_id\":\"x\"}",
+      "{\"key\":\"k\xff\",\"lock_id\":\"x\",\"ttl_ms\":1000}",
+      "{\"key\":\"\",\"lock_id\":\"x\",\"ttl_ms\":1000}",
+      "{\"key\":\"k\",\"lock_id\":\"x\",\"ttl_ms\":0}",
+      "{\"key\":\"k\",\"lock_id\":\"x\",\"ttl_ms\":31536000001}",
+      "{\"key\":\"k\",\"lock_id\":\"x\xff\",\"ttl_ms\":1000}",
+      "{\"key\":\"k\",\"lock_id\":\"x\",\"ttl_ms\":1000,\"note\":\"\xc3\"}",
+      "{\"key\":\"k\",\"lock_id\":5,\"ttl_ms\":1000}",
+      "{\"key\":\"k\",\"lock_id\":\"x\",\"ttl_ms\":1000,\"fence\":-1}",
+      "{\"key\":\"k\",\"lock_id\":\"x\",\"ttl_ms\":1000,\"key\":\"j\"}",
+      "{\"key\":\"k\",\"lock_id\":\"x\"\0,\"ttl_ms\":1000}",
+  };
+  const BextLockingCallFn slots[2] = {vt->renew, vt->release};
+  const char *slot_names[2] = {"renew", "release"};
+  char name[160];
+  char *out;
+  int32_t status;
+  size_t i, s;
+  for (s = 0; s < 2; s++) {
+    status = slots[s](a, h->json, NULL);
+    snprintf(name, sizeof name, "%s with NULL out_json is ERR_INVALID", slot_names[s]);
+    check(status == BEXT_LOCKING_ERR_INVALID, name, "got %d", (int)status);
+    status = call(slots[s], NULL, h->json, &out);
+    snprintf(name, sizeof name, "%s with a NULL instance is ERR_INVALID", slot_names[s]);
+    expect_error(name, BEXT_LOCKING_ERR_INVALID, status, &out, NULL);
+    status = call(slots[s], a, NULL, &out);
+    snprintf(name, sizeof name, "%s with a NULL handle is ERR_INVALID", slot_names[s]);
+    expect_error(name, BEXT_LOCKING_ERR_INVALID, status, &out, NULL);
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+      status = call(slots[s], a, bad[i], &out);
+      snprintf(name, sizeof name, "%s with a bad handle is ERR_INVALID (#%u)", slot_names[s],
+               (unsigned)i);
+      expect_error(name, BEXT_LOCKING_ERR_INVALID, status, &out, NULL);
+    }
+  }
+}
+
+/* Well-formed handles that are not the holder's: another lock_id on the
+ * held key, and the holder's lock_id on another key. Renew fails with
+ * ERR_BACKEND and never acquires; release is OK and touches nothing. */
+static void check_forged_handles(BextLockingInstance *a, BextLockingInstance *b,
+                                 const char *key, const Handle *h) {
+  char other[2100];
+  char buf[4400];
+  char *out;
+  int32_t status;
+  Handle h2;
+  snprintf(buf, sizeof buf,
+           "{\"key\":\"%s\",\"lock_id\":\"00000000-0000-4000-8000-000000000000\",\"ttl_ms\":10000}",
+           key);
+  status = call(vt->renew, a, buf, &out);
+  expect_error("renew with another lock_id is ERR_BACKEND", BEXT_LOCKING_ERR_BACKEND, status, &out,
+               NULL);
+  status = call(vt->release, b, buf, &out);
+  expect_ok_empty("release with another lock_id is OK", status, &out);
+
+  key_for(other, sizeof other, "forged-other-key");
+  snprintf(buf, sizeof buf, "{\"key\":\"%s\",\"lock_id\":\"%s\",\"ttl_ms\":10000}", other,
+           h->lock_id);
+  status = call(vt->renew, a, buf, &out);
+  expect_error("renew of another key with the holder's lock_id is ERR_BACKEND",
+               BEXT_LOCKING_ERR_BACKEND, status, &out, NULL);
+  status = call(vt->release, a, buf, &out);
+  expect_ok_empty("release of another key with the holder's lock_id is OK", status, &out);
+  if (acquire("a forged renew did not acquire the other key", b, other, 10000, &h2))
+    release(b, &h2);
+  status = try_lock(b, key, 10000, &out);
+  expect_contended("forged renew/release calls leave the lock held", status, &out);
+}
+
+#define HUGE_BYTES (1024 * 1024 + 1)
+#define DEEP 100000
+
+/* A new string: prefix, `a` n times, middle, `b` n times, suffix. */
+static char *build(const char *prefix, const char *a, size_t n, const char *middle, const char *b,
+                   const char *suffix) {
+  size_t lp = strlen(prefix), la = strlen(a), lm = strlen(middle), lb = strlen(b);
+  size_t ls = strlen(suffix), i;
+  char *s = (char *)malloc(lp + (la + lb) * n + lm + ls + 1);
+  char *p = s;
+  if (s == NULL) {
+    printf("out of memory\n");
+    exit(1);
+  }
+  memcpy(p, prefix, lp);
+  p += lp;
+  for (i = 0; i < n; i++, p += la) memcpy(p, a, la);
+  memcpy(p, middle, lm);
+  p += lm;
+  for (i = 0; i < n; i++, p += lb) memcpy(p, b, lb);
+  memcpy(p, suffix, ls + 1);
+  return s;
+}
+
+/* Inputs past 1 MiB and nested 100000 deep get an answer, never a crash. */
+static void check_huge_inputs(BextLockingInstance *a, const char *config) {
+  char key[2100];
+  char prefix[2300];
+  char *text, *out;
+  int32_t status;
+  BextLockingInstance *inst;
+  Handle h;
+
+  text = build("{\"key\":\"", "k", HUGE_BYTES, "\",\"ttl_ms\":1000}", "", "");
+  status = call(vt->try_lock, a, text, &out);
+  expect_error("a 1 MiB key is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out, NULL);
+  free(text);
+
+  text = build("{\"key\":\"", "k", HUGE_BYTES, "\",\"lock_id\":\"x\",\"ttl_ms\":1000}", "", "");
+  status = call(vt->renew, a, text, &out);
+  expect_error("renew with a 1 MiB key is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out,
+               NULL);
+  status = call(vt->release, a, text, &out);
+  expect_error("release with a 1 MiB key is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out,
+               NULL);
+  free(text);
+
+  key_for(key, sizeof key, "huge-field");
+  snprintf(prefix, sizeof prefix, "{\"key\":\"%s\",\"ttl_ms\":10000,\"pad\":\"", key);
+  text = build(prefix, "x", HUGE_BYTES, "\"}", "", "");
+  status = call(vt->try_lock, a, text, &h.json);
+  if (expect_handle("a request with a 1 MiB ignored field is served", status, key, 10000, &h))
+    release(a, &h);
+  free(text);
+
+  text = build("{\"ttl_ms\":1000,\"key\":", "[", DEEP, "0", "]", "}");
+  status = call(vt->try_lock, a, text, &out);
+  expect_error("a key nested 100000 deep is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out,
+               NULL);
+  free(text);
+
+  /* Deep nesting in an ignored field is valid JSON: served or refused. */
+  key_for(key, sizeof key, "deep-field");
+  snprintf(prefix, sizeof prefix, "{\"key\":\"%s\",\"ttl_ms\":10000,\"deep\":", key);
+  text = build(prefix, "{\"a\":[", DEEP, "", "]}", "}");
+  status = call(vt->try_lock, a, text, &out);
+  if (status == BEXT_LOCKING_OK && out != NULL && out != SENTINEL) {
+    check(1, "an ignored field nested 100000 deep is served or ERR_INVALID", "");
+    h.json = out;
+    release(a, &h);
+  } else {
+    expect_error("an ignored field nested 100000 deep is served or ERR_INVALID",
+                 BEXT_LOCKING_ERR_INVALID, status, &out, NULL);
+  }
+  free(text);
+
+  text = build("{\"bext_deep\":", "[", DEEP, "", "]", "}");
+  inst = (BextLockingInstance *)(void *)SENTINEL;
+  out = SENTINEL;
+  status = vt->create(text, &inst, &out);
+  check(inst == NULL, "a config nested 100000 deep makes no instance", "got %p", (void *)inst);
+  if (inst != NULL && inst != (BextLockingInstance *)(void *)SENTINEL) vt->destroy(inst);
+  expect_error("a config nested 100000 deep is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status,
+               &out, NULL);
+  free(text);
+
+  text = build("{\"bext_", "x", HUGE_BYTES, "\":true}", "", "");
+  inst = NULL;
+  out = SENTINEL;
+  status = vt->create(text, &inst, &out);
+  if (inst != NULL) vt->destroy(inst);
+  expect_error("a config with a 1 MiB unknown key is ERR_INVALID", BEXT_LOCKING_ERR_INVALID,
+               status, &out, NULL);
+  free(text);
+
+  /* The real config with 1 MiB of space around it still works. */
+  text = build("", " ", HUGE_BYTES, config, "", "");
+  inst = NULL;
+  out = SENTINEL;
+  status = vt->create(text, &inst, &out);
+  check(status == BEXT_LOCKING_OK && inst != NULL, "the config padded with 1 MiB of spaces works",
+        "status %d: %s", (int)status, show(out));
+  drop(&out);
+  if (inst != NULL) vt->destroy(inst);
+  free(text);
+}
+
+static void check_locking(BextLockingInstance *a, BextLockingInstance *b) {
+  char key[2100];
+  char buf[4400];
+  char *out;
+  int32_t status;
+  long waited;
+  Handle h, h2, h3;
+
+  key_for(key, sizeof key, "basic");
+  if (!acquire("try_lock acquires a free key with a well-formed handle", a, key, 10000, &h))
+    return;
+  status = try_lock(a, key, 10000, &out);
+  expect_contended("locks are not reentrant: same instance gets CONTENDED", status, &out);
+  status = try_lock(b, key, 10000, &out);
+  expect_contended("another instance gets CONTENDED with *out_json NULL", status, &out);
+
+  check_bad_handles(a, &h);
+  check_forged_handles(a, b, key, &h);
+  /* The bad calls above must have left the lock alone. */
+  status = try_lock(b, key, 10000, &out);
+  expect_contended("bad renew/release calls leave the lock held", status, &out);
+
+  status = call(vt->renew, a, h.json, &out);
+  expect_ok_empty("renew of a held lock is OK with *out_json NULL", status, &out);
+  with_extra_field(h.json, buf, sizeof buf);
+  status = call(vt->renew, a, buf, &out);
+  expect_ok_empty("renew ignores unknown fields in the handle", status, &out);
+  status = call(vt->release, a, h.json, &out);
+  expect_ok_empty("release of a held lock is OK with *out_json NULL", status, &out);
+  if (acquire("release frees the key for another instance", b, key, 10000, &h2)) {
+    release(b, &h2);
+  }
+  status = call(vt->release, a, h.json, &out);
+  expect_ok_empty("releasing an already released handle is OK", status, &out);
+  status = call(vt->renew, a, h.json, &out);
+  expect_error("renew after release is ERR_BACKEND (never re-acquires)", BEXT_LOCKING_ERR_BACKEND,
+               status, &out, NULL);
+  if (acquire("renew after release did not re-acquire the key", b, key, 10000, &h2)) {
+    release(b, &h2);
+  }
+  drop(&h.json);
+
+  /* Renew restarts the TTL: 900 + 900 ms outlives a 1500 ms TTL only if it
+   * was renewed. */
+  key_for(key, sizeof key, "renew-keeps");
+  if (acquire("try_lock with a 1500 ms TTL", a, key, 1500, &h)) {
+    sleep_ms(900);
+    status = call(vt->renew, a, h.json, &out);
+    expect_ok_empty("renew before expiry is OK", status, &out);
+    sleep_ms(900);
+    status = try_lock(b, key, 10000, &out);
+    expect_contended("renew restarts the TTL (still held past the first TTL)", status, &out);
+    release(a, &h);
+  }
+
+  /* Expiry, then stale handles. */
+  key_for(key, sizeof key, "stale");
+  if (!acquire("try_lock with a 200 ms TTL", a, key, 200, &h)) return;
+  /* Backends may round a TTL up (etcd leases count whole seconds), so poll
+   * for the expiry, within a bound far above any rounding. */
+  sleep_ms(300);
+  for (waited = 300; waited < 15000; waited += 100) {
+    status = try_lock(b, key, 10000, &h2.json);
+    if (status != BEXT_LOCKING_CONTENDED) break;
+    drop(&h2.json);
+    sleep_ms(100);
+  }
+  if (!expect_handle("an expired lock can be taken by another instance", status, key, 10000,
+                     &h2)) {
+    printf("     (waited %ld ms for a 200 ms TTL, last status %d)\n", waited, (int)status);
+    drop(&h.json);
+    return;
+  }
+  if (waited > 1000) printf("     (the 200 ms lock expired after about %ld ms)\n", waited);
+  check(strcmp(h.lock_id, h2.lock_id) != 0, "each acquisition gets a new lock_id", "%s twice",
+        h.lock_id);
+  if (h.has_fence && h2.has_fence)
+    check(h2.fence > h.fence, "fence strictly increases across holders", "%llu then %llu",
+          h.fence, h2.fence);
+  status = call(vt->release, a, h.json, &out);
+  expect_ok_empty("release of a stale handle is OK", status, &out);
+  status = try_lock(a, key, 10000, &out);
+  expect_contended("a stale release leaves the new holder's lock alone", status, &out);
+  status = call(vt->renew, a, h.json, &out);
+  expect_error("renew of a stale handle is ERR_BACKEND", BEXT_LOCKING_ERR_BACKEND, status, &out,
+               NULL);
+  status = call(vt->renew, b, h2.json, &out);
+  expect_ok_empty("the new holder can still renew after stale calls", status, &out);
+  release(b, &h2);
+  if (acquire("the key is free again after the new holder releases", a, key, 10000, &h3)) {
+    if (h.has_fence && h3.has_fence)
+      check(h3.fence > h2.fence, "fence keeps increasing", "%llu then %llu", h2.fence, h3.fence);
+    release(a, &h3);
+  }
+  drop(&h.json);
+}
+
+static void check_cleanup(BextLockingInstance *a) {
+  char key[2100];
+  char *out;
+  int32_t status;
+  Handle h;
+
+  key_for(key, sizeof key, "cleanup");
+  if (!acquire("try_lock before cleanup", a, key, 10000, &h)) return;
+  status = vt->cleanup(a, NULL);
+  check(status == BEXT_LOCKING_ERR_INVALID, "cleanup with NULL out_json is ERR_INVALID",
+        "got %d", (int)status);
+  status = call(vt->renew, a, h.json, &out);
+  expect_ok_empty("cleanup with NULL out_json did nothing (renew still OK)", status, &out);
+  out = SENTINEL;
+  status = vt->cleanup(NULL, &out);
+  expect_error("cleanup of a NULL instance is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status,
+               &out, NULL);
+  out = SENTINEL;
+  status = vt->cleanup(a, &out);
+  expect_ok_empty("cleanup is OK with *out_json NULL", status, &out);
+
+  key_for(key, sizeof key, "after-cleanup");
+  status = try_lock(a, key, 10000, &out);
+  expect_error("try_lock after cleanup is ERR_BACKEND", BEXT_LOCKING_ERR_BACKEND, status, &out,
+               NULL);
+  status = call(vt->renew, a, h.json, &out);
+  expect_error("renew after cleanup is ERR_BACKEND", BEXT_LOCKING_ERR_BACKEND, status, &out,
+               NULL);
+  status = call(vt->release, a, h.json, &out);
+  expect_error("release after cleanup is ERR_BACKEND", BEXT_LOCKING_ERR_BACKEND, status, &out,
+               NULL);
+  out = SENTINEL;
+  status = vt->cleanup(a, &out);
+  check(status == BEXT_LOCKING_OK || status == BEXT_LOCKING_ERR_BACKEND,
+        "a second cleanup does not crash", "got %d", (int)status);
+  drop(&out);
+  drop(&h.json);
+}
+
+static void check_panics(const char *config) {
+  BextLockingInstance *inst = (BextLockingInstance *)(void *)SENTINEL;
+  char *err = SENTINEL;
+  char key[2100];
+  int32_t status;
+  Handle h;
+
+  status = vt->create("{\"panic_in_create\":true}", &inst, &err);
+  check(inst == NULL, "a panicking create leaves *out_instance NULL", "got %p", (void *)inst);
+  expect_error("a panic in create is ERR_PANIC with code panic", BEXT_LOCKING_ERR_PANIC, status,
+               &err, NULL);
+  inst = NULL;
+  err = SENTINEL;
+  status = vt->create(config, &inst, &err);
+  check(status == BEXT_LOCKING_OK && inst != NULL, "create works after a caught panic",
+        "status %d: %s", (int)status, show(err));
+  drop(&err);
+  if (inst == NULL) return;
+  snprintf(key, sizeof key, "panic/%s", prefix);
+  status = try_lock(inst, key, 1000, &err);
+  expect_error("a panic in try_lock is ERR_PANIC with code panic", BEXT_LOCKING_ERR_PANIC, status,
+               &err, NULL);
+  key_for(key, sizeof key, "after-panic");
+  if (acquire("try_lock works after a caught panic", inst, key, 1000, &h)) release(inst, &h);
+  vt->destroy(inst);
+}
+
+int main(int argc, char **argv) {
+  void *lib;
+  const char *config;
+  int panicky = 0;
+  BextLockingInstance *a = NULL, *b = NULL;
+  char *err;
+  int32_t status;
+  struct timespec now;
+
+  if (argc < 3) {
+    fprintf(stderr, "usage: %s PLUGIN.so CONFIG_JSON [--panicky]\n", argv[0]);
+    return 2;
+  }
+  config = argv[2];
+  panicky = argc > 3 && strcmp(argv[3], "--panicky") == 0;
+  clock_gettime(CLOCK_REALTIME, &now);
+  snprintf(prefix, sizeof prefix, "c-conformance/%ld-%ld-%ld/", (long)getpid(),
+           (long)now.tv_sec, (long)now.tv_nsec);
+
+  lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (lib == NULL) {
+    printf("FAIL dlopen %s: %s\n", argv[1], dlerror());
+    return 1;
+  }
+  check_table(argv[1], lib);
+  printf("plugin %s %s, config %s\n", vt->name, vt->version, config);
+
+  vt->free_string(NULL);
+  check(1, "free_string(NULL) is a no-op", "");
+  check_describe();
+  check_create(config);
+
+  err = SENTINEL;
+  status = vt->create(config, &a, &err);
+  check(status == BEXT_LOCKING_OK && a != NULL && err == NULL,
+        "create returns an instance and leaves *out_error_json NULL", "status %d: %s",
+        (int)status, show(err));
+  drop(&err);
+  err = SENTINEL;
+  status = vt->create(config, &b, &err);
+  check(status == BEXT_LOCKING_OK && b != NULL, "create a second instance (another host)",
+        "status %d: %s", (int)status, show(err));
+  drop(&err);
+  if (a == NULL || b == NULL) {
+    if (a != NULL) vt->destroy(a);
+    if (b != NULL) vt->destroy(b);
+    printf("c-conformance: cannot create instances; %d ok, %d failed\n", passed, failed);
+    return 1;
+  }
+
+  check_bad_requests(a);
+  check_limits(a);
+  check_huge_inputs(a, config);
+  check_locking(a, b);
+  check_cleanup(a);
+  if (panicky) check_panics(config);
+
+  vt->destroy(a);
+  vt->destroy(b); /* not cleaned up first: destroy must do it */
+  check(1, "destroy after cleanup, and destroy without cleanup", "");
+
+  printf("c-conformance %s: %d ok, %d failed\n", vt->name, passed, failed);
+  return failed == 0 ? 0 : 1;
+}
