@@ -120,3 +120,26 @@ fn the_helper_reports_the_1_1_slots_of_a_1_0_plugin_as_unsupported() {
     assert_eq!(line(&lines, "renew"), "BEXT_LOCKING_OK: (nothing)", "{out}");
     assert_eq!(line(&lines, "release"), "BEXT_LOCKING_OK: (nothing)", "{out}");
 }
+
+#[test]
+fn the_1_1_conformance_program_passes_a_1_0_plugin() {
+    // The new C host against an old plugin: the 1.0 checks pass, the 1.1
+    // slot checks are said not to apply, nothing reads past struct_size.
+    let scratch = Scratch::new("c-admin-conformance-abi-1-0");
+    let exe = compile_c(&scratch, &["hosts/c/conformance.c"], "conformance");
+    let lib = plugin("fixture-abi-1-0");
+    let out = valgrind(&exe, &[lib.to_str().unwrap(), r#"{"namespace":"c-admin-1-0"}"#]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        text.contains("revision 1.0: inspect no, force_release no, stats no"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        text.contains("no 1.1 slots: the inspect, force_release and stats checks do not apply"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!text.lines().any(|l| l.starts_with("FAIL")), "{}", describe(&out));
+}
