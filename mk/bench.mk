@@ -1,7 +1,7 @@
 # The one benchmark report (owned by bench/). `make bench` rebuilds every
 # backend and the runner in release mode, runs the loader bench, then each
 # backend's acquire+release benchmark (in-process, through the .so, raw
-# client, rslock), and rewrites docs/BENCHMARKS.md and
+# client, rslock; for memory also the cost of counting statistics), and rewrites docs/BENCHMARKS.md and
 # docs/benchmarks/pairs.svg. Not part of `make test`.
 #
 #   make bench                         everything (a few minutes)
@@ -45,8 +45,17 @@ bench-tools: etcd-server
 	@command -v redis-server >/dev/null 2>&1 && command -v valgrind >/dev/null 2>&1 || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server valgrind)
 
+# The memory .so once more with the ffi feature `uncounted`, in a target
+# folder of its own (so the normal build is not flipped back and forth),
+# for the cost of counting statistics; kept in a subfolder so nothing that
+# lists the plugins takes it for one.
+BENCH_UNCOUNTED_TARGET := $(abspath $(or $(CARGO_TARGET_DIR),target))/bench-uncounted
+
 bench-build: bench-tools
 	$(CARGO) build --release $(addprefix -p ,$(BENCH_PACKAGES))
+	$(CARGO) build --release -p bext-locking-memory --features uncounted --target-dir $(BENCH_UNCOUNTED_TARGET)
+	@mkdir -p $(BENCH_DIR)/uncounted
+	cp $(BENCH_UNCOUNTED_TARGET)/release/libbext_locking_memory.so $(BENCH_DIR)/uncounted/
 
 # Scanning 50 plugins and hot reload (loader/benches/loader.rs); its output
 # is embedded in the report. Skipped when BENCH_ONLY leaves out `loader`.

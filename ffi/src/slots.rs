@@ -173,6 +173,9 @@ fn counted<E: Export>(
     call: Call,
     body: impl FnOnce(&Instance<E>) -> SlotResult,
 ) -> i32 {
+    if cfg!(feature = "uncounted") {
+        return slot(out, || body(plugin::<E>(instance)?));
+    }
     let start = Instant::now();
     let found = plugin::<E>(instance).ok();
     let status = slot(out, || body(found.ok_or_else(|| Failure::invalid("instance is NULL"))?));
@@ -238,7 +241,7 @@ pub(crate) unsafe extern "C" fn describe<E: Export>(out_json: *mut *mut c_char) 
 /// which this layer provides for every backend.
 fn capabilities<E: Export>() -> Vec<&'static str> {
     let mut all = <E::Backend as Backend>::CAPABILITIES.to_vec();
-    if !all.contains(&"stats") {
+    if !all.contains(&"stats") && !cfg!(feature = "uncounted") {
         all.push("stats");
     }
     all
@@ -347,7 +350,14 @@ pub(crate) unsafe extern "C" fn stats<E: Export>(
     out_json: *mut *mut c_char,
 ) -> i32 {
     slot(out_json, || {
-        let stats = plugin::<E>(instance)?.counters.snapshot();
+        let instance = plugin::<E>(instance)?;
+        if cfg!(feature = "uncounted") {
+            return Err(Failure::of(
+                ErrorKind::Unsupported,
+                "this build does not count statistics (feature `uncounted`, for benchmarks)",
+            ));
+        }
+        let stats = instance.counters.snapshot();
         Ok(Done::Payload(Json::Text(serde_json::to_string(&stats).unwrap_or_default())))
     })
 }

@@ -135,7 +135,95 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
             let _ = writeln!(body, "\nInstruction counts not measured: {e}.");
         }
     }
+    if let Err(e) = stats_cost(settings, report, &mut body) {
+        let _ = writeln!(body, "\nThe cost of counting statistics was not measured: {e}.");
+    }
     report.section("memory", body);
+    Ok(())
+}
+
+/// Where `make bench` puts the memory `.so` built with the ffi feature
+/// `uncounted`: identical but for the statistics.
+fn uncounted_path() -> std::path::PathBuf {
+    let lib = plugin::library_path("memory");
+    lib.parent().unwrap_or(std::path::Path::new(".")).join("uncounted/libbext_locking_memory.so")
+}
+
+/// The uncounted `.so`, checked to really count nothing.
+fn load_uncounted() -> Result<bext_locking_loader::LoadedPlugin, String> {
+    let path = uncounted_path();
+    if !path.exists() {
+        return Err(format!(
+            "{} is missing (make bench builds it with `--features uncounted`)",
+            path.display()
+        ));
+    }
+    let lib = bext_locking_loader::load(&path).map_err(|e| e.to_string())?;
+    match lib.create_ffi("{}")?.stats() {
+        Err(e) if e.kind() == bext_locking::ErrorKind::Unsupported => Ok(lib),
+        other => Err(format!("{} counts statistics after all: {other:?}", path.display())),
+    }
+}
+
+/// What counting statistics in the ffi layer costs per call: the same
+/// acquire+release pairs through the `.so` with counting on and through an
+/// identical build with counting off, interleaved in one run, and the
+/// instruction counts of both under callgrind. A pair is two counted
+/// calls (`try_lock`, `release`).
+fn stats_cost(settings: &Settings, report: &mut Report, body: &mut String) -> Result<(), String> {
+    let counted = plugin::load("memory")?.create_ffi("{}")?;
+    counted.stats().map_err(|e| format!("the counting .so has no stats: {e}"))?;
+    let uncounted = load_uncounted()?.create_ffi("{}")?;
+    let sides = [
+        plugin::side(".so, counting", Kind::So, &counted, "bench/stats/on"),
+        plugin::side(".so, not counting", Kind::RawAlt, &uncounted, "bench/stats/off"),
+    ];
+    let group = measure("memory stats", 1, &sides, settings);
+    drop(sides);
+    let by = |k: Kind| group.iter().find(|t| t.kind == k).cloned();
+    let (on, off) = (by(Kind::So), by(Kind::RawAlt));
+    let Some((on, off)) = both(&on, &off) else {
+        return Err("a side failed".to_owned());
+    };
+    let mean_pair = paired(on, off, |a, b| 1e9 / a - 1e9 / b).unwrap_or(f64::NAN);
+    let p50_pair = (on.hist.quantile(0.5) as f64) - (off.hist.quantile(0.5) as f64);
+    let _ = writeln!(
+        body,
+        "\nThe cost of counting statistics (ABI 1.1 `stats`, counted in the ffi layer): the same \
+         pairs through the `.so` and through an identical build with the ffi feature \
+         `uncounted`, 1 thread, interleaved in one run. Counting on: {}/s, p50 {} ns; off: \
+         {}/s, p50 {} ns. Per call (half a pair): **{:.1} ns** mean, **{:.1} ns** at the \
+         median.",
+        thousands(on.rate()),
+        on.hist.quantile(0.5),
+        thousands(off.rate()),
+        off.hist.quantile(0.5),
+        mean_pair / 2.0,
+        p50_pair / 2.0
+    );
+    let callgrind_note = match callgrind_sides("so", "so-uncounted") {
+        Ok((with, without)) => {
+            let per_call = (with - without) / 2.0;
+            let _ = writeln!(
+                body,
+                "Under callgrind: {with:.0} instructions per pair counting, {without:.0} not \
+                 counting: **{per_call:.0} instructions per call**."
+            );
+            format!("; callgrind: {per_call:.0} instructions per call ({with:.0} vs {without:.0} per pair)")
+        }
+        Err(e) => format!("; callgrind not run: {e}"),
+    };
+    report.target(
+        "memory",
+        "stats counting per call (`try_lock` or `release`), `.so` counting vs not counting, 1 thread, mean",
+        "< 50 ns",
+        format!("{:.1} ns (median {:.1} ns)", mean_pair / 2.0, p50_pair / 2.0),
+        Verdict::of(mean_pair / 2.0 < 50.0),
+        format!(
+            "counting is always on, so it must stay small beside the cheapest call there is (a memory pair through the .so is about {} ns); two clock reads and three relaxed atomic adds per call{callgrind_note}",
+            on.hist.quantile(0.5)
+        ),
+    );
     Ok(())
 }
 
@@ -150,6 +238,11 @@ pub fn both<'a>(a: &'a Option<Tally>, b: &'a Option<Tally>) -> Option<(&'a Tally
 /// Instructions per pair (in-process, `.so`), from this binary re-run
 /// under callgrind in [`worker`] mode.
 fn callgrind() -> Result<(f64, f64), String> {
+    callgrind_sides("in-process", "so")
+}
+
+/// Instructions per pair of two [`worker`] sides.
+fn callgrind_sides(first: &str, second: &str) -> Result<(f64, f64), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let count = |side: &str, pairs: u64| -> Result<u64, String> {
         let out = Command::new("valgrind")
@@ -171,14 +264,15 @@ fn callgrind() -> Result<(f64, f64), String> {
         let (a, b) = (count(side, CALLGRIND_PAIRS.0)?, count(side, CALLGRIND_PAIRS.1)?);
         Ok(b.saturating_sub(a) as f64 / (CALLGRIND_PAIRS.1 - CALLGRIND_PAIRS.0) as f64)
     };
-    eprintln!("  memory: counting instructions under callgrind");
-    Ok((per_pair("in-process")?, per_pair("so")?))
+    eprintln!("  memory: counting instructions under callgrind ({first}, {second})");
+    Ok((per_pair(first)?, per_pair(second)?))
 }
 
 /// The process callgrind runs: `pairs` pairs on one key through `side`.
 pub fn worker(side: &str, pairs: u64) -> Result<(), String> {
     let p = match side {
         "so" => plugin::load("memory")?.create("{}")?,
+        "so-uncounted" => load_uncounted()?.create("{}")?,
         _ => plugin::in_process::<Exported>("{}")?,
     };
     for _ in 0..pairs {
