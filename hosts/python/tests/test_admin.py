@@ -258,6 +258,7 @@ def test_a_1_0_plugin_s_missing_slots_raise_unsupported(abi_1_0_plugin: bextlock
             call()
         e = info.value
         assert isinstance(e, bextlock.LockError) and e.op == slot and e.code == "unsupported"
+        assert e.status == _abi.ERR_UNSUPPORTED
         assert str(e).startswith(f"{p.name}: {slot}: plugin `{p.name}` (ABI 1.0) has no `{slot}` slot"), str(e)
     with pytest.raises(bextlock.Unsupported):
         asyncio.run(locker.ainspect(key))

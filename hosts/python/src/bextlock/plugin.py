@@ -157,6 +157,7 @@ class Plugin:
                 f"(its vtable is {self.struct_size} bytes)",
                 plugin=self.name,
                 op=op,
+                status=_abi.ERR_UNSUPPORTED,
                 code="unsupported",
             )
         return fn
