@@ -38,6 +38,13 @@
  * functions are thread-safe: dlopen is, and dlerror() is read on the calling
  * thread right after the call that failed.
  *
+ * ABI 1.1 adds optional slots; a 1.0 plugin still loads. For them use
+ * bext_locking_host_inspect, bext_locking_host_force_release and
+ * bext_locking_host_stats, which report an absent slot as
+ * BEXT_LOCKING_ERR_UNSUPPORTED without calling anything, and
+ * bext_locking_host_request_json_owned / bext_locking_host_default_owner for
+ * the try_lock request with an owner.
+ *
  * The contract itself is in bext_locking.h (generated) and docs/ABI.md.
  */
 
@@ -62,6 +69,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
 
 #include "bext_locking.h"
 
@@ -395,48 +404,251 @@ static inline const char *bext_locking_host_status_name(int32_t status) {
     case BEXT_LOCKING_ERR_BACKEND: return "BEXT_LOCKING_ERR_BACKEND";
     case BEXT_LOCKING_ERR_INVALID: return "BEXT_LOCKING_ERR_INVALID";
     case BEXT_LOCKING_ERR_PANIC: return "BEXT_LOCKING_ERR_PANIC";
+    case BEXT_LOCKING_ERR_UNSUPPORTED: return "BEXT_LOCKING_ERR_UNSUPPORTED";
     default: return status < 0 ? "unknown error status" : "unknown status";
   }
 }
 
-/* Writes the try_lock request {"key":"...","ttl_ms":N} into buf, escaping the
- * key as JSON. Returns the length the full request needs (without the NUL),
- * like snprintf: the request was truncated when that is >= len. Returns -1
- * when key is NULL. Key and TTL limits are checked by the plugin. */
-static inline int bext_locking_host_request_json(char *buf, size_t len, const char *key,
-                                                 uint64_t ttl_ms) {
+/* ---- requests ------------------------------------------------------------
+ * The builders below write a JSON request into buf and return the length the
+ * full request needs (without the NUL), like snprintf: the request was
+ * truncated when that is >= len (buf may be NULL with len 0 to measure).
+ * They return -1 when a required string is NULL. Strings are escaped as
+ * JSON; their limits (key, owner) are checked by the plugin, which names the
+ * field it refuses. */
+
+/* Appends one character, counting it even when buf is full. */
+static inline void bext_locking_host_put_(char *buf, size_t len, size_t *n, char ch) {
+  if (buf != NULL && *n + 1 < len) buf[*n] = ch;
+  (*n)++;
+}
+
+static inline void bext_locking_host_put_raw_(char *buf, size_t len, size_t *n, const char *s) {
+  for (; *s; s++) bext_locking_host_put_(buf, len, n, *s);
+}
+
+/* Appends s as the contents of a JSON string (quotes not included). Bytes
+ * from 0x80 up are copied as they are: the plugin checks they are UTF-8. */
+static inline void bext_locking_host_put_escaped_(char *buf, size_t len, size_t *n,
+                                                  const char *s) {
   static const char hex[] = "0123456789abcdef";
-  const unsigned char *k = (const unsigned char *)key;
-  size_t n = 0;
-  char tail[48];
-  const char *t;
-#define BEXT_LOCKING_HOST_PUT_(ch)              \
-  do {                                          \
-    if (buf != NULL && n + 1 < len) buf[n] = (ch); \
-    n++;                                        \
-  } while (0)
-  if (key == NULL) return -1;
-  for (t = "{\"key\":\""; *t; t++) BEXT_LOCKING_HOST_PUT_(*t);
+  const unsigned char *k = (const unsigned char *)s;
   for (; *k; k++) {
     if (*k == '"' || *k == '\\') {
-      BEXT_LOCKING_HOST_PUT_('\\');
-      BEXT_LOCKING_HOST_PUT_((char)*k);
+      bext_locking_host_put_(buf, len, n, '\\');
+      bext_locking_host_put_(buf, len, n, (char)*k);
     } else if (*k < 0x20) {
-      BEXT_LOCKING_HOST_PUT_('\\');
-      BEXT_LOCKING_HOST_PUT_('u');
-      BEXT_LOCKING_HOST_PUT_('0');
-      BEXT_LOCKING_HOST_PUT_('0');
-      BEXT_LOCKING_HOST_PUT_(hex[*k >> 4]);
-      BEXT_LOCKING_HOST_PUT_(hex[*k & 15]);
+      bext_locking_host_put_raw_(buf, len, n, "\\u00");
+      bext_locking_host_put_(buf, len, n, hex[*k >> 4]);
+      bext_locking_host_put_(buf, len, n, hex[*k & 15]);
     } else {
-      BEXT_LOCKING_HOST_PUT_((char)*k);
+      bext_locking_host_put_(buf, len, n, (char)*k);
     }
   }
-  snprintf(tail, sizeof tail, "\",\"ttl_ms\":%llu}", (unsigned long long)ttl_ms);
-  for (t = tail; *t; t++) BEXT_LOCKING_HOST_PUT_(*t);
-#undef BEXT_LOCKING_HOST_PUT_
+}
+
+static inline int bext_locking_host_finish_(char *buf, size_t len, size_t n) {
   if (buf != NULL && len > 0) buf[n < len ? n : len - 1] = '\0';
   return (int)n;
+}
+
+/* Writes the try_lock request {"key":"...","ttl_ms":N,"owner":"..."} into
+ * buf; owner NULL leaves it out (the plugin then stores no owner). Since
+ * ABI 1.1 a plugin with the "owner" capability stores the owner and inspect
+ * returns it; older plugins ignore the field. Returns -1 when key is NULL. */
+static inline int bext_locking_host_request_json_owned(char *buf, size_t len, const char *key,
+                                                       uint64_t ttl_ms, const char *owner) {
+  size_t n = 0;
+  char tail[48];
+  if (key == NULL) return -1;
+  bext_locking_host_put_raw_(buf, len, &n, "{\"key\":\"");
+  bext_locking_host_put_escaped_(buf, len, &n, key);
+  snprintf(tail, sizeof tail, "\",\"ttl_ms\":%llu", (unsigned long long)ttl_ms);
+  bext_locking_host_put_raw_(buf, len, &n, tail);
+  if (owner != NULL) {
+    bext_locking_host_put_raw_(buf, len, &n, ",\"owner\":\"");
+    bext_locking_host_put_escaped_(buf, len, &n, owner);
+    bext_locking_host_put_(buf, len, &n, '"');
+  }
+  bext_locking_host_put_(buf, len, &n, '}');
+  return bext_locking_host_finish_(buf, len, n);
+}
+
+/* Writes the try_lock request {"key":"...","ttl_ms":N} into buf, without an
+ * owner (see bext_locking_host_request_json_owned). Returns -1 when key is
+ * NULL. */
+static inline int bext_locking_host_request_json(char *buf, size_t len, const char *key,
+                                                 uint64_t ttl_ms) {
+  return bext_locking_host_request_json_owned(buf, len, key, ttl_ms, NULL);
+}
+
+/* Writes the inspect request {"key":"..."} into buf. Returns -1 when key is
+ * NULL. */
+static inline int bext_locking_host_inspect_json(char *buf, size_t len, const char *key) {
+  size_t n = 0;
+  if (key == NULL) return -1;
+  bext_locking_host_put_raw_(buf, len, &n, "{\"key\":\"");
+  bext_locking_host_put_escaped_(buf, len, &n, key);
+  bext_locking_host_put_raw_(buf, len, &n, "\"}");
+  return bext_locking_host_finish_(buf, len, n);
+}
+
+/* Writes the force_release request {"key":"...","if_fence":N} into buf;
+ * if_fence NULL leaves it out (break whoever holds the key). Returns -1
+ * when key is NULL. */
+static inline int bext_locking_host_force_release_json(char *buf, size_t len, const char *key,
+                                                       const uint64_t *if_fence) {
+  size_t n = 0;
+  char tail[48];
+  if (key == NULL) return -1;
+  bext_locking_host_put_raw_(buf, len, &n, "{\"key\":\"");
+  bext_locking_host_put_escaped_(buf, len, &n, key);
+  bext_locking_host_put_(buf, len, &n, '"');
+  if (if_fence != NULL) {
+    snprintf(tail, sizeof tail, ",\"if_fence\":%llu", (unsigned long long)*if_fence);
+    bext_locking_host_put_raw_(buf, len, &n, tail);
+  }
+  bext_locking_host_put_(buf, len, &n, '}');
+  return bext_locking_host_finish_(buf, len, n);
+}
+
+/* Writes the default owner, "hostname:pid" (as the Rust loader and the Go
+ * package send it), into buf, truncating like snprintf and never past
+ * BEXT_LOCKING_MAX_OWNER_BYTES. Returns the length it needs, or -1 when the
+ * system will not tell. The hostname is uname's nodename, which is what
+ * gethostname returns on Linux, and is available in strict ISO C builds. */
+static inline int bext_locking_host_default_owner(char *buf, size_t len) {
+  struct utsname u;
+  const char *host = "localhost";
+  char owner[BEXT_LOCKING_MAX_OWNER_BYTES + 1];
+  int n;
+  if (uname(&u) == 0 && u.nodename[0] != '\0' && bext_locking_host_is_utf8(u.nodename))
+    host = u.nodename;
+  n = snprintf(owner, sizeof owner, "%s:%ld", host, (long)getpid());
+  if (n < 0) return -1;
+  /* Cut on a UTF-8 character boundary, as the other hosts do. */
+  if ((size_t)n > BEXT_LOCKING_MAX_OWNER_BYTES) {
+    size_t end = BEXT_LOCKING_MAX_OWNER_BYTES;
+    while (end > 0 && ((unsigned char)owner[end] & 0xC0) == 0x80) end--;
+    owner[end] = '\0';
+    n = (int)end;
+  }
+  return snprintf(buf, len, "%s", owner) < 0 ? -1 : n;
+}
+
+/* ---- the optional slots of ABI 1.1 ---------------------------------------
+ * A 1.0 plugin's vtable ends at free_string; a slot exists when struct_size
+ * covers it and its pointer is not NULL. The helpers below check that and,
+ * when the slot is absent, call nothing: they return
+ * BEXT_LOCKING_ERR_UNSUPPORTED and write a message such as
+ * "plugin `abi-1-0` (ABI 1.0) has no `inspect` slot" into err. */
+
+/* Whether the vtable covers field (and it is not NULL). Reads nothing past
+ * struct_size. */
+#define BEXT_LOCKING_HOST_HAS_SLOT(vt, field)                                 \
+  ((vt) != NULL &&                                                            \
+   (vt)->struct_size >= offsetof(BextLockingVTable, field) + sizeof((vt)->field) && \
+   (vt)->field != NULL)
+
+/* The ABI revision the plugin's vtable covers: 0 for a 1.0 plugin, 1 when it
+ * has room for the 1.1 slots. */
+static inline unsigned bext_locking_host_abi_minor(const BextLockingHostPlugin *p) {
+  if (p == NULL || p->vtable == NULL) return 0;
+  return p->vtable->struct_size >=
+                 offsetof(BextLockingVTable, stats) + sizeof(BextLockingCleanupFn)
+             ? 1u
+             : 0u;
+}
+
+/* Whether the plugin has the slot named `slot` ("inspect", "force_release",
+ * "stats"; the 1.0 slots always). 0 for an unknown name or a NULL p. */
+static inline int bext_locking_host_has_slot(const BextLockingHostPlugin *p, const char *slot) {
+  static const char *const v1_0[] = {"describe", "create",  "try_lock", "renew",
+                                     "release",  "cleanup", "destroy",  "free_string"};
+  size_t i;
+  if (p == NULL || p->vtable == NULL || slot == NULL) return 0;
+  if (strcmp(slot, "inspect") == 0) return BEXT_LOCKING_HOST_HAS_SLOT(p->vtable, inspect);
+  if (strcmp(slot, "force_release") == 0)
+    return BEXT_LOCKING_HOST_HAS_SLOT(p->vtable, force_release);
+  if (strcmp(slot, "stats") == 0) return BEXT_LOCKING_HOST_HAS_SLOT(p->vtable, stats);
+  for (i = 0; i < sizeof v1_0 / sizeof v1_0[0]; i++)
+    if (strcmp(slot, v1_0[i]) == 0) return 1;
+  return 0;
+}
+
+/* Writes msg (printf-style) into err when err_len > 0. */
+static inline void bext_locking_host_say_(char *err, size_t err_len, const char *fmt, ...) {
+  va_list ap;
+  if (err == NULL || err_len == 0) return;
+  va_start(ap, fmt);
+  vsnprintf(err, err_len, fmt, ap);
+  va_end(ap);
+}
+
+/* The checks every optional-slot helper makes before calling: clears
+ * *out_json and err, refuses a NULL plugin (ERR_INVALID), reports an absent
+ * slot (ERR_UNSUPPORTED). Returns BEXT_LOCKING_OK when the slot may be
+ * called. */
+static inline int32_t bext_locking_host_precheck_(const BextLockingHostPlugin *p, int present,
+                                                  const char *slot, char **out_json, char *err,
+                                                  size_t err_len) {
+  if (err != NULL && err_len > 0) err[0] = '\0';
+  if (out_json != NULL) *out_json = NULL;
+  if (p == NULL || p->vtable == NULL) {
+    bext_locking_host_say_(err, err_len, "bext_locking_host_%s: the plugin is NULL", slot);
+    return BEXT_LOCKING_ERR_INVALID;
+  }
+  if (!present) {
+    bext_locking_host_say_(err, err_len, "plugin `%s` (ABI 1.%u) has no `%s` slot", p->name,
+                           bext_locking_host_abi_minor(p), slot);
+    return BEXT_LOCKING_ERR_UNSUPPORTED;
+  }
+  return BEXT_LOCKING_OK;
+}
+
+/* inspect(instance, request_json, out_json) when the plugin has the slot.
+ * On BEXT_LOCKING_OK *out_json is {"key","held","fence"?,"owner"?,
+ * "expires_in_ms"?,"held_for_ms"?}; on a plugin's error status it is the
+ * plugin's error object. Either way free it with p->vtable->free_string.
+ * When the helper itself refuses (absent slot: ERR_UNSUPPORTED; NULL p:
+ * ERR_INVALID) *out_json stays NULL and the reason is in err. NULL instance,
+ * request or out_json are passed on: the plugin answers ERR_INVALID. */
+static inline int32_t bext_locking_host_inspect(const BextLockingHostPlugin *p,
+                                                BextLockingInstance *instance,
+                                                const char *request_json, char **out_json,
+                                                char *err, size_t err_len) {
+  int32_t status = bext_locking_host_precheck_(
+      p, p != NULL && BEXT_LOCKING_HOST_HAS_SLOT(p->vtable, inspect), "inspect", out_json, err,
+      err_len);
+  if (status != BEXT_LOCKING_OK) return status;
+  return p->vtable->inspect(instance, request_json, out_json);
+}
+
+/* force_release(instance, request_json, out_json) when the plugin has the
+ * slot: on BEXT_LOCKING_OK *out_json is {"released":bool,"fence"?}.
+ * Otherwise as bext_locking_host_inspect. */
+static inline int32_t bext_locking_host_force_release(const BextLockingHostPlugin *p,
+                                                      BextLockingInstance *instance,
+                                                      const char *request_json, char **out_json,
+                                                      char *err, size_t err_len) {
+  int32_t status = bext_locking_host_precheck_(
+      p, p != NULL && BEXT_LOCKING_HOST_HAS_SLOT(p->vtable, force_release), "force_release",
+      out_json, err, err_len);
+  if (status != BEXT_LOCKING_OK) return status;
+  return p->vtable->force_release(instance, request_json, out_json);
+}
+
+/* stats(instance, out_json) when the plugin has the slot: on
+ * BEXT_LOCKING_OK *out_json is the statistics object (docs/ABI.md).
+ * Otherwise as bext_locking_host_inspect. */
+static inline int32_t bext_locking_host_stats(const BextLockingHostPlugin *p,
+                                              BextLockingInstance *instance, char **out_json,
+                                              char *err, size_t err_len) {
+  int32_t status = bext_locking_host_precheck_(
+      p, p != NULL && BEXT_LOCKING_HOST_HAS_SLOT(p->vtable, stats), "stats", out_json, err,
+      err_len);
+  if (status != BEXT_LOCKING_OK) return status;
+  return p->vtable->stats(instance, out_json);
 }
 
 #ifdef __cplusplus

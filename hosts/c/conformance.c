@@ -21,6 +21,7 @@
 
 #include <dlfcn.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,12 @@
 #include <unistd.h>
 
 #include "bext_locking.h"
+
+/* The size of the 1.0 vtable, through its last field: the smallest a host
+ * accepts (sizeof(BextLockingVTable) grows with every revision). */
+#define VTABLE_V1_SIZE (offsetof(BextLockingVTable, free_string) + sizeof(BextLockingFreeStringFn))
+/* The size of the 1.1 vtable: through its last slot. */
+#define VTABLE_V1_1_SIZE (offsetof(BextLockingVTable, stats) + sizeof(BextLockingCleanupFn))
 
 static const BextLockingVTable *vt;
 static int passed, failed;
@@ -234,6 +241,7 @@ static const char *code_for(int32_t status) {
     case BEXT_LOCKING_ERR_BACKEND: return "backend";
     case BEXT_LOCKING_ERR_INVALID: return "invalid_argument";
     case BEXT_LOCKING_ERR_PANIC: return "panic";
+    case BEXT_LOCKING_ERR_UNSUPPORTED: return "unsupported";
     default: return "?";
   }
 }
@@ -378,14 +386,14 @@ static void check_table(const char *path, void *lib) {
         (const void *)again);
   check(vt->abi_version == BEXT_LOCKING_ABI_VERSION, "vtable abi_version is 1", "got %u",
         (unsigned)vt->abi_version);
-  check(vt->struct_size >= sizeof(BextLockingVTable), "vtable struct_size covers v1",
-        "got %u, want >= %u", (unsigned)vt->struct_size, (unsigned)sizeof(BextLockingVTable));
+  check(vt->struct_size >= VTABLE_V1_SIZE, "vtable struct_size covers v1",
+        "got %u, want >= %u", (unsigned)vt->struct_size, (unsigned)VTABLE_V1_SIZE);
   check(vt->name != NULL && vt->name[0] && vt->version != NULL && vt->version[0],
         "vtable name and version are non-empty strings", "NULL or empty");
   check(vt->describe && vt->create && vt->try_lock && vt->renew && vt->release && vt->cleanup &&
             vt->destroy && vt->free_string,
         "every mandatory slot is non-NULL", "a slot is NULL");
-  if (vt->abi_version != BEXT_LOCKING_ABI_VERSION || vt->struct_size < sizeof(BextLockingVTable) ||
+  if (vt->abi_version != BEXT_LOCKING_ABI_VERSION || vt->struct_size < VTABLE_V1_SIZE ||
       !vt->describe || !vt->create || !vt->try_lock || !vt->renew || !vt->release ||
       !vt->cleanup || !vt->destroy || !vt->free_string || !vt->name || !vt->version) {
     printf("the vtable is unusable; stopping\n");
@@ -898,6 +906,446 @@ static void check_locking(BextLockingInstance *a, BextLockingInstance *b) {
   drop(&h.json);
 }
 
+/* ---- revision 1.1: owner, inspect, force_release, stats ----------------- */
+
+/* What the plugin's vtable and describe say it has (docs/ABI.md, 1.1). */
+static int has_inspect, has_force_release, has_stats;
+static int cap_owner, cap_inspect, cap_force_release;
+
+/* Whether a JSON array holds the string s. */
+static int j_array_has(const JVal *arr, const char *s) {
+  const char *p;
+  JVal item;
+  if (arr->type != J_ARR) return 0;
+  p = j_ws(arr->start + 1);
+  while (*p != ']') {
+    p = j_value(p, &item, 1);
+    if (p == NULL) return 0;
+    if (j_str_is(&item, s)) return 1;
+    p = j_ws(p);
+    if (*p == ',') p = j_ws(p + 1);
+  }
+  return 0;
+}
+
+/* A slot of revision 1.1 exists when struct_size covers it and it is not NULL. */
+#define HAS_SLOT(field)                                                            \
+  (vt->struct_size >= offsetof(BextLockingVTable, field) + sizeof(vt->field) && \
+   vt->field != NULL)
+
+static void check_revision(void) {
+  char *out = SENTINEL;
+  JVal doc, v;
+  unsigned long long minor = 0;
+  int32_t status;
+  has_inspect = HAS_SLOT(inspect);
+  has_force_release = HAS_SLOT(force_release);
+  has_stats = HAS_SLOT(stats);
+  status = vt->describe(&out);
+  if (status == BEXT_LOCKING_OK && j_parse(out, &doc) && doc.type == J_OBJ) {
+    if (j_member(&doc, "abi_minor", &v))
+      check(j_uint(&v, &minor), "describe abi_minor is a non-negative integer", "%s", out);
+    if (j_member(&doc, "capabilities", &v)) {
+      check(v.type == J_ARR, "describe capabilities is an array", "%s", out);
+      cap_owner = j_array_has(&v, "owner");
+      cap_inspect = j_array_has(&v, "inspect");
+      cap_force_release = j_array_has(&v, "force_release");
+      if (j_array_has(&v, "stats"))
+        check(has_stats, "a plugin listing the stats capability has the stats slot", "%s", out);
+    }
+  }
+  drop(&out);
+  if (minor >= 1 || vt->struct_size >= VTABLE_V1_1_SIZE)
+    check(vt->struct_size >= VTABLE_V1_1_SIZE && minor >= 1,
+          "a 1.1 plugin has the 1.1 struct_size and says abi_minor 1 in describe",
+          "struct_size %u, abi_minor %llu", (unsigned)vt->struct_size, minor);
+  if (cap_inspect)
+    check(has_inspect, "a plugin listing the inspect capability has the inspect slot", "");
+  if (cap_force_release)
+    check(has_force_release,
+          "a plugin listing the force_release capability has the force_release slot", "");
+  printf("     (revision 1.%llu: inspect %s, force_release %s, stats %s; capabilities:%s%s%s)\n",
+         minor, has_inspect ? "yes" : "no", has_force_release ? "yes" : "no",
+         has_stats ? "yes" : "no", cap_owner ? " owner" : "", cap_inspect ? " inspect" : "",
+         cap_force_release ? " force_release" : "");
+}
+
+/* A try_lock request with an owner field given as raw JSON text. */
+static int32_t try_lock_owner_raw(BextLockingInstance *inst, const char *key,
+                                  const char *owner_json, char **out) {
+  char req[4400];
+  snprintf(req, sizeof req, "{\"key\":\"%s\",\"ttl_ms\":10000,\"owner\":%s}", key, owner_json);
+  *out = SENTINEL;
+  return vt->try_lock(inst, req, out);
+}
+
+/* An owner that is refused (over the limit, not a string, not UTF-8) must be
+ * ERR_INVALID naming `owner` from a plugin with the "owner" capability; one
+ * without it may ignore the field (and then takes the lock). */
+static void expect_owner_refused(const char *name, BextLockingInstance *a, const char *key,
+                                 const char *owner_json) {
+  char *out;
+  int32_t status = try_lock_owner_raw(a, key, owner_json, &out);
+  if (!cap_owner && status == BEXT_LOCKING_OK && out != NULL && out != SENTINEL) {
+    Handle h;
+    char ignored[300];
+    snprintf(ignored, sizeof ignored, "%s (or ignored without the owner capability)", name);
+    check(1, ignored, "");
+    h.json = out;
+    release(a, &h);
+    return;
+  }
+  expect_error(name, BEXT_LOCKING_ERR_INVALID, status, &out, "owner");
+}
+
+static void check_owner_input(BextLockingInstance *a) {
+  char key[2100];
+  char owner[BEXT_LOCKING_MAX_OWNER_BYTES + 8];
+  char owner_json[BEXT_LOCKING_MAX_OWNER_BYTES + 16];
+  char *out;
+  int32_t status;
+  Handle h;
+  size_t i;
+
+  key_for(key, sizeof key, "owner-input");
+  for (i = 0; i < BEXT_LOCKING_MAX_OWNER_BYTES; i++) owner[i] = 'o';
+  owner[BEXT_LOCKING_MAX_OWNER_BYTES] = '\0';
+  snprintf(owner_json, sizeof owner_json, "\"%s\"", owner);
+  status = try_lock_owner_raw(a, key, owner_json, &h.json);
+  if (expect_handle("an owner of BEXT_LOCKING_MAX_OWNER_BYTES bytes is accepted", status, key,
+                    10000, &h))
+    release(a, &h);
+  owner[BEXT_LOCKING_MAX_OWNER_BYTES] = 'o';
+  owner[BEXT_LOCKING_MAX_OWNER_BYTES + 1] = '\0';
+  snprintf(owner_json, sizeof owner_json, "\"%s\"", owner);
+  expect_owner_refused("an owner one byte over 256 bytes is ERR_INVALID naming owner", a, key,
+                       owner_json);
+  /* 86 three-byte characters: 258 bytes but only 86 characters. */
+  owner_json[0] = '"';
+  for (i = 0; i < 86; i++) memcpy(owner_json + 1 + 3 * i, "\xe2\x82\xac", 3);
+  memcpy(owner_json + 1 + 3 * 86, "\"", 2);
+  expect_owner_refused("an owner over 256 bytes in multi-byte characters is ERR_INVALID", a, key,
+                       owner_json);
+  expect_owner_refused("a number owner is ERR_INVALID naming owner", a, key, "42");
+  expect_owner_refused("an object owner is ERR_INVALID naming owner", a, key, "{\"host\":\"x\"}");
+  expect_owner_refused("an owner with a lone surrogate escape is ERR_INVALID", a, key,
+                       "\"\\ud800\"");
+  status = try_lock_owner_raw(a, key, "\"a\xff\"", &out);
+  expect_error("an owner that is not UTF-8 is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out,
+               NULL);
+  status = try_lock_owner_raw(a, key, "null", &h.json);
+  if (expect_handle("an owner of null is the same as none", status, key, 10000, &h))
+    release(a, &h);
+}
+
+/* The inputs every keyed 1.1 slot (inspect, force_release) refuses. */
+static void check_keyed_slot_input(const char *slot_name, BextLockingCallFn slot,
+                                   BextLockingInstance *a) {
+  static const struct {
+    const char *what;
+    const char *request;
+    const char *needle;
+  } bad[] = {
+      {"malformed JSON", "{\"key\":", NULL},
+      {"text that is not JSON", "who holds it?", NULL},
+      {"a JSON array", "[\"k\"]", NULL},
+      {"JSON null", "null", NULL},
+      {"an empty string", "", NULL},
+      {"invalid UTF-8", "{\"key\":\"k\xc3\x28\"}", NULL},
+      {"invalid UTF-8 in an ignored field", "{\"key\":\"k\",\"note\":\"\xff\"}", NULL},
+      {"JSON cut short by an interior NUL", "{\"key\":\"k\"\0}", NULL},
+      {"no key", "{}", "key"},
+      {"a number key", "{\"key\":7}", "key"},
+      {"a null key", "{\"key\":null}", "key"},
+      {"an empty key", "{\"key\":\"\"}", "key"},
+      {"a lone surrogate escape in the key", "{\"key\":\"\\udc00\"}", NULL},
+      {"the key given twice", "{\"key\":\"k\",\"key\":\"j\"}", NULL},
+  };
+  char name[200];
+  char key[BEXT_LOCKING_MAX_KEY_BYTES + 64];
+  char *out;
+  int32_t status;
+  size_t i;
+
+  status = slot(a, "{\"key\":\"k\"}", NULL);
+  snprintf(name, sizeof name, "%s with NULL out_json is ERR_INVALID", slot_name);
+  check(status == BEXT_LOCKING_ERR_INVALID, name, "got %d", (int)status);
+  status = call(slot, NULL, "{\"key\":\"k\"}", &out);
+  snprintf(name, sizeof name, "%s with a NULL instance is ERR_INVALID", slot_name);
+  expect_error(name, BEXT_LOCKING_ERR_INVALID, status, &out, NULL);
+  status = call(slot, a, NULL, &out);
+  snprintf(name, sizeof name, "%s with a NULL request is ERR_INVALID", slot_name);
+  expect_error(name, BEXT_LOCKING_ERR_INVALID, status, &out, NULL);
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    status = call(slot, a, bad[i].request, &out);
+    snprintf(name, sizeof name, "%s with %s is ERR_INVALID%s", slot_name, bad[i].what,
+             bad[i].needle != NULL ? " naming key" : "");
+    expect_error(name, BEXT_LOCKING_ERR_INVALID, status, &out, bad[i].needle);
+  }
+  snprintf(key, sizeof key, "{\"key\":\"");
+  for (i = strlen(key); i < 8 + BEXT_LOCKING_MAX_KEY_BYTES + 1; i++) key[i] = 'k';
+  memcpy(key + i, "\"}", 3);
+  status = call(slot, a, key, &out);
+  snprintf(name, sizeof name, "%s with a key one byte too long is ERR_INVALID naming key",
+           slot_name);
+  expect_error(name, BEXT_LOCKING_ERR_INVALID, status, &out, "key");
+}
+
+static void check_if_fence_input(BextLockingInstance *a) {
+  static const struct {
+    const char *what;
+    const char *value;
+  } bad[] = {
+      {"negative", "-1"},
+      {"fractional", "1.5"},
+      {"in exponent form", "1e3"},
+      {"past u64", "18446744073709551616"},
+      {"a string", "\"7\""},
+      {"a bool", "true"},
+      {"null", "null"},
+      {"an array", "[7]"},
+  };
+  char key[2100];
+  char req[2300];
+  char name[200];
+  char *out;
+  int32_t status;
+  size_t i;
+  key_for(key, sizeof key, "if-fence-input");
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(req, sizeof req, "{\"key\":\"%s\",\"if_fence\":%s}", key, bad[i].value);
+    status = call(vt->force_release, a, req, &out);
+    snprintf(name, sizeof name, "force_release with if_fence %s is ERR_INVALID naming if_fence",
+             bad[i].what);
+    expect_error(name, BEXT_LOCKING_ERR_INVALID, status, &out, "if_fence");
+  }
+}
+
+/* Reads the answer of an inspect that must succeed (or, from a plugin not
+ * listing the capability, be ERR_UNSUPPORTED). Returns 1 with *doc parsed
+ * and *text to drop, 0 otherwise (reported and freed). */
+static int inspect_answer(const char *name, BextLockingInstance *inst, const char *key,
+                          char **text, JVal *doc) {
+  char req[2300];
+  JVal v;
+  int32_t status;
+  snprintf(req, sizeof req, "{\"key\":\"%s\"}", key);
+  status = call(vt->inspect, inst, req, text);
+  if (status == BEXT_LOCKING_ERR_UNSUPPORTED && !cap_inspect) {
+    expect_error(name, BEXT_LOCKING_ERR_UNSUPPORTED, status, text, NULL);
+    return 0;
+  }
+  if (status != BEXT_LOCKING_OK || !j_parse(*text, doc) || doc->type != J_OBJ ||
+      !j_member(doc, "key", &v) || !j_str_is(&v, key) || !j_member(doc, "held", &v) ||
+      (v.type != J_TRUE && v.type != J_FALSE) || j_member(doc, "lock_id", &v)) {
+    check(0, name, "want OK with {\"key\",\"held\",...} and no lock_id: status %d, %s",
+          (int)status, show(*text));
+    drop(text);
+    return 0;
+  }
+  return 1;
+}
+
+static void check_inspect(BextLockingInstance *a, BextLockingInstance *b) {
+  char key[2100];
+  char *text;
+  char owner_json[64];
+  JVal doc, v;
+  unsigned long long n;
+  int32_t status;
+  Handle h;
+
+  key_for(key, sizeof key, "inspect-never-locked");
+  if (inspect_answer("inspect of a key never locked is OK with held false", b, key, &text, &doc)) {
+    check(j_member(&doc, "held", &v) && v.type == J_FALSE && !j_member(&doc, "owner", &v) &&
+              !j_member(&doc, "fence", &v),
+          "inspect of a key never locked is OK with held false", "%s", text);
+    drop(&text);
+  }
+  key_for(key, sizeof key, "inspect-held");
+  snprintf(owner_json, sizeof owner_json, "\"c-conformance:%ld\"", (long)getpid());
+  status = try_lock_owner_raw(a, key, owner_json, &h.json);
+  if (!expect_handle("try_lock with an owner", status, key, 10000, &h)) return;
+  if (inspect_answer("inspect of a held key (from another instance)", b, key, &text, &doc)) {
+    int ok = j_member(&doc, "held", &v) && v.type == J_TRUE;
+    if (ok && h.has_fence) ok = j_member(&doc, "fence", &v) && j_uint(&v, &n) && n == h.fence;
+    if (ok && cap_owner)
+      ok = j_member(&doc, "owner", &v) && (size_t)(v.end - v.start) == strlen(owner_json) &&
+           strncmp(v.start, owner_json, strlen(owner_json)) == 0;
+    if (ok && j_member(&doc, "expires_in_ms", &v)) ok = j_uint(&v, &n) && n <= 10000;
+    if (ok && j_member(&doc, "held_for_ms", &v)) ok = j_uint(&v, &n);
+    check(ok, "inspect of a held key: held, the holder's fence and owner, no lock_id",
+          "owner %s, fence %llu: %s", owner_json, h.fence, text);
+    check(strstr(text, h.lock_id) == NULL, "inspect never reveals the lock_id", "%s", text);
+    drop(&text);
+  }
+  release(a, &h);
+  if (inspect_answer("inspect of a released key is OK with held false", b, key, &text, &doc)) {
+    check(j_member(&doc, "held", &v) && v.type == J_FALSE,
+          "inspect of a released key is OK with held false", "%s", text);
+    drop(&text);
+  }
+}
+
+static void check_force_release(BextLockingInstance *a, BextLockingInstance *b) {
+  char key[2100];
+  char req[2300];
+  char *out;
+  JVal doc, v;
+  unsigned long long n;
+  int32_t status;
+  Handle h, h2;
+
+  key_for(key, sizeof key, "force-free");
+  snprintf(req, sizeof req, "{\"key\":\"%s\"}", key);
+  status = call(vt->force_release, b, req, &out);
+  if (status == BEXT_LOCKING_ERR_UNSUPPORTED && !cap_force_release) {
+    expect_error("force_release is ERR_UNSUPPORTED with an error object",
+                 BEXT_LOCKING_ERR_UNSUPPORTED, status, &out, NULL);
+    return;
+  }
+  check(status == BEXT_LOCKING_OK && j_parse(out, &doc) && j_member(&doc, "released", &v) &&
+            v.type == J_FALSE,
+        "force_release of a free key is OK with released false", "status %d, %s", (int)status,
+        show(out));
+  drop(&out);
+
+  key_for(key, sizeof key, "force-held");
+  if (!acquire("try_lock before force_release", a, key, 10000, &h)) return;
+  if (h.has_fence) {
+    snprintf(req, sizeof req, "{\"key\":\"%s\",\"if_fence\":%llu}", key, h.fence + 1);
+    status = call(vt->force_release, b, req, &out);
+    check(status == BEXT_LOCKING_OK && j_parse(out, &doc) && j_member(&doc, "released", &v) &&
+              v.type == J_FALSE,
+          "force_release with another if_fence is OK with released false", "status %d, %s",
+          (int)status, show(out));
+    drop(&out);
+    status = try_lock(b, key, 10000, &out);
+    expect_contended("force_release with another if_fence leaves the lock held", status, &out);
+    snprintf(req, sizeof req, "{\"key\":\"%s\",\"if_fence\":%llu}", key, h.fence);
+  } else {
+    snprintf(req, sizeof req, "{\"key\":\"%s\"}", key);
+  }
+  status = call(vt->force_release, b, req, &out);
+  {
+    int ok = status == BEXT_LOCKING_OK && j_parse(out, &doc) &&
+             j_member(&doc, "released", &v) && v.type == J_TRUE;
+    if (ok && h.has_fence) ok = j_member(&doc, "fence", &v) && j_uint(&v, &n) && n == h.fence;
+    check(ok, "force_release of a held key is OK with released true and the holder's fence",
+          "status %d, %s", (int)status, show(out));
+  }
+  drop(&out);
+  status = call(vt->renew, a, h.json, &out);
+  expect_error("the broken holder's renew is ERR_BACKEND", BEXT_LOCKING_ERR_BACKEND, status, &out,
+               NULL);
+  if (acquire("the key is free after force_release", b, key, 10000, &h2)) {
+    if (h.has_fence && h2.has_fence)
+      check(h2.fence > h.fence, "the next fence after force_release is higher",
+            "%llu then %llu", h.fence, h2.fence);
+    status = call(vt->release, a, h.json, &out);
+    expect_ok_empty("the broken holder's release is OK", status, &out);
+    status = try_lock(a, key, 10000, &out);
+    expect_contended("the broken holder's release leaves the new holder's lock alone", status,
+                     &out);
+    release(b, &h2);
+  }
+  drop(&h.json);
+}
+
+static void check_stats(BextLockingInstance *a) {
+  char *out = SENTINEL;
+  JVal doc, v, lat, list;
+  unsigned long long n;
+  int32_t status;
+
+  status = vt->stats(a, NULL);
+  check(status == BEXT_LOCKING_ERR_INVALID, "stats with NULL out_json is ERR_INVALID", "got %d",
+        (int)status);
+  out = SENTINEL;
+  status = vt->stats(NULL, &out);
+  expect_error("stats of a NULL instance is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out,
+               NULL);
+  out = SENTINEL;
+  status = vt->stats(a, &out);
+  if (status == BEXT_LOCKING_ERR_UNSUPPORTED) {
+    expect_error("stats is OK or ERR_UNSUPPORTED with an error object",
+                 BEXT_LOCKING_ERR_UNSUPPORTED, status, &out, NULL);
+    return;
+  }
+  {
+    int ok = status == BEXT_LOCKING_OK && j_parse(out, &doc) && doc.type == J_OBJ;
+    static const char *const counters[] = {"acquired", "contended", "renewed", "renew_failures",
+                                           "released", "force_released"};
+    size_t i;
+    for (i = 0; ok && i < sizeof counters / sizeof counters[0]; i++)
+      ok = j_member(&doc, counters[i], &v) && j_uint(&v, &n);
+    ok = ok && j_member(&doc, "acquired", &v) && j_uint(&v, &n) && n > 0;
+    ok = ok && j_member(&doc, "errors", &v) && v.type == J_OBJ &&
+         j_member(&v, "invalid_argument", &list) && j_uint(&list, &n) && n > 0;
+    ok = ok && j_member(&doc, "latency_us", &lat) && lat.type == J_OBJ &&
+         j_member(&lat, "bounds", &list) && list.type == J_ARR &&
+         j_member(&lat, "try_lock", &list) && list.type == J_ARR &&
+         j_member(&lat, "renew", &list) && list.type == J_ARR &&
+         j_member(&lat, "release", &list) && list.type == J_ARR;
+    check(ok,
+          "stats is an object with the counters, errors by code and latency histograms "
+          "(acquired and invalid_argument counted)",
+          "status %d, %s", (int)status, show(out));
+  }
+  drop(&out);
+}
+
+/* Every 1.1 check that needs a live instance, before cleanup. */
+static void check_admin(BextLockingInstance *a, BextLockingInstance *b) {
+  check_owner_input(a);
+  if (has_inspect) {
+    check_keyed_slot_input("inspect", vt->inspect, a);
+    check_inspect(a, b);
+  }
+  if (has_force_release) {
+    check_keyed_slot_input("force_release", vt->force_release, a);
+    check_if_fence_input(a);
+    check_force_release(a, b);
+  }
+  if (has_stats) check_stats(a);
+  if (!has_inspect && !has_force_release && !has_stats)
+    printf("     (no 1.1 slots: the inspect, force_release and stats checks do not apply)\n");
+}
+
+/* After cleanup: inspect and force_release fail as every call does; stats
+ * still answers. */
+static void check_admin_after_cleanup(BextLockingInstance *a) {
+  char key[2100];
+  char req[2300];
+  char *out;
+  int32_t status;
+  key_for(key, sizeof key, "admin-after-cleanup");
+  snprintf(req, sizeof req, "{\"key\":\"%s\"}", key);
+  if (has_inspect) {
+    status = call(vt->inspect, a, req, &out);
+    if (status != BEXT_LOCKING_ERR_UNSUPPORTED || cap_inspect)
+      expect_error("inspect after cleanup is ERR_BACKEND", BEXT_LOCKING_ERR_BACKEND, status, &out,
+                   NULL);
+    else
+      drop(&out);
+  }
+  if (has_force_release) {
+    status = call(vt->force_release, a, req, &out);
+    if (status != BEXT_LOCKING_ERR_UNSUPPORTED || cap_force_release)
+      expect_error("force_release after cleanup is ERR_BACKEND", BEXT_LOCKING_ERR_BACKEND,
+                   status, &out, NULL);
+    else
+      drop(&out);
+  }
+  if (has_stats) {
+    out = SENTINEL;
+    status = vt->stats(a, &out);
+    check(status == BEXT_LOCKING_OK || status == BEXT_LOCKING_ERR_UNSUPPORTED,
+          "stats still answers after cleanup", "status %d, %s", (int)status, show(out));
+    drop(&out);
+  }
+}
+
 static void check_cleanup(BextLockingInstance *a) {
   char key[2100];
   char *out;
@@ -918,6 +1366,7 @@ static void check_cleanup(BextLockingInstance *a) {
   out = SENTINEL;
   status = vt->cleanup(a, &out);
   expect_ok_empty("cleanup is OK with *out_json NULL", status, &out);
+  check_admin_after_cleanup(a);
 
   key_for(key, sizeof key, "after-cleanup");
   status = try_lock(a, key, 10000, &out);
@@ -994,6 +1443,7 @@ int main(int argc, char **argv) {
   vt->free_string(NULL);
   check(1, "free_string(NULL) is a no-op", "");
   check_describe();
+  check_revision();
   check_create(config);
 
   err = SENTINEL;
@@ -1018,6 +1468,7 @@ int main(int argc, char **argv) {
   check_limits(a);
   check_huge_inputs(a, config);
   check_locking(a, b);
+  check_admin(a, b);
   check_cleanup(a);
   if (panicky) check_panics(config);
 

@@ -65,7 +65,9 @@ int main(int argc, char **argv) {
   const char *config = argc > 2 ? argv[2] : "{}";
   const char *key = argc > 3 ? argv[3] : "jobs/nightly";
   char err[1024];
-  char request[2200];
+  char request[4096];
+  char query[4096];
+  char owner[BEXT_LOCKING_MAX_OWNER_BYTES + 1];
   char *out = NULL;
   char *handle = NULL;
   int32_t status;
@@ -102,8 +104,10 @@ int main(int argc, char **argv) {
   }
   printf("created an instance with config %s\n", config);
 
-  if (bext_locking_host_request_json(request, sizeof request, key, (uint64_t)ttl_ms) >=
-      (int)sizeof request) {
+  /* Say who holds the lock, for whoever inspects it ("hostname:pid"). */
+  if (bext_locking_host_default_owner(owner, sizeof owner) < 0) strcpy(owner, "example");
+  if (bext_locking_host_request_json_owned(request, sizeof request, key, (uint64_t)ttl_ms,
+                                           owner) >= (int)sizeof request) {
     fprintf(stderr, "key is too long for this example\n");
     goto done;
   }
@@ -125,6 +129,20 @@ int main(int argc, char **argv) {
   printf("the lease ends in %.0f ms by our clock (%.0f ms TTL less %.1f ms of clock drift); "
          "stop by %.0f ms from now unless renewed\n",
          lease_end - now_ms(), ttl_ms, drift, lease_end - stop_margin - now_ms());
+
+  /* ABI 1.1: who holds the key, as anyone may see it (never the lock_id).
+   * A 1.0 plugin has no inspect slot: the helper says so without calling. */
+  bext_locking_host_inspect_json(query, sizeof query, key);
+  status = bext_locking_host_inspect(&plugin, locks, query, &out, err, sizeof err);
+  if (status == BEXT_LOCKING_OK) {
+    printf("inspect: %s\n", out);
+    vt->free_string(out);
+  } else if (status == BEXT_LOCKING_ERR_UNSUPPORTED && out == NULL) {
+    printf("inspect: %s\n", err);
+  } else {
+    report(vt, "inspect", status, out);
+  }
+  out = NULL;
 
   /* Locks are not reentrant: the same instance asking again is contention. */
   status = vt->try_lock(locks, request, &out);

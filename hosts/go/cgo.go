@@ -10,6 +10,7 @@ package bextlock
 #cgo CFLAGS: -I${SRCDIR}/../../include
 #cgo LDFLAGS: -ldl
 #include <dlfcn.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include "bext_locking.h"
@@ -82,14 +83,44 @@ static bl_created bl_create(const BextLockingVTable *vt, const char *config_json
 	return r;
 }
 
-enum { BL_TRY_LOCK = 0, BL_RENEW = 1, BL_RELEASE = 2 };
+// The size of the 1.0 vtable, through its last field: the smallest a host
+// accepts (sizeof(BextLockingVTable) grows with every revision).
+static uint32_t bl_v1_size(void) {
+	return (uint32_t)(offsetof(BextLockingVTable, free_string) + sizeof(BextLockingFreeStringFn));
+}
 
+// Whether an optional slot exists: struct_size covers it and it is not
+// NULL. Nothing past struct_size is read.
+#define BL_HAS(vt, field) \
+	((vt)->struct_size >= offsetof(BextLockingVTable, field) + sizeof((vt)->field) && (vt)->field != NULL)
+
+enum { BL_TRY_LOCK = 0, BL_RENEW = 1, BL_RELEASE = 2, BL_INSPECT = 3, BL_FORCE_RELEASE = 4, BL_STATS = 5 };
+
+static int bl_has_slot(const BextLockingVTable *vt, int slot) {
+	switch (slot) {
+	case BL_TRY_LOCK: case BL_RENEW: case BL_RELEASE: return 1;
+	case BL_INSPECT: return BL_HAS(vt, inspect);
+	case BL_FORCE_RELEASE: return BL_HAS(vt, force_release);
+	case BL_STATS: return BL_HAS(vt, stats);
+	}
+	return 0;
+}
+
+// The Go side checks bl_has_slot first; an absent slot is refused here too,
+// so nothing past struct_size is ever called.
 static bl_out bl_call(const BextLockingVTable *vt, int slot, BextLockingInstance *instance, const char *input_json) {
 	bl_out r = { BEXT_LOCKING_ERR_INVALID, NULL };
+	if (!bl_has_slot(vt, slot)) {
+		r.status = BEXT_LOCKING_ERR_UNSUPPORTED;
+		return r;
+	}
 	switch (slot) {
-	case BL_TRY_LOCK: r.status = vt->try_lock(instance, input_json, &r.out); break;
-	case BL_RENEW:    r.status = vt->renew(instance, input_json, &r.out); break;
-	case BL_RELEASE:  r.status = vt->release(instance, input_json, &r.out); break;
+	case BL_TRY_LOCK:      r.status = vt->try_lock(instance, input_json, &r.out); break;
+	case BL_RENEW:         r.status = vt->renew(instance, input_json, &r.out); break;
+	case BL_RELEASE:       r.status = vt->release(instance, input_json, &r.out); break;
+	case BL_INSPECT:       r.status = vt->inspect(instance, input_json, &r.out); break;
+	case BL_FORCE_RELEASE: r.status = vt->force_release(instance, input_json, &r.out); break;
+	case BL_STATS:         r.status = vt->stats(instance, &r.out); break;
 	}
 	return r;
 }
@@ -132,7 +163,14 @@ const (
 	slotTryLock slot = C.BL_TRY_LOCK
 	slotRenew   slot = C.BL_RENEW
 	slotRelease slot = C.BL_RELEASE
+	// The optional slots of ABI 1.1; slotStats takes no input.
+	slotInspect      slot = C.BL_INSPECT
+	slotForceRelease slot = C.BL_FORCE_RELEASE
+	slotStats        slot = C.BL_STATS
 )
+
+// optionalSlots are the slots a plugin may lack (ABI 1.1 and later).
+var optionalSlots = []slot{slotInspect, slotForceRelease, slotStats}
 
 func (s slot) String() string {
 	switch s {
@@ -142,6 +180,12 @@ func (s slot) String() string {
 		return "renew"
 	case slotRelease:
 		return "release"
+	case slotInspect:
+		return "inspect"
+	case slotForceRelease:
+		return "force_release"
+	case slotStats:
+		return "stats"
 	}
 	return fmt.Sprintf("slot(%d)", int(s))
 }
@@ -178,7 +222,7 @@ func openVTable(path string) (vt *cVTable, name, version string, err error) {
 	if got := uint32(vt.abi_version); got != abiVersion {
 		return nil, "", "", fmt.Errorf("%w: the plugin was built for ABI version %d, this host speaks %d", ErrABIMismatch, got, abiVersion)
 	}
-	if got, want := uint32(vt.struct_size), uint32(C.sizeof_BextLockingVTable); got < want {
+	if got, want := uint32(vt.struct_size), uint32(C.bl_v1_size()); got < want {
 		return nil, "", "", fmt.Errorf("%w: struct_size is %d, smaller than the v1 vtable (%d)", ErrBadVTable, got, want)
 	}
 	nulls := []struct {
@@ -252,6 +296,21 @@ func callSlot(vt *cVTable, s slot, inst *cInstance, input []byte) (status int32,
 	r := C.bl_call(vt, C.int(s), inst, charPtr(in))
 	out, hasOut = takeString(vt, r.out)
 	return int32(r.status), out, hasOut
+}
+
+// hasSlot says whether the validated vtable has slot s.
+func hasSlot(vt *cVTable, s slot) bool {
+	return C.bl_has_slot(vt, C.int(s)) != 0
+}
+
+// abiMinor is the ABI revision the vtable's struct_size covers: 0 for a 1.0
+// plugin, 1 once it has room for the 1.1 slots.
+func abiMinor(vt *cVTable) uint32 {
+	full := unsafe.Offsetof(vt.stats) + unsafe.Sizeof(vt.stats)
+	if uintptr(vt.struct_size) >= full {
+		return 1
+	}
+	return 0
 }
 
 func callCleanup(vt *cVTable, inst *cInstance) (status int32, out []byte, hasOut bool) {

@@ -42,10 +42,22 @@
 //
 // Plugin calls fail with an [*Error] carrying the status code and the
 // plugin's error object; match it with errors.Is against [ErrBackend],
-// [ErrInvalid], [ErrPanic] or [ErrProtocol]. A plugin that panics reports
+// [ErrInvalid], [ErrPanic], [ErrUnsupported] or [ErrProtocol]. A plugin that panics reports
 // [ErrPanic]; it does not crash the Go process. [Open] fails with an
 // [*OpenError] wrapping [ErrDlopen] (with the dynamic loader's message),
 // [ErrNotPlugin], [ErrABIMismatch] or [ErrBadVTable].
+//
+// # Who holds a lock, breaking a stuck one, statistics
+//
+// Plugins built for ABI revision 1.1 also answer [Locker.Inspect] (who holds
+// a key, with its fence, owner and remaining lease, never the lock id),
+// [Locker.ForceRelease] and [Locker.ForceReleaseIfFence] (break a stuck
+// holder: its renew then fails and the next fence is higher), and
+// [Locker.Stats] (counters and latency histograms, rendered for a /metrics
+// page by [Stats.WritePrometheus]). A plugin built for ABI 1.0 still loads;
+// those calls then return [ErrUnsupported] without calling anything.
+// TryLock sends an owner, [DefaultOwner] ("hostname:pid") unless
+// [Locker.SetOwner] changed it.
 //
 // # Handles
 //

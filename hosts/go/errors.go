@@ -22,6 +22,11 @@ const (
 	StatusInvalid Status = -2
 	// StatusPanic: the plugin panicked; the panic was caught at the boundary.
 	StatusPanic Status = -3
+	// StatusUnsupported (ABI 1.1): the backend, or this instance's mode,
+	// cannot serve the call or one of its fields; retrying cannot help. The
+	// host reports a slot the plugin does not have (a 1.0 plugin) the same
+	// way, without calling anything.
+	StatusUnsupported Status = -4
 )
 
 func (s Status) String() string {
@@ -36,12 +41,15 @@ func (s Status) String() string {
 		return "invalid_argument"
 	case StatusPanic:
 		return "panic"
+	case StatusUnsupported:
+		return "unsupported"
 	}
 	return fmt.Sprintf("status(%d)", int32(s))
 }
 
 // Sentinels for errors.Is. A plugin call fails with an [*Error] that matches
-// exactly one of ErrBackend, ErrInvalid, ErrPanic or ErrProtocol; [Open]
+// exactly one of ErrBackend, ErrInvalid, ErrPanic, ErrUnsupported or
+// ErrProtocol; [Open]
 // fails with an [*OpenError] wrapping one of the Open sentinels.
 var (
 	// ErrBackend matches StatusBackend: the backend is unreachable or broken,
@@ -51,6 +59,10 @@ var (
 	ErrInvalid = errors.New("invalid argument")
 	// ErrPanic matches StatusPanic: the plugin panicked and caught it.
 	ErrPanic = errors.New("plugin panicked")
+	// ErrUnsupported matches StatusUnsupported: the plugin has no such slot
+	// (a plugin built for ABI 1.0 has no Inspect, ForceRelease or Stats), or
+	// its backend or mode cannot serve the call. The message says which.
+	ErrUnsupported = errors.New("unsupported")
 	// ErrProtocol means the plugin's answer broke the ABI: an unknown status,
 	// OK without a handle, a handle that is not valid JSON.
 	ErrProtocol = errors.New("plugin broke the ABI")
@@ -77,7 +89,7 @@ var (
 // plugin's error object {"code":...,"message":...}.
 //
 // Match the kind with errors.Is(err, ErrBackend) (or ErrInvalid, ErrPanic,
-// ErrProtocol), or take the details with errors.As.
+// ErrUnsupported, ErrProtocol), or take the details with errors.As.
 type Error struct {
 	// Plugin is the plugin's name, e.g. "memory".
 	Plugin string
@@ -85,8 +97,8 @@ type Error struct {
 	Op string
 	// Status is the status code the slot returned.
 	Status Status
-	// Code is the error object's code: "backend", "invalid_argument" or
-	// "panic"; empty when the plugin sent no error object.
+	// Code is the error object's code: "backend", "invalid_argument",
+	// "panic" or "unsupported"; empty when the plugin sent no error object.
 	Code string
 	// Message is the error object's message, or a description of the ABI
 	// violation for ErrProtocol errors.
@@ -118,8 +130,10 @@ func (e *Error) Is(target error) bool {
 		return e.Status == StatusInvalid
 	case ErrPanic:
 		return e.Status == StatusPanic
+	case ErrUnsupported:
+		return e.Status == StatusUnsupported
 	case ErrProtocol:
-		return e.Status >= 0 || e.Status < StatusPanic
+		return e.Status >= 0 || e.Status < StatusUnsupported
 	}
 	return false
 }
@@ -139,7 +153,7 @@ func statusError(plugin, op string, status int32, errJSON []byte, hasJSON bool) 
 	default:
 		e.Message = string(errJSON)
 	}
-	if Status(status) < StatusPanic {
+	if Status(status) < StatusUnsupported {
 		e.protocol = true
 		e.Message = fmt.Sprintf("unknown status %d: %s", status, e.Message)
 	}
@@ -155,6 +169,15 @@ func protocolError(plugin, op string, status int32, format string, args ...any) 
 // with the same kind the plugin would give it.
 func invalidError(plugin, op, format string, args ...any) *Error {
 	return &Error{Plugin: plugin, Op: op, Status: StatusInvalid, Code: "invalid_argument", Message: fmt.Sprintf(format, args...)}
+}
+
+// unsupportedError reports a slot the plugin does not have, found without
+// calling anything: the same kind the plugin itself would give.
+func unsupportedError(p *Plugin, op string) *Error {
+	return &Error{
+		Plugin: p.name, Op: op, Status: StatusUnsupported, Code: "unsupported",
+		Message: fmt.Sprintf("plugin `%s` (ABI 1.%d) has no `%s` slot", p.name, abiMinor(p.vt), op),
+	}
 }
 
 // OpenError is a library that could not be opened as a plugin. Err wraps one

@@ -121,3 +121,44 @@ func ExampleError() {
 	}
 	// Output: invalid_argument invalid_argument true
 }
+
+// Inspect shows who holds a key; ForceReleaseIfFence breaks exactly the
+// lock that was inspected, so a newer holder is never broken by mistake.
+func ExampleLocker_Inspect() {
+	plugin, err := bextlock.Open(memoryPath)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ns := map[string]any{"namespace": uniqueName("example-inspect")}
+	stuck, err := plugin.New(ns) // the holder that stopped making progress
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer stuck.Close()
+	operator, err := plugin.New(ns)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer operator.Close()
+
+	_ = stuck.SetOwner("build-7:4242")
+	h, _, err := stuck.TryLock("jobs/nightly", time.Minute)
+	if err != nil {
+		log.Fatal(err)
+	}
+	info, err := operator.Inspect("jobs/nightly")
+	if err != nil {
+		log.Fatal(err) // errors.Is(err, bextlock.ErrUnsupported) for a 1.0 plugin
+	}
+	fmt.Println("held:", info.Held, "owner:", *info.Owner, "fence:", *info.Fence)
+	r, err := operator.ForceReleaseIfFence("jobs/nightly", *info.Fence)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("released:", r.Released)
+	fmt.Println("the stuck holder's renew fails:", errors.Is(stuck.Renew(h), bextlock.ErrBackend))
+	// Output:
+	// held: true owner: build-7:4242 fence: 1
+	// released: true
+	// the stuck holder's renew fails: true
+}

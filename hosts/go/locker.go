@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -25,6 +26,30 @@ type Locker struct {
 	// destroy never races a call on the instance (the ABI forbids it).
 	mu   sync.RWMutex
 	inst *cInstance // nil once closed
+
+	// owner is what TryLock sends (a string; "" sends none).
+	owner atomic.Value
+}
+
+// Owner is what TryLock (and RunExclusive) send as the lock's owner:
+// [DefaultOwner] ("hostname:pid") unless SetOwner changed it.
+func (l *Locker) Owner() string {
+	s, _ := l.owner.Load().(string)
+	return s
+}
+
+// SetOwner changes the owner TryLock sends from now on, say to
+// "hostname:pid:job-name". The owner is stored with the lock by a plugin
+// with the "owner" capability, and shown by Inspect and `bext-lock status`;
+// it is for people, proves nothing, and two holders may give the same one.
+// "" sends no owner. It must be valid UTF-8 of at most MaxOwnerBytes bytes,
+// else ErrInvalid and the owner is unchanged.
+func (l *Locker) SetOwner(owner string) error {
+	if err := checkOwner(owner); err != nil {
+		return invalidError(l.plugin.name, "try_lock", "%v", err)
+	}
+	l.owner.Store(owner)
+	return nil
 }
 
 // Plugin returns the plugin this Locker's instance belongs to.
@@ -33,6 +58,7 @@ func (l *Locker) Plugin() *Plugin { return l.plugin }
 type lockRequest struct {
 	Key   string `json:"key"`
 	TTLMs int64  `json:"ttl_ms"`
+	Owner string `json:"owner,omitempty"`
 }
 
 // TryLock tries once to take key for ttl, without waiting.
@@ -44,9 +70,21 @@ type lockRequest struct {
 // treating contention as an error pages someone for nothing.
 //
 // key must be 1 to 1024 bytes of valid UTF-8. ttl is sent in whole
-// milliseconds (truncated) and must be between 1ms and 365 days.
+// milliseconds (truncated) and must be between 1ms and 365 days. The
+// request carries the Locker's [Locker.Owner] ("hostname:pid" by default).
 func (l *Locker) TryLock(key string, ttl time.Duration) (*Handle, bool, error) {
+	return l.TryLockAs(key, ttl, l.Owner())
+}
+
+// TryLockAs is TryLock with an explicit owner for this acquisition ("" sends
+// none): valid UTF-8 of at most MaxOwnerBytes bytes, else ErrInvalid naming
+// the owner. A plugin built for ABI 1.0, or without the "owner" capability,
+// ignores it.
+func (l *Locker) TryLockAs(key string, ttl time.Duration, owner string) (*Handle, bool, error) {
 	name := l.plugin.name
+	if err := checkOwner(owner); err != nil {
+		return nil, false, invalidError(name, "try_lock", "%v", err)
+	}
 	// encoding/json would quietly turn invalid UTF-8 into U+FFFD, mapping
 	// different keys onto one lock.
 	if !utf8.ValidString(key) {
@@ -55,7 +93,7 @@ func (l *Locker) TryLock(key string, ttl time.Duration) (*Handle, bool, error) {
 	if ttl < time.Millisecond {
 		return nil, false, invalidError(name, "try_lock", "ttl %v is shorter than 1ms", ttl)
 	}
-	req, err := json.Marshal(lockRequest{Key: key, TTLMs: int64(ttl / time.Millisecond)})
+	req, err := json.Marshal(lockRequest{Key: key, TTLMs: int64(ttl / time.Millisecond), Owner: owner})
 	if err != nil {
 		return nil, false, invalidError(name, "try_lock", "cannot encode the request: %v", err)
 	}

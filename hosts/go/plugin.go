@@ -41,6 +41,23 @@ type Description struct {
 	// ClockDrift is the clock-drift allowance the plugin states, or nil:
 	// then RedlockDrift applies (see [Description.ClockDriftOrDefault]).
 	ClockDrift *ClockDrift `json:"clock_drift,omitempty"`
+	// ABIMinor is the ABI revision the plugin was built for: 1 since
+	// revision 1.1, 0 for a 1.0 plugin (which does not say).
+	ABIMinor uint32 `json:"abi_minor,omitempty"`
+	// Capabilities names what the backend implements in at least one of
+	// its modes: "owner" (TryLock stores the owner, Inspect returns it),
+	// "inspect", "force_release", "stats". Empty for a 1.0 plugin.
+	Capabilities []string `json:"capabilities,omitempty"`
+}
+
+// Has reports whether the description lists the capability.
+func (d Description) Has(capability string) bool {
+	for _, c := range d.Capabilities {
+		if c == capability {
+			return true
+		}
+	}
+	return false
 }
 
 // ClockDriftOrDefault is the allowance to count leases with: the stated one,
@@ -116,6 +133,29 @@ func (p *Plugin) Version() string { return p.version }
 // Path is the file the plugin was opened from.
 func (p *Plugin) Path() string { return p.path }
 
+// ABIMinor is the ABI revision the plugin's vtable covers, from its
+// struct_size alone: 0 for a plugin built for ABI 1.0, which has none of the
+// slots of revision 1.1 (Inspect, ForceRelease and Stats then return
+// ErrUnsupported without calling anything).
+func (p *Plugin) ABIMinor() uint32 { return abiMinor(p.vt) }
+
+// HasSlot reports whether the plugin has the vtable slot name: "inspect",
+// "force_release" or "stats" (since ABI 1.1, optional); the 1.0 slots
+// ("try_lock", "renew", "release", ...) always. A slot can be present while
+// the backend's mode still answers ErrUnsupported when called.
+func (p *Plugin) HasSlot(name string) bool {
+	switch name {
+	case "describe", "create", "try_lock", "renew", "release", "cleanup", "destroy", "free_string":
+		return true
+	}
+	for _, s := range optionalSlots {
+		if s.String() == name {
+			return hasSlot(p.vt, s)
+		}
+	}
+	return false
+}
+
 // Describe calls the plugin's describe slot.
 func (p *Plugin) Describe() (Description, error) {
 	status, out, hasOut := callDescribe(p.vt)
@@ -185,5 +225,7 @@ func (p *Plugin) New(config any) (*Locker, error) {
 	case inst == nil:
 		return nil, protocolError(p.name, "create", status, "OK without an instance")
 	}
-	return &Locker{plugin: p, inst: inst}, nil
+	l := &Locker{plugin: p, inst: inst}
+	l.owner.Store(DefaultOwner())
+	return l, nil
 }

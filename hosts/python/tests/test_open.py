@@ -208,10 +208,8 @@ def test_appended_slots_are_read_only_when_struct_size_covers_them(memory_plugin
     assert _abi.read_optional_slots(address, ctypes.sizeof(table), SLOTS)["extra_b"] is None
 
 
-def test_an_absent_slot_raises_unsupported(memory_plugin: bextlock.Plugin) -> None:
-    assert not memory_plugin.has_slot("inspect")
-    with pytest.raises(bextlock.Unsupported) as info:
-        memory_plugin._optional_slot("inspect", "inspect")
-    e = info.value
-    assert isinstance(e, bextlock.LockError) and e.op == "inspect" and e.code == "unsupported"
-    assert "`inspect`" in str(e) and f"{memory_plugin.struct_size} bytes" in str(e)
+def test_the_1_1_slots_are_read_from_a_1_1_plugin(memory_plugin: bextlock.Plugin) -> None:
+    assert memory_plugin.struct_size == _abi.VTABLE_V1_1_SIZE
+    assert memory_plugin.abi_minor == 1
+    for slot in ("inspect", "force_release", "stats"):
+        assert memory_plugin.has_slot(slot), slot

@@ -216,7 +216,7 @@ fn stress_detects_overlap() {
 /// the C host's error paths under valgrind, for every backend): bad config,
 /// NULL pointers, invalid UTF-8, malformed JSON, out-of-range keys and TTLs,
 /// forged and stale handles, huge and deeply nested inputs, calls after
-/// cleanup.
+/// cleanup; and the bad inputs of the revision 1.1 slots and of `owner`.
 const ERROR_PATHS: &[&str] = &[
     "create with invalid UTF-8 is ERR_INVALID",
     "create with an unknown config key is invalid_argument naming it",
@@ -238,6 +238,24 @@ const ERROR_PATHS: &[&str] = &[
     "a config nested 100000 deep is ERR_INVALID",
     "try_lock after cleanup is ERR_BACKEND",
     "release after cleanup is ERR_BACKEND",
+    // Revision 1.1: the bad inputs of owner, inspect, force_release, stats.
+    "an owner one byte over 256 bytes is ERR_INVALID naming owner",
+    "an owner that is not UTF-8 is ERR_INVALID",
+    "inspect with NULL out_json is ERR_INVALID",
+    "inspect with a NULL instance is ERR_INVALID",
+    "inspect with a NULL request is ERR_INVALID",
+    "inspect with malformed JSON is ERR_INVALID",
+    "inspect with no key is ERR_INVALID naming key",
+    "inspect with a number key is ERR_INVALID naming key",
+    "force_release with a NULL instance is ERR_INVALID",
+    "force_release with a NULL request is ERR_INVALID",
+    "force_release with malformed JSON is ERR_INVALID",
+    "force_release with no key is ERR_INVALID naming key",
+    "force_release with if_fence negative is ERR_INVALID naming if_fence",
+    "force_release with if_fence fractional is ERR_INVALID naming if_fence",
+    "force_release with if_fence a string is ERR_INVALID naming if_fence",
+    "stats with NULL out_json is ERR_INVALID",
+    "stats of a NULL instance is ERR_INVALID",
 ];
 
 /// The ABI conformance program against one backend, under valgrind.

@@ -17,8 +17,9 @@ time by its name or file, and lock::
 
 from __future__ import annotations
 
-from ._abi import ABI_VERSION, MAX_KEY_BYTES, MAX_TTL_MS
+from ._abi import ABI_MINOR, ABI_VERSION, MAX_KEY_BYTES, MAX_OWNER_BYTES, MAX_TTL_MS
 from ._lease import LostCallback
+from .admin import ForceReleased, Latencies, LockInfo, Stats
 from .durations import Duration, to_ms, to_seconds
 from .errors import (
     AbiMismatch,
@@ -46,8 +47,10 @@ from .plugin import ClockDrift, Config, Description, Plugin, open, search_path
 __version__ = "0.1.0"
 
 __all__ = [
+    "ABI_MINOR",
     "ABI_VERSION",
     "MAX_KEY_BYTES",
+    "MAX_OWNER_BYTES",
     "MAX_TTL_MS",
     "AbiMismatch",
     "BackendError",
@@ -57,12 +60,15 @@ __all__ = [
     "Description",
     "DlopenError",
     "Duration",
+    "ForceReleased",
     "Handle",
     "InsecurePlugin",
     "InvalidArgument",
+    "Latencies",
     "LoadError",
     "Lock",
     "LockError",
+    "LockInfo",
     "LockLost",
     "LockTimeout",
     "Locker",
@@ -73,6 +79,7 @@ __all__ = [
     "PluginNotFound",
     "PluginPanic",
     "ProtocolError",
+    "Stats",
     "Unsupported",
     "default_owner",
     "open",

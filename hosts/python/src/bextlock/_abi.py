@@ -14,6 +14,9 @@ import ctypes
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 ABI_VERSION = 1
+#: The ABI revision this host knows: 1 adds owner, inspect, force_release,
+#: stats and ERR_UNSUPPORTED.
+ABI_MINOR = 1
 ENTRY_SYMBOL = "bext_locking_plugin_entry"
 
 OK = 0
@@ -21,9 +24,11 @@ CONTENDED = 1
 ERR_BACKEND = -1
 ERR_INVALID = -2
 ERR_PANIC = -3
+ERR_UNSUPPORTED = -4
 
 MAX_KEY_BYTES = 1024
 MAX_TTL_MS = 31_536_000_000
+MAX_OWNER_BYTES = 256
 
 #: ``char **``: the plugin writes a pointer to a string it allocated.
 OutString = ctypes.POINTER(ctypes.c_void_p)
@@ -82,10 +87,23 @@ EntryFn = ctypes.CFUNCTYPE(ctypes.POINTER(VTableV1), ctypes.c_uint32)
 #: Slots appended after ``free_string`` by later minor revisions, in ABI
 #: order: ``(field name, ctypes prototype)``. Adding a revision's slots is
 #: one line each here plus the method that calls them; nothing else in the
-#: host changes. (ABI 1.0 has none yet.)
-OPTIONAL_SLOTS: Tuple[Tuple[str, Any], ...] = ()
+#: host changes. Revision 1.1 appends inspect, force_release and stats.
+OPTIONAL_SLOTS: Tuple[Tuple[str, Any], ...] = (
+    ("inspect", CallFn),
+    ("force_release", CallFn),
+    ("stats", CleanupFn),
+)
 
 _POINTER_SIZE = ctypes.sizeof(ctypes.c_void_p)
+
+#: The size of the 1.1 vtable: the 1.0 part and the three 1.1 slots.
+VTABLE_V1_1_SIZE = VTABLE_V1_SIZE + 3 * _POINTER_SIZE
+
+
+def abi_minor(struct_size: int) -> int:
+    """The ABI revision a vtable of ``struct_size`` bytes covers: 0 for a
+    1.0 plugin, 1 once it has room for the 1.1 slots."""
+    return 1 if struct_size >= VTABLE_V1_1_SIZE else 0
 
 
 def read_optional_slots(

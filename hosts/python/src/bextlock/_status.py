@@ -7,14 +7,22 @@ import json
 from typing import Dict, Optional, Type
 
 from . import _abi
-from .errors import BackendError, InvalidArgument, LockError, PluginPanic, ProtocolError
+from .errors import (
+    BackendError,
+    InvalidArgument,
+    LockError,
+    PluginPanic,
+    ProtocolError,
+    Unsupported,
+)
 
 #: Negative status codes and the exception each means. A code the ABI gains
-#: later (e.g. "unsupported") is one more line here.
+#: later is one more line here; until then it is a ProtocolError.
 STATUS_ERRORS: Dict[int, Type[LockError]] = {
     _abi.ERR_BACKEND: BackendError,
     _abi.ERR_INVALID: InvalidArgument,
     _abi.ERR_PANIC: PluginPanic,
+    _abi.ERR_UNSUPPORTED: Unsupported,
 }
 
 

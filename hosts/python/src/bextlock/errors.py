@@ -56,8 +56,11 @@ class ProtocolError(LockError):
 
 
 class Unsupported(LockError):
-    """The plugin has no such slot (it was built for an older ABI revision),
-    or its backend cannot serve the call."""
+    """The plugin has no such slot (it was built for an older ABI revision:
+    a 1.0 plugin has no ``inspect``, ``force_release`` or ``stats``; nothing
+    is called then), or its backend or mode cannot serve the call (status
+    ``BEXT_LOCKING_ERR_UNSUPPORTED``). The message says which. Retrying
+    cannot help."""
 
 
 class LockerClosed(LockError):

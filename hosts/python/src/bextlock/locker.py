@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import os
 import socket
 import time
@@ -13,6 +14,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
 from . import _abi
 from ._instance import Instance
+from .admin import (
+    ForceReleased,
+    LockInfo,
+    Stats,
+    parse_force_released,
+    parse_lock_info,
+    parse_stats,
+)
 from ._status import check, invalid, protocol_error, take_string
 from .durations import Duration, to_ms
 from .errors import LockError
@@ -23,7 +32,7 @@ if TYPE_CHECKING:
     from .plugin import Plugin
 
 #: The longest ``owner`` the ABI accepts, in UTF-8 bytes.
-MAX_OWNER_BYTES = 256
+MAX_OWNER_BYTES = _abi.MAX_OWNER_BYTES
 
 _hostname = socket.gethostname()
 _owner = (0, "")
@@ -138,6 +147,102 @@ class Locker:
             timeout=timeout,
         )
 
+    # -- revision 1.1: inspect, force_release, stats ----------------------
+
+    def inspect(self, key: str) -> LockInfo:
+        """Who holds ``key``: whether it is held and, when the backend knows,
+        the holder's fence and owner, how long the lease still runs and how
+        long it has been held (by the backend's clock). A key nobody holds
+        (never locked, released, expired) is ``held=False``, not an error.
+        Never the lock id.
+
+        Raises :class:`~bextlock.Unsupported` when the plugin has no
+        ``inspect`` slot (built for ABI 1.0; nothing is called) or its
+        backend or mode cannot inspect, :class:`~bextlock.InvalidArgument`
+        for a bad key.
+        """
+        obj = self._admin_call("inspect", self._key_request("inspect", key))
+        try:
+            info = parse_lock_info(obj)
+        except ValueError as e:
+            raise protocol_error(self._name, "inspect", _abi.OK, f"{e}: {obj!r}") from None
+        if info.key != key:
+            raise protocol_error(self._name, "inspect", _abi.OK, f"the answer is for key {info.key!r}, not {key!r}")
+        return info
+
+    def force_release(self, key: str, if_fence: Optional[int] = None) -> ForceReleased:
+        """Breaks the lock on ``key`` whoever holds it, for an operator
+        freeing a stuck holder; with ``if_fence``, only when the holder's
+        fence is exactly that (pass the fence :meth:`inspect` showed, so a
+        newer holder is never broken by mistake), else ``released=False``.
+
+        Afterwards the broken holder's renew fails (its auto-renewing
+        :class:`~bextlock.Lock` signals the loss), its release is a no-op,
+        and the next acquisition gets a higher fence, so a fenced store
+        refuses its late writes. It does not stop the holder's process.
+        Raises as :meth:`inspect`; ``if_fence`` must be a non-negative int
+        (a mode without fences raises Unsupported for it).
+        """
+        request = self._key_request("force_release", key)
+        if if_fence is not None:
+            if isinstance(if_fence, bool) or not isinstance(if_fence, int) or not 0 <= if_fence < 2**64:
+                raise invalid(self._name, "force_release", "if_fence must be a non-negative integer below 2**64")
+            request = request[:-1] + b',"if_fence":' + str(if_fence).encode() + b"}"
+        obj = self._admin_call("force_release", request)
+        try:
+            return parse_force_released(obj)
+        except ValueError as e:
+            raise protocol_error(self._name, "force_release", _abi.OK, f"{e}: {obj!r}") from None
+
+    def stats(self) -> Stats:
+        """This instance's counters and latency histograms since it was
+        created (see :class:`~bextlock.Stats`; ``to_prometheus`` renders
+        them for a ``/metrics`` page). Raises
+        :class:`~bextlock.Unsupported` when the plugin has no ``stats`` slot
+        (built for ABI 1.0)."""
+        obj = self._admin_call("stats", None)
+        try:
+            return parse_stats(obj)
+        except ValueError as e:
+            raise protocol_error(self._name, "stats", _abi.OK, str(e)) from None
+
+    def _key_request(self, op: str, key: str) -> bytes:
+        if not isinstance(key, str):
+            raise invalid(self._name, op, f"the key must be a str, not {type(key).__name__}")
+        try:
+            return f'{{"key":{_json_str(key)}}}'.encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid(self._name, op, "the key is not valid UTF-8") from None
+
+    def _admin_call(self, op: str, request: Optional[bytes]) -> Any:
+        """Calls an optional slot and returns its parsed JSON answer. An
+        absent slot is :class:`~bextlock.Unsupported`, found without calling
+        anything (a closed Locker is still LockerClosed)."""
+        try:
+            fn = self._plugin._optional_slot(op, op)
+        except LockError:
+            if self._inst.closed:
+                self._inst.enter(op)  # raises LockerClosed
+            raise
+        pointer = self._inst.enter(op)
+        out = ctypes.c_void_p()
+        try:
+            if request is None:
+                status = fn(pointer, ctypes.byref(out))
+            else:
+                status = fn(pointer, request, ctypes.byref(out))
+            text = take_string(self._vt, out)
+        finally:
+            take_string(self._vt, out)
+            self._inst.leave()
+        check(self._name, op, status, text)
+        if text is None:
+            raise protocol_error(self._name, op, status, "OK without an answer")
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            raise protocol_error(self._name, op, status, f"not valid JSON: {e}") from None
+
     # -- closing ---------------------------------------------------------
 
     def close(self) -> None:
@@ -170,6 +275,18 @@ class Locker:
     async def arelease(self, handle: Handle) -> None:
         """:meth:`release` in a worker thread."""
         await asyncio.to_thread(self.release, handle)
+
+    async def ainspect(self, key: str) -> LockInfo:
+        """:meth:`inspect` in a worker thread."""
+        return await asyncio.to_thread(self.inspect, key)
+
+    async def aforce_release(self, key: str, if_fence: Optional[int] = None) -> ForceReleased:
+        """:meth:`force_release` in a worker thread."""
+        return await asyncio.to_thread(self.force_release, key, if_fence)
+
+    async def astats(self) -> Stats:
+        """:meth:`stats` in a worker thread."""
+        return await asyncio.to_thread(self.stats)
 
     async def aclose(self) -> None:
         """:meth:`close` in a worker thread."""

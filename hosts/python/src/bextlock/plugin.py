@@ -7,7 +7,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _abi, _loader
 from ._instance import Instance
@@ -57,6 +57,13 @@ class Description:
     clock_drift: ClockDrift = ClockDrift()
     #: The whole answer, including fields this host does not know.
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: The ABI revision the plugin was built for: 1 since revision 1.1, 0
+    #: for a 1.0 plugin (which does not say).
+    abi_minor: int = 0
+    #: What the backend implements in at least one of its modes: "owner"
+    #: (try_lock stores it, inspect returns it), "inspect",
+    #: "force_release", "stats". Empty for a 1.0 plugin.
+    capabilities: Tuple[str, ...] = ()
 
 
 def open(  # noqa: A001 - the natural name, as in bextlock.open("redis")
@@ -126,8 +133,17 @@ class Plugin:
     def __repr__(self) -> str:
         return f"<bextlock.Plugin {self.name} {self.version} from {self.path}>"
 
+    @property
+    def abi_minor(self) -> int:
+        """The ABI revision the plugin's vtable covers, from its size alone:
+        0 for a plugin built for ABI 1.0, which has no ``inspect``,
+        ``force_release`` or ``stats``."""
+        return _abi.abi_minor(self.struct_size)
+
     def has_slot(self, slot: str) -> bool:
-        """Whether the plugin provides an optional slot appended after ABI 1.0."""
+        """Whether the plugin provides an optional slot appended after ABI
+        1.0 (``"inspect"``, ``"force_release"``, ``"stats"``). A slot can be
+        present while the backend's mode still raises Unsupported."""
         return self._slots.get(slot) is not None
 
     def _optional_slot(self, slot: str, op: str) -> Any:
@@ -137,10 +153,11 @@ class Plugin:
         fn = self._slots.get(slot)
         if fn is None:
             raise Unsupported(
-                f"the plugin has no `{slot}` slot (its vtable is {self.struct_size} bytes, "
-                f"built for an ABI revision without it)",
+                f"plugin `{self.name}` (ABI 1.{self.abi_minor}) has no `{slot}` slot "
+                f"(its vtable is {self.struct_size} bytes)",
                 plugin=self.name,
                 op=op,
+                status=_abi.ERR_UNSUPPORTED,
                 code="unsupported",
             )
         return fn
@@ -160,6 +177,8 @@ class Plugin:
         if not isinstance(obj, dict):
             raise protocol_error(self.name, "describe", status, "not a JSON object")
         schema = obj.get("config_schema")
+        caps = obj.get("capabilities")
+        minor = obj.get("abi_minor", 0)
         return Description(
             name=str(obj.get("name", "")),
             version=str(obj.get("version", "")),
@@ -169,6 +188,8 @@ class Plugin:
             config_schema=schema if isinstance(schema, dict) else {},
             clock_drift=_clock_drift(obj.get("clock_drift")),
             raw=obj,
+            abi_minor=minor if isinstance(minor, int) and not isinstance(minor, bool) else 0,
+            capabilities=tuple(c for c in caps if isinstance(c, str)) if isinstance(caps, list) else (),
         )
 
     def clock_drift(self) -> ClockDrift:
