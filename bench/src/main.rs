@@ -24,12 +24,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use bext_locking_bench::measure::Kind;
 use bext_locking_bench::measure::Settings;
-use bext_locking_bench::report::{Report, Verdict};
+use bext_locking_bench::report::{Report, Verdict, thousands, us};
 use bext_locking_bench::{Piece, chart, machine};
 
 /// The sections, in run order.
-const SECTIONS: [&str; 7] = ["memory", "sqlite", "redis", "pg", "etcd", "python", "loader"];
+const SECTIONS: [&str; 8] =
+    ["memory", "sqlite", "redis", "pg", "etcd", "async", "python", "loader"];
 
 struct Args {
     out: PathBuf,
@@ -289,7 +291,6 @@ fn markdown(
     chart: &str,
 ) -> String {
     let mut s = String::new();
-    let (met, not, none) = report.counts();
     let _ = write!(
         s,
         "# Benchmarks\n\n\
@@ -304,6 +305,7 @@ fn markdown(
          ```sh\n{cmd}\n```\n\n",
         cmd = args.command
     );
+    s.push_str(&summary(report));
     let _ = write!(
         s,
         "## Machine\n\n| | |\n| --- | --- |\n\
@@ -335,7 +337,9 @@ fn markdown(
     );
     let _ = write!(
         s,
-        "## Targets\n\n{met} met, {not} not met, {none} not measured on this run.\n\n{}\n{WHY}\n",
+        "## Targets\n\nThe project's speed targets, each with its reason below the table. The \
+         verdicts are this run's, on the shared machine described above; a miss is explained in \
+         its row (see also how to read a miss).\n\n{}\n{WHY}\n",
         report.targets_table()
     );
     s.push_str(
@@ -381,5 +385,132 @@ fn markdown(
         let _ = write!(s, "## {title}\n\n{}\n", body.trim_end());
         s.push('\n');
     }
+    s
+}
+
+/// The bar of `kind` in the chart group titled `title`, if it was measured.
+fn bar<'a>(report: &'a Report, title: &str, kind: Kind) -> Option<&'a chart::Bar> {
+    report
+        .chart
+        .iter()
+        .find(|g| g.title == title)?
+        .bars
+        .iter()
+        .find(|b| b.kind == kind && b.rate > 0.0)
+}
+
+/// "12.3 µs" for the median pair of the `.so` in group `title`.
+fn so_p50(report: &Report, title: &str) -> Option<String> {
+    bar(report, title, Kind::So).map(|b| format!("{} µs", us(b.p50_us)))
+}
+
+/// What this run measured for the target whose area is `area` and whose
+/// description contains every one of `words`.
+fn measured(report: &Report, area: &str, words: &[&str]) -> Option<String> {
+    report
+        .targets
+        .iter()
+        .find(|t| {
+            t.area == area
+                && t.verdict != Verdict::NoData
+                && words.iter().all(|w| t.what.contains(w))
+        })
+        .map(|t| t.measured.clone())
+}
+
+/// The page's opening for users: what is fast and what costs what, in plain
+/// words, with this run's figures, above the detailed tables.
+fn summary(report: &Report) -> String {
+    let na = || "not measured on this run".to_owned();
+    let mut s = String::from("## In short\n\n");
+    let memory_cost = measured(report, "memory", &["cost over in-process", "median"]);
+    let quorum = match (
+        bar(report, "redis, 3 masters, 1 thread", Kind::So),
+        bar(report, "redis, 1 node, 1 thread", Kind::So),
+    ) {
+        (Some(q), Some(one)) => format!("{:.1}x", q.p50_us / one.p50_us),
+        _ => "(not measured)".into(),
+    };
+    let lines = [
+        format!(
+            "* **The plugin boundary is cheap.** Loading a backend as a `.so` instead of linking \
+             it in costs {} per lock+unlock (measured on the memory backend, where nothing else \
+             happens). Every backend with storage spends far longer on its own work, so choose \
+             the plugin route freely.",
+            memory_cost.unwrap_or_else(na)
+        ),
+        format!(
+            "* **memory**: {} per pair; one process only, for tests.",
+            so_p50(report, "memory, 1 thread").unwrap_or_else(na)
+        ),
+        format!(
+            "* **SQLite**, no server: {} per pair with the file on tmpfs. On a real disk every \
+             lock and unlock waits for a flush, which dominates (docs/backends/sqlite.md).",
+            so_p50(report, "sqlite, 1 thread").unwrap_or_else(na)
+        ),
+        format!(
+            "* **Redis**, one node on loopback: {} per pair, the fastest networked backend. A \
+             Redlock quorum of three masters took {quorum} the single node's time here (its \
+             requests go out in parallel, but on this small machine the masters share two cores).",
+            so_p50(report, "redis, 1 node, 1 thread").unwrap_or_else(na)
+        ),
+        format!(
+            "* **PostgreSQL**: advisory locks {} per pair, leases {}. Leases write a row but give \
+             fencing tokens and work behind connection poolers (docs/backends/pg.md).",
+            so_p50(report, "pg advisory, 1 thread").unwrap_or_else(na),
+            so_p50(report, "pg lease, 1 thread").unwrap_or_else(na)
+        ),
+        format!(
+            "* **etcd**: {} per pair: each lock+unlock is four consensus writes. Choose it for \
+             its guarantees, not for a high lock rate.",
+            so_p50(report, "etcd, 1 thread").unwrap_or_else(na)
+        ),
+        format!(
+            "* **From async (tokio) code**, running each call through `spawn_blocking` adds {} \
+             per lock+unlock on memory and {} on Redis: small next to a network round trip \
+             (examples/tokio.rs shows the pattern).",
+            measured(report, "async", &["memory", "1 thread"]).unwrap_or_else(na),
+            measured(report, "async", &["redis", "1 thread"]).unwrap_or_else(na)
+        ),
+        format!(
+            "* **From Python**, `bextlock` on the Redis plugin ran {} the pairs/s of the faster of \
+             python-redis-lock and pottery.",
+            measured(report, "python", &["1 thread"])
+                .map(|m| m.split(' ').next().unwrap_or("").to_owned())
+                .unwrap_or_else(na)
+        ),
+    ];
+    for line in lines {
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s.push_str(
+        "\nAgainst the same commands written by hand with each storage's own client (single \
+         thread, median latency of one lock+unlock through the `.so`; \"pairs/s\" is how many a \
+         thread does per second; the last column is the plugin's rate over the hand-written \
+         one, which does without fencing, deadlines and error handling):\n\n\
+         | backend | median lock+unlock | pairs/s | compared with |\n| --- | --- | --- | --- |\n",
+    );
+    for g in &report.chart {
+        if !g.title.ends_with(", 1 thread") || g.title.starts_with("python") {
+            continue;
+        }
+        let Some(so) = g.bars.iter().find(|b| b.kind == Kind::So && b.rate > 0.0) else {
+            continue;
+        };
+        let base = g.bars.iter().find(|b| b.kind != Kind::So && (b.value - 1.0).abs() < 1e-9);
+        let versus = match base {
+            Some(b) => format!("{:.2}x {}", so.value, b.label),
+            None => "-".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} µs | {} | {versus} |",
+            g.title.trim_end_matches(", 1 thread"),
+            us(so.p50_us),
+            thousands(so.rate)
+        );
+    }
+    s.push('\n');
     s
 }
