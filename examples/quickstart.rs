@@ -39,9 +39,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         Some(handle) => {
             println!("locked {key}: fence {:?}", handle.fence);
             // Locks are not re-entrant: a second try is contention, not an error.
-            if locks.try_lock(key, 30_000)?.is_none() {
-                println!("a second try_lock on {key} is contention, as it should be");
+            if locks.try_lock(key, 30_000)?.is_some() {
+                return Err(format!("{key} was handed out twice").into());
             }
+            println!("a second try_lock on {key} is contention, not an error");
             locks.release(handle)?;
             println!("released {key}");
         }
