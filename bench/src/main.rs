@@ -514,3 +514,52 @@ fn summary(report: &Report) -> String {
     s.push('\n');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(title: &str, so_p50: f64, so_rate: f64) -> chart::Group {
+        let bar = |label: &str, kind, value, rate, p50_us| chart::Bar {
+            label: label.into(),
+            kind,
+            value,
+            note: String::new(),
+            rate,
+            p50_us,
+        };
+        chart::Group {
+            title: title.into(),
+            bars: vec![
+                bar("raw client", Kind::Raw, 1.0, so_rate * 1.25, so_p50 * 0.8),
+                bar(".so", Kind::So, 0.8, so_rate, so_p50),
+            ],
+            target: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_speaks_in_this_runs_figures_and_says_what_was_not_measured() {
+        let mut report = Report::default();
+        report.chart.push(group("redis, 1 node, 1 thread", 34.0, 27_000.0));
+        report.chart.push(group("redis, 1 node, 8 threads", 260.0, 29_000.0));
+        report.chart.push(group("redis, 3 masters, 1 thread", 102.0, 9_400.0));
+        report.target(
+            "memory",
+            "`.so` cost over in-process per pair, 1 thread, median (p50)",
+            "<= 400 ns",
+            "279 ns",
+            Verdict::Met,
+            "",
+        );
+        let s = summary(&report);
+        assert!(s.starts_with("## In short\n"), "{s}");
+        assert!(s.contains("costs 279 ns per lock+unlock"), "{s}");
+        assert!(s.contains("one node on loopback: 34.0 µs per pair"), "{s}");
+        assert!(s.contains("took 3.0x the single node's time"), "{s}");
+        assert!(s.contains("**etcd**: not measured on this run"), "{s}");
+        // One row per single-thread group, none for 8 threads.
+        assert!(s.contains("| redis, 1 node | 34.0 µs | 27,000 | 0.80x raw client |"), "{s}");
+        assert!(!s.contains("8 threads |"), "{s}");
+    }
+}
