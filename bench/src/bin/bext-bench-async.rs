@@ -92,7 +92,7 @@ fn cost_line(report: &mut Report, backend: &str, group: &[Tally], body: &mut Str
         "async",
         format!("{backend}: spawn_blocking per call (2 per pair) over a direct call, {threads} thread(s)"),
         "-",
-        format!("+{} µs per pair (p50 +{} µs)", us(mean), us(p50)),
+        format!("+{} µs at the median (mean +{} µs)", us(p50), us(mean)),
         Verdict::Info,
         format!("{share:.0} % of a direct pair ({} µs)", us(1e6 / direct.rate())),
     );
