@@ -564,7 +564,7 @@ mod tests {
             "async",
             "redis: spawn_blocking per call (2 per pair) over a direct call, 1 thread(s)",
             "-",
-            "+57.2 µs at the median (mean +76.8 µs)",
+            "+57.2 µs at the median, +60.1 µs CPU per pair",
             Verdict::Info,
             "",
         );

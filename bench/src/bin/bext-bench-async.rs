@@ -10,7 +10,7 @@ use bext_locking::LockingPlugin;
 use bext_locking_test_support::servers::redis::Server;
 use tokio::runtime::{Handle, Runtime};
 
-use bext_locking_bench::measure::{Entry, Kind, Settings, TTL_MS, Tally, measure, paired};
+use bext_locking_bench::measure::{Entry, Kind, Settings, TTL_MS, Tally, measure};
 use bext_locking_bench::plugin;
 use bext_locking_bench::report::{Report, Verdict, table, us};
 
@@ -77,24 +77,30 @@ fn cost_line(report: &mut Report, backend: &str, group: &[Tally], body: &mut Str
         return;
     };
     let threads = direct.threads;
-    let mean = paired(each, direct, |e, d| 1e6 / e - 1e6 / d).unwrap_or(f64::NAN);
+    // The median and the CPU time per pair: the two views that hardly move
+    // with the machine's load (a mean over rounds can even come out
+    // negative on a busy machine).
     let p50 = each.p50_us() - direct.p50_us();
-    let share = mean / (1e6 / direct.rate()) * 100.0;
+    let cpu = each.cpu_us() - direct.cpu_us();
+    let share = p50 / direct.p50_us() * 100.0;
     let _ = writeln!(
         body,
         "* {backend}, {threads} thread(s): two `spawn_blocking` hand-offs add **{} µs** per pair \
-         (mean; {} µs at the median), {share:.0} % of a direct pair's {} µs.",
-        us(mean),
+         at the median ({} µs direct, {} µs handed off: {share:.0} % more) and {} µs of CPU.",
         us(p50),
-        us(1e6 / direct.rate())
+        us(direct.p50_us()),
+        us(each.p50_us()),
+        us(cpu)
     );
     report.target(
         "async",
-        format!("{backend}: spawn_blocking per call (2 per pair) over a direct call, {threads} thread(s)"),
+        format!(
+            "{backend}: spawn_blocking per call (2 per pair) over a direct call, {threads} thread(s)"
+        ),
         "-",
-        format!("+{} µs at the median (mean +{} µs)", us(p50), us(mean)),
+        format!("+{} µs at the median, +{} µs CPU per pair", us(p50), us(cpu)),
         Verdict::Info,
-        format!("{share:.0} % of a direct pair ({} µs)", us(1e6 / direct.rate())),
+        format!("{share:.0} % over a direct pair's median ({} µs)", us(direct.p50_us())),
     );
 }
 
