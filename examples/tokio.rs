@@ -6,8 +6,10 @@
 //! and `LockGuard` keeps two threads of its own. On a tokio runtime:
 //!
 //! * run each call with `tokio::task::spawn_blocking`, as the helpers below
-//!   do: it costs a few microseconds per call, measured in docs/BENCHMARKS.md
-//!   (section "async");
+//!   do: each hand-off wakes a pool thread and then the task, which costs
+//!   microseconds to a hundred or so per try_lock+release pair (measured by
+//!   `make bench`, docs/BENCHMARKS.md, section "async"); put a whole short
+//!   critical section in one blocking task when locks are hot;
 //! * run a guarded job as an async task and learn of a loss through
 //!   `LockGuard::on_lost`, which here sets a tokio `watch` flag the job
 //!   checks between steps (or awaits with `changed()` in a `select!`);
