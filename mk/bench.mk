@@ -5,7 +5,7 @@
 # docs/benchmarks/pairs.svg. Not part of `make test`.
 #
 #   make bench                         everything (a few minutes)
-#   make bench BENCH_ONLY=redis,pg     some sections (memory sqlite redis pg etcd python loader)
+#   make bench BENCH_ONLY=redis,pg     some sections (memory sqlite redis pg etcd async python loader)
 #   BENCH_SECS=3 BENCH_ROUNDS=10       time per side per group, and its rounds
 #
 # One backend alone, printed instead of written:

@@ -1,5 +1,8 @@
 # Go host (hosts/go): go vet, gofmt, go test -race, and a second run with
 # cgo's full pointer checks. Owned by the Go host; included by the Makefile.
+# The tests include building a program in a temporary folder outside the
+# repository against this module (a `replace` line, GOPROXY=off), as
+# docs/GO.md tells users to.
 
 GO ?= go
 # The cargo profile folder holding the plugin .so files the tests load.

@@ -45,3 +45,9 @@ pub use guard::{GuardOptions, LockGuard, LockLost, LossCause, ReleaseError};
 pub use handle::LockHandle;
 pub use limits::{MAX_KEY_BYTES, MAX_TTL_MS, validate_key, validate_lock_request, validate_ttl};
 pub use plugin::LockingPlugin;
+
+/// The README's Rust code, compiled by `cargo test --doc` (`make examples`)
+/// so that what a new user copies keeps building.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -19,6 +19,12 @@ pub struct Bar {
     pub value: f64,
     /// Text after the bar (absolute figures).
     pub note: String,
+    /// Pairs/s, for the report's summary (0 when a section did not say).
+    #[serde(default)]
+    pub rate: f64,
+    /// Median latency of a pair in µs, for the report's summary.
+    #[serde(default)]
+    pub p50_us: f64,
 }
 
 /// One group of bars.
@@ -178,8 +184,22 @@ mod tests {
         let g = Group {
             title: "a <b> & c".into(),
             bars: vec![
-                Bar { label: "raw".into(), kind: Kind::Raw, value: 1.0, note: "1/s".into() },
-                Bar { label: ".so".into(), kind: Kind::So, value: 9.0, note: "9/s".into() },
+                Bar {
+                    label: "raw".into(),
+                    kind: Kind::Raw,
+                    value: 1.0,
+                    note: "1/s".into(),
+                    rate: 1.0,
+                    p50_us: 1.0,
+                },
+                Bar {
+                    label: ".so".into(),
+                    kind: Kind::So,
+                    value: 9.0,
+                    note: "9/s".into(),
+                    rate: 9.0,
+                    p50_us: 0.1,
+                },
             ],
             target: Some(0.95),
         };

@@ -143,6 +143,8 @@ impl Report {
                         thousands(t.rate()),
                         us(t.p50_us())
                     ),
+                    rate: t.rate(),
+                    p50_us: t.p50_us(),
                 }
             })
             .collect();
@@ -286,6 +288,7 @@ pub fn table(groups: &[&[Tally]], baseline: Kind, unit: &str) -> String {
         "| side | {unit} | pairs/s | p50 µs | p99 µs | CPU µs/pair | vs {} |\n| --- | --- | --- | --- | --- | --- | --- |\n",
         match baseline {
             Kind::InProcess => "in-process",
+            Kind::So => "direct call",
             _ => "raw client",
         }
     );

@@ -5,7 +5,7 @@
 // (libbext_locking_memory.so), SQLite, Redis, PostgreSQL and etcd backends.
 // Open a plugin, create a [Locker] from a config, and take locks:
 //
-//	plugin, err := bextlock.Open("/usr/lib/bext-locking/libbext_locking_redis.so")
+//	plugin, err := bextlock.Open("/usr/local/lib/bext-locking/libbext_locking_redis.so")
 //	if err != nil { ... }
 //	locker, err := plugin.New(map[string]any{"url": "redis://127.0.0.1:6379"})
 //	if err != nil { ... }

@@ -135,7 +135,7 @@ impl fmt::Display for RegistryEvent {
 ///
 /// ```no_run
 /// use bext_locking_loader::{Registry, RegistryOptions};
-/// let registry = Registry::open("/usr/lib/bext-locking", RegistryOptions::default())?;
+/// let registry = Registry::open("/usr/local/lib/bext-locking", RegistryOptions::default())?;
 /// let events = registry.subscribe();
 /// let locks = registry.create("memory", "{}")?;
 /// // ... later, after a deploy replaced the file:

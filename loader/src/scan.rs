@@ -101,7 +101,7 @@ pub(crate) fn load_one(
 ///
 /// ```no_run
 /// use bext_locking_loader::{ScanOptions, scan};
-/// let report = scan("/usr/lib/bext-locking", &ScanOptions::default());
+/// let report = scan("/usr/local/lib/bext-locking", &ScanOptions::default());
 /// for s in &report.skipped {
 ///     println!("skipped {}: {}", s.path.display(), s.reason);
 /// }
