@@ -6,7 +6,7 @@
  *
  *     BextLockingHostPlugin p;
  *     char err[512];
- *     if (bext_locking_host_load("/usr/lib/bext-locking/libbext_locking_memory.so",
+ *     if (bext_locking_host_load("/usr/local/lib/bext-locking/libbext_locking_memory.so",
  *                                &p, err, sizeof err) != 0) {
  *         fprintf(stderr, "%s\n", err);   // "<path>: <reason>", with dlerror() text
  *         return 1;
