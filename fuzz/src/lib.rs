@@ -261,6 +261,18 @@ fn checked_key(map: &Map<String, Value>) -> Result<String, Malformed> {
     Ok(key.to_owned())
 }
 
+/// ABI 1.1's optional `owner`: a string of at most 256 bytes, or `null`
+/// (read as no owner). A plugin built for 1.0 ignored it as an unknown
+/// field; ours check it.
+fn checked_owner(map: &Map<String, Value>) -> Result<(), Malformed> {
+    match map.get("owner") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(o)) if o.len() <= bext_locking::MAX_OWNER_BYTES => Ok(()),
+        Some(Value::String(o)) => bad(format!("owner of {} bytes", o.len())),
+        Some(v) => bad(format!("owner {v} is not a string")),
+    }
+}
+
 fn checked_ttl(map: &Map<String, Value>) -> Result<u64, Malformed> {
     let Some(ttl) = map.get("ttl_ms").and_then(Value::as_u64) else {
         return bad("no unsigned integer `ttl_ms`");
@@ -283,7 +295,8 @@ pub struct Request {
 /// Reads a request the way ABI v1 defines it, independently of the ffi
 /// crate's fast path.
 pub fn parse_request(bytes: &[u8]) -> Result<Request, Malformed> {
-    let map = json_object(bytes, &["key", "ttl_ms"])?;
+    let map = json_object(bytes, &["key", "ttl_ms", "owner"])?;
+    checked_owner(&map)?;
     Ok(Request { key: checked_key(&map)?, ttl_ms: checked_ttl(&map)? })
 }
 
