@@ -256,8 +256,12 @@ Instances are created from the same config, as if on two hosts sharing one backe
 live under a fresh random prefix, so a shared server is safe to check against. The memory
 plugin needs a namespace for its instances to share locks: --config '{\"namespace\":\"check\"}'.
 
-Exit status: 0 when every check passed, 1 when one failed or the check could not run,
-69 when no instance could be created, 2 on bad usage.
+The ABI 1.1 checks (owner, inspect, force_release, stats) run too; for a plugin without
+those slots (ABI 1.0) or a mode that answers `unsupported`, each is shown as `skip` with the
+reason and does not fail the run.
+
+Exit status: 0 when every check passed (or was skipped), 1 when one failed or the check could
+not run, 69 when no instance could be created, 2 on bad usage.
 
 Examples:
   bext-lock check sqlite --config '{\"path\":\"/tmp/check.db\"}'
