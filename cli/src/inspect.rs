@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bext_locking::LockAdmin;
 use bext_locking::conformance::{self, Options};
 use bext_locking_loader::{ScanOptions, SkipKind};
 use serde::Serialize;
@@ -272,7 +273,8 @@ pub struct CheckArgs {
 pub fn check(args: CheckArgs, plugin_dirs: &[PathBuf]) -> Result<i32, CliError> {
     let config = config::read(args.config.as_deref(), &args.plugin).map_err(CliError::config)?;
     let secrets = config::secrets(&config);
-    let known = conformance::check_names();
+    let mut known = conformance::check_names();
+    known.extend(conformance::admin_check_names());
     if let Some(bad) = args.only.iter().find(|n| !known.contains(&n.as_str())) {
         return Err(CliError::usage(format!(
             "--only {bad}: no such check; the checks are: {}",
@@ -283,7 +285,10 @@ pub fn check(args: CheckArgs, plugin_dirs: &[PathBuf]) -> Result<i32, CliError> 
     let config_text = config.to_string();
     // Fail early, with the plugin's own words, if no instance can be made.
     drop(lib.create_typed(&config_text).map_err(|e| CliError::create_failed(&e, &secrets))?);
-    let factory = || lib.create(&config_text);
+    // Through the admin calls, so the ABI 1.1 checks (owner, inspect,
+    // force_release, stats) run too; for a plugin without those slots (ABI
+    // 1.0) each of them is reported as skipped, with the loader's reason.
+    let factory = || lib.create_ffi(&config_text).map(|p| Box::new(p) as Box<dyn LockAdmin>);
     let options = Options {
         short_ttl_ms: crate::millis(args.short_ttl),
         settle_ms: crate::millis(args.settle),
@@ -298,7 +303,7 @@ pub fn check(args: CheckArgs, plugin_dirs: &[PathBuf]) -> Result<i32, CliError> 
         );
     }
     let only: Vec<&str> = args.only.iter().map(String::as_str).collect();
-    let mut report = conformance::run_only(&factory, &options, &only);
+    let mut report = conformance::run_admin_only(&factory, &options, &only);
     for c in &mut report.checks {
         c.message = secrets.scrub(&c.message);
     }

@@ -10,13 +10,14 @@ use bext_locking_loader::FfiPlugin;
 
 use crate::{CliError, exit};
 
-/// Tries once to take `key`, guarding the lock with `options` on success. A request the
+/// Tries once to take `key` as `owner` (see [`crate::owner`]), guarding the lock with `options` on success. A request the
 /// plugin refuses (`invalid_argument`: a TTL outside what this backend
 /// serves, say) is a usage error (exit 2); any other failure is the
 /// backend's (exit 69).
 pub fn try_once(
     plugin: &Arc<FfiPlugin>,
     key: &str,
+    owner: &str,
     ttl: Duration,
     options: GuardOptions,
     secrets: &Secrets,
@@ -25,7 +26,7 @@ pub fn try_once(
     // Options that cannot guard this TTL must not take the lock at all.
     options.check(Duration::from_millis(ttl_ms)).map_err(CliError::usage)?;
     let started = Instant::now();
-    match plugin.try_lock_typed(key, ttl_ms) {
+    match plugin.try_lock_as(key, ttl_ms, Some(owner)) {
         Ok(Some(handle)) => {
             let options = options.lease_started(started);
             let guarded: Arc<dyn LockingPlugin> = plugin.clone();

@@ -6,13 +6,17 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "break.rs"]
+mod breaking;
 mod config;
 mod duration;
 mod inspect;
 mod lock;
+mod owner;
 mod plan;
 mod resolve;
 mod run;
+mod status;
 mod watchdog;
 
 use std::ffi::OsString;
@@ -33,6 +37,15 @@ pub mod exit {
     pub const CHECK_FAILED: i32 = 1;
     /// Bad command-line usage.
     pub const USAGE: i32 = 2;
+    /// `break`: the key was not held, so nothing was broken.
+    pub const NOTHING_TO_BREAK: i32 = 3;
+    /// `break --if-fence N`: the key is held at another fence (someone
+    /// took it since), so nothing was broken.
+    pub const FENCE_MISMATCH: i32 = 4;
+    /// `status`, `break`: the plugin cannot answer the call (an ABI 1.0
+    /// plugin has no `inspect` or `force_release`; a backend mode may
+    /// refuse one), with the plugin's or the loader's reason.
+    pub const UNSUPPORTED: i32 = 5;
     /// The plugin's config is wrong: `--config` is not a JSON object or its
     /// file cannot be read, or the plugin refuses it (an unknown key, a
     /// value out of range: `create` says `invalid_argument`). sysexits'
@@ -126,7 +139,7 @@ fn clap_error_line(e: &clap::Error) -> String {
     }
     let sub = std::env::args()
         .nth(1)
-        .filter(|a| ["run", "plugins", "describe", "check"].contains(&a.as_str()));
+        .filter(|a| ["run", "plugins", "describe", "check", "status", "break"].contains(&a.as_str()));
     let help = match sub {
         Some(sub) => format!("bext-lock {sub} --help"),
         None => "bext-lock --help".to_owned(),
@@ -154,7 +167,9 @@ Examples:
   bext-lock run sqlite -c '{\"path\":\"/var/lib/app/locks.db\"}' -k nightly --ttl 30s -- ./nightly.sh
   bext-lock plugins
   bext-lock describe redis
-  bext-lock check ./libmy_plugin.so --config @my-plugin.json";
+  bext-lock check ./libmy_plugin.so --config @my-plugin.json
+  bext-lock status sqlite -c '{\"path\":\"/var/lib/app/locks.db\"}' nightly
+  bext-lock break sqlite -c '{\"path\":\"/var/lib/app/locks.db\"}' nightly --if-fence 41";
 
 #[derive(Parser)]
 #[command(name = "bext-lock", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -173,6 +188,8 @@ enum Commands {
     Plugins(PluginsCmd),
     Describe(DescribeCmd),
     Check(CheckCmd),
+    Status(StatusCmd),
+    Break(BreakCmd),
 }
 
 const RUN_AFTER: &str = "\
@@ -333,8 +350,12 @@ Instances are created from the same config, as if on two hosts sharing one backe
 live under a fresh random prefix, so a shared server is safe to check against. The memory
 plugin needs a namespace for its instances to share locks: --config '{\"namespace\":\"check\"}'.
 
-Exit status: 0 when every check passed, 1 when one failed or the check could not run,
-69 when no instance could be created (the backend failed), 78 when the config is wrong
+The ABI 1.1 checks (owner, inspect, force_release, stats) run too; for a plugin without
+those slots (ABI 1.0) or a mode that answers `unsupported`, each is shown as `skip` with the
+reason and does not fail the run.
+
+Exit status: 0 when every check passed (or was skipped), 1 when one failed or the check could
+not run, 69 when no instance could be created (the backend failed), 78 when the config is wrong
 (not a JSON object, or the plugin refuses it), 2 on bad usage.
 
 Examples:
@@ -370,6 +391,87 @@ struct CheckCmd {
     /// Extra wait past the short lease before it counts as expired.
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = duration::parse)]
     settle: Duration,
+}
+
+const STATUS_AFTER: &str = "\
+Times are by the backend's clock. Nothing is locked or changed: looking never disturbs a
+holder. The lock id (the right to release) is never shown. With --json, prints one JSON
+array with an object per KEY, in order: {\"key\",\"held\",\"fence\"?,\"owner\"?,
+\"expires_in_ms\"?,\"held_for_ms\"?} (a field is absent when the backend has no answer).
+
+Exit status: 0 (whether or not the keys are held), 1 plugin not found or bad config,
+2 bad usage or a key the plugin refuses, 5 the plugin cannot inspect (an ABI 1.0 plugin,
+or a mode without inspect), 69 the backend failed.
+
+Examples:
+  bext-lock status sqlite --config '{\"path\":\"/var/lib/app/locks.db\"}' reports/nightly deploy
+  bext-lock status redis --config @/etc/app/redis-lock.json jobs/nightly --json";
+
+/// Show who holds KEYs: held, owner, fence, expires in, held for.
+#[derive(Args)]
+#[command(after_help = STATUS_AFTER)]
+struct StatusCmd {
+    /// The lock plugin: a name or a path.
+    plugin: String,
+    /// The plugin's config: JSON or @FILE. Default: {}.
+    #[arg(
+        short,
+        long,
+        value_name = "JSON|@FILE",
+        env = "BEXT_LOCK_CONFIG",
+        hide_env_values = true
+    )]
+    config: Option<String>,
+    /// Print a JSON array, one object per key.
+    #[arg(long)]
+    json: bool,
+    /// The keys to look at.
+    #[arg(required = true, value_name = "KEY")]
+    keys: Vec<String>,
+}
+
+const BREAK_AFTER: &str = "\
+Frees KEY whoever holds it. The plugin advances the fence: the broken holder's next renewal
+fails (a `bext-lock run` holding it stops its command), its release does nothing, and the
+next holder gets a higher fence, so storage that checks fences refuses the broken holder's
+late writes. Give the fence `bext-lock status` showed (--if-fence), so that a holder that
+took the key since is not broken; --force breaks whoever holds it.
+
+Exit status:
+  0    a lock was broken (printed: its fence, and its owner when known)
+  3    nothing to break: KEY is not held
+  4    --if-fence N: KEY is held at another fence; nothing was broken
+  5    the plugin cannot break locks (an ABI 1.0 plugin, or a mode without force_release)
+  69   the backend failed;  1 plugin not found or bad config;  2 bad usage (no --if-fence
+       and no --force)
+
+Examples:
+  bext-lock status sqlite --config '{\"path\":\"/var/lib/app/locks.db\"}' reports/nightly
+  bext-lock break sqlite --config '{\"path\":\"/var/lib/app/locks.db\"}' reports/nightly --if-fence 41";
+
+/// Break a stuck lock (by its fence, or --force), fencing out its holder.
+#[derive(Args)]
+#[command(after_help = BREAK_AFTER)]
+struct BreakCmd {
+    /// The lock plugin: a name or a path.
+    plugin: String,
+    /// The plugin's config: JSON or @FILE. Default: {}.
+    #[arg(
+        short,
+        long,
+        value_name = "JSON|@FILE",
+        env = "BEXT_LOCK_CONFIG",
+        hide_env_values = true
+    )]
+    config: Option<String>,
+    /// Break only the holder at this fence (see `bext-lock status`).
+    #[arg(long, value_name = "N")]
+    if_fence: Option<u64>,
+    /// Break whoever holds the key (needed without --if-fence).
+    #[arg(long)]
+    force: bool,
+    /// The key to free.
+    key: String,
 }
 
 fn main() {
@@ -421,6 +523,20 @@ fn main() {
                 only: c.only,
                 short_ttl: c.short_ttl,
                 settle: c.settle,
+            },
+            &dirs,
+        ),
+        Commands::Status(s) => status::status(
+            status::StatusArgs { plugin: s.plugin, config: s.config, keys: s.keys, json: s.json },
+            &dirs,
+        ),
+        Commands::Break(b) => breaking::run(
+            breaking::BreakArgs {
+                plugin: b.plugin,
+                config: b.config,
+                key: b.key,
+                if_fence: b.if_fence,
+                force: b.force,
             },
             &dirs,
         ),

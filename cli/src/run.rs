@@ -260,11 +260,12 @@ fn acquire(
     events: &Receiver<Event>,
     secrets: &Secrets,
 ) -> Result<Acquired, CliError> {
+    let owner = crate::owner::for_command(&args.command);
     let until = args.wait.map(|w| Instant::now() + w);
     let mut backoff = BACKOFF_FIRST;
     loop {
         if let Some(guard) =
-            crate::lock::try_once(plugin, &args.key, args.ttl, options.clone(), secrets)?
+            crate::lock::try_once(plugin, &args.key, &owner, args.ttl, options.clone(), secrets)?
         {
             return Ok(Acquired::Guard(guard));
         }

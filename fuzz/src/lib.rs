@@ -17,7 +17,8 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use bext_locking_ffi::{
     BEXT_LOCKING_CONTENDED, BEXT_LOCKING_ERR_BACKEND, BEXT_LOCKING_ERR_INVALID,
-    BEXT_LOCKING_ERR_PANIC, BEXT_LOCKING_MAX_KEY_BYTES, BEXT_LOCKING_MAX_TTL_MS, BEXT_LOCKING_OK,
+    BEXT_LOCKING_ERR_PANIC, BEXT_LOCKING_ERR_UNSUPPORTED, BEXT_LOCKING_MAX_KEY_BYTES,
+    BEXT_LOCKING_MAX_TTL_MS, BEXT_LOCKING_OK,
 };
 pub use bext_locking_raw::{RawCreated, RawInstance, RawOutput, RawPlugin, RawSlot};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -260,6 +261,18 @@ fn checked_key(map: &Map<String, Value>) -> Result<String, Malformed> {
     Ok(key.to_owned())
 }
 
+/// ABI 1.1's optional `owner`: a string of at most 256 bytes, or `null`
+/// (read as no owner). A plugin built for 1.0 ignored it as an unknown
+/// field; ours check it.
+fn checked_owner(map: &Map<String, Value>) -> Result<(), Malformed> {
+    match map.get("owner") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(o)) if o.len() <= bext_locking::MAX_OWNER_BYTES => Ok(()),
+        Some(Value::String(o)) => bad(format!("owner of {} bytes", o.len())),
+        Some(v) => bad(format!("owner {v} is not a string")),
+    }
+}
+
 fn checked_ttl(map: &Map<String, Value>) -> Result<u64, Malformed> {
     let Some(ttl) = map.get("ttl_ms").and_then(Value::as_u64) else {
         return bad("no unsigned integer `ttl_ms`");
@@ -282,8 +295,39 @@ pub struct Request {
 /// Reads a request the way ABI v1 defines it, independently of the ffi
 /// crate's fast path.
 pub fn parse_request(bytes: &[u8]) -> Result<Request, Malformed> {
-    let map = json_object(bytes, &["key", "ttl_ms"])?;
+    let map = json_object(bytes, &["key", "ttl_ms", "owner"])?;
+    checked_owner(&map)?;
     Ok(Request { key: checked_key(&map)?, ttl_ms: checked_ttl(&map)? })
+}
+
+/// A well-formed `force_release` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakRequest {
+    /// Its key.
+    pub key: String,
+    /// Its `if_fence`, when given.
+    pub if_fence: Option<u64>,
+}
+
+/// Reads an `inspect` request (`{"key":…}`) as ABI 1.1 defines it.
+pub fn parse_inspect(bytes: &[u8]) -> Result<String, Malformed> {
+    checked_key(&json_object(bytes, &["key"])?)
+}
+
+/// Reads a `force_release` request as ABI 1.1 defines it: `if_fence`, when
+/// present, a non-negative integer (`null` is refused, not read as "any
+/// holder").
+pub fn parse_break(bytes: &[u8]) -> Result<BreakRequest, Malformed> {
+    let map = json_object(bytes, &["key", "if_fence"])?;
+    let key = checked_key(&map)?;
+    let if_fence = match map.get("if_fence") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(n) => Some(n),
+            None => return bad(format!("if_fence {v} is not a non-negative integer")),
+        },
+    };
+    Ok(BreakRequest { key, if_fence })
 }
 
 /// A well-formed handle.
@@ -308,7 +352,7 @@ pub fn parse_handle(bytes: &[u8]) -> Result<Handle, Malformed> {
     };
     let ttl_ms = checked_ttl(&map)?;
     let fence = match map.get("fence") {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(v) => match v.as_u64() {
             Some(f) => Some(f),
             None => return bad("`fence` is not an unsigned integer"),
@@ -383,6 +427,12 @@ pub enum Call {
     Release,
     /// `cleanup`.
     Cleanup,
+    /// `inspect` (ABI 1.1).
+    Inspect,
+    /// `force_release` (ABI 1.1).
+    ForceRelease,
+    /// `stats` (ABI 1.1).
+    Stats,
 }
 
 impl From<RawSlot> for Call {
@@ -404,7 +454,7 @@ pub fn check_output(call: Call, out: &RawOutput, what: &dyn Fn() -> String) {
     assert!(out.cleared, "{call:?} left *out_json as it was (not cleared on entry); {}", what());
     match out.status {
         BEXT_LOCKING_OK => match call {
-            Call::Describe | Call::TryLock => {
+            Call::Describe | Call::TryLock | Call::Inspect | Call::ForceRelease | Call::Stats => {
                 let json = out.json.as_deref();
                 assert!(json.is_some(), "{call:?} OK without a payload; {}", what());
                 let v: Result<Value, _> = serde_json::from_slice(json.unwrap_or_default());
@@ -426,10 +476,14 @@ pub fn check_output(call: Call, out: &RawOutput, what: &dyn Fn() -> String) {
             assert_eq!(call, Call::TryLock, "CONTENDED from {call:?}; {}", what());
             assert!(out.json.is_none(), "CONTENDED with *out_json set; {}", what());
         }
-        s @ (BEXT_LOCKING_ERR_BACKEND | BEXT_LOCKING_ERR_INVALID | BEXT_LOCKING_ERR_PANIC) => {
+        s @ (BEXT_LOCKING_ERR_BACKEND
+        | BEXT_LOCKING_ERR_INVALID
+        | BEXT_LOCKING_ERR_PANIC
+        | BEXT_LOCKING_ERR_UNSUPPORTED) => {
             let want = match s {
                 BEXT_LOCKING_ERR_BACKEND => "backend",
                 BEXT_LOCKING_ERR_INVALID => "invalid_argument",
+                BEXT_LOCKING_ERR_UNSUPPORTED => "unsupported",
                 _ => "panic",
             };
             let json = out.json.as_deref().unwrap_or_else(|| {

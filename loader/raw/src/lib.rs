@@ -36,6 +36,16 @@ pub enum RawSlot {
     Release,
 }
 
+/// The ABI 1.1 slots that take an instance and one JSON input. A plugin
+/// may lack them (an ABI 1.0 plugin does): the calls then answer `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminSlot {
+    /// `inspect(instance, {"key":…}, out_json)`.
+    Inspect,
+    /// `force_release(instance, {"key":…,"if_fence"?:N}, out_json)`.
+    ForceRelease,
+}
+
 /// What a slot returned: its status and a copy of its output string (already
 /// freed with the plugin's `free_string`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +160,39 @@ impl RawPlugin {
             RawSlot::Renew => self.renew,
             RawSlot::Release => self.release,
         }
+    }
+
+    fn admin_slot(&self, slot: AdminSlot) -> Option<CallFn> {
+        match slot {
+            AdminSlot::Inspect => self.inspect,
+            AdminSlot::ForceRelease => self.force_release,
+        }
+    }
+
+    /// Calls an ABI 1.1 slot with a NULL instance; `None` when the plugin
+    /// has no such slot.
+    pub fn call_admin_without_instance(
+        &self,
+        slot: AdminSlot,
+        input: Option<&[u8]>,
+    ) -> Option<RawOutput> {
+        let f = self.admin_slot(slot)?;
+        let input = input.map(c_string);
+        let input_ptr = input.as_ref().map_or(ptr::null(), |c| c.as_ptr().cast());
+        let mut out: *mut c_char = sentinel();
+        // SAFETY: a NULL instance is a documented input (ERR_INVALID); the
+        // input is NULL or NUL-terminated; `out` is valid.
+        let status = unsafe { f(ptr::null_mut(), input_ptr, &mut out) };
+        Some(self.take(status, out))
+    }
+
+    /// Calls `stats(NULL, &out_json)`; `None` when the plugin has no `stats`.
+    pub fn stats_without_instance(&self) -> Option<RawOutput> {
+        let f = self.stats?;
+        let mut out: *mut c_char = sentinel();
+        // SAFETY: a NULL instance is a documented input; `out` is valid.
+        let status = unsafe { f(ptr::null_mut(), &mut out) };
+        Some(self.take(status, out))
     }
 
     /// Copies a returned string and frees it; reports whether the slot
@@ -299,6 +342,45 @@ impl RawInstance {
         // SAFETY: a NULL out-parameter is a documented input (ERR_INVALID);
         // the instance is live and the input NULL or NUL-terminated.
         unsafe { (self.plugin.slot(slot))(self.instance.as_ptr(), input_ptr, ptr::null_mut()) }
+    }
+
+    /// Calls an ABI 1.1 slot `slot(instance, input, &out_json)`; `None`
+    /// passes a NULL input. `None` when the plugin has no such slot.
+    pub fn call_admin(&self, slot: AdminSlot, input: Option<&[u8]>) -> Option<RawOutput> {
+        let f = self.plugin.admin_slot(slot)?;
+        let input = input.map(c_string);
+        let input_ptr = input.as_ref().map_or(ptr::null(), |c| c.as_ptr().cast());
+        let mut out: *mut c_char = sentinel();
+        // SAFETY: the instance is live until Drop; the input is NULL or
+        // NUL-terminated and outlives the call; `out` is valid.
+        let status = unsafe { f(self.instance.as_ptr(), input_ptr, &mut out) };
+        Some(self.plugin.take(status, out))
+    }
+
+    /// Calls an ABI 1.1 slot with a NULL `out_json`; `None` when absent.
+    pub fn call_admin_without_out(&self, slot: AdminSlot, input: Option<&[u8]>) -> Option<i32> {
+        let f = self.plugin.admin_slot(slot)?;
+        let input = input.map(c_string);
+        let input_ptr = input.as_ref().map_or(ptr::null(), |c| c.as_ptr().cast());
+        // SAFETY: a NULL out-parameter is a documented input (ERR_INVALID);
+        // the instance is live and the input NULL or NUL-terminated.
+        Some(unsafe { f(self.instance.as_ptr(), input_ptr, ptr::null_mut()) })
+    }
+
+    /// Calls `stats(instance, &out_json)`; `None` when the plugin has none.
+    pub fn stats(&self) -> Option<RawOutput> {
+        let f = self.plugin.stats?;
+        let mut out: *mut c_char = sentinel();
+        // SAFETY: live instance, valid out-parameter.
+        let status = unsafe { f(self.instance.as_ptr(), &mut out) };
+        Some(self.plugin.take(status, out))
+    }
+
+    /// Calls `stats(instance, NULL)`; `None` when the plugin has none.
+    pub fn stats_without_out(&self) -> Option<i32> {
+        let f = self.plugin.stats?;
+        // SAFETY: a NULL out-parameter is a documented input (ERR_INVALID).
+        Some(unsafe { f(self.instance.as_ptr(), ptr::null_mut()) })
     }
 
     /// Calls `cleanup(instance, &out_json)`. Later calls must fail with

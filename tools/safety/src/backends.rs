@@ -13,7 +13,7 @@ use std::time::Duration;
 use bext_locking_test_support::TempDir;
 use bext_locking_test_support::servers::{etcd, pg, redis};
 
-use crate::Fault::{self, Freeze, Restart, Stall, Terminate};
+use crate::Fault::{self, Break, Freeze, Restart, Stall, Terminate};
 
 /// A backend as the checker knows it.
 pub struct Backend {
@@ -31,7 +31,7 @@ pub struct Backend {
 /// starter, faults besides the baseline.
 pub const BACKENDS: &[Backend] = &[
     b("memory", "memory", memory, &[]),
-    b("sqlite", "sqlite", sqlite, &[Stall]),
+    b("sqlite", "sqlite", sqlite, &[Stall, Break]),
     b("redis", "redis", redis_single, &[Restart, Stall, Freeze]),
     b("redis-quorum", "redis", redis_quorum, &[Restart]),
     b("redis-cluster", "redis", redis_cluster, &[Restart, Stall]),

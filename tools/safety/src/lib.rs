@@ -48,12 +48,18 @@ pub enum Fault {
     /// keeps writing: the job must be dead before its lease ends and before
     /// the next holder starts ([`freeze`]).
     Freeze,
+    /// The current holder is broken mid-run: the checker reads its fence
+    /// with `inspect` and calls `force_release` with that `if_fence`, while
+    /// the holder keeps believing it holds the lock. Another holder takes
+    /// over; then the broken one writes with its old fence (the storage must
+    /// refuse it) and renews (it must fail). ABI 1.1 plugins only.
+    Break,
 }
 
 impl Fault {
     /// Every fault, in report order.
-    pub const ALL: [Fault; 5] =
-        [Fault::None, Fault::Restart, Fault::Terminate, Fault::Stall, Fault::Freeze];
+    pub const ALL: [Fault; 6] =
+        [Fault::None, Fault::Restart, Fault::Terminate, Fault::Stall, Fault::Freeze, Fault::Break];
 
     /// Its name on the command line and in the report.
     pub fn name(self) -> &'static str {
@@ -63,6 +69,7 @@ impl Fault {
             Fault::Terminate => "terminate",
             Fault::Stall => "stall",
             Fault::Freeze => "freeze",
+            Fault::Break => "break",
         }
     }
 

@@ -58,7 +58,7 @@ struct RunArgs {
     #[arg(long, value_delimiter = ',')]
     backends: Vec<String>,
     /// Faults to run, comma-separated: none, restart, terminate, stall,
-    /// freeze (default: the baseline and every fault that applies).
+    /// freeze, break (default: the baseline and every fault that applies).
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// Worker processes [default: 3; --long: 6].
@@ -217,7 +217,9 @@ fn checker(a: RunArgs) -> ExitCode {
             None => {
                 return fail(
                     2,
-                    &format!("unknown fault {name:?} (none, restart, terminate, stall, freeze)"),
+                    &format!(
+                        "unknown fault {name:?} (none, restart, terminate, stall, freeze, break)"
+                    ),
                 );
             }
         }

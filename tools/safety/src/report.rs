@@ -79,6 +79,19 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
         for e in renew_errors {
             parts.push(format!("renew error: {}", code(e)));
         }
+        for b in &o.breaks {
+            if let Some(e) = &b.renew_error {
+                parts.push(format!("the broken holder's renew error: {}", code(e)));
+            }
+            parts.push(format!(
+                "0 overlaps counted before the break is the lock's promise; after it, {} \
+                 acquisition(s) began while the broken holder still believed it held the lock \
+                 (not yet told: it learns at its next renew), and the storage {} its write with \
+                 the old fence",
+                b.overlapped_after_break,
+                if b.stale_write_accepted { "ACCEPTED" } else { "refused" }
+            ));
+        }
         for f in &o.freezes {
             let takeover = f
                 .last_write_before_takeover_ms

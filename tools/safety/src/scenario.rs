@@ -70,6 +70,35 @@ pub struct StallSummary {
     pub stale_write_accepted: bool,
 }
 
+/// What breaking a holder with `force_release` showed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BreakSummary {
+    /// The broken holder's fence, as `inspect` showed it.
+    pub fence: Option<u64>,
+    /// The owner `inspect` showed.
+    pub owner: Option<String>,
+    /// What `force_release` answered: the lock was broken.
+    pub released: bool,
+    /// The fence `force_release` said it broke.
+    pub broken_fence: Option<u64>,
+    /// When the checker called `force_release` (monotonic ns): the broken
+    /// holder's lease ends there, so only the part before it is held
+    /// against the lock.
+    pub break_ns: u64,
+    /// When the broken holder stopped acting (after its renew failed).
+    pub holder_end_ns: u64,
+    /// The fence the storage had seen when the broken holder woke.
+    pub takeover_fence: u64,
+    /// Intervals that began after the break while the broken holder still
+    /// believed it held the lock: overlaps of its belief, harmless only
+    /// because the storage refuses its writes.
+    pub overlapped_after_break: usize,
+    /// Why its renew failed (`None`: it succeeded, a violation).
+    pub renew_error: Option<String>,
+    /// Whether its write with the old fence was accepted (a violation).
+    pub stale_write_accepted: bool,
+}
+
 /// The verdict of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -128,6 +157,9 @@ pub struct Outcome {
     /// What each holder whose path froze showed.
     #[serde(default)]
     pub freezes: Vec<FreezeSummary>,
+    /// What each holder broken with `force_release` showed.
+    #[serde(default)]
+    pub breaks: Vec<BreakSummary>,
     /// Safety violations, described.
     pub problems: Vec<String>,
     /// Why the run is inconclusive, if it is.
@@ -167,6 +199,7 @@ impl Outcome {
             recovered_ms: Vec::new(),
             stalls: Vec::new(),
             freezes: Vec::new(),
+            breaks: Vec::new(),
             problems: Vec::new(),
             trouble: Vec::new(),
             status: Status::Safe,
@@ -327,6 +360,9 @@ fn run_into(
     if fault == Fault::Stall && !o.fencing {
         return Err("a frozen holder shows something only on a fencing backend".into());
     }
+    if fault == Fault::Break && !o.fencing {
+        return Err("a broken holder is kept from harm only by fences".into());
+    }
     let dir = TempDir::new("safety-run");
     let key = unique(&format!("safety/{}/{}/", o.backend, fault.name()));
     let storage_path = dir.path().join("storage");
@@ -385,6 +421,28 @@ fn run_into(
                         stall_records.push(report.record);
                         text
                     })
+                }
+                Fault::Break => {
+                    let break_spec =
+                        WorkerSpec { ttl_ms: break_ttl_ms(s.ttl_ms), threads: 1, ..spec.clone() };
+                    let path =
+                        write_spec(dir.path(), &format!("break-{occurrence}.json"), &break_spec)?;
+                    let storage = storage.as_ref().expect("fencing");
+                    break_once(&path, storage, plugin, &spec.config, &key).map(
+                        |(summary, report, text)| {
+                            let mut record = report.record;
+                            // Its lease ended at the break: only the part
+                            // before it is the lock's promise. Its refused
+                            // write is counted in the summary, not as a
+                            // write refused within a lease.
+                            record.end_ns = record.end_ns.min(summary.break_ns);
+                            o.stale_writes_rejected += record.rejected_writes as usize;
+                            record.rejected_writes = 0;
+                            o.breaks.push(summary);
+                            stall_records.push(record);
+                            text
+                        },
+                    )
                 }
                 Fault::Freeze => match deployment.via_proxy() {
                     None => Err("this deployment has no single server path to freeze".into()),
@@ -468,15 +526,18 @@ fn run_into(
             Err(e) => o.trouble.push(e),
         }
     }
-    o.operations = total.operations + o.stalls.len() as u64;
+    // The frozen and the broken holders each took the lock once, in
+    // processes of their own.
+    let extra = (o.stalls.len() + o.breaks.len()) as u64;
+    o.operations = total.operations + extra;
     o.acquisitions = records.len() as u64;
     o.contended = total.contended;
     o.errors = total.errors;
     o.error_samples = total.error_samples;
-    if total.acquired + o.stalls.len() as u64 != o.acquisitions {
+    if total.acquired + extra != o.acquisitions {
         o.trouble.push(format!(
             "{} acquisitions reported but {} intervals recorded",
-            total.acquired + o.stalls.len() as u64,
+            total.acquired + extra,
             o.acquisitions
         ));
     }
@@ -494,6 +555,33 @@ fn run_into(
         o.trouble.push("no acquisition at all".into());
     }
 
+    for b in &mut o.breaks {
+        b.overlapped_after_break = records
+            .iter()
+            .filter(|r| r.start_ns > b.break_ns && r.start_ns < b.holder_end_ns)
+            .count();
+        if !b.released {
+            o.trouble.push(format!("force_release at fence {:?} broke nothing", b.fence));
+        }
+        if b.broken_fence != b.fence {
+            o.problems.push(format!(
+                "force_release said it broke fence {:?}; inspect showed {:?}",
+                b.broken_fence, b.fence
+            ));
+        }
+        if b.renew_error.is_none() {
+            o.problems.push(format!(
+                "the broken holder (fence {:?}) renewed after the break; fence {} had taken over",
+                b.fence, b.takeover_fence
+            ));
+        }
+        if b.stale_write_accepted {
+            o.problems.push(format!(
+                "the storage accepted the broken holder's write with fence {:?} after fence {}",
+                b.fence, b.takeover_fence
+            ));
+        }
+    }
     for f in &frozen {
         let summary = f.summarize(&records);
         o.problems.extend(summary.problems());
@@ -504,7 +592,7 @@ fn run_into(
     o.overlaps = verdict.overlaps;
     o.fence_violations = verdict.fence_violations;
     o.overruns = verdict.overruns;
-    o.stale_writes_rejected = verdict.stale_writes_rejected;
+    o.stale_writes_rejected += verdict.stale_writes_rejected;
     o.problems.extend(verdict.problems);
     for st in &o.stalls {
         if st.renew_error.is_none() {
@@ -531,6 +619,89 @@ fn run_into(
         }
     }
     Ok(())
+}
+
+/// The broken holder's TTL: long enough that only the break, never its
+/// own expiry, can end its lease during the fault.
+fn break_ttl_ms(ttl_ms: u64) -> u64 {
+    (ttl_ms * 20).max(20_000)
+}
+
+/// Takes the lock in a holder with a long TTL, breaks it from this process
+/// (`inspect` for the fence, then `force_release` with `if_fence`), waits
+/// until another holder has written with a higher fence, and then lets the
+/// broken holder act as if it still held the lock.
+fn break_once(
+    spec: &Path,
+    storage: &FencedStorage,
+    plugin: &Path,
+    config: &str,
+    key: &str,
+) -> Result<(BreakSummary, StallReport, String), String> {
+    let lib = bext_locking_loader::load(plugin).map_err(|e| format!("load: {e}"))?;
+    let admin = lib.create_ffi(config).map_err(|e| format!("create: {e}"))?;
+    let mut holder = Worker::spawn("stall", spec)?;
+    let held: Held = serde_json::from_str(&holder.expect("HELD", Duration::from_secs(40))?)
+        .map_err(|e| format!("bad HELD line: {e}"))?;
+    let fence = held.fence.ok_or("the holder's handle has no fence")?;
+    // The holder works a little while the others contend.
+    std::thread::sleep(Duration::from_millis(50));
+    let info = admin.inspect(key).map_err(|e| format!("inspect: {e}"))?;
+    if !info.held || info.fence != Some(fence) {
+        return Err(format!(
+            "inspect shows held {} at fence {:?}; the holder has fence {fence}",
+            info.held, info.fence
+        ));
+    }
+    let break_ns = monotonic_ns();
+    let done = admin.force_release(key, info.fence).map_err(|e| format!("force_release: {e}"))?;
+    let broke_ms = (monotonic_ns() - held.start_ns) / 1_000_000;
+    let limit = Duration::from_secs(30);
+    let waited = Instant::now();
+    let takeover = loop {
+        let top = storage.highest().map_err(|e| format!("fenced storage: {e}"))?;
+        if top > fence {
+            break top;
+        }
+        if waited.elapsed() > limit || !done.released {
+            return Err(format!(
+                "nobody took the lock over within {limit:?} of breaking fence {fence} (released: {})",
+                done.released
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Let the new holders work a little before the broken one acts.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut stdin = holder.stdin.take().ok_or("no stdin")?;
+    stdin.write_all(b"go\n").map_err(|e| format!("wake the broken holder: {e}"))?;
+    let report: StallReport =
+        serde_json::from_str(&holder.expect("DONE", Duration::from_secs(30))?)
+            .map_err(|e| format!("bad DONE line: {e}"))?;
+    drop(stdin);
+    let summary = BreakSummary {
+        fence: Some(fence),
+        owner: info.owner.clone(),
+        released: done.released,
+        broken_fence: done.fence,
+        break_ns,
+        holder_end_ns: report.record.end_ns,
+        takeover_fence: report.storage_fence.max(takeover),
+        overlapped_after_break: 0,
+        renew_error: report.renew_error.clone(),
+        stale_write_accepted: report.stale_write_accepted,
+    };
+    let text = format!(
+        "broke the holder (fence {fence}, owner {}) {broke_ms} ms into its lease with inspect + force_release if_fence {fence} (released: {}); fence {takeover} took over; then its renew {} and its write with fence {fence} was {}",
+        info.owner.as_deref().unwrap_or("none"),
+        done.released,
+        match &report.renew_error {
+            Some(_) => "failed",
+            None => "SUCCEEDED",
+        },
+        if report.stale_write_accepted { "ACCEPTED" } else { "rejected" },
+    );
+    Ok((summary, report, text))
 }
 
 /// Freezes one holder past its TTL and wakes it once another holder has

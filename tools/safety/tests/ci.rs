@@ -54,6 +54,20 @@ fn assert_safe(args: &[&str], expected_runs: usize) -> Vec<Outcome> {
             assert!(st.asleep_ms >= st.ttl_ms, "{what}: not frozen past its TTL: {st:?}");
             assert!(o.stale_writes_rejected >= 1 && o.overruns >= 1, "{what}");
         }
+        if o.fault == "break" {
+            assert_eq!(o.breaks.len(), 1, "{what}");
+            let b = &o.breaks[0];
+            assert!(b.released, "{what}: force_release broke nothing: {b:?}");
+            assert_eq!(b.broken_fence, b.fence, "{what}: {b:?}");
+            assert!(b.owner.is_some(), "{what}: inspect showed no owner: {b:?}");
+            assert!(b.renew_error.is_some(), "{what}: the broken holder renewed");
+            assert!(!b.stale_write_accepted, "{what}: its stale write was accepted");
+            assert!(b.takeover_fence > b.fence.unwrap(), "{what}: {b:?}");
+            // Someone took over while the broken holder still believed it
+            // held the lock: that is what the refused write is about.
+            assert!(b.overlapped_after_break >= 1, "{what}: {b:?}");
+            assert!(o.stale_writes_rejected >= 1, "{what}");
+        }
         if o.fault == "freeze" {
             assert_eq!(o.freezes.len(), 1, "{what}");
             let f = &o.freezes[0];
@@ -76,6 +90,11 @@ fn errors_during(outcomes: &[Outcome], backend: &str, fault: &str) -> u64 {
 #[test]
 fn memory_and_sqlite_with_a_frozen_holder() {
     assert_safe(&["--backends", "memory,sqlite", "--faults", "none,stall"], 3);
+}
+
+#[test]
+fn sqlite_with_its_holder_broken_by_force_release() {
+    assert_safe(&["--backends", "sqlite", "--faults", "break"], 1);
 }
 
 #[test]
