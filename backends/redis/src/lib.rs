@@ -13,6 +13,10 @@
 //! * `cluster_urls`: one Redis Cluster; the single-node scripts, with the
 //!   lock and its counter in one hash slot.
 //!
+//! With `"fencing": false` a single node or cluster acquires with a plain
+//! `SET key token NX PX ttl`, the command a hand-written client sends, and
+//! its handles carry no fence.
+//!
 //! Release is compare-and-delete and renew compare-and-`PEXPIRE`, so a stale
 //! handle never touches a newer holder's lock and renew never re-creates a
 //! lock that is gone. Every call is bounded by `op_timeout_ms`, connections
@@ -45,12 +49,12 @@ use crate::keys::{fence_key, lock_key};
 use crate::node::{Invocation, Node};
 use crate::quorum::Quorum;
 use crate::redact::secrets_of;
-use crate::scripts::{ACQUIRE_FENCED, RELEASE, RENEW};
+use crate::scripts::{ACQUIRE_FENCED, HOLDS, RELEASE, RENEW};
 
 /// Where the locks live. One per instance, so variant sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 enum Deployment {
-    /// One server or one cluster: the fenced scripts.
+    /// One server or one cluster: the single-node scripts.
     Fenced(Fenced),
     /// Independent masters.
     Quorum(Quorum),
@@ -77,6 +81,8 @@ pub struct Redis {
     backend: Deployment,
     prefix: String,
     op_timeout: Duration,
+    /// Single node or cluster with fences (false for a quorum).
+    fencing: bool,
 }
 
 /// An instance of the Redis backend, in-process. Safe to share between
@@ -106,20 +112,21 @@ impl Redis {
                 Deployment::Quorum(Quorum::new(nodes, s.clock_drift_factor, s.op_timeout))
             }
         };
-        Ok(Self { backend, prefix: s.key_prefix, op_timeout: s.op_timeout })
+        Ok(Self { backend, prefix: s.key_prefix, op_timeout: s.op_timeout, fencing: s.fencing })
     }
 
     /// Whether this instance's handles carry fences (single node and
-    /// cluster: yes; quorum: no).
+    /// cluster: unless configured with `"fencing": false`; quorum: never).
     pub fn fencing(&self) -> bool {
-        !matches!(self.backend, Deployment::Quorum(_))
+        self.fencing
     }
 
     fn deadline(&self) -> Instant {
         Instant::now() + self.op_timeout
     }
 
-    /// Runs a fenced script on a single node or cluster deployment.
+    /// Runs a script (or the plain acquire) on a single node or cluster
+    /// deployment.
     fn script(&self, inv: &Invocation<'_>) -> Result<Value, PluginError> {
         match &self.backend {
             Deployment::Fenced(f) => f.call(inv, self.deadline()).map_err(PluginError::backend),
@@ -128,6 +135,37 @@ impl Redis {
                 Err(PluginError::backend("redis: no fenced script on a quorum"))
             }
         }
+    }
+}
+
+impl Redis {
+    /// `SET lock token NX PX ttl` and nothing else on the way to a held
+    /// lock. A nil reply is someone else's lock, or ours when the command
+    /// was sent again after its first reply was lost (a reconnect, or the
+    /// cluster driver's retry): the `GET` that tells the two apart costs a
+    /// round trip on contention only.
+    fn try_lock_unfenced(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        token: String,
+    ) -> Result<Option<LockHandle>, PluginError> {
+        let lock = lock_key(&self.prefix, key);
+        let ttl = ttl_ms.to_string();
+        let inv = Invocation { lua: None, keys: &[&lock], args: &[&token, &ttl] };
+        let held = match self.script(&inv)? {
+            Value::Okay => true,
+            Value::SimpleString(s) if s == "OK" => true,
+            Value::Nil => {
+                let check = Invocation { lua: Some(&HOLDS), keys: &[&lock], args: &[&token] };
+                match self.script(&check)? {
+                    Value::Int(n) => n == 1,
+                    other => return Err(unexpected("acquire check", &other)),
+                }
+            }
+            other => return Err(unexpected("acquire", &other)),
+        };
+        Ok(held.then(|| LockHandle { key: key.to_owned(), lock_id: token, ttl_ms, fence: None }))
     }
 }
 
@@ -157,10 +195,16 @@ impl Backend for Redis {
             return q.try_lock(&self.prefix, key, ttl_ms).map_err(PluginError::backend);
         }
         let token = uuid::Uuid::new_v4().to_string();
+        if !self.fencing {
+            return self.try_lock_unfenced(key, ttl_ms, token);
+        }
         let (lock, fence) = (lock_key(&self.prefix, key), fence_key(&self.prefix, key));
         let ttl = ttl_ms.to_string();
-        let inv =
-            Invocation { lua: &ACQUIRE_FENCED, keys: &[&lock, &fence], args: &[&token, &ttl] };
+        let inv = Invocation {
+            lua: Some(&ACQUIRE_FENCED),
+            keys: &[&lock, &fence],
+            args: &[&token, &ttl],
+        };
         match self.script(&inv)? {
             Value::Int(f) if f > 0 => Ok(Some(LockHandle {
                 key: key.to_owned(),
@@ -179,7 +223,7 @@ impl Backend for Redis {
         }
         let lock = lock_key(&self.prefix, &handle.key);
         let ttl = handle.ttl_ms.to_string();
-        let inv = Invocation { lua: &RENEW, keys: &[&lock], args: &[&handle.lock_id, &ttl] };
+        let inv = Invocation { lua: Some(&RENEW), keys: &[&lock], args: &[&handle.lock_id, &ttl] };
         match self.script(&inv)? {
             Value::Int(1) => Ok(()),
             Value::Int(0) => {
@@ -194,7 +238,7 @@ impl Backend for Redis {
             return q.release(&self.prefix, handle).map_err(PluginError::backend);
         }
         let lock = lock_key(&self.prefix, &handle.key);
-        let inv = Invocation { lua: &RELEASE, keys: &[&lock], args: &[&handle.lock_id] };
+        let inv = Invocation { lua: Some(&RELEASE), keys: &[&lock], args: &[&handle.lock_id] };
         match self.script(&inv)? {
             Value::Int(_) => Ok(()),
             other => Err(unexpected("release", &other)),
@@ -216,8 +260,9 @@ pub struct Exported;
 impl bext_locking_ffi::Export for Exported {
     type Backend = Redis;
     const VERSION: &'static CStr = bext_locking_ffi::crate_version_cstr!();
-    const DESCRIPTION: &'static str = "Redis locks: one server with fencing tokens, Redlock over independent masters, or Redis Cluster";
-    // The default deployment (one `url`) fences; quorum handles carry none.
+    const DESCRIPTION: &'static str = "Redis locks: one server with fencing tokens, Redlock over independent masters (no fences), or Redis Cluster; \"fencing\": false takes plain SET NX PX locks without fences";
+    // The default deployment (one `url`) fences; quorum handles, and those of
+    // `"fencing": false`, carry none.
     const FENCING: bool = true;
 }
 

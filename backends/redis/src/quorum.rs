@@ -151,7 +151,7 @@ impl Quorum {
         let lock = lock_key(prefix, key);
         let ttl = ttl_ms.to_string();
         let start = Instant::now();
-        let inv = Invocation { lua: &ACQUIRE_PLAIN, keys: &[&lock], args: &[&token, &ttl] };
+        let inv = Invocation { lua: Some(&ACQUIRE_PLAIN), keys: &[&lock], args: &[&token, &ttl] };
         let t = self.tally(self.fan_out(&inv, start + self.node_timeout(ttl_ms)));
         let validity = self.validity_ms(ttl_ms, start.elapsed());
         if t.yes >= self.majority() && validity > 0.0 {
@@ -190,7 +190,7 @@ impl Quorum {
         let lock = lock_key(prefix, &handle.key);
         let ttl = handle.ttl_ms.to_string();
         let start = Instant::now();
-        let inv = Invocation { lua: &RENEW, keys: &[&lock], args: &[&handle.lock_id, &ttl] };
+        let inv = Invocation { lua: Some(&RENEW), keys: &[&lock], args: &[&handle.lock_id, &ttl] };
         let t = self.tally(self.fan_out(&inv, start + self.node_timeout(handle.ttl_ms)));
         let validity = self.validity_ms(handle.ttl_ms, start.elapsed());
         if t.yes >= self.majority() && validity > 0.0 {
@@ -222,7 +222,7 @@ impl Quorum {
     /// OK when a majority answered: the rest expire with the TTL, and a
     /// minority can never keep anyone else from a quorum.
     fn release_token(&self, lock: &str, token: &str, deadline: Instant) -> Result<(), String> {
-        let inv = Invocation { lua: &RELEASE, keys: &[lock], args: &[token] };
+        let inv = Invocation { lua: Some(&RELEASE), keys: &[lock], args: &[token] };
         let results = self.fan_out(&inv, deadline);
         let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
         if self.nodes.len() - failures.len() >= self.majority() {

@@ -97,5 +97,19 @@ return 0
     )
 });
 
+/// Whether a token holds a lock. KEYS: lock. ARGV: token. Returns 1 or 0.
+/// Run after an unfenced `SET NX PX` answered nil, which is also what a
+/// second send of our own successful `SET` answers.
+pub static HOLDS: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return 1
+end
+return 0
+"#,
+    )
+});
+
 /// Every script, for loading them on a new connection.
-pub static ALL: [&LazyLock<Lua>; 4] = [&ACQUIRE_FENCED, &ACQUIRE_PLAIN, &RENEW, &RELEASE];
+pub static ALL: [&LazyLock<Lua>; 5] = [&ACQUIRE_FENCED, &ACQUIRE_PLAIN, &RENEW, &RELEASE, &HOLDS];

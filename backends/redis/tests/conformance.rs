@@ -65,3 +65,33 @@ fn cluster_of_three_masters() {
         bext_locking_loader::load(bext_locking_test_support::plugin_path("redis")).unwrap();
     conformance::run(&|| plugin.create(&config), &options(true)).assert_passed();
 }
+
+/// `"fencing": false` on one node and on a cluster: the whole suite with
+/// handles that must carry no fence, in-process and through the `.so`.
+const UNFENCED: &str = r#","fencing":false"#;
+
+#[test]
+fn single_node_unfenced_in_process() {
+    let server = Server::start();
+    let config = single_config(&server, UNFENCED);
+    conformance::run(&|| boxed(&config), &options(false)).assert_passed();
+}
+
+#[test]
+fn single_node_unfenced_through_the_so() {
+    let server = Server::start();
+    let plugin =
+        bext_locking_loader::load(bext_locking_test_support::plugin_path("redis")).unwrap();
+    let config = single_config(&server, UNFENCED);
+    conformance::run(&|| plugin.create(&config), &options(false)).assert_passed();
+}
+
+#[test]
+fn cluster_of_three_masters_unfenced() {
+    let cluster = Cluster::start(3);
+    let config = cluster.config(UNFENCED);
+    conformance::run(&|| boxed(&config), &options(false)).assert_passed();
+    let plugin =
+        bext_locking_loader::load(bext_locking_test_support::plugin_path("redis")).unwrap();
+    conformance::run(&|| plugin.create(&config), &options(false)).assert_passed();
+}
