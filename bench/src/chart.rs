@@ -36,6 +36,7 @@ fn colour(kind: Kind) -> &'static str {
     match kind {
         Kind::InProcess => "#4c78a8",
         Kind::So => "#f58518",
+        Kind::SoAlt => "#ffbf79",
         Kind::Raw => "#8c8c8c",
         Kind::RawAlt => "#c4c4c4",
         Kind::Rslock => "#b279a2",
@@ -47,6 +48,7 @@ fn legend_label(kind: Kind) -> &'static str {
     match kind {
         Kind::InProcess => "in-process (rlib)",
         Kind::So => ".so via the loader",
+        Kind::SoAlt => ".so, other configuration",
         Kind::Raw => "raw client (baseline)",
         Kind::RawAlt => "raw client, variant",
         Kind::Rslock => "rslock",
@@ -99,7 +101,9 @@ pub fn svg(title: &str, subtitle: &str, groups: &[Group]) -> String {
 
     // Legend.
     let mut lx = 10.0;
-    for kind in [Kind::InProcess, Kind::So, Kind::Raw, Kind::RawAlt, Kind::Rslock, Kind::Peer] {
+    for kind in
+        [Kind::InProcess, Kind::So, Kind::SoAlt, Kind::Raw, Kind::RawAlt, Kind::Rslock, Kind::Peer]
+    {
         let _ = writeln!(
             s,
             r##"<rect x="{lx}" y="47" width="12" height="12" fill="{}"/><text x="{}" y="57">{}</text>"##,
