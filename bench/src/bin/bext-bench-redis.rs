@@ -249,7 +249,9 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
         drop(entries);
         unfenced.cleanup();
     }
-    let script = script_cost(&single);
+    let mut script = script_cost(&single);
+    eprintln!("  redis: counting redis-server instructions per script under callgrind");
+    script.instructions = script_instructions();
     drop(masters);
     drop(single);
 
@@ -493,6 +495,82 @@ struct ScriptCost {
     rounds: Vec<(f64, f64)>,
     calls: usize,
     error: Option<String>,
+    /// redis-server instructions per acquisition and `DEL` under callgrind:
+    /// (current, previous).
+    instructions: Result<(f64, f64), String>,
+}
+
+/// Acquisitions per callgrind run (two passes over as many keys, so half
+/// find their fence counter, as every acquisition after a name's first).
+const CALLGRIND_KEYS: usize = 2_000;
+
+/// redis-server's own instructions per fenced acquisition (plus a `DEL`),
+/// current and previous script: deterministic, so unlike `usec_per_call`
+/// it does not move with the machine's load.
+fn script_instructions() -> Result<(f64, f64), String> {
+    let count = |source: &str, keys: usize| -> Result<u64, String> {
+        let port = bext_locking_test_support::free_port();
+        let dir = std::env::temp_dir();
+        let child = std::process::Command::new("valgrind")
+            .args(["--tool=callgrind", "--callgrind-out-file=/dev/null", "redis-server"])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("valgrind could not start ({e}); install valgrind"))?;
+        let url = format!("redis://127.0.0.1:{port}");
+        let started = std::time::Instant::now();
+        let mut c = loop {
+            match connect(&url) {
+                Ok(c) => break c,
+                Err(_) if started.elapsed() < Duration::from_secs(60) => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => return Err(format!("redis-server under valgrind: {e}")),
+            }
+        };
+        let sha: String =
+            redis::cmd("SCRIPT").arg("LOAD").arg(source).query(&mut c).map_err(err)?;
+        for _pass in 0..2 {
+            for start in (0..keys).step_by(100) {
+                let mut acquire = redis::pipe();
+                let mut del = redis::pipe();
+                for i in start..(start + 100).min(keys) {
+                    let lock = format!("cg:{{{i}}}");
+                    let fence = format!("cg:fence:{{{i}}}");
+                    acquire
+                        .cmd("EVALSHA")
+                        .arg(&sha)
+                        .arg(2)
+                        .arg(&lock)
+                        .arg(&fence)
+                        .arg("t")
+                        .arg(TTL_MS);
+                    del.cmd("DEL").arg(&lock).ignore();
+                }
+                let _: Vec<Option<i64>> = acquire.query(&mut c).map_err(err)?;
+                let _: () = del.query(&mut c).map_err(err)?;
+            }
+        }
+        let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query::<()>(&mut c);
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        text.lines()
+            .find_map(|l| l.split_once("Collected :").map(|(_, n)| n.trim().to_owned()))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| "no `Collected :` line in callgrind's output for redis-server".into())
+    };
+    let per_call = |source: &str| -> Result<f64, String> {
+        let (a, b) = (count(source, 0)?, count(source, CALLGRIND_KEYS)?);
+        Ok(b.saturating_sub(a) as f64 / (2 * CALLGRIND_KEYS) as f64)
+    };
+    Ok((
+        per_call(fenced_acquire_source())?,
+        per_call(bext_locking_redis::scripts::ACQUIRE_FENCED_READ_MAX_WRITE)?,
+    ))
 }
 
 /// Acquisitions per script per round, each followed by a plain `DEL` (not
@@ -501,7 +579,12 @@ const SCRIPT_CALLS: usize = 20_000;
 const SCRIPT_ROUNDS: usize = 9;
 
 fn script_cost(server: &Server) -> ScriptCost {
-    let mut cost = ScriptCost { rounds: Vec::new(), calls: SCRIPT_CALLS, error: None };
+    let mut cost = ScriptCost {
+        rounds: Vec::new(),
+        calls: SCRIPT_CALLS,
+        error: None,
+        instructions: Err("not measured".into()),
+    };
     if let Err(e) = script_rounds(server, &mut cost.rounds) {
         cost.error = Some(e);
     }
@@ -564,6 +647,29 @@ impl ScriptCost {
             report.target("redis", what, "< 1x (cheaper)", "-", Verdict::NoData, e.clone());
             return;
         }
+        match &self.instructions {
+            Ok((cur, prev)) => {
+                report.target(
+                    "redis",
+                    "fenced acquire script, redis-server instructions per acquisition + `DEL` (callgrind), current / previous",
+                    "< 1x (cheaper)",
+                    format!("{:.3}x ({cur:.0} vs {prev:.0})", cur / prev),
+                    Verdict::of(cur < prev),
+                    "deterministic, so it does not move with the machine's load",
+                );
+                let _ = write!(
+                    body,
+                    "\nredis-server's own instructions under `valgrind --tool=callgrind`, per fenced \
+                     acquisition and its `DEL` ({} keys twice, less a run with none): current \
+                     **{cur:.0}**, previous **{prev:.0}** ({:.3}x).\n",
+                    CALLGRIND_KEYS,
+                    cur / prev
+                );
+            }
+            Err(e) => {
+                let _ = write!(body, "\nredis-server instructions not measured: {e}.\n");
+            }
+        }
         let median = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
@@ -591,7 +697,9 @@ impl ScriptCost {
              | current (`SET ... GET`) | {} | {} |
              | previous (`GET`, then `SET`) | {} | {} |
 
-             Median of the per-round ratios: **{ratio:.2}x**.
+             Median of the per-round ratios: **{ratio:.2}x**. `usec_per_call` is the server's \
+             wall time inside the script, so on a loaded machine it also counts the time the \
+             server waited for a core.
 ",
             thousands(self.calls as f64),
             self.rounds.len(),
