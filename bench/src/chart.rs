@@ -48,7 +48,7 @@ fn legend_label(kind: Kind) -> &'static str {
     match kind {
         Kind::InProcess => "in-process (rlib)",
         Kind::So => ".so via the loader",
-        Kind::SoAlt => ".so, other configuration",
+        Kind::SoAlt => ".so, other config",
         Kind::Raw => "raw client (baseline)",
         Kind::RawAlt => "raw client, variant",
         Kind::Rslock => "rslock",
@@ -60,7 +60,7 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-const WIDTH: f64 = 960.0;
+const WIDTH: f64 = 1100.0;
 const LABEL_W: f64 = 250.0;
 const PLOT_W: f64 = 470.0;
 const BAR_H: f64 = 13.0;
@@ -194,6 +194,6 @@ mod tests {
             assert!(line.starts_with('<') && line.ends_with('>'), "stray text in the SVG: {line}");
         }
         assert!(out.contains("a &lt;b&gt; &amp; c"));
-        assert_eq!(out.matches("<rect").count(), 1 + 6 + 2);
+        assert_eq!(out.matches("<rect").count(), 1 + 7 + 2);
     }
 }
