@@ -263,7 +263,7 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
 
     let mut body = format!(
         "Throwaway `redis-server`s without persistence on loopback ({version}): one for the \
-         single-node rows, three independent masters for the quorum rows. All nine sides of a \
+         single-node rows, three independent masters for the quorum rows. All ten sides of a \
          thread count run interleaved in the same rounds. Each worker thread has its own key \
          and its own connection(s): the plugin gets `pool_size` = threads, the raw sides and \
          rslock one connection (per node) per thread. The raw single-node baseline is the \
@@ -687,20 +687,20 @@ impl ScriptCost {
         );
         let _ = write!(
             body,
-            "
-### The fenced acquire script on the server
-
-             The server's own time per call (`INFO commandstats`, `usec_per_call` of `EVALSHA`)              for the fenced acquire the plugin sends (it writes the server clock into the fence              counter and reads the previous fence in one `SET ... GET`) and for the script it              replaced (read the counter, take the maximum with the clock, write it back),              {} acquisitions per script per round (each followed by a `DEL`), {} rounds              alternating which goes first:
-
-             | script | µs per call, median round | rounds |
-| --- | --- | --- |
-             | current (`SET ... GET`) | {} | {} |
-             | previous (`GET`, then `SET`) | {} | {} |
-
+            "\n\
+             ### The fenced acquire script on the server\n\
+             \n\
+             The server's own time per call (`INFO commandstats`, `usec_per_call` of `EVALSHA`) for the fenced acquire the plugin sends (it writes the server clock into the fence counter and reads the previous fence in one `SET ... GET`) and for the script it replaced (read the counter, take the maximum with the clock, write it back), {} acquisitions per script per round (each followed by a `DEL`), {} rounds alternating which goes first:\n\
+             \n\
+             | script | µs per call, median round | rounds |\n\
+             | --- | --- | --- |\n\
+             | current (`SET ... GET`) | {} | {} |\n\
+             | previous (`GET`, then `SET`) | {} | {} |\n\
+             \n\
              Median of the per-round ratios: **{ratio:.2}x**. `usec_per_call` is the server's \
              wall time inside the script, so on a loaded machine it also counts the time the \
-             server waited for a core.
-",
+             server waited for a core.\n\
+             ",
             thousands(self.calls as f64),
             self.rounds.len(),
             us(cur),
@@ -767,14 +767,14 @@ fn behind_delay(
     let base = get(".so, 1 node");
     let _ = write!(
         body,
-        "
-### Behind delay proxies (one node, 3 and 5 masters)
-
-         Each `redis-server` behind its own TCP proxy that holds every chunk, each way, for          {} µs before passing it on (a delay line: chunks do not wait for each other), so          every round trip costs at least {} µs, like masters on a network. The plugin sends to          every master before reading any answer, so a quorum should cost about one round trip          per call, like one node. One thread; `.so` and rslock on the same proxies.
-
-         | side | pairs/s | p50 µs | p99 µs | CPU µs/pair | p50 vs `.so`, 1 node |
-         | --- | --- | --- | --- | --- | --- |
-",
+        "\n\
+         ### Behind delay proxies (one node, 3 and 5 masters)\n\
+         \n\
+         Each `redis-server` behind its own TCP proxy that holds every chunk, each way, for {} µs before passing it on (a delay line: chunks do not wait for each other), so every round trip costs at least {} µs, like masters on a network. The plugin sends to every master before reading any answer, so a quorum should cost about one round trip per call, like one node. One thread; `.so` and rslock on the same proxies.\n\
+         \n\
+         | side | pairs/s | p50 µs | p99 µs | CPU µs/pair | p50 vs `.so`, 1 node |\n\
+         | --- | --- | --- | --- | --- | --- |\n\
+         ",
         delay.as_micros(),
         2 * delay.as_micros()
     );
