@@ -5,7 +5,7 @@
 # docs/benchmarks/pairs.svg. Not part of `make test`.
 #
 #   make bench                         everything (a few minutes)
-#   make bench BENCH_ONLY=redis,pg     some sections (memory sqlite redis pg etcd async python loader)
+#   make bench BENCH_ONLY=redis,pg     some sections (memory sqlite redis pg etcd async python loader startup)
 #   BENCH_SECS=3 BENCH_ROUNDS=10       time per side per group, and its rounds
 #
 # One backend alone, printed instead of written:
@@ -18,6 +18,7 @@ BENCH_BACKENDS := memory sqlite redis pg etcd
 BENCH_PACKAGES := bext-locking-bench $(addprefix bext-locking-,$(BENCH_BACKENDS)) \
 	bext-locking-fixture-reload-v1 bext-locking-fixture-reload-v2
 BENCH_LOADER_OUT := $(BENCH_DIR)/bench-loader.txt
+BENCH_STARTUP_OUT := $(BENCH_DIR)/bench-startup.txt
 BENCH_ONLY ?=
 export BENCH_ONLY BENCH_SECS BENCH_ROUNDS
 
@@ -27,11 +28,12 @@ export BENCH_ONLY BENCH_SECS BENCH_ROUNDS
 BENCH_VENV := $(abspath $(or $(CARGO_TARGET_DIR),target))/bench-venv
 BENCH_PY_PEERS := redis python-redis-lock pottery
 
-.PHONY: bench-tools bench-build bench-loader bench-python
+.PHONY: bench-tools bench-build bench-loader bench-python bench-startup
 
-bench: bench-build bench-loader bench-python
+bench: bench-build bench-loader bench-python bench-startup
 	BENCH_PYTHON=$(BENCH_VENV)/bin/python BEXT_PLUGIN_DIR=$(abspath $(BENCH_DIR)) \
-		$(BENCH_DIR)/bext-locking-bench --out docs/BENCHMARKS.md --loader-output $(BENCH_LOADER_OUT)
+		$(BENCH_DIR)/bext-locking-bench --out docs/BENCHMARKS.md --loader-output $(BENCH_LOADER_OUT) \
+		--startup-output $(BENCH_STARTUP_OUT)
 
 bench-python:
 	@if [ -z "$(BENCH_ONLY)" ] || echo ",$(BENCH_ONLY)," | grep -q ',python,'; then \
@@ -42,8 +44,9 @@ bench-python:
 	fi
 
 bench-tools: etcd-server
-	@command -v redis-server >/dev/null 2>&1 && command -v valgrind >/dev/null 2>&1 || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server valgrind)
+	@command -v redis-server >/dev/null 2>&1 && command -v valgrind >/dev/null 2>&1 && \
+		command -v hyperfine >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server valgrind hyperfine)
 
 # The memory .so once more with the ffi feature `uncounted`, for the cost
 # of counting statistics, built first and copied to a subfolder (so nothing
@@ -54,7 +57,16 @@ bench-build: bench-tools
 	$(CARGO) build --release -p bext-locking-memory --features uncounted
 	@mkdir -p $(BENCH_DIR)/uncounted
 	cp $(BENCH_DIR)/libbext_locking_memory.so $(BENCH_DIR)/uncounted/
-	$(CARGO) build --release $(addprefix -p ,$(BENCH_PACKAGES))
+	$(CARGO) build --release $(addprefix -p ,$(BENCH_PACKAGES)) -p bext-lock
+
+# `bext-lock run sqlite -- true` against `flock(1) FILE true` (bench/startup.py,
+# which anyone can rerun by hand); its output is embedded in the report.
+bench-startup: bench-build
+	@rm -f $(BENCH_STARTUP_OUT)
+	@if [ -z "$(BENCH_ONLY)" ] || echo ",$(BENCH_ONLY)," | grep -q ',startup,'; then \
+		echo "python3 bench/startup.py --build $(BENCH_DIR)"; \
+		python3 bench/startup.py --build $(BENCH_DIR) > $(BENCH_STARTUP_OUT) && cat $(BENCH_STARTUP_OUT); \
+	fi
 
 # Scanning 50 plugins and hot reload (loader/benches/loader.rs); its output
 # is embedded in the report. Skipped when BENCH_ONLY leaves out `loader`.

@@ -75,6 +75,28 @@ c-compat:
 	done
 
 # make install PREFIX=/opt/bext: headers, plugins, pkg-config file, CLI.
+# Plugins and the CLI are installed stripped (a smaller file to map at every
+# start); their debug info goes to a .debug/ folder beside them, linked by
+# .gnu_debuglink, where gdb, perf and Rust backtraces find it by themselves.
+# INSTALL_STRIP=0 installs the files as built.
+INSTALL_STRIP ?= 1
+OBJCOPY ?= objcopy
+# $(call install_bin,FILE,DIR,MODE): install FILE into DIR, stripped, with
+# DIR/.debug/<name>.debug, unless INSTALL_STRIP=0 or objcopy is missing.
+define install_bin
+	if [ "$(INSTALL_STRIP)" != 0 ] && command -v $(OBJCOPY) >/dev/null 2>&1; then \
+		name=$$(basename "$(1)"); tmp=$$(mktemp -d); \
+		install -d "$(2)/.debug"; \
+		$(OBJCOPY) --only-keep-debug "$(1)" "$$tmp/$$name.debug" && \
+		$(OBJCOPY) --strip-debug --strip-unneeded --add-gnu-debuglink="$$tmp/$$name.debug" "$(1)" "$$tmp/$$name" && \
+		install -m 644 "$$tmp/$$name.debug" "$(2)/.debug/" && \
+		install -m $(3) "$$tmp/$$name" "$(2)/"; \
+		rc=$$?; rm -rf "$$tmp"; [ $$rc = 0 ] || exit $$rc; \
+	else \
+		install -m $(3) "$(1)" "$(2)/"; \
+	fi
+endef
+
 install:
 ifneq ($(INSTALL_NO_BUILD),1)
 	$(CARGO) build --workspace $(if $(filter release,$(INSTALL_PROFILE)),--release,)
@@ -87,11 +109,11 @@ endif
 		case "$$lib" in *libbext_locking_fixture_*) continue ;; esac; \
 		[ -e "$$lib" ] || { echo "no plugin libraries in $(INSTALL_FROM)"; exit 1; }; \
 		echo "install $$lib -> $(PREFIX)/lib/bext-locking/"; \
-		install -m 755 "$$lib" $(DESTDIR)$(PREFIX)/lib/bext-locking/; \
+		$(call install_bin,$$lib,$(DESTDIR)$(PREFIX)/lib/bext-locking,755); \
 	done
 	@if [ -x $(INSTALL_FROM)/bext-lock ]; then \
 		echo "install $(INSTALL_FROM)/bext-lock -> $(PREFIX)/bin/"; \
-		install -m 755 $(INSTALL_FROM)/bext-lock $(DESTDIR)$(PREFIX)/bin/; \
+		$(call install_bin,$(INSTALL_FROM)/bext-lock,$(DESTDIR)$(PREFIX)/bin,755); \
 	else echo "no $(INSTALL_FROM)/bext-lock: CLI not installed"; fi
 	@printf '%s\n' \
 		'prefix=$(PREFIX)' \

@@ -42,6 +42,7 @@ fn colour(kind: Kind) -> &'static str {
     match kind {
         Kind::InProcess => "#4c78a8",
         Kind::So => "#f58518",
+        Kind::SoAlt => "#ffbf79",
         Kind::Raw => "#8c8c8c",
         Kind::RawAlt => "#c4c4c4",
         Kind::Rslock => "#b279a2",
@@ -53,6 +54,7 @@ fn legend_label(kind: Kind) -> &'static str {
     match kind {
         Kind::InProcess => "in-process (rlib)",
         Kind::So => ".so via the loader",
+        Kind::SoAlt => ".so, other config",
         Kind::Raw => "raw client (baseline)",
         Kind::RawAlt => "raw client, variant",
         Kind::Rslock => "rslock",
@@ -64,7 +66,7 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-const WIDTH: f64 = 960.0;
+const WIDTH: f64 = 1100.0;
 const LABEL_W: f64 = 250.0;
 const PLOT_W: f64 = 470.0;
 const BAR_H: f64 = 13.0;
@@ -105,7 +107,9 @@ pub fn svg(title: &str, subtitle: &str, groups: &[Group]) -> String {
 
     // Legend.
     let mut lx = 10.0;
-    for kind in [Kind::InProcess, Kind::So, Kind::Raw, Kind::RawAlt, Kind::Rslock, Kind::Peer] {
+    for kind in
+        [Kind::InProcess, Kind::So, Kind::SoAlt, Kind::Raw, Kind::RawAlt, Kind::Rslock, Kind::Peer]
+    {
         let _ = writeln!(
             s,
             r##"<rect x="{lx}" y="47" width="12" height="12" fill="{}"/><text x="{}" y="57">{}</text>"##,
@@ -210,6 +214,6 @@ mod tests {
             assert!(line.starts_with('<') && line.ends_with('>'), "stray text in the SVG: {line}");
         }
         assert!(out.contains("a &lt;b&gt; &amp; c"));
-        assert_eq!(out.matches("<rect").count(), 1 + 6 + 2);
+        assert_eq!(out.matches("<rect").count(), 1 + 7 + 2);
     }
 }

@@ -18,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+pub mod callgrind;
 pub mod chart;
 pub mod machine;
 pub mod measure;

@@ -22,6 +22,8 @@ pub enum Kind {
     InProcess,
     /// The backend's `.so` through `bext-locking-loader`.
     So,
+    /// The same `.so` in a second configuration (e.g. Redis without fences).
+    SoAlt,
     /// The storage's own client doing the same work directly.
     Raw,
     /// A second raw variant (e.g. Redis: the backend's fenced script).

@@ -9,9 +9,12 @@
 //!    PREFIX=/usr/local` puts the binary in `/usr/local/bin` and the plugins
 //!    in `/usr/local/lib/bext-locking`).
 //!
-//! In each folder a name `N` is first looked for as the file
-//! `libbext_locking_N.so` (dashes as underscores); failing that, the folder
-//! is scanned and a plugin whose vtable calls itself `N` is taken.
+//! A name `N` is first looked for as the file `libbext_locking_N.so`
+//! (dashes as underscores) in every folder, in order; only when no folder
+//! has that file are the folders scanned, in order, for a plugin whose
+//! vtable calls itself `N`. (Scanning opens every library in a folder: done
+//! first, the binary's own folder would cost every `bext-lock run` a few
+//! milliseconds before the install folder's file is found.)
 //!
 //! Every way goes through the loader's permission rule (`load` and `scan`
 //! both check ownership and modes): a file others could have written is an
@@ -88,6 +91,8 @@ pub fn load(plugin: &str, cli_dirs: &[PathBuf]) -> Result<LoadedPlugin, String> 
         if candidate.is_file() {
             return bext_locking_loader::load(&candidate).map_err(|e| e.to_string());
         }
+    }
+    for d in &dirs {
         if d.dir.is_dir() {
             let report = bext_locking_loader::scan(&d.dir, &ScanOptions::default());
             if let Some(found) = report.get(plugin) {

@@ -110,6 +110,9 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
     // Whole milliseconds are what the backend gets, so count with them.
     let ttl = Duration::from_millis(ttl_ms);
 
+    // Started first, so that its start overlaps loading the plugin and
+    // taking the lock; it must be ready before the command starts.
+    let mut watchdog = Watchdog::spawn().map_err(CliError::error)?;
     let library = crate::resolve::load(&args.plugin, plugin_dirs).map_err(CliError::error)?;
     let verbose = |msg: &str| {
         if args.verbose {
@@ -144,8 +147,6 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
 
     let (events_tx, events) = mpsc::channel();
     let _signals = SignalThread::start(events_tx.clone())?;
-    // Before the lock, so that its start costs none of the lease.
-    let mut watchdog = Watchdog::start().map_err(CliError::error)?;
     let options = GuardOptions::default().clock_drift(drift).stop_margin(plan.stop_margin);
 
     let guard = match acquire(&plugin, &args, options, &events, &secrets) {
@@ -167,6 +168,8 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
             return Err(e);
         }
     };
+    // Dropping the guard on this error releases the lock: no command ran.
+    watchdog.ready().map_err(CliError::error)?;
     let fence = guard.fence().map(|f| format!(", fence {f}")).unwrap_or_default();
     verbose(&format!("acquired `{}` for {}{fence}", args.key, duration::show(ttl)));
     let lost_tx = events_tx.clone();

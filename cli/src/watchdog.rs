@@ -80,13 +80,17 @@ fn from_monotonic_ns(ns: u64) -> Instant {
 pub struct Watchdog {
     child: Child,
     stdin: Option<ChildStdin>,
+    /// Its stdout until it has said `ready`.
+    starting: Option<std::process::ChildStdout>,
     warned: bool,
 }
 
 impl Watchdog {
-    /// Starts the watchdog in a process group of its own and waits until it
-    /// ignores the signals that will reach it.
-    pub fn start() -> Result<Self, String> {
+    /// Starts the watchdog in a process group of its own, without waiting
+    /// for it: its start (a second
+    /// process of this binary) then overlaps loading the plugin and taking
+    /// the lock. Call [`Watchdog::ready`] before starting the command.
+    pub fn spawn() -> Result<Self, String> {
         // /proc/self/exe is this very binary, even if the file was replaced
         // since (an upgrade while bext-lock runs).
         let mut child = Command::new("/proc/self/exe")
@@ -98,16 +102,22 @@ impl Watchdog {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start the watchdog process: {e}"))?;
-        let stdout = child.stdout.take().expect("piped stdout");
+        let starting = child.stdout.take();
+        let stdin = child.stdin.take();
+        Ok(Self { child, stdin, starting, warned: false })
+    }
+
+    /// Waits until the watchdog ignores the signals that will reach it (at
+    /// once when it already said so).
+    pub fn ready(&mut self) -> Result<(), String> {
+        let Some(stdout) = self.starting.take() else { return Ok(()) };
         let mut line = String::new();
         let ready = BufReader::new(stdout).read_line(&mut line);
         if !(ready.is_ok() && line.trim() == "ready") {
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = self.child.kill();
             return Err(format!("the watchdog process did not start: {ready:?} {line:?}"));
         }
-        let stdin = child.stdin.take();
-        Ok(Self { child, stdin, warned: false })
+        Ok(())
     }
 
     /// The watchdog's process group, which the command joins.

@@ -351,8 +351,11 @@ pub fn parse_handle(bytes: &[u8]) -> Result<Handle, Malformed> {
         return bad("no string `lock_id`");
     };
     let ttl_ms = checked_ttl(&map)?;
+    // `null` reads as no fence, as serde reads an absent `Option` (inputs
+    // are lenient: a host that writes out a fence-less handle with
+    // `"fence":null` gets it back working).
     let fence = match map.get("fence") {
-        None => None,
+        None | Some(Value::Null) => None,
         Some(v) => match v.as_u64() {
             Some(f) => Some(f),
             None => return bad("`fence` is not an unsigned integer"),

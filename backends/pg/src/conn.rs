@@ -105,9 +105,11 @@ impl Conn {
     {
         let until = deadline.min(Instant::now() + self.statement_timeout);
         let Self { client, driver, ended, rt, statement_timeout, timer, .. } = self;
-        let fut = call(client);
+        // Pinned here, so the future `block_on` takes (and moves) holds a
+        // reference to it: the client's query future is large, and copying
+        // it into `block_on` was a measurable share of a pair.
+        let mut fut = pin!(call(client));
         let out = rt.block_on(async {
-            let mut fut = pin!(fut);
             timer.as_mut().reset(until.into());
             poll_fn(|cx| {
                 if let Some(d) = driver.as_mut() {

@@ -66,6 +66,12 @@ pub struct RedisConfig {
     #[serde(default)]
     #[schemars(range(min = 0), extend("exclusiveMaximum" = 0.5, "default" = DEFAULT_CLOCK_DRIFT_FACTOR))]
     pub clock_drift_factor: Option<f64>,
+    /// One server or a cluster: `false` takes locks with a plain `SET NX PX`
+    /// and hands out no fence, for raw-client speed where nothing checks
+    /// fences. A quorum never fences, so `true` is refused there.
+    #[serde(default)]
+    #[schemars(extend("default" = true))]
+    pub fencing: Option<bool>,
 }
 
 /// Which kind of deployment the config names.
@@ -94,6 +100,8 @@ pub struct Settings {
     pub pool_size: usize,
     /// Redlock drift allowance.
     pub clock_drift_factor: f64,
+    /// Whether acquisitions carry fences (never on a quorum).
+    pub fencing: bool,
 }
 
 impl Settings {
@@ -101,6 +109,7 @@ impl Settings {
     /// naming the first bad value; ranges were checked against the schema.
     /// URLs in messages are redacted.
     pub fn from_config(c: RedisConfig) -> Result<Self, PluginError> {
+        let quorum = c.urls.is_some();
         let topology = match (c.url, c.urls, c.cluster_urls) {
             (Some(url), None, None) => {
                 check_url(&url, "url")?;
@@ -130,6 +139,13 @@ impl Settings {
         let op_timeout = ms(c.op_timeout_ms, DEFAULT_OP_TIMEOUT_MS);
         let pool_size = c.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
         let clock_drift_factor = c.clock_drift_factor.unwrap_or(DEFAULT_CLOCK_DRIFT_FACTOR);
+        // Independent masters share no counter that could only rise.
+        if quorum && c.fencing == Some(true) {
+            return Err(PluginError::invalid(
+                "fencing: true is not available with `urls` (Redlock over independent masters): they share no counter that could only rise; use `url` or `cluster_urls` for fences",
+            ));
+        }
+        let fencing = !quorum && c.fencing.unwrap_or(true);
         Ok(Self {
             topology,
             key_prefix,
@@ -137,6 +153,7 @@ impl Settings {
             op_timeout,
             pool_size,
             clock_drift_factor,
+            fencing,
         })
     }
 }
@@ -224,13 +241,26 @@ mod tests {
         let s = settings(r#"{"cluster_urls":["redis://a:1"],"op_timeout_ms":5}"#).unwrap();
         assert!(matches!(s.topology, Topology::Cluster(_)));
         assert_eq!(s.op_timeout, Duration::from_millis(5));
+        assert!(s.fencing);
+    }
+
+    #[test]
+    fn fencing_is_on_by_default_and_never_on_a_quorum() {
+        assert!(settings(r#"{"url":"redis://a"}"#).unwrap().fencing);
+        assert!(!settings(r#"{"url":"redis://a","fencing":false}"#).unwrap().fencing);
+        assert!(!settings(r#"{"cluster_urls":["redis://a"],"fencing":false}"#).unwrap().fencing);
+        assert!(!settings(r#"{"urls":["redis://a"]}"#).unwrap().fencing);
+        assert!(!settings(r#"{"urls":["redis://a"],"fencing":false}"#).unwrap().fencing);
+        assert!(err(r#"{"urls":["redis://a"],"fencing":true}"#).contains("fencing: true"));
+        let e = err(r#"{"url":"redis://a","fencing":"no"}"#);
+        assert!(e.contains("fencing") || e.contains("boolean"), "{e}");
     }
 
     #[test]
     fn every_schema_key_is_accepted() {
         let s = settings(
             r#"{"url":"redis://h","key_prefix":"p:","connect_timeout_ms":7,"op_timeout_ms":9,
-                "pool_size":2,"clock_drift_factor":0.02}"#,
+                "pool_size":2,"clock_drift_factor":0.02,"fencing":true}"#,
         )
         .unwrap();
         assert_eq!(

@@ -18,6 +18,14 @@
 //! is one script (single node, cluster) or one per master, conditioned on
 //! the holder's identity, so it never races a renew.
 //!
+//! With `"fencing": false` a single node or cluster acquires with a plain
+//! `SET key token NX PX ttl`, the command a hand-written client sends, and
+//! its handles carry no fence. A plain `SET` cannot write the record as
+//! well, so an acquire that names an owner runs instead the one script that
+//! sets the lock and writes the record (the quorum's per-master acquire);
+//! without an owner there is no record, and `inspect` shows the lock held
+//! with its TTL but no owner and no `held_for_ms`.
+//!
 //! Release is compare-and-delete and renew compare-and-`PEXPIRE`, so a stale
 //! handle never touches a newer holder's lock and renew never re-creates a
 //! lock that is gone. Every call is bounded by `op_timeout_ms`, connections
@@ -50,12 +58,14 @@ use crate::keys::{fence_key, info_key, lock_key};
 use crate::node::{Invocation, Node};
 use crate::quorum::Quorum;
 use crate::redact::secrets_of;
-use crate::scripts::{ACQUIRE_FENCED, FORCE_RELEASE, INSPECT, RELEASE, RENEW};
+use crate::scripts::{
+    ACQUIRE_FENCED, ACQUIRE_PLAIN, FORCE_RELEASE, HOLDS, INSPECT, RELEASE, RENEW,
+};
 
 /// Where the locks live. One per instance, so variant sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 enum Deployment {
-    /// One server or one cluster: the fenced scripts.
+    /// One server or one cluster: the single-node scripts.
     Fenced(Fenced),
     /// Independent masters.
     Quorum(Quorum),
@@ -82,6 +92,8 @@ pub struct Redis {
     backend: Deployment,
     prefix: String,
     op_timeout: Duration,
+    /// Single node or cluster with fences (false for a quorum).
+    fencing: bool,
 }
 
 /// An instance of the Redis backend, in-process. Safe to share between
@@ -111,20 +123,21 @@ impl Redis {
                 Deployment::Quorum(Quorum::new(nodes, s.clock_drift_factor, s.op_timeout))
             }
         };
-        Ok(Self { backend, prefix: s.key_prefix, op_timeout: s.op_timeout })
+        Ok(Self { backend, prefix: s.key_prefix, op_timeout: s.op_timeout, fencing: s.fencing })
     }
 
     /// Whether this instance's handles carry fences (single node and
-    /// cluster: yes; quorum: no).
+    /// cluster: unless configured with `"fencing": false`; quorum: never).
     pub fn fencing(&self) -> bool {
-        !matches!(self.backend, Deployment::Quorum(_))
+        self.fencing
     }
 
     fn deadline(&self) -> Instant {
         Instant::now() + self.op_timeout
     }
 
-    /// Runs a fenced script on a single node or cluster deployment.
+    /// Runs a script (or the plain acquire) on a single node or cluster
+    /// deployment.
     fn script(&self, inv: &Invocation<'_>) -> Result<Value, PluginError> {
         match &self.backend {
             Deployment::Fenced(f) => f.call(inv, self.deadline()).map_err(PluginError::backend),
@@ -133,6 +146,63 @@ impl Redis {
                 Err(PluginError::backend("redis: no fenced script on a quorum"))
             }
         }
+    }
+}
+
+impl Redis {
+    /// `SET lock token NX PX ttl` and nothing else on the way to a held
+    /// lock. A nil reply is someone else's lock, or ours when the command
+    /// was sent again after its first reply was lost (a reconnect, or the
+    /// cluster driver's retry): the `GET` that tells the two apart costs a
+    /// round trip on contention only.
+    ///
+    /// With an owner, one [`ACQUIRE_PLAIN`] call instead: the lock and its
+    /// record in one round trip and one atomic step, so the record is only
+    /// ever written by the holder (a plain `SET` followed by a second write
+    /// would cost a round trip more).
+    fn try_lock_unfenced(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        token: String,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError> {
+        let lock = lock_key(&self.prefix, key);
+        let ttl = ttl_ms.to_string();
+        let handle = |held: bool| {
+            held.then(|| LockHandle {
+                key: key.to_owned(),
+                lock_id: token.clone(),
+                ttl_ms,
+                fence: None,
+            })
+        };
+        if let Some(owner) = owner {
+            let info = info_key(&self.prefix, key);
+            let inv = Invocation {
+                lua: Some(&ACQUIRE_PLAIN),
+                keys: &[&lock, &info],
+                args: &[&token, &ttl, owner],
+            };
+            return match self.script(&inv)? {
+                Value::Int(n) => Ok(handle(n == 1)),
+                other => Err(unexpected("acquire", &other)),
+            };
+        }
+        let inv = Invocation { lua: None, keys: &[&lock], args: &[&token, &ttl] };
+        let held = match self.script(&inv)? {
+            Value::Okay => true,
+            Value::SimpleString(s) if s == "OK" => true,
+            Value::Nil => {
+                let check = Invocation { lua: Some(&HOLDS), keys: &[&lock], args: &[&token] };
+                match self.script(&check)? {
+                    Value::Int(n) => n == 1,
+                    other => return Err(unexpected("acquire check", &other)),
+                }
+            }
+            other => return Err(unexpected("acquire", &other)),
+        };
+        Ok(handle(held))
     }
 }
 
@@ -173,12 +243,16 @@ impl Backend for Redis {
             return q.try_lock(&self.prefix, key, ttl_ms, owner).map_err(PluginError::backend);
         }
         let token = uuid::Uuid::new_v4().to_string();
+        if !self.fencing {
+            return self.try_lock_unfenced(key, ttl_ms, token, owner);
+        }
         let (lock, fence) = (lock_key(&self.prefix, key), fence_key(&self.prefix, key));
         let info = info_key(&self.prefix, key);
         let ttl = ttl_ms.to_string();
         let mut args = vec![token.as_str(), ttl.as_str()];
         args.extend(owner);
-        let inv = Invocation { lua: &ACQUIRE_FENCED, keys: &[&lock, &fence, &info], args: &args };
+        let inv =
+            Invocation { lua: Some(&ACQUIRE_FENCED), keys: &[&lock, &fence, &info], args: &args };
         match self.script(&inv)? {
             Value::Int(f) if f > 0 => Ok(Some(LockHandle {
                 key: key.to_owned(),
@@ -197,7 +271,10 @@ impl Backend for Redis {
         }
         let (lock, fence) = (lock_key(&self.prefix, key), fence_key(&self.prefix, key));
         let info = info_key(&self.prefix, key);
-        let inv = Invocation { lua: &INSPECT, keys: &[&lock, &info, &fence], args: &[] };
+        // Without fences the counter is not read: one left by an earlier
+        // fenced configuration on the same prefix belongs to no current lock.
+        let keys: &[&str] = if self.fencing { &[&lock, &info, &fence] } else { &[&lock, &info] };
+        let inv = Invocation { lua: Some(&INSPECT), keys, args: &[] };
         let reply = self.script(&inv)?;
         match scripts::Inspected::parse(&reply) {
             Some(None) => Ok(LockInfo::free(key)),
@@ -220,11 +297,18 @@ impl Backend for Redis {
             }
             return q.force_release(&self.prefix, key).map_err(PluginError::backend);
         }
+        if !self.fencing && if_fence.is_some() {
+            return Err(PluginError::unsupported(
+                "redis: with \"fencing\": false locks carry no fence, so `if_fence` cannot be \
+                 checked; break the lock without it (after `inspect` shows the holder)",
+            ));
+        }
         let (lock, fence) = (lock_key(&self.prefix, key), fence_key(&self.prefix, key));
         let info = info_key(&self.prefix, key);
         let wanted = if_fence.map(|f| f.to_string());
         let args: Vec<&str> = wanted.iter().map(String::as_str).collect();
-        let inv = Invocation { lua: &FORCE_RELEASE, keys: &[&lock, &fence, &info], args: &args };
+        let inv =
+            Invocation { lua: Some(&FORCE_RELEASE), keys: &[&lock, &fence, &info], args: &args };
         match self.script(&inv)? {
             Value::Nil => Ok(ForceReleased { released: false, fence: None }),
             Value::Array(a) if a.len() == 1 => {
@@ -234,7 +318,9 @@ impl Backend for Redis {
                     }
                     _ => None,
                 };
-                Ok(ForceReleased { released: true, fence })
+                // A counter left by an earlier fenced configuration is no
+                // fence of the unfenced lock just broken.
+                Ok(ForceReleased { released: true, fence: fence.filter(|_| self.fencing) })
             }
             other => Err(unexpected("force_release", &other)),
         }
@@ -247,7 +333,8 @@ impl Backend for Redis {
         let lock = lock_key(&self.prefix, &handle.key);
         let info = info_key(&self.prefix, &handle.key);
         let ttl = handle.ttl_ms.to_string();
-        let inv = Invocation { lua: &RENEW, keys: &[&lock, &info], args: &[&handle.lock_id, &ttl] };
+        let inv =
+            Invocation { lua: Some(&RENEW), keys: &[&lock, &info], args: &[&handle.lock_id, &ttl] };
         match self.script(&inv)? {
             Value::Int(1) => Ok(()),
             Value::Int(0) => {
@@ -263,7 +350,8 @@ impl Backend for Redis {
         }
         let lock = lock_key(&self.prefix, &handle.key);
         let info = info_key(&self.prefix, &handle.key);
-        let inv = Invocation { lua: &RELEASE, keys: &[&lock, &info], args: &[&handle.lock_id] };
+        let inv =
+            Invocation { lua: Some(&RELEASE), keys: &[&lock, &info], args: &[&handle.lock_id] };
         match self.script(&inv)? {
             Value::Int(_) => Ok(()),
             other => Err(unexpected("release", &other)),
@@ -285,8 +373,9 @@ pub struct Exported;
 impl bext_locking_ffi::Export for Exported {
     type Backend = Redis;
     const VERSION: &'static CStr = bext_locking_ffi::crate_version_cstr!();
-    const DESCRIPTION: &'static str = "Redis locks: one server with fencing tokens, Redlock over independent masters, or Redis Cluster";
-    // The default deployment (one `url`) fences; quorum handles carry none.
+    const DESCRIPTION: &'static str = "Redis locks: one server with fencing tokens, Redlock over independent masters (no fences), or Redis Cluster; \"fencing\": false takes plain SET NX PX locks without fences";
+    // The default deployment (one `url`) fences; quorum handles, and those of
+    // `"fencing": false`, carry none.
     const FENCING: bool = true;
 }
 

@@ -17,10 +17,13 @@ use crate::redact::{Voice, redact_url};
 use crate::scripts::{self, Lua};
 use bext_locking_kit::pool::{Lease, Pool};
 
-/// A script call: which script, its keys and its arguments.
+/// A call: which script (or the one plain command), its keys and its
+/// arguments.
 pub struct Invocation<'a> {
-    /// The script.
-    pub lua: &'a Lua,
+    /// The script; `None` is the unfenced acquire, a plain
+    /// `SET KEYS[1] ARGV[1] NX PX ARGV[2]` (one command, no Lua: what a
+    /// hand-written client sends).
+    pub lua: Option<&'a Lua>,
     /// `KEYS`.
     pub keys: &'a [&'a str],
     /// `ARGV`.
@@ -31,8 +34,18 @@ impl Invocation<'_> {
     /// The command as bytes on the wire: `EVALSHA` normally, `EVAL` when the
     /// server does not know the script (after a restart or `SCRIPT FLUSH`).
     pub fn packed(&self, by_sha: bool) -> Vec<u8> {
+        let Some(lua) = self.lua else {
+            let (key, token, ttl) = (self.keys[0], self.args[0], self.args[1]);
+            return redis::cmd("SET")
+                .arg(key)
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .get_packed_command();
+        };
         let mut cmd = if by_sha { redis::cmd("EVALSHA") } else { redis::cmd("EVAL") };
-        cmd.arg(if by_sha { self.lua.sha.as_str() } else { self.lua.source });
+        cmd.arg(if by_sha { lua.sha.as_str() } else { lua.source });
         cmd.arg(self.keys.len());
         for k in self.keys {
             cmd.arg(*k);

@@ -159,7 +159,7 @@ impl Quorum {
         let mut args = vec![token.as_str(), ttl.as_str()];
         args.extend(owner);
         let start = Instant::now();
-        let inv = Invocation { lua: &ACQUIRE_PLAIN, keys: &[&lock, &info], args: &args };
+        let inv = Invocation { lua: Some(&ACQUIRE_PLAIN), keys: &[&lock, &info], args: &args };
         let t = self.tally(self.fan_out(&inv, start + self.node_timeout(ttl_ms)));
         let validity = self.validity_ms(ttl_ms, start.elapsed());
         if t.yes >= self.majority() && validity > 0.0 {
@@ -198,7 +198,8 @@ impl Quorum {
         let (lock, info) = (lock_key(prefix, &handle.key), info_key(prefix, &handle.key));
         let ttl = handle.ttl_ms.to_string();
         let start = Instant::now();
-        let inv = Invocation { lua: &RENEW, keys: &[&lock, &info], args: &[&handle.lock_id, &ttl] };
+        let inv =
+            Invocation { lua: Some(&RENEW), keys: &[&lock, &info], args: &[&handle.lock_id, &ttl] };
         let t = self.tally(self.fan_out(&inv, start + self.node_timeout(handle.ttl_ms)));
         let validity = self.validity_ms(handle.ttl_ms, start.elapsed());
         if t.yes >= self.majority() && validity > 0.0 {
@@ -236,7 +237,7 @@ impl Quorum {
         token: &str,
         deadline: Instant,
     ) -> Result<(), String> {
-        let inv = Invocation { lua: &RELEASE, keys: &[lock, info], args: &[token] };
+        let inv = Invocation { lua: Some(&RELEASE), keys: &[lock, info], args: &[token] };
         let results = self.fan_out(&inv, deadline);
         let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
         if self.nodes.len() - failures.len() >= self.majority() {
@@ -281,7 +282,7 @@ impl Quorum {
     /// The masters' answers for the token a majority hold, if one is.
     fn majority_view(&self, prefix: &str, key: &str) -> Result<Option<Vec<Inspected>>, String> {
         let (lock, info) = (lock_key(prefix, key), info_key(prefix, key));
-        let inv = Invocation { lua: &INSPECT, keys: &[&lock, &info], args: &[] };
+        let inv = Invocation { lua: Some(&INSPECT), keys: &[&lock, &info], args: &[] };
         let results = self.fan_out(&inv, Instant::now() + self.op_timeout);
         let mut held: Vec<Inspected> = Vec::new();
         let mut failures = Vec::new();
@@ -325,7 +326,8 @@ impl Quorum {
         };
         let digest = String::from_utf8_lossy(&agreed[0].digest).into_owned();
         let (lock, info) = (lock_key(prefix, key), info_key(prefix, key));
-        let inv = Invocation { lua: &FORCE_RELEASE_PLAIN, keys: &[&lock, &info], args: &[&digest] };
+        let inv =
+            Invocation { lua: Some(&FORCE_RELEASE_PLAIN), keys: &[&lock, &info], args: &[&digest] };
         let t = self.tally(self.fan_out(&inv, Instant::now() + self.op_timeout));
         if t.yes >= self.majority() {
             return Ok(ForceReleased { released: true, fence: None });

@@ -99,3 +99,36 @@ fn cluster_of_three_masters() {
     let report = conformance::run_admin(&|| so_admin(&plugin, &config), &options(true));
     assert_all(&report, every_check(), &[]);
 }
+
+/// `"fencing": false` on one node and on a cluster: the whole suite, with
+/// the 1.1 checks, with handles that must carry no fence, in-process and
+/// through the `.so`.
+const UNFENCED: &str = r#","fencing":false"#;
+
+#[test]
+fn single_node_unfenced_in_process() {
+    let server = Server::start();
+    let config = single_config(&server, UNFENCED);
+    let report = conformance::run_admin(&|| boxed_admin(&config), &options(false));
+    assert_all(&report, every_check(), IN_PROCESS_SKIPS);
+}
+
+#[test]
+fn single_node_unfenced_through_the_so() {
+    let server = Server::start();
+    let plugin = so();
+    let config = single_config(&server, UNFENCED);
+    let report = conformance::run_admin(&|| so_admin(&plugin, &config), &options(false));
+    assert_all(&report, every_check(), &[]);
+}
+
+#[test]
+fn cluster_of_three_masters_unfenced() {
+    let cluster = Cluster::start(3);
+    let config = cluster.config(UNFENCED);
+    let report = conformance::run_admin(&|| boxed_admin(&config), &options(false));
+    assert_all(&report, every_check(), IN_PROCESS_SKIPS);
+    let plugin = so();
+    let report = conformance::run_admin(&|| so_admin(&plugin, &config), &options(false));
+    assert_all(&report, every_check(), &[]);
+}

@@ -148,6 +148,32 @@ fn fences_rise_past_a_rolled_back_counter() {
 }
 
 #[test]
+fn a_counter_ahead_of_the_clock_still_rises_by_one() {
+    // A server clock that stepped back (or a counter written by a faster
+    // clock) leaves the counter ahead of the time: fences go on from the
+    // counter, one at a time, never back to the clock. Ahead by a longer
+    // number (more digits) and by a larger one of the same length.
+    let server = Server::start();
+    let locks = plugin(&single_config(&server, ""));
+    let h = locks.try_lock("ahead", 30_000).unwrap().unwrap();
+    let n = h.fence.unwrap();
+    locks.release(h).unwrap();
+    let fence_key =
+        bext_locking_redis::keys::fence_key(bext_locking_redis::DEFAULT_KEY_PREFIX, "ahead");
+    for ahead in [n * 4, n + 3_600_000_000] {
+        let _: () = redis::cmd("SET").arg(&fence_key).arg(ahead).query(&mut conn(&server)).unwrap();
+        for step in 1..=2 {
+            let h = locks.try_lock("ahead", 30_000).unwrap().unwrap();
+            assert_eq!(h.fence, Some(ahead + step), "counter was {ahead}");
+            locks.release(h).unwrap();
+        }
+    }
+    // The re-acquire path after a lost reply returns the stored fence.
+    let stored: String = redis::cmd("GET").arg(&fence_key).query(&mut conn(&server)).unwrap();
+    assert_eq!(stored, (n + 3_600_000_002).to_string());
+}
+
+#[test]
 fn stale_handle_after_expiry_and_takeover() {
     let server = Server::start();
     let (a, b) = (plugin(&single_config(&server, "")), plugin(&single_config(&server, "")));

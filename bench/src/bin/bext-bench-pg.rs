@@ -101,7 +101,8 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
     };
     let table_name = format!("\"{}\".\"bext_locks\"", schema.name);
 
-    let mut all: Vec<(&str, Vec<Vec<Tally>>)> = Vec::new();
+    type Counts = Result<[f64; 3], String>;
+    let mut all: Vec<(&str, Vec<Vec<Tally>>, Counts)> = Vec::new();
     for mode in ["lease", "advisory"] {
         // Lease commits would otherwise wait for the server's WAL flush,
         // which on a shared disk measures the disk; both sides skip it.
@@ -134,7 +135,9 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
             }));
             groups.push(measure(&format!("pg {mode}"), threads, &sides, settings));
         }
-        all.push((mode, groups));
+        eprintln!("  pg {mode}: counting instructions under callgrind");
+        let counts = instructions(mode, &url, &schema.name, &table_name);
+        all.push((mode, groups, counts));
     }
     drop(schema);
 
@@ -146,10 +149,34 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
          the server rather than the disk's flush latency.\n",
         redact(&url)
     );
-    for (mode, groups) in &all {
+    for (mode, groups, counts) in &all {
         body.push_str(&format!("\n### {mode} mode\n\n"));
         let refs: Vec<&[Tally]> = groups.iter().map(Vec::as_slice).collect();
         body.push_str(&table(&refs, Kind::Raw, "threads"));
+        match counts {
+            Ok([native, so, raw]) => {
+                body.push_str(&format!(
+                    "\nClient instructions per pair under `valgrind --tool=callgrind`, one thread \
+                     (the server's are not counted; the difference between runs of {} and {} \
+                     pairs): in-process **{native:.0}**, through the `.so` **{so:.0}**, raw \
+                     postgres **{raw:.0}**; the `.so` does **{:.0}** more than the raw client, \
+                     of which the boundary is {:.0}.\n",
+                    bext_locking_bench::callgrind::PAIRS.0,
+                    bext_locking_bench::callgrind::PAIRS.1,
+                    so - raw,
+                    so - native
+                ));
+                report.target(
+                    "pg",
+                    format!("client instructions per pair, `.so` / raw postgres, {mode}, 1 thread (callgrind)"),
+                    "-",
+                    format!("{:.3}x ({so:.0} vs {raw:.0}; in-process {native:.0})", so / raw),
+                    bext_locking_bench::report::Verdict::Info,
+                    "deterministic; the server's work, the same for both, is not in it",
+                );
+            }
+            Err(e) => body.push_str(&format!("\nInstruction counts not measured: {e}.\n")),
+        }
         for (g, threads) in groups.iter().zip([1, 8]) {
             report.chart_group(format!("pg {mode}, {threads} thread(s)"), g, Kind::Raw, Some(0.95));
             report.so_vs_raw_target(
@@ -169,7 +196,68 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
     Ok(())
 }
 
+/// Client instructions per pair of each side (in-process, `.so`, raw).
+fn instructions(mode: &str, url: &str, schema: &str, table: &str) -> Result<[f64; 3], String> {
+    let mut out = [0.0; 3];
+    for (slot, side) in out.iter_mut().zip(["in-process", "so", "raw"]) {
+        *slot = bext_locking_bench::callgrind::per_pair(|n| {
+            [&"callgrind-worker", &side, &mode, &n.to_string().as_str(), &url, &schema, &table]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        })?;
+    }
+    Ok(out)
+}
+
+/// Under callgrind: `pairs` pairs on one key through `side`.
+fn callgrind_worker(args: &[String]) -> Result<(), String> {
+    let [side, mode, pairs, url, schema, table] = args else {
+        return Err("usage: callgrind-worker SIDE MODE PAIRS URL SCHEMA TABLE".into());
+    };
+    let pairs: u64 = pairs.parse().map_err(|_| "PAIRS")?;
+    let config = serde_json::json!({ "url": url, "mode": mode, "schema": schema, "pool_size": 1 })
+        .to_string();
+    let key = format!("bench/pg/callgrind/{mode}");
+    let mut pair: Box<dyn FnMut() -> Result<(), String>> = match side.as_str() {
+        "so" => {
+            let p = plugin::load("pg")?.create(&config)?;
+            let key = key.clone();
+            Box::new(move || plugin::pair(&*p, &key))
+        }
+        "in-process" => {
+            let p = plugin::in_process::<Exported>(&config)?;
+            let key = key.clone();
+            Box::new(move || plugin::pair(&*p, &key))
+        }
+        _ => {
+            let sql = if mode == "lease" {
+                bext_locking_pg::sql::lease(table)
+            } else {
+                bext_locking_pg::sql::advisory()
+            };
+            let mut raw = Raw::connect(url, &sql)?;
+            let lease = mode == "lease";
+            let hash = advisory_key(&key);
+            let key = key.clone();
+            Box::new(move || if lease { raw.lease_pair(&key) } else { raw.advisory_pair(hash) })
+        }
+    };
+    for _ in 0..pairs {
+        pair()?;
+    }
+    Ok(())
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("callgrind-worker") {
+        if let Err(e) = callgrind_worker(&args[1..]) {
+            eprintln!("bext-bench-pg callgrind-worker: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     bext_locking_bench::section_main("pg", run);
 }
 

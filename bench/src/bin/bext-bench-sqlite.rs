@@ -143,8 +143,42 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
     for (g, n) in thread_groups.iter().zip([1, 8]) {
         target(report, g, &format!("{n} thread(s) of one process (not a project target)"));
     }
+    instruction_rows(report, &mut body, dir.path());
     report.section("sqlite", body);
     Ok(())
+}
+
+/// The callgrind paragraph and its information target.
+fn instruction_rows(report: &mut Report, body: &mut String, dir: &Path) {
+    eprintln!("  sqlite: counting instructions under callgrind");
+    match instructions(dir) {
+        Ok([(_, native), (_, so), (_, raw)]) => {
+            let _ = write!(
+                body,
+                "\nInstructions per pair under `valgrind --tool=callgrind`, one thread (deterministic; \
+                 the difference between runs of {} and {} pairs): in-process **{native:.0}**, \
+                 through the `.so` **{so:.0}**, raw rusqlite **{raw:.0}**; the `.so` does \
+                 **{:.0}** more than the raw client ({:.3}x its instructions), of which the \
+                 boundary is {:.0}.\n",
+                bext_locking_bench::callgrind::PAIRS.0,
+                bext_locking_bench::callgrind::PAIRS.1,
+                so - raw,
+                so / raw,
+                so - native,
+            );
+            report.target(
+                "sqlite",
+                "instructions per pair, `.so` / raw rusqlite, 1 thread (callgrind)",
+                "<= 1.05x (0.95x the rate)",
+                format!("{:.3}x ({so:.0} vs {raw:.0}; in-process {native:.0})", so / raw),
+                bext_locking_bench::report::Verdict::Info,
+                "deterministic, so it does not move with the machine's load; the pairs/s rows above are the verdicts",
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(body, "\nInstruction counts not measured: {e}.");
+        }
+    }
 }
 
 fn target(report: &mut Report, g: &[Tally], what: &str) {
@@ -294,8 +328,59 @@ pub fn worker(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Under callgrind: `pairs` pairs on one key through `side` (in-process,
+/// so, raw) on the database at `path`.
+fn callgrind_worker(args: &[String]) -> Result<(), String> {
+    let [side, pairs, path] = args else {
+        return Err("usage: callgrind-worker in-process|so|raw PAIRS PATH".into());
+    };
+    let pairs: u64 = pairs.parse().map_err(|_| "PAIRS")?;
+    let config = serde_json::json!({ "path": path }).to_string();
+    let mut pair: Box<dyn FnMut() -> Result<(), String>> = match side.as_str() {
+        "so" => {
+            let p = plugin::load("sqlite")?.create(&config)?;
+            Box::new(move || plugin::pair(&*p, "callgrind"))
+        }
+        "in-process" => {
+            let p = plugin::in_process::<Exported>(&config)?;
+            Box::new(move || plugin::pair(&*p, "callgrind"))
+        }
+        _ => {
+            let d = Direct::open(Path::new(path))?;
+            Box::new(move || d.pair("callgrind"))
+        }
+    };
+    for _ in 0..pairs {
+        pair()?;
+    }
+    Ok(())
+}
+
+/// Instructions per pair of each side, on a scratch database in `dir`.
+pub fn instructions(dir: &Path) -> Result<[(&'static str, f64); 3], String> {
+    let path = dir.join("bext-bench-callgrind.db");
+    let shown = path.display().to_string();
+    let mut out = [("in-process", 0.0), (".so", 0.0), ("raw rusqlite", 0.0)];
+    for (slot, side) in out.iter_mut().zip(["in-process", "so", "raw"]) {
+        slot.1 = bext_locking_bench::callgrind::per_pair(|n| {
+            vec!["callgrind-worker".into(), side.into(), n.to_string(), shown.clone()]
+        })?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{shown}{suffix}"));
+    }
+    Ok(out)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("callgrind-worker") {
+        if let Err(e) = callgrind_worker(&args[1..]) {
+            eprintln!("bext-bench-sqlite callgrind-worker: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if args.first().map(String::as_str) == Some("sqlite-worker") {
         if let Err(e) = worker(&args[1..]) {
             eprintln!("bext-bench-sqlite sqlite-worker: {e}");

@@ -51,6 +51,21 @@ fn installed_files_build_and_run_a_c_host_via_pkg_config() {
         !plugins.join("libbext_locking_fixture_panicky.so").exists(),
         "test fixtures must not be installed"
     );
+    // Installed stripped, with the debug info beside it where debuggers
+    // look (objcopy comes with binutils, which the C toolchain brings).
+    let debug = plugins.join(".debug/libbext_locking_memory.so.debug");
+    assert!(debug.is_file(), "no {} next to the stripped plugin", debug.display());
+    let built = std::fs::metadata(target_dir().join("libbext_locking_memory.so")).unwrap().len();
+    let installed = std::fs::metadata(&memory).unwrap().len();
+    assert!(
+        installed < built,
+        "installed plugin ({installed} B) is not smaller than built ({built} B)"
+    );
+    let library = std::fs::read(&memory).unwrap();
+    assert!(
+        library.windows(b".gnu_debuglink".len()).any(|w| w == b".gnu_debuglink"),
+        "the stripped plugin has no .gnu_debuglink to its debug file"
+    );
     if target_dir().join("bext-lock").is_file() {
         assert!(prefix.join("bin/bext-lock").is_file(), "the CLI was built but not installed");
     }

@@ -1,14 +1,31 @@
-//! A TCP proxy that can freeze: it stops passing bytes (both ways) while
-//! the sockets stay open, like a server that hangs (or a network that drops
-//! packets) without closing anything. Tests point a client at
-//! `127.0.0.1:<port>` instead of the server, then freeze the path.
+//! A TCP proxy that can freeze or delay the path to one server.
+//!
+//! Freezing stops passing bytes (both ways) while the sockets stay open,
+//! like a server that hangs (or a network that drops packets) without
+//! closing anything. Tests point a client at `127.0.0.1:<port>` instead of
+//! the server, then freeze the path.
+//!
+//! A delay ([`Proxy::with_delay`]) holds every chunk read from either side
+//! for a fixed one-way delay before writing it on, like a network link of
+//! that latency: a request and its answer each wait it once, so a round
+//! trip costs twice the delay. Chunks keep their order and do not wait for
+//! each other (a delay line, not a sleep per chunk), so requests written
+//! back to back, or to several servers at once, overlap their delays as
+//! they would on a network. This is what the benchmark puts in front of
+//! Redis masters, since loopback has no latency to speak of and the kernel
+//! here has no `netem`.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The one-way delay the benchmark adds when none is given: about a
+/// round trip of half a millisecond, a fast data-centre network.
+pub const DEFAULT_DELAY: Duration = Duration::from_micros(250);
 
 /// A running proxy to one upstream address; stops (closing every
 /// connection) on drop.
@@ -22,8 +39,14 @@ pub struct Proxy {
 
 impl Proxy {
     /// Listens on a free loopback port and forwards each connection to
-    /// `upstream`.
+    /// `upstream`, without delay.
     pub fn start(upstream: SocketAddr) -> Self {
+        Self::with_delay(upstream, Duration::ZERO)
+    }
+
+    /// Like [`Proxy::start`], holding every chunk, each way, for `delay`
+    /// before passing it on.
+    pub fn with_delay(upstream: SocketAddr, delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -36,12 +59,16 @@ impl Proxy {
                     Ok((client, _)) => {
                         client.set_nonblocking(false).unwrap();
                         let Ok(server) = TcpStream::connect(upstream) else { continue };
+                        // Small writes must leave at once, or Nagle's
+                        // algorithm adds its own delay on top of ours.
+                        let _ = client.set_nodelay(true);
+                        let _ = server.set_nodelay(true);
                         for (from, to) in [
                             (client.try_clone().unwrap(), server.try_clone().unwrap()),
                             (server, client),
                         ] {
                             let (f, s) = (f.clone(), s.clone());
-                            std::thread::spawn(move || pump(from, to, &f, &s));
+                            std::thread::spawn(move || pump(from, to, delay, &f, &s));
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -61,8 +88,24 @@ impl Proxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, stop: &AtomicBool) {
+/// Copies `from` to `to` until either side closes. With a delay, a second
+/// thread writes each chunk once it is `delay` old.
+fn pump(
+    mut from: TcpStream,
+    to: TcpStream,
+    delay: Duration,
+    frozen: &AtomicBool,
+    stop: &AtomicBool,
+) {
     from.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let (line, writer) = if delay.is_zero() {
+        (None, None)
+    } else {
+        let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+        let out = to.try_clone().unwrap();
+        (Some(tx), Some(std::thread::spawn(move || delay_line(rx, out, delay))))
+    };
+    let mut to = to;
     let mut buf = [0u8; 16 * 1024];
     while !stop.load(Ordering::Relaxed) {
         if frozen.load(Ordering::SeqCst) {
@@ -72,11 +115,16 @@ fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, stop: &Atom
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
+                let read_at = Instant::now();
                 // Bytes read while a freeze began wait for the thaw.
                 while frozen.load(Ordering::SeqCst) && !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                if to.write_all(&buf[..n]).is_err() {
+                let passed = match &line {
+                    Some(tx) => tx.send((read_at, buf[..n].to_vec())).is_ok(),
+                    None => to.write_all(&buf[..n]).is_ok(),
+                };
+                if !passed {
                     break;
                 }
             }
@@ -84,8 +132,27 @@ fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, stop: &Atom
             Err(_) => break,
         }
     }
+    // Chunks still on the line are delivered before the close.
+    drop(line);
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
     let _ = to.shutdown(Shutdown::Both);
     let _ = from.shutdown(Shutdown::Both);
+}
+
+/// Writes each chunk when it is `delay` old, in order.
+fn delay_line(rx: mpsc::Receiver<(Instant, Vec<u8>)>, mut to: TcpStream, delay: Duration) {
+    for (read_at, chunk) in rx {
+        let due = read_at + delay;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        if to.write_all(&chunk).is_err() {
+            break;
+        }
+    }
 }
 
 impl Drop for Proxy {
@@ -94,5 +161,49 @@ impl Drop for Proxy {
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server; returns its address.
+    fn echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut c in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 || c.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_delayed_path_passes_every_byte_in_order() {
+        let proxy = Proxy::with_delay(echo(), DEFAULT_DELAY);
+        let mut c = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Many small writes back to back: they queue on the delay line.
+        let sent: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        for chunk in sent.chunks(97) {
+            c.write_all(chunk).unwrap();
+        }
+        let mut got = vec![0u8; sent.len()];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(got, sent);
+        // Closing our side closes the path after the bytes in flight.
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+        assert!(rest.is_empty());
     }
 }
