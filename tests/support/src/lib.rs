@@ -77,6 +77,16 @@ pub fn pg_url() -> String {
 /// The local test database when `BEXT_PG_URL` is not set.
 pub const DEFAULT_PG_URL: &str = "postgres://root@127.0.0.1:5432/test";
 
+/// The shared MySQL/MariaDB server tests and benchmarks use:
+/// `BEXT_MYSQL_URL`, or the machine's local test database
+/// ([`DEFAULT_MYSQL_URL`]).
+pub fn mysql_url() -> String {
+    std::env::var("BEXT_MYSQL_URL").unwrap_or_else(|_| DEFAULT_MYSQL_URL.to_owned())
+}
+
+/// The local test database when `BEXT_MYSQL_URL` is not set.
+pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";
+
 /// A fresh folder `bext-<what>-XXXXXX` under the temporary directory,
 /// removed (with what is in it) on drop.
 pub struct TempDir(tempfile::TempDir);
