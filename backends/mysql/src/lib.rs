@@ -72,7 +72,8 @@ use crate::connections::Pool;
 use crate::fail::Fail;
 
 enum Held {
-    Lease(lease::Lease),
+    // Boxed: a lease instance is much larger than a get_lock one.
+    Lease(Box<lease::Lease>),
     GetLock(getlock::GetLock),
 }
 
@@ -122,7 +123,7 @@ impl Backend for Mysql {
     fn create(config: MysqlConfig) -> Result<Self, PluginError> {
         let settings = config::Settings::from_config(&config)?;
         let backend = match settings.mode {
-            Mode::Lease => Held::Lease(lease::Lease::open(settings)?),
+            Mode::Lease => Held::Lease(Box::new(lease::Lease::open(settings)?)),
             Mode::GetLock => Held::GetLock(getlock::GetLock::open(settings)?),
         };
         Ok(Self { backend })
