@@ -34,6 +34,15 @@ fn check_passes_on_pg() {
 }
 
 #[test]
+fn check_passes_on_mysql() {
+    let url = bext_locking_test_support::mysql_url();
+    for mode in ["lease", "get_lock"] {
+        let config = serde_json::json!({ "url": url, "mode": mode }).to_string();
+        check_passes("mysql", &config, &[]);
+    }
+}
+
+#[test]
 fn check_passes_on_etcd() {
     if !Path::new("/usr/bin/etcd").exists() {
         // The etcd backend's own tests install it (mk/etcd.mk); without it

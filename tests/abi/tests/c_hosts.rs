@@ -238,7 +238,7 @@ macro_rules! per_backend {
     };
 }
 
-per_backend!(memory, sqlite, redis, pg, etcd);
+per_backend!(memory, sqlite, redis, pg, etcd, mysql);
 
 #[test]
 fn every_built_backend_has_a_test_config() {
