@@ -40,6 +40,9 @@ pub const BACKENDS: &[Backend] = &[
     b("pg-advisory", "pg", pg_shared_advisory, &[]),
     b("etcd", "etcd", etcd_single, &[Restart, Stall, Freeze]),
     b("etcd-3", "etcd", etcd_three, &[Restart, Stall]),
+    b("mysql", "mysql", crate::mysql::shared_lease, &[Terminate, Stall, Freeze]),
+    b("mysql-restart", "mysql", crate::mysql::private_lease, &[Restart]),
+    b("mysql-get-lock", "mysql", crate::mysql::shared_get_lock, &[]),
 ];
 
 type Starter = fn(&Env) -> Result<Box<dyn Deployment>, String>;
