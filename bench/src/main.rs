@@ -15,7 +15,8 @@
 //!
 //! `BENCH_SECS` (default 3) is each side's time per group, cut into
 //! `BENCH_ROUNDS` (default 30) interleaved slices; `BENCH_ONLY=memory,redis`
-//! narrows the run; `BEXT_PG_URL` picks the PostgreSQL server;
+//! narrows the run; `BEXT_PG_URL` picks the PostgreSQL server, `BEXT_MYSQL_URL`
+//! the MySQL/MariaDB one;
 //! `BENCH_SQLITE_DIR` the folder of the SQLite file (default /dev/shm);
 //! `BENCH_PYTHON` the interpreter of the Python section (default `python3`).
 
@@ -29,7 +30,8 @@ use bext_locking_bench::report::{Report, Verdict};
 use bext_locking_bench::{Piece, chart, machine};
 
 /// The sections, in run order.
-const SECTIONS: [&str; 7] = ["memory", "sqlite", "redis", "pg", "etcd", "python", "loader"];
+const SECTIONS: [&str; 8] =
+    ["memory", "sqlite", "redis", "pg", "etcd", "mysql", "python", "loader"];
 
 struct Args {
     out: PathBuf,
@@ -79,7 +81,7 @@ const WHY: &str = "Why these targets:\n\n\
 to link it in instead. 400 ns is about 1% of the fastest networked pair (Redis on loopback, ~30 µs).\n\
 * **2 threads / 1 thread >= 1.6x** (memory) and **8 threads / 1 thread >= 2x** (redis): nothing on \
 the path (the boundary, the pool) may serialize callers working on different keys.\n\
-* **`.so` / raw client >= 0.95x** (sqlite, redis, pg): a lock library that costs more than 5% over the \
+* **`.so` / raw client >= 0.95x** (sqlite, redis, pg, mysql): a lock library that costs more than 5% over the \
 same statements written by hand gives users a reason to write them by hand, without the fencing, \
 deadlines and redaction.\n\
 * **etcd, `.so` / direct gateway calls >= 0.9x**: as above, with room for the lease bookkeeping a correct \
