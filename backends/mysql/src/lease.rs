@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use bext_locking::{LockHandle, PluginError};
+use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
 use uuid::Uuid;
 
 use crate::config::Settings;
@@ -20,6 +20,8 @@ const ACQUIRE: usize = 0;
 const RENEW: usize = 1;
 const RELEASE: usize = 2;
 const STILL_HELD: usize = 3;
+const INSPECT: usize = 4;
+const FORCE_RELEASE: usize = 5;
 
 /// The server's clock, in UTC so that sessions with different `time_zone`
 /// settings (or a daylight-saving change) agree. Within one statement it
@@ -45,6 +47,13 @@ const NOW: &str = "UTC_TIMESTAMP(6)";
 /// * Release (`key, lock_id`): expires an unexpired lease of this lock id.
 /// * Still held (`key, lock_id`): whether an unexpired lease of this lock
 ///   id exists, for a renew that changed nothing (the same microsecond).
+/// * Inspect (`key`): the fence, owner, microseconds left and held of an
+///   unexpired lease; never the lock id.
+/// * Force release (`nobody, key, if_fence, if_fence`): expires an
+///   unexpired lease (at that fence, when one is given) and replaces its
+///   lock id, so that a renew of the broken holder that waited for the row
+///   finds another id and fails; the broken fence comes back as
+///   `LAST_INSERT_ID()`.
 pub(crate) fn statements(table: &str) -> Vec<String> {
     let taken = format!("(expires_at <= {NOW} OR lock_id = ?)");
     vec![
@@ -67,6 +76,15 @@ pub(crate) fn statements(table: &str) -> Vec<String> {
               WHERE lock_key = ? AND lock_id = ? AND expires_at > {NOW}"
         ),
         format!("SELECT 1 FROM {table} WHERE lock_key = ? AND lock_id = ? AND expires_at > {NOW}"),
+        format!(
+            "SELECT fence, owner, TIMESTAMPDIFF(MICROSECOND, {NOW}, expires_at), \
+                    TIMESTAMPDIFF(MICROSECOND, acquired_at, {NOW}) \
+               FROM {table} WHERE lock_key = ? AND expires_at > {NOW}"
+        ),
+        format!(
+            "UPDATE {table} SET lock_id = ?, expires_at = {NOW}, fence = LAST_INSERT_ID(fence) \
+              WHERE lock_key = ? AND expires_at > {NOW} AND (? IS NULL OR fence = ?)"
+        ),
     ]
 }
 
@@ -122,11 +140,16 @@ impl Lease {
         &self.pool
     }
 
-    pub fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, Fail> {
+    pub fn try_lock(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, Fail> {
         let lock_id = Uuid::new_v4();
         let id = lock_id.as_bytes().to_vec();
         let ttl_us = ttl_ms * 1000;
-        let owner: Option<Vec<u8>> = None;
+        let owner: Option<Vec<u8>> = owner.map(|o| o.as_bytes().to_vec());
         let deadline = self.pool.deadline();
         let (changed, fence) = self.pool.with_conn(deadline, |c: &mut Conn| {
             let params: Vec<mysql::Value> = vec![
@@ -185,6 +208,39 @@ impl Lease {
         let deadline = self.pool.deadline();
         self.pool.with_conn(deadline, |c| c.exec(RELEASE, (key, &id)))?;
         Ok(())
+    }
+
+    /// Who holds `key`, by the server's clock.
+    pub fn inspect(&self, key: &str) -> Result<LockInfo, Fail> {
+        type Row = (u64, Option<Vec<u8>>, i64, i64);
+        let deadline = self.pool.deadline();
+        let row: Option<Row> =
+            self.pool.with_conn(deadline, |c| c.first(INSPECT, (key.as_bytes(),)))?;
+        let Some((fence, owner, left_us, held_us)) = row else { return Ok(LockInfo::free(key)) };
+        Ok(LockInfo {
+            key: key.to_owned(),
+            held: true,
+            fence: Some(fence),
+            owner: owner.map(|o| String::from_utf8_lossy(&o).into_owned()),
+            // Rounded up: a lease with 300 µs left has not expired.
+            expires_in_ms: Some((left_us.max(0) as u64).div_ceil(1000)),
+            held_for_ms: Some(held_us.max(0) as u64 / 1000),
+        })
+    }
+
+    /// Expires `key`'s lease whoever holds it (at `if_fence` only, when
+    /// given), in one statement conditioned on the row being unexpired.
+    pub fn force_release(&self, key: &str, if_fence: Option<u64>) -> Result<ForceReleased, Fail> {
+        let nobody = Uuid::new_v4().as_bytes().to_vec();
+        let deadline = self.pool.deadline();
+        let (changed, fence) = self.pool.with_conn(deadline, |c| {
+            c.exec(FORCE_RELEASE, (&nobody, key.as_bytes(), if_fence, if_fence))
+        })?;
+        Ok(if changed == 1 {
+            ForceReleased { released: true, fence: Some(fence) }
+        } else {
+            ForceReleased { released: false, fence: None }
+        })
     }
 
     pub fn cleanup(&self) {

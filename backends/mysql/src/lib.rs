@@ -33,7 +33,7 @@ mod lease;
 
 use std::ffi::CStr;
 
-use bext_locking::{LockHandle, PluginError};
+use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
 use bext_locking_kit::Backend;
 
 pub use config::{
@@ -129,12 +129,57 @@ impl Backend for Mysql {
         Ok(Self { backend })
     }
 
+    /// Owners are stored in lease mode; get_lock mode keeps none (see
+    /// [`inspect`](Self::inspect)).
+    const CAPABILITIES: &'static [&'static str] = &["owner", "inspect", "force_release"];
+
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
+        self.try_lock_owned(key, ttl_ms, None)
+    }
+
+    fn try_lock_owned(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError> {
         match &self.backend {
-            Held::Lease(l) => l.try_lock(key, ttl_ms),
+            Held::Lease(l) => l.try_lock(key, ttl_ms, owner),
             Held::GetLock(a) => a.try_lock(key, ttl_ms),
         }
         .map_err(self.fail("try_lock"))
+    }
+
+    /// Lease mode reads the row by the server's clock. get_lock mode cannot
+    /// answer honestly: the server knows only which session holds a name,
+    /// not the owner, and the TTL lives in the holding instance.
+    fn inspect(&self, key: &str) -> Result<LockInfo, PluginError> {
+        match &self.backend {
+            Held::Lease(l) => l.inspect(key).map_err(self.fail("inspect")),
+            Held::GetLock(_) => Err(PluginError::unsupported(
+                "mysql (get_lock mode): inspect is not supported: the server knows only which \
+                 session holds a GET_LOCK name, not its owner or expiry (the TTL is kept by the \
+                 holding instance); use lease mode",
+            )),
+        }
+    }
+
+    /// Lease mode expires the row in one conditioned statement. get_lock
+    /// mode cannot: a named lock ends only with its session, and by the
+    /// time another session is killed it may hold a different lock.
+    fn force_release(
+        &self,
+        key: &str,
+        if_fence: Option<u64>,
+    ) -> Result<ForceReleased, PluginError> {
+        match &self.backend {
+            Held::Lease(l) => l.force_release(key, if_fence).map_err(self.fail("force_release")),
+            Held::GetLock(_) => Err(PluginError::unsupported(
+                "mysql (get_lock mode): force_release is not supported: a GET_LOCK lock ends only \
+                 with the session holding it, and killing that session cannot be made race-free \
+                 (by then it may hold another key's lock); use lease mode",
+            )),
+        }
     }
 
     fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {
