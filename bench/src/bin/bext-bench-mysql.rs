@@ -118,12 +118,10 @@ impl Drop for Database {
 /// Runs the MySQL section.
 pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
     let base = server_url();
-    let mut admin = connect(&base)
-        .map_err(|e| format!("MySQL at {} is unreachable: {e}", redact(&base)))?;
-    let version: String = admin
-        .query_first("SELECT VERSION()")
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default();
+    let mut admin =
+        connect(&base).map_err(|e| format!("MySQL at {} is unreachable: {e}", redact(&base)))?;
+    let version: String =
+        admin.query_first("SELECT VERSION()").map_err(|e| e.to_string())?.unwrap_or_default();
     let flush: u64 = admin
         .query_first("SELECT @@innodb_flush_log_at_trx_commit")
         .map_err(|e| e.to_string())?
