@@ -20,6 +20,30 @@ pub(crate) struct Conn {
     broken: bool,
 }
 
+/// Builds the driver's lazily compiled server-version regexes, once per
+/// process, before any socket is open. Compiling them takes long enough in
+/// a slow process (under valgrind, on a loaded machine) that doing it
+/// between the server's greeting and the reply can outlast the server's
+/// `connect_timeout` (10 s by default), which then resets the connection.
+fn warm_up_driver() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use mysql::consts::{CapabilityFlags, StatusFlags};
+        let greeting = mysql_common::packets::HandshakePacket::new(
+            10,
+            &b"5.5.5-10.11.0-MariaDB"[..],
+            0,
+            [0; 8],
+            None::<&[u8]>,
+            CapabilityFlags::empty(),
+            0,
+            StatusFlags::empty(),
+            None::<&[u8]>,
+        );
+        let _ = (greeting.server_version_parsed(), greeting.maria_db_server_version_parsed());
+    });
+}
+
 impl Conn {
     /// Opens a connection (running the session setup) and prepares
     /// `statements` on it, giving up at `deadline` or after the connect
@@ -29,6 +53,7 @@ impl Conn {
         if left.is_zero() {
             return Err(Fail::new(FailKind::Timeout, "the call ran out of time before connecting"));
         }
+        warm_up_driver();
         let connect = left.min(s.connect_timeout);
         // Every read of the handshake waits at most the connect budget too.
         let wait = connect.min(s.statement_timeout).max(Duration::from_millis(1));
