@@ -132,7 +132,6 @@ impl GetLock {
     }
 
     pub fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, Fail> {
-        let started = Instant::now();
         {
             let mut h = lock(&self.shared.held);
             if h.closed {
@@ -146,7 +145,9 @@ impl GetLock {
         let mut pending = Pending { shared: &self.shared, key, armed: true };
         let name = lock_name(key);
         let deadline = self.shared.pool.deadline();
+        let mut sent = Instant::now();
         let (won, conn) = self.shared.pool.attempt(deadline, |c| {
+            sent = Instant::now();
             match c.first::<Option<i64>>(TRY_LOCK, (&name,))? {
                 Some(Some(1)) => Ok(true),
                 Some(Some(_)) => Ok(false),
@@ -165,9 +166,12 @@ impl GetLock {
             self.shared.pool.discard(conn);
             return Err(closed());
         }
-        // Measured from before the request, so the local lease never
-        // outlasts the one asked for.
-        let until = started.checked_add(Duration::from_millis(ttl_ms)).unwrap_or(started);
+        // Measured from just before GET_LOCK was sent (after any wait for a
+        // connection, which would otherwise eat into a short TTL): the
+        // server cannot have granted the lock earlier, so the caller, which
+        // counts from before its call, never believes it holds the lock
+        // longer than this instance keeps it.
+        let until = sent.checked_add(Duration::from_millis(ttl_ms)).unwrap_or(sent);
         let expiry = h.next_expiry(until, key);
         let soonest = h.reaper_wakes_at.is_none_or(|at| until < at);
         let held = Arc::new(HeldLock { lock_id, name, conn: Mutex::new(Some(conn)) });
