@@ -26,6 +26,8 @@ pub(crate) enum Fail {
     Timeout,
     /// The client or server said why.
     Other(String),
+    /// The config asks for something this server cannot do safely.
+    Refused(String),
 }
 
 impl Fail {
@@ -38,7 +40,7 @@ impl std::fmt::Display for Fail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Timeout => f.write_str("no answer within op_timeout_ms"),
-            Self::Other(s) => f.write_str(s),
+            Self::Other(s) | Self::Refused(s) => f.write_str(s),
         }
     }
 }
@@ -67,6 +69,9 @@ pub(crate) struct Conn {
     leases: Mutex<HashMap<u64, Store>>,
     prefix: String,
     replicas: usize,
+    /// Whether the server's replicated streams serialize conditional
+    /// writes; when not, a replicated bucket is refused.
+    cas_safe: bool,
     op_timeout: Duration,
     /// The server's version, from its INFO at connect time.
     pub server_version: String,
@@ -146,6 +151,15 @@ impl Conn {
             .map_err(|_| Fail::Timeout)?
             .map_err(|e| Fail::other("cannot connect", e))?;
         let server_version = client.server_info().version;
+        let cas_safe = crate::replicated_cas_is_safe(&server_version);
+        if s.replicas > 1 && !cas_safe {
+            return Err(Fail::Refused(format!(
+                "replicas is {}, but nats-server {server_version} does not serialize conditional \
+                 writes on replicated streams (fixed in 2.9.21): two holders could win one lock; \
+                 use replicas 1 or upgrade the server",
+                s.replicas
+            )));
+        }
         let mut js = jetstream::new(client);
         js.set_timeout(s.op_timeout);
         let bucket = keys::lock_bucket(&s.bucket_prefix);
@@ -153,7 +167,7 @@ impl Conn {
             .block_on(async {
                 tokio::time::timeout(
                     s.op_timeout,
-                    open_bucket(&js, &bucket, Duration::ZERO, s.replicas),
+                    open_bucket(&js, &bucket, Duration::ZERO, s.replicas, cas_safe),
                 )
                 .await
             })
@@ -165,6 +179,7 @@ impl Conn {
             leases: Mutex::new(HashMap::new()),
             prefix: s.bucket_prefix.clone(),
             replicas: s.replicas,
+            cas_safe,
             op_timeout: s.op_timeout,
             server_version,
             rt: Some(rt),
@@ -191,8 +206,8 @@ impl Conn {
             return Ok(s.clone());
         }
         let bucket = keys::lease_bucket(&self.prefix, lease_ms);
-        let store =
-            open_bucket(&self.js, &bucket, Duration::from_millis(lease_ms), self.replicas).await?;
+        let max_age = Duration::from_millis(lease_ms);
+        let store = open_bucket(&self.js, &bucket, max_age, self.replicas, self.cas_safe).await?;
         self.leases.lock().unwrap_or_else(PoisonError::into_inner).insert(lease_ms, store.clone());
         Ok(store)
     }
@@ -221,6 +236,7 @@ async fn open_bucket(
     name: &str,
     max_age: Duration,
     replicas: usize,
+    cas_safe: bool,
 ) -> Result<Store, Fail> {
     let config = bucket_stream(name, max_age, replicas);
     let stream = js
@@ -235,6 +251,14 @@ async fn open_bucket(
             have.max_age.as_millis(),
             have.max_messages_per_subject,
             max_age.as_millis()
+        )));
+    }
+    if have.num_replicas > 1 && !cas_safe {
+        return Err(Fail::Other(format!(
+            "bucket `{name}` has {} replicas, and this server does not serialize conditional \
+             writes on replicated streams (fixed in nats-server 2.9.21): two holders could win \
+             one lock; use a bucket with 1 replica or upgrade the server",
+            have.num_replicas
         )));
     }
     Ok(Store {

@@ -77,7 +77,7 @@ impl Nats {
     /// This build uses lease buckets on every version; see
     /// `docs/backends/nats.md`.
     pub fn server_has_message_ttl(&self) -> bool {
-        version_at_least(&self.server_version, 2, 11)
+        version_at_least(&self.server_version, (2, 11, 0))
     }
 
     fn failed(&self, call: &str, key: &str, fail: Fail) -> PluginError {
@@ -86,7 +86,7 @@ impl Nats {
                 "no answer within op_timeout_ms ({} ms); the outcome is unknown",
                 self.settings.op_timeout.as_millis()
             ),
-            Fail::Other(s) => s,
+            Fail::Other(s) | Fail::Refused(s) => s,
         };
         PluginError::backend(
             self.settings
@@ -96,11 +96,23 @@ impl Nats {
     }
 }
 
-/// Whether a `major.minor.patch[-x]` version is at least `major.minor`.
-pub fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
+/// Whether a `major.minor.patch[-x]` version is at least `at`.
+pub fn version_at_least(version: &str, at: (u64, u64, u64)) -> bool {
     let mut parts = version.trim_start_matches('v').split(['.', '-']);
     let mut next = || parts.next().and_then(|p| p.parse::<u64>().ok()).unwrap_or(0);
-    (next(), next()) >= (major, minor)
+    (next(), next(), next()) >= at
+}
+
+/// The first server release whose replicated streams apply conditional
+/// writes (`Nats-Expected-Last-Subject-Sequence`) one at a time. Before it
+/// the check ran on the leader before consensus, so two concurrent
+/// creates of one key could both succeed (nats-server issue 4320): on
+/// those servers this backend refuses replicated buckets.
+pub const SERIALIZED_CAS_VERSION: (u64, u64, u64) = (2, 9, 21);
+
+/// Whether `version`'s replicated streams serialize conditional writes.
+pub fn replicated_cas_is_safe(version: &str) -> bool {
+    version_at_least(version, SERIALIZED_CAS_VERSION)
 }
 
 impl Backend for Nats {
@@ -113,13 +125,13 @@ impl Backend for Nats {
     fn create(config: NatsConfig) -> Result<Self, PluginError> {
         let settings = config.check()?;
         let conn = Conn::open(&settings).map_err(|fail| {
-            let why = match fail {
-                Fail::Timeout => "no server answered within connect_timeout_ms".to_owned(),
-                Fail::Other(s) => s,
+            let (invalid, why) = match fail {
+                Fail::Timeout => (false, "no server answered within connect_timeout_ms".to_owned()),
+                Fail::Other(s) => (false, s),
+                Fail::Refused(s) => (true, s),
             };
-            PluginError::backend(
-                settings.secrets.scrub(&format!("nats ({}): {why}", settings.shown)),
-            )
+            let message = settings.secrets.scrub(&format!("nats ({}): {why}", settings.shown));
+            if invalid { PluginError::invalid(message) } else { PluginError::backend(message) }
         })?;
         let server_version = conn.server_version.clone();
         Ok(Self { conn: RwLock::new(Some(Arc::new(conn))), settings, server_version })
@@ -198,11 +210,15 @@ mod tests {
 
     #[test]
     fn versions_compare() {
-        assert!(!version_at_least("2.9.10", 2, 11));
-        assert!(version_at_least("2.11.0", 2, 11));
-        assert!(version_at_least("v2.12.1-beta", 2, 11));
-        assert!(version_at_least("3.0.0", 2, 11));
-        assert!(!version_at_least("garbage", 2, 11));
+        assert!(!version_at_least("2.9.10", (2, 11, 0)));
+        assert!(version_at_least("2.11.0", (2, 11, 0)));
+        assert!(version_at_least("v2.12.1-beta", (2, 11, 0)));
+        assert!(version_at_least("3.0.0", (2, 11, 0)));
+        assert!(!version_at_least("garbage", (2, 11, 0)));
+        assert!(!replicated_cas_is_safe("2.9.10"));
+        assert!(!replicated_cas_is_safe("2.9.20"));
+        assert!(replicated_cas_is_safe("2.9.21"));
+        assert!(replicated_cas_is_safe("2.10.0"));
     }
 
     #[test]
