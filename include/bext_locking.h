@@ -58,6 +58,14 @@
 #define BEXT_LOCKING_ABI_VERSION 1
 
 /**
+ * The ABI's minor revision: 1 adds `owner`, `inspect`, `force_release`,
+ * `stats` and `BEXT_LOCKING_ERR_UNSUPPORTED`. A host learns what a plugin
+ * has from its `struct_size` (and `describe`'s `capabilities`), never from
+ * this number alone.
+ */
+#define BEXT_LOCKING_ABI_MINOR 1
+
+/**
  * The call did what was asked.
  */
 #define BEXT_LOCKING_OK 0
@@ -86,6 +94,13 @@
 #define BEXT_LOCKING_ERR_PANIC -3
 
 /**
+ * (1.1) This backend, or this instance's mode, cannot serve the call or one
+ * of its fields; the message says why. Hosts report a slot a plugin does
+ * not have the same way.
+ */
+#define BEXT_LOCKING_ERR_UNSUPPORTED -4
+
+/**
  * The longest key, in bytes of UTF-8.
  */
 #define BEXT_LOCKING_MAX_KEY_BYTES 1024
@@ -94,6 +109,11 @@
  * The longest TTL in milliseconds (365 days).
  */
 #define BEXT_LOCKING_MAX_TTL_MS 31536000000
+
+/**
+ * (1.1) The longest `owner` in a `try_lock` request, in bytes of UTF-8.
+ */
+#define BEXT_LOCKING_MAX_OWNER_BYTES 256
 
 /**
  * Fuel budget for one `try_lock` in a metering sandbox.
@@ -140,8 +160,9 @@ typedef int32_t (*BextLockingCreateFn)(const char *config_json,
                                        char **out_error_json);
 
 /**
- * `try_lock`, `renew`, `release`: take a borrowed JSON input and write a
- * plugin-owned JSON output (a handle, or an error object) to `*out_json`.
+ * `try_lock`, `renew`, `release` (and, since 1.1, `inspect` and
+ * `force_release`): take a borrowed JSON input and write a plugin-owned
+ * JSON output (a handle, an answer, or an error object) to `*out_json`.
  * May run concurrently on one instance from any threads.
  */
 typedef int32_t (*BextLockingCallFn)(struct BextLockingInstance *instance,
@@ -150,7 +171,8 @@ typedef int32_t (*BextLockingCallFn)(struct BextLockingInstance *instance,
 
 /**
  * `cleanup`: closes connections and stops background work; later calls on
- * the instance fail with `BEXT_LOCKING_ERR_BACKEND`.
+ * the instance fail with `BEXT_LOCKING_ERR_BACKEND`. Since 1.1 also the
+ * shape of `stats`, which writes the instance's statistics.
  */
 typedef int32_t (*BextLockingCleanupFn)(struct BextLockingInstance *instance, char **out_json);
 
@@ -174,7 +196,9 @@ typedef void (*BextLockingFreeStringFn)(char *s);
  * linked `-z nodelete`, so that is the life of the process). A host reads a
  * field only when `struct_size` covers it, and refuses a table whose
  * `abi_version` differs from its own, whose `struct_size` is smaller than
- * v1's, or whose slots are NULL.
+ * v1's ([`BEXT_LOCKING_VTABLE_V1_SIZE`]), or whose 1.0 slots are NULL. The
+ * slots appended by later revisions are optional: one exists when
+ * `struct_size` covers it and it is not NULL.
  */
 typedef struct BextLockingVTable {
   /**
@@ -236,6 +260,25 @@ typedef struct BextLockingVTable {
    * `free()`); NULL is a no-op.
    */
   BextLockingFreeStringFn free_string;
+  /**
+   * (1.1, optional) `inspect(instance, request_json, out_json)`: request
+   * `{"key":"…"}`; writes `{"key","held","fence"?,"owner"?,
+   * "expires_in_ms"?,"held_for_ms"?}` by the backend's clock, never the
+   * `lock_id`. A key nobody holds is `"held":false` and OK.
+   */
+  BextLockingCallFn inspect;
+  /**
+   * (1.1, optional) `force_release(instance, request_json, out_json)`:
+   * request `{"key":"…","if_fence"?:N}`; frees the key whoever holds it
+   * (only at fence N when given) and writes `{"released":bool,"fence"?}`.
+   * The broken holder's renew then fails and the next fence is higher.
+   */
+  BextLockingCallFn force_release;
+  /**
+   * (1.1, optional) `stats(instance, out_json)`: writes the instance's
+   * counters and latency histograms since `create` (see `docs/ABI.md`).
+   */
+  BextLockingCleanupFn stats;
 } BextLockingVTable;
 
 /**

@@ -22,6 +22,12 @@ pub enum ErrorKind {
     /// The plugin panicked and the panic was caught at the boundary
     /// (`BEXT_LOCKING_ERR_PANIC`, `"panic"`).
     Panic,
+    /// The backend, or this instance's mode, cannot serve the call or one
+    /// of its fields (`BEXT_LOCKING_ERR_UNSUPPORTED`, `"unsupported"`,
+    /// ABI 1.1); the message says why. Hosts also report a slot a plugin
+    /// does not have (a 1.0 plugin's `inspect`) with this kind. Retrying
+    /// cannot help.
+    Unsupported,
     /// The plugin's answer broke the ABI: a status code this host does not
     /// know, OK without a handle, a handle that does not parse. Never sent
     /// by a plugin; a host reports it (`"protocol"`).
@@ -36,6 +42,7 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => "invalid_argument",
             ErrorKind::Backend => "backend",
             ErrorKind::Panic => "panic",
+            ErrorKind::Unsupported => "unsupported",
             ErrorKind::Protocol => "protocol",
         }
     }
@@ -75,6 +82,11 @@ impl PluginError {
     /// A backend failure.
     pub fn backend(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Backend, message)
+    }
+
+    /// A call this backend or mode cannot serve, with the reason.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
     }
 
     /// The class of failure: branch on it rather than on the message.

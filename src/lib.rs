@@ -18,12 +18,14 @@
 
 #![deny(missing_docs)]
 
+pub mod admin;
 mod drift;
 mod error;
 mod exclusive;
 mod guard;
 mod handle;
 pub mod limits;
+mod metrics;
 mod plugin;
 pub mod redact;
 #[cfg(test)]
@@ -32,6 +34,10 @@ mod testing;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use admin::{
+    ErrorCounts, ForceReleased, Latencies, LockInfo, MAX_OWNER_BYTES, STATS_BUCKET_BOUNDS_US,
+    STATS_BUCKETS, Stats, validate_owner,
+};
 pub use drift::ClockDrift;
 pub use error::{ErrorKind, PluginError};
 pub use exclusive::{LockingHint, RunError, run_exclusive, run_exclusive_with};

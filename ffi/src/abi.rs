@@ -1,11 +1,17 @@
-//! The `#[repr(C)]` definitions of ABI v1, exactly as `docs/ABI.md` names
-//! them. Fields are only ever appended.
+//! The `#[repr(C)]` definitions of ABI v1 (revision 1.1), exactly as
+//! `docs/ABI.md` names them. Fields are only ever appended.
 
 use std::os::raw::c_char;
 
 /// The ABI version this crate implements. A host refuses a vtable whose
 /// `abi_version` differs.
 pub const BEXT_LOCKING_ABI_VERSION: u32 = 1;
+
+/// The ABI's minor revision: 1 adds `owner`, `inspect`, `force_release`,
+/// `stats` and `BEXT_LOCKING_ERR_UNSUPPORTED`. A host learns what a plugin
+/// has from its `struct_size` (and `describe`'s `capabilities`), never from
+/// this number alone.
+pub const BEXT_LOCKING_ABI_MINOR: u32 = 1;
 
 /// The call did what was asked.
 pub const BEXT_LOCKING_OK: i32 = 0;
@@ -20,16 +26,23 @@ pub const BEXT_LOCKING_ERR_BACKEND: i32 = -1;
 pub const BEXT_LOCKING_ERR_INVALID: i32 = -2;
 /// The plugin panicked; the panic was caught at the boundary.
 pub const BEXT_LOCKING_ERR_PANIC: i32 = -3;
+/// (1.1) This backend, or this instance's mode, cannot serve the call or one
+/// of its fields; the message says why. Hosts report a slot a plugin does
+/// not have the same way.
+pub const BEXT_LOCKING_ERR_UNSUPPORTED: i32 = -4;
 
 /// The longest key, in bytes of UTF-8.
 pub const BEXT_LOCKING_MAX_KEY_BYTES: u32 = 1024;
 /// The longest TTL in milliseconds (365 days).
 pub const BEXT_LOCKING_MAX_TTL_MS: u64 = 31_536_000_000;
+/// (1.1) The longest `owner` in a `try_lock` request, in bytes of UTF-8.
+pub const BEXT_LOCKING_MAX_OWNER_BYTES: u32 = 256;
 
 // The header needs literals; the checks every backend runs use the core
 // crate's limits. They are one definition: the build fails if they differ.
 const _: () = assert!(BEXT_LOCKING_MAX_KEY_BYTES as usize == bext_locking::MAX_KEY_BYTES);
 const _: () = assert!(BEXT_LOCKING_MAX_TTL_MS == bext_locking::MAX_TTL_MS);
+const _: () = assert!(BEXT_LOCKING_MAX_OWNER_BYTES as usize == bext_locking::MAX_OWNER_BYTES);
 
 /// Fuel budget for one `try_lock` in a metering sandbox.
 pub const BEXT_LOCKING_FUEL_TRY_LOCK: u64 = 50_000_000;
@@ -67,8 +80,9 @@ pub type BextLockingCreateFn = Option<
     ) -> i32,
 >;
 
-/// `try_lock`, `renew`, `release`: take a borrowed JSON input and write a
-/// plugin-owned JSON output (a handle, or an error object) to `*out_json`.
+/// `try_lock`, `renew`, `release` (and, since 1.1, `inspect` and
+/// `force_release`): take a borrowed JSON input and write a plugin-owned
+/// JSON output (a handle, an answer, or an error object) to `*out_json`.
 /// May run concurrently on one instance from any threads.
 pub type BextLockingCallFn = Option<
     unsafe extern "C" fn(
@@ -79,7 +93,8 @@ pub type BextLockingCallFn = Option<
 >;
 
 /// `cleanup`: closes connections and stops background work; later calls on
-/// the instance fail with `BEXT_LOCKING_ERR_BACKEND`.
+/// the instance fail with `BEXT_LOCKING_ERR_BACKEND`. Since 1.1 also the
+/// shape of `stats`, which writes the instance's statistics.
 pub type BextLockingCleanupFn = Option<
     unsafe extern "C" fn(instance: *mut BextLockingInstance, out_json: *mut *mut c_char) -> i32,
 >;
@@ -99,7 +114,9 @@ pub type BextLockingFreeStringFn = Option<unsafe extern "C" fn(s: *mut c_char)>;
 /// linked `-z nodelete`, so that is the life of the process). A host reads a
 /// field only when `struct_size` covers it, and refuses a table whose
 /// `abi_version` differs from its own, whose `struct_size` is smaller than
-/// v1's, or whose slots are NULL.
+/// v1's ([`BEXT_LOCKING_VTABLE_V1_SIZE`]), or whose 1.0 slots are NULL. The
+/// slots appended by later revisions are optional: one exists when
+/// `struct_size` covers it and it is not NULL.
 #[repr(C)]
 pub struct BextLockingVTable {
     /// `sizeof(BextLockingVTable)` as compiled into the plugin.
@@ -137,14 +154,39 @@ pub struct BextLockingVTable {
     /// `free_string(s)`: releases a string this plugin returned (never use
     /// `free()`); NULL is a no-op.
     pub free_string: BextLockingFreeStringFn,
+    /// (1.1, optional) `inspect(instance, request_json, out_json)`: request
+    /// `{"key":"…"}`; writes `{"key","held","fence"?,"owner"?,
+    /// "expires_in_ms"?,"held_for_ms"?}` by the backend's clock, never the
+    /// `lock_id`. A key nobody holds is `"held":false` and OK.
+    pub inspect: BextLockingCallFn,
+    /// (1.1, optional) `force_release(instance, request_json, out_json)`:
+    /// request `{"key":"…","if_fence"?:N}`; frees the key whoever holds it
+    /// (only at fence N when given) and writes `{"released":bool,"fence"?}`.
+    /// The broken holder's renew then fails and the next fence is higher.
+    pub force_release: BextLockingCallFn,
+    /// (1.1, optional) `stats(instance, out_json)`: writes the instance's
+    /// counters and latency histograms since `create` (see `docs/ABI.md`).
+    pub stats: BextLockingCleanupFn,
 }
 
 // SAFETY: the vtable is immutable after construction and its pointers refer
 // to static strings and functions, so sharing it between threads is sound.
 unsafe impl Sync for BextLockingVTable {}
 
-/// The size of the v1 vtable: the smallest `struct_size` a host accepts.
-pub const BEXT_LOCKING_VTABLE_V1_SIZE: u32 = std::mem::size_of::<BextLockingVTable>() as u32;
+/// The size of the 1.0 vtable (up to `free_string`): the smallest
+/// `struct_size` a host accepts.
+pub const BEXT_LOCKING_VTABLE_V1_SIZE: u32 =
+    (std::mem::offset_of!(BextLockingVTable, free_string) + std::mem::size_of::<usize>()) as u32;
+
+/// The size of the 1.1 vtable, with `inspect`, `force_release` and `stats`:
+/// what the project's plugins declare.
+pub const BEXT_LOCKING_VTABLE_V1_1_SIZE: u32 = std::mem::size_of::<BextLockingVTable>() as u32;
+
+// The three 1.1 slots follow the 1.0 table with no padding between.
+const _: () = assert!(
+    BEXT_LOCKING_VTABLE_V1_1_SIZE
+        == BEXT_LOCKING_VTABLE_V1_SIZE + 3 * std::mem::size_of::<usize>() as u32
+);
 
 /// The type of `bext_locking_plugin_entry`: returns the static vtable, or NULL
 /// when the plugin cannot serve `host_abi_version`. Idempotent, cheap and

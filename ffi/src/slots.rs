@@ -9,18 +9,24 @@ use std::any::Any;
 use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
+use std::time::Instant;
 
 use bext_locking::{ErrorKind, LockHandle, LockingPlugin, PluginError};
 use bext_locking_kit::{Backend, Plugin};
 
 use crate::abi::*;
 use crate::export::Export;
-use crate::json::{LockRequest, error_json};
+use crate::json::{ForceRequest, KeyRequest, LockRequest, OwnerProbe, error_json};
+use crate::stats::{Call, Counters};
 use crate::status::status_of;
 
 /// What an instance pointer points to: the kit's wrapper around the backend,
-/// which checks every request before the backend sees it.
-type Instance<E> = Plugin<<E as Export>::Backend>;
+/// which checks every request before the backend sees it, and the
+/// instance's statistics.
+pub(crate) struct Instance<E: Export> {
+    plugin: Plugin<E::Backend>,
+    counters: Counters,
+}
 
 /// What a slot body produced, before it is written to the out-parameter.
 enum Done {
@@ -158,6 +164,37 @@ fn parse_input<'a, T: serde::Deserialize<'a>>(
     serde_json::from_str(text).map_err(|e| Failure::invalid(&format!("{what} is not {shape}: {e}")))
 }
 
+/// The whole life of a counted slot: [`slot`], plus one count of its
+/// outcome and its time in the instance's statistics. A NULL instance has
+/// no statistics to count in.
+fn counted<E: Export>(
+    instance: *mut BextLockingInstance,
+    out: *mut *mut c_char,
+    call: Call,
+    body: impl FnOnce(&Instance<E>) -> SlotResult,
+) -> i32 {
+    let start = Instant::now();
+    let found = plugin::<E>(instance).ok();
+    let status = slot(out, || body(found.ok_or_else(|| Failure::invalid("instance is NULL"))?));
+    if let Some(instance) = found {
+        instance.counters.record(call, status, start.elapsed());
+    }
+    status
+}
+
+/// Parses a `try_lock` request that the canonical fast path did not take.
+fn lock_request(bytes: &[u8]) -> Result<LockRequest<'_>, Failure> {
+    if std::str::from_utf8(bytes).is_err()
+        && let Ok(OwnerProbe { owner: Some(owner) }) = serde_json::from_slice(bytes)
+        && std::str::from_utf8(&owner).is_err()
+    {
+        return Err(Failure::invalid(
+            "request_json is not a lock request: owner is not valid UTF-8",
+        ));
+    }
+    parse_input::<LockRequest<'_>>(bytes, "request_json", "a lock request")
+}
+
 /// Borrows the backend behind an instance pointer.
 fn plugin<'a, E: Export>(instance: *mut BextLockingInstance) -> Result<&'a Instance<E>, Failure> {
     if instance.is_null() {
@@ -187,12 +224,24 @@ pub(crate) unsafe extern "C" fn describe<E: Export>(out_json: *mut *mut c_char) 
             "description": E::DESCRIPTION,
             "fencing": E::FENCING,
             "config_schema": bext_locking_kit::config::schema::<<E::Backend as Backend>::Config>(),
+            "abi_minor": BEXT_LOCKING_ABI_MINOR,
+            "capabilities": capabilities::<E>(),
         });
         if let Some(drift) = E::CLOCK_DRIFT {
             json["clock_drift"] = serde_json::json!(drift);
         }
         Ok(Done::Payload(Json::Text(json.to_string())))
     })
+}
+
+/// What `describe` lists: the backend's capabilities, then `"stats"`,
+/// which this layer provides for every backend.
+fn capabilities<E: Export>() -> Vec<&'static str> {
+    let mut all = <E::Backend as Backend>::CAPABILITIES.to_vec();
+    if !all.contains(&"stats") {
+        all.push("stats");
+    }
+    all
 }
 
 pub(crate) unsafe extern "C" fn create<E: Export>(
@@ -206,8 +255,9 @@ pub(crate) unsafe extern "C" fn create<E: Export>(
     let mut made: *mut BextLockingInstance = ptr::null_mut();
     let status = finish(out_error_json, || {
         let text = if config_json.is_null() { "{}" } else { input(config_json, "config_json")? };
-        let plugin = Instance::<E>::from_json(text)?;
-        made = Box::into_raw(Box::new(plugin)) as *mut BextLockingInstance;
+        let plugin = Plugin::<E::Backend>::from_json(text)?;
+        let instance = Instance::<E> { plugin, counters: Counters::new() };
+        made = Box::into_raw(Box::new(instance)) as *mut BextLockingInstance;
         Ok(Done::Empty)
     });
     // SAFETY: `out_instance` was checked non-NULL above.
@@ -220,18 +270,17 @@ pub(crate) unsafe extern "C" fn try_lock<E: Export>(
     request_json: *const c_char,
     out_json: *mut *mut c_char,
 ) -> i32 {
-    slot(out_json, || {
-        let plugin = plugin::<E>(instance)?;
+    counted::<E>(instance, out_json, Call::TryLock, |instance| {
         let bytes = input_bytes(request_json, "request_json")?;
         let parsed;
-        let (key, ttl_ms) = match crate::wire::parse_canonical_request(bytes) {
+        let (key, ttl_ms, owner) = match crate::wire::parse_canonical_owned_request(bytes) {
             Some(fast) => fast,
             None => {
-                parsed = parse_input::<LockRequest<'_>>(bytes, "request_json", "a lock request")?;
-                (&*parsed.key, parsed.ttl_ms)
+                parsed = lock_request(bytes)?;
+                (&*parsed.key, parsed.ttl_ms, parsed.owner.as_deref())
             }
         };
-        match plugin.try_lock_typed(key, ttl_ms)? {
+        match instance.plugin.try_lock_owned_typed(key, ttl_ms, owner)? {
             Some(h) => Ok(Done::Payload(Json::Nul(crate::wire::handle_json_nul(&h)))),
             None => Ok(Done::Contended),
         }
@@ -243,10 +292,9 @@ pub(crate) unsafe extern "C" fn renew<E: Export>(
     handle_json: *const c_char,
     out_json: *mut *mut c_char,
 ) -> i32 {
-    slot(out_json, || {
-        let plugin = plugin::<E>(instance)?;
+    counted::<E>(instance, out_json, Call::Renew, |instance| {
         let h = handle(handle_json)?;
-        plugin.renew_typed(&h)?;
+        instance.plugin.renew_typed(&h)?;
         Ok(Done::Empty)
     })
 }
@@ -256,11 +304,51 @@ pub(crate) unsafe extern "C" fn release<E: Export>(
     handle_json: *const c_char,
     out_json: *mut *mut c_char,
 ) -> i32 {
-    slot(out_json, || {
-        let plugin = plugin::<E>(instance)?;
+    counted::<E>(instance, out_json, Call::Release, |instance| {
         let h = handle(handle_json)?;
-        plugin.release_typed(&h)?;
+        instance.plugin.release_typed(&h)?;
         Ok(Done::Empty)
+    })
+}
+
+pub(crate) unsafe extern "C" fn inspect<E: Export>(
+    instance: *mut BextLockingInstance,
+    request_json: *const c_char,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    slot(out_json, || {
+        let instance = plugin::<E>(instance)?;
+        let bytes = input_bytes(request_json, "request_json")?;
+        let request: KeyRequest<'_> = parse_input(bytes, "request_json", "an inspect request")?;
+        let info = instance.plugin.inspect_typed(&request.key)?;
+        Ok(Done::Payload(Json::Text(serde_json::to_string(&info).unwrap_or_default())))
+    })
+}
+
+pub(crate) unsafe extern "C" fn force_release<E: Export>(
+    instance: *mut BextLockingInstance,
+    request_json: *const c_char,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    counted::<E>(instance, out_json, Call::ForceRelease, |instance| {
+        let bytes = input_bytes(request_json, "request_json")?;
+        let request: ForceRequest<'_> =
+            parse_input(bytes, "request_json", "a force_release request")?;
+        let done = instance.plugin.force_release_typed(&request.key, request.if_fence)?;
+        if done.released {
+            instance.counters.broke_one();
+        }
+        Ok(Done::Payload(Json::Text(serde_json::to_string(&done).unwrap_or_default())))
+    })
+}
+
+pub(crate) unsafe extern "C" fn stats<E: Export>(
+    instance: *mut BextLockingInstance,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    slot(out_json, || {
+        let stats = plugin::<E>(instance)?.counters.snapshot();
+        Ok(Done::Payload(Json::Text(serde_json::to_string(&stats).unwrap_or_default())))
     })
 }
 
@@ -269,7 +357,7 @@ pub(crate) unsafe extern "C" fn cleanup<E: Export>(
     out_json: *mut *mut c_char,
 ) -> i32 {
     slot(out_json, || {
-        plugin::<E>(instance)?.cleanup();
+        plugin::<E>(instance)?.plugin.cleanup();
         Ok(Done::Empty)
     })
 }
@@ -284,7 +372,7 @@ pub(crate) unsafe extern "C" fn destroy<E: Export>(instance: *mut BextLockingIns
     // A panic here has nowhere to be reported (destroy returns nothing); the
     // panic hook has already printed it, and unwinding must not cross `extern "C"`.
     let _ = catch_unwind(AssertUnwindSafe(move || {
-        boxed.cleanup();
+        boxed.plugin.cleanup();
         drop(boxed);
     }));
 }

@@ -8,11 +8,12 @@ use bext_locking::ErrorKind;
 
 use crate::abi::*;
 
-/// Every error status of ABI v1 and the kind it stands for.
-const ERRORS: [(i32, ErrorKind); 3] = [
+/// Every error status of ABI v1 (revision 1.1) and the kind it stands for.
+const ERRORS: [(i32, ErrorKind); 4] = [
     (BEXT_LOCKING_ERR_BACKEND, ErrorKind::Backend),
     (BEXT_LOCKING_ERR_INVALID, ErrorKind::InvalidArgument),
     (BEXT_LOCKING_ERR_PANIC, ErrorKind::Panic),
+    (BEXT_LOCKING_ERR_UNSUPPORTED, ErrorKind::Unsupported),
 ];
 
 /// The status code a plugin returns for a failure of `kind`. A kind no
@@ -37,7 +38,8 @@ mod tests {
             assert_eq!(status_of(kind), status);
             assert_eq!(kind_of(status), Some(kind));
         }
-        assert_eq!(kind_of(-4), None);
+        assert_eq!(kind_of(-4), Some(ErrorKind::Unsupported));
+        assert_eq!(kind_of(-5), None);
         assert_eq!(kind_of(BEXT_LOCKING_OK), None);
         assert_eq!(status_of(ErrorKind::Protocol), BEXT_LOCKING_ERR_BACKEND);
     }

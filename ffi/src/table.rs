@@ -9,7 +9,7 @@ use crate::slots;
 /// use it with struct-update syntax to build deliberately broken tables.
 pub const fn vtable<E: Export>() -> BextLockingVTable {
     BextLockingVTable {
-        struct_size: BEXT_LOCKING_VTABLE_V1_SIZE,
+        struct_size: BEXT_LOCKING_VTABLE_V1_1_SIZE,
         abi_version: BEXT_LOCKING_ABI_VERSION,
         name: E::NAME.as_ptr(),
         version: E::VERSION.as_ptr(),
@@ -21,5 +21,8 @@ pub const fn vtable<E: Export>() -> BextLockingVTable {
         cleanup: Some(slots::cleanup::<E>),
         destroy: Some(slots::destroy::<E>),
         free_string: Some(slots::free_string),
+        inspect: Some(slots::inspect::<E>),
+        force_release: Some(slots::force_release::<E>),
+        stats: Some(slots::stats::<E>),
     }
 }

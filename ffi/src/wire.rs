@@ -42,6 +42,20 @@ pub fn write_request_nul(out: &mut Vec<u8>, key: &str, ttl_ms: u64) {
     out.extend_from_slice(b"}\0");
 }
 
+/// Writes `{"key":…,"ttl_ms":…,"owner":…}` (ABI 1.1; without `owner` when
+/// `None`) and a NUL byte into `out`, replacing what it held.
+pub fn write_owned_request_nul(out: &mut Vec<u8>, key: &str, ttl_ms: u64, owner: Option<&str>) {
+    write_request_nul(out, key, ttl_ms);
+    if let Some(owner) = owner {
+        // Replace `}\0` with the owner field and close again.
+        out.truncate(out.len() - 2);
+        out.reserve(owner.len() + 14);
+        out.extend_from_slice(b",\"owner\":");
+        push_str(out, owner);
+        out.extend_from_slice(b"}\0");
+    }
+}
+
 /// `{"key":…,"ttl_ms":…}` followed by a NUL byte.
 pub fn request_json_nul(key: &str, ttl_ms: u64) -> Vec<u8> {
     let mut out = Vec::new();
@@ -125,6 +139,24 @@ pub fn parse_canonical_request(json: &[u8]) -> Option<(&str, u64)> {
     c.rest.is_empty().then_some((key, ttl))
 }
 
+/// Parses a request in exactly the canonical form
+/// [`write_owned_request_nul`] writes (without the NUL): the key, the TTL
+/// and the owner, if any. `None` for anything else, as
+/// [`parse_canonical_request`].
+pub fn parse_canonical_owned_request(json: &[u8]) -> Option<(&str, u64, Option<&str>)> {
+    let mut c = Canonical { rest: json };
+    c.tag(b"{\"key\":\"")?;
+    let key = c.plain_str()?;
+    c.tag(b",\"ttl_ms\":")?;
+    let ttl = c.number()?;
+    let owner = match c.tag(b",\"owner\":\"") {
+        Some(()) => Some(c.plain_str()?),
+        None => None,
+    };
+    c.tag(b"}")?;
+    c.rest.is_empty().then_some((key, ttl, owner))
+}
+
 /// Parses a handle in exactly the canonical form [`handle_json_nul`] writes;
 /// `None` for anything else (see [`parse_canonical_request`]).
 pub fn parse_canonical_handle(json: &[u8]) -> Option<LockHandle> {
@@ -168,6 +200,26 @@ mod tests {
         let mut req = request_json_nul("jobs/ключ", 5);
         req.pop();
         assert_eq!(parse_canonical_request(&req), Some(("jobs/ключ", 5)));
+    }
+
+    #[test]
+    fn owned_requests_round_trip() {
+        let mut buf = Vec::new();
+        for owner in [None, Some(""), Some("host:42"), Some("a\"b\n€")] {
+            write_owned_request_nul(&mut buf, "jobs/k", 30, owner);
+            let text = without_nul(buf.clone());
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!((v["key"].as_str(), v["ttl_ms"].as_u64()), (Some("jobs/k"), Some(30)));
+            assert_eq!(v["owner"].as_str(), owner);
+            let fast = parse_canonical_owned_request(text.as_bytes());
+            match owner {
+                // Escaped owners take the general parser.
+                Some(o) if o.contains('"') => assert_eq!(fast, None),
+                _ => assert_eq!(fast, Some(("jobs/k", 30, owner))),
+            }
+        }
+        assert_eq!(parse_canonical_owned_request(br#"{"key":"a","ttl_ms":1,"owner":1}"#), None);
+        assert_eq!(parse_canonical_owned_request(br#"{"key":"a","ttl_ms":1,"x":"y"}"#), None);
     }
 
     #[test]

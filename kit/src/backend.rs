@@ -2,7 +2,7 @@
 
 use std::ffi::CStr;
 
-use bext_locking::{LockHandle, PluginError};
+use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -53,6 +53,54 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// Tries once, without waiting, to acquire `key` for `ttl_ms`.
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError>;
+
+    /// What `describe` lists in `capabilities` besides `"stats"` (which the
+    /// ffi layer provides for every backend): `"owner"`, `"inspect"`,
+    /// `"force_release"`, for the methods below this backend overrides in
+    /// at least one of its modes.
+    const CAPABILITIES: &'static [&'static str] = &[];
+
+    /// [`try_lock`](Self::try_lock) recording who holds the lock, for
+    /// [`inspect`](Self::inspect). The wrapper has checked `owner` (at most
+    /// [`MAX_OWNER_BYTES`](bext_locking::MAX_OWNER_BYTES)). A backend that
+    /// stores owners overrides this (and makes `try_lock` call it with
+    /// `None`) and lists `"owner"` in [`CAPABILITIES`](Self::CAPABILITIES);
+    /// by default the owner is dropped, as a 1.0 plugin ignores it.
+    fn try_lock_owned(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError> {
+        let _ = owner;
+        self.try_lock(key, ttl_ms)
+    }
+
+    /// Who holds `key`, by the backend's clock; a key nobody holds is
+    /// [`LockInfo::free`], not an error. Never returns the `lock_id`.
+    fn inspect(&self, key: &str) -> Result<LockInfo, PluginError> {
+        let _ = key;
+        Err(PluginError::unsupported(format!(
+            "{}: this backend cannot inspect locks",
+            crate::plugin::name::<Self>()
+        )))
+    }
+
+    /// Frees `key` whoever holds it (only when its fence is `if_fence`, if
+    /// given), so that the broken holder's renew fails, its release is a
+    /// no-op, and the next fence is higher. Must be one compare-and-delete
+    /// on the holder's identity, so a racing renew never revives the lock.
+    fn force_release(
+        &self,
+        key: &str,
+        if_fence: Option<u64>,
+    ) -> Result<ForceReleased, PluginError> {
+        let _ = (key, if_fence);
+        Err(PluginError::unsupported(format!(
+            "{}: this backend cannot force-release locks",
+            crate::plugin::name::<Self>()
+        )))
+    }
 
     /// Restarts the TTL of a lock this handle holds; never re-acquires.
     fn renew(&self, handle: &LockHandle) -> Result<(), PluginError>;

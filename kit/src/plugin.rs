@@ -4,7 +4,10 @@
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bext_locking::{LockHandle, LockingPlugin, PluginError, validate_key, validate_ttl};
+use bext_locking::{
+    ForceReleased, LockHandle, LockInfo, LockingPlugin, PluginError, validate_key, validate_owner,
+    validate_ttl,
+};
 
 use crate::{Backend, Limits, message};
 
@@ -89,6 +92,43 @@ impl<B: Backend> Plugin<B> {
         self.check_request(key, ttl_ms)?;
         self.check_open()?;
         self.backend.try_lock(key, ttl_ms)
+    }
+
+    /// [`try_lock_typed`](Self::try_lock_typed) recording `owner` (at most
+    /// [`MAX_OWNER_BYTES`](bext_locking::MAX_OWNER_BYTES), else
+    /// `invalid_argument` naming `owner`) for [`inspect_typed`](Self::inspect_typed).
+    pub fn try_lock_owned_typed(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError> {
+        self.check_request(key, ttl_ms)?;
+        if let Some(owner) = owner {
+            validate_owner(owner).map_err(PluginError::invalid)?;
+        }
+        self.check_open()?;
+        self.backend.try_lock_owned(key, ttl_ms, owner)
+    }
+
+    /// Who holds `key` ([`Backend::inspect`]), after checking the key and
+    /// that the instance is open.
+    pub fn inspect_typed(&self, key: &str) -> Result<LockInfo, PluginError> {
+        validate_key(key).map_err(PluginError::invalid)?;
+        self.check_open()?;
+        self.backend.inspect(key)
+    }
+
+    /// Breaks the lock on `key` ([`Backend::force_release`]), after checking
+    /// the key and that the instance is open.
+    pub fn force_release_typed(
+        &self,
+        key: &str,
+        if_fence: Option<u64>,
+    ) -> Result<ForceReleased, PluginError> {
+        validate_key(key).map_err(PluginError::invalid)?;
+        self.check_open()?;
+        self.backend.force_release(key, if_fence)
     }
 
     /// [`LockingPlugin::renew`] with the error's kind.

@@ -4,11 +4,15 @@
 use std::ffi::{CStr, c_char};
 use std::ptr::{self, NonNull};
 
-use bext_locking::{ErrorKind, LockHandle, LockingPlugin, PluginError};
+use bext_locking::{
+    ErrorKind, ForceReleased, LockHandle, LockInfo, LockingPlugin, PluginError, Stats,
+    validate_owner,
+};
 use bext_locking_ffi::{
     BEXT_LOCKING_CONTENDED, BEXT_LOCKING_OK, BextLockingInstance, kind_of, wire,
 };
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::vtable::{CallFn, Slots};
 
@@ -160,14 +164,32 @@ impl FfiPlugin {
 
     /// [`LockingPlugin::try_lock`] with the error's kind: `InvalidArgument`
     /// when the plugin refused the key or TTL (its own limits included),
-    /// `Backend` when the backend failed, `Panic`, or `Protocol`.
+    /// `Backend` when the backend failed, `Panic`, or `Protocol`. Sends the
+    /// [`default_owner`](crate::default_owner), `hostname:pid`.
     pub fn try_lock_typed(
         &self,
         key: &str,
         ttl_ms: u64,
     ) -> Result<Option<LockHandle>, PluginError> {
+        self.try_lock_as(key, ttl_ms, Some(crate::default_owner()))
+    }
+
+    /// [`try_lock_typed`](Self::try_lock_typed) naming the holder: `owner`
+    /// (at most 256 bytes, else `InvalidArgument` naming `owner`) is stored
+    /// with the lock by a plugin with the `"owner"` capability and shown by
+    /// [`inspect`](Self::inspect); a 1.0 plugin ignores it. `None` sends no
+    /// owner at all.
+    pub fn try_lock_as(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError> {
+        if let Some(owner) = owner {
+            validate_owner(owner).map_err(PluginError::invalid)?;
+        }
         let (status, out) = with_buffer(|buf| {
-            wire::write_request_nul(buf, key, ttl_ms);
+            wire::write_owned_request_nul(buf, key, ttl_ms, owner);
             self.call(self.slots.try_lock, buf)
         });
         match status {
@@ -210,6 +232,91 @@ impl FfiPlugin {
                 self.call(self.slots.release, buf)
             }),
         )
+    }
+}
+
+impl FfiPlugin {
+    /// The ABI revision the plugin's vtable covers: 0 for a 1.0 plugin,
+    /// which has none of the 1.1 slots.
+    pub fn abi_minor(&self) -> u32 {
+        self.slots.abi_minor()
+    }
+
+    /// Whether the plugin has the slot `name` (`"inspect"`,
+    /// `"force_release"`, `"stats"`; the 1.0 slots always).
+    pub fn has_slot(&self, name: &str) -> bool {
+        self.slots.has_slot(name)
+    }
+
+    /// The error for a slot the plugin does not have, reported without
+    /// calling anything.
+    fn absent(&self, slot: &str) -> PluginError {
+        PluginError::unsupported(format!(
+            "plugin `{}` (ABI 1.{}) has no `{slot}` slot",
+            self.name,
+            self.abi_minor()
+        ))
+    }
+
+    /// Reads the JSON answer of an optional slot.
+    fn answer<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        (status, out): (i32, *mut c_char),
+    ) -> Result<T, PluginError> {
+        match status {
+            BEXT_LOCKING_OK => self.finish(out, |json| {
+                let json =
+                    json.ok_or_else(|| self.protocol(format!("{what} returned OK without JSON")))?;
+                serde_json::from_slice(json)
+                    .map_err(|e| self.protocol(format!("{what} returned bad JSON: {e}")))
+            }),
+            s if s < 0 => Err(self.error(s, out)),
+            s => self.finish(out, |_| {
+                Err(self.protocol(format!("{what} returned unexpected status {s}")))
+            }),
+        }
+    }
+
+    /// Who holds `key`, by the backend's clock (ABI 1.1 `inspect`). A key
+    /// nobody holds is `held: false`, not an error. `Unsupported` when the
+    /// plugin has no `inspect` slot (a 1.0 plugin) or its mode cannot
+    /// inspect.
+    pub fn inspect(&self, key: &str) -> Result<LockInfo, PluginError> {
+        let slot = self.slots.inspect.ok_or_else(|| self.absent("inspect"))?;
+        let mut input = serde_json::json!({ "key": key }).to_string().into_bytes();
+        input.push(0);
+        self.answer("inspect", self.call(slot, &input))
+    }
+
+    /// Breaks the lock on `key` whoever holds it, or only when its fence is
+    /// `if_fence` (ABI 1.1 `force_release`). Afterwards the broken holder's
+    /// renew fails and the next fence is higher. `Unsupported` when the
+    /// plugin has no such slot or its mode cannot break locks.
+    pub fn force_release(
+        &self,
+        key: &str,
+        if_fence: Option<u64>,
+    ) -> Result<ForceReleased, PluginError> {
+        let slot = self.slots.force_release.ok_or_else(|| self.absent("force_release"))?;
+        let mut request = serde_json::json!({ "key": key });
+        if let Some(fence) = if_fence {
+            request["if_fence"] = fence.into();
+        }
+        let mut input = request.to_string().into_bytes();
+        input.push(0);
+        self.answer("force_release", self.call(slot, &input))
+    }
+
+    /// This instance's counters and latency histograms since `create`
+    /// (ABI 1.1 `stats`). `Unsupported` for a plugin without the slot.
+    pub fn stats(&self) -> Result<Stats, PluginError> {
+        let slot = self.slots.stats.ok_or_else(|| self.absent("stats"))?;
+        let mut out: *mut c_char = ptr::null_mut();
+        // SAFETY: the instance is live (destroyed only in Drop), `out` is a
+        // valid out-parameter.
+        let status = unsafe { slot(self.instance.as_ptr(), &mut out) };
+        self.answer("stats", (status, out))
     }
 }
 

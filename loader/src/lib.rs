@@ -31,6 +31,7 @@
 mod error;
 mod instance;
 mod library;
+mod owner;
 mod private_copy;
 mod registry;
 mod report;
@@ -41,7 +42,10 @@ mod vtable;
 pub use error::{LoadError, LoadErrorKind};
 pub use instance::FfiPlugin;
 pub use library::{Description, LoadedPlugin, load};
+pub use owner::default_owner;
 pub use registry::{Registry, RegistryEvent, RegistryOptions};
 pub use report::{ScanReport, ScannedPlugin, SkipKind, Skipped};
 pub use scan::{ScanOptions, scan};
-pub use vtable::{CallFn, CleanupFn, CreateFn, DescribeFn, DestroyFn, FreeFn, Slots};
+pub use vtable::{
+    CallFn, CleanupFn, CreateFn, DescribeFn, DestroyFn, FreeFn, OPTIONAL_SLOTS, Slots,
+};

@@ -20,11 +20,18 @@ use crate::vtable::Slots;
 #[derive(Clone)]
 pub struct LoadedPlugin {
     path: PathBuf,
-    vtable: &'static BextLockingVTable,
+    vtable: *const BextLockingVTable,
     slots: Slots,
     name: String,
     version: String,
 }
+
+// SAFETY: the vtable pointer refers to an immutable static table of a
+// library that is never unloaded; the ABI makes every slot callable from
+// any thread.
+unsafe impl Send for LoadedPlugin {}
+// SAFETY: see `Send`.
+unsafe impl Sync for LoadedPlugin {}
 
 /// What a plugin's `describe` slot reports.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -46,6 +53,13 @@ pub struct Description {
     /// [`clock_drift_or_default`](Self::clock_drift_or_default)).
     #[serde(default)]
     pub clock_drift: Option<bext_locking::ClockDrift>,
+    /// (1.1) The ABI revision it was built for; 0 for a 1.0 plugin.
+    #[serde(default)]
+    pub abi_minor: u32,
+    /// (1.1) What it implements in at least one mode: `"owner"`,
+    /// `"inspect"`, `"force_release"`, `"stats"`. Empty for a 1.0 plugin.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
 
 impl Description {
@@ -88,18 +102,20 @@ pub(crate) fn load_as(file: &Path, shown: &Path) -> Result<LoadedPlugin, LoadErr
         return Err(fail(LoadErrorKind::EntryRefused));
     }
     // SAFETY: a non-NULL entry result points to a static vtable that lives as
-    // long as the library, which we never unload. We read `struct_size` and
-    // `abi_version` first, and the rest only once `struct_size` covers v1.
-    let vtable: &'static BextLockingVTable = unsafe { &*table };
-    let slots = Slots::check(vtable).map_err(&fail)?;
-    // SAFETY: `Slots::check` checked both pointers are non-NULL; the ABI says they
-    // are static NUL-terminated strings.
-    let name =
-        unsafe { static_str(vtable.name) }.ok_or_else(|| fail(LoadErrorKind::BadString("name")))?;
+    // long as the library, which we never unload, and is readable up to its
+    // `struct_size` (a 1.0 plugin's is shorter than our struct). `check_raw`
+    // reads `struct_size` and `abi_version` first, and each other field only
+    // once `struct_size` covers it.
+    let slots = unsafe { Slots::check_raw(table) }.map_err(&fail)?;
+    // SAFETY: covered by the v1 size `check_raw` accepted.
+    let (name, version) = unsafe { ((*table).name, (*table).version) };
+    // SAFETY: `Slots::check_raw` checked both pointers are non-NULL; the ABI
+    // says they are static NUL-terminated strings.
+    let name = unsafe { static_str(name) }.ok_or_else(|| fail(LoadErrorKind::BadString("name")))?;
     // SAFETY: as above.
-    let version = unsafe { static_str(vtable.version) }
-        .ok_or_else(|| fail(LoadErrorKind::BadString("version")))?;
-    Ok(LoadedPlugin { path, vtable, slots, name, version })
+    let version =
+        unsafe { static_str(version) }.ok_or_else(|| fail(LoadErrorKind::BadString("version")))?;
+    Ok(LoadedPlugin { path, vtable: table, slots, name, version })
 }
 
 /// The dynamic loader's message, without the file name it usually starts
@@ -151,8 +167,21 @@ impl LoadedPlugin {
         &self.path
     }
 
-    /// The raw vtable, for hosts that want to call slots themselves.
-    pub fn vtable(&self) -> &'static BextLockingVTable {
+    /// The ABI revision the plugin's vtable covers (0 for a 1.0 plugin).
+    pub fn abi_minor(&self) -> u32 {
+        self.slots.abi_minor()
+    }
+
+    /// Whether the plugin has the slot `name` (see [`Slots::has_slot`]).
+    pub fn has_slot(&self, name: &str) -> bool {
+        self.slots.has_slot(name)
+    }
+
+    /// The raw vtable, for hosts that want to call slots themselves. A
+    /// pointer, not a reference: a 1.0 plugin's table is shorter than this
+    /// crate's `BextLockingVTable`, so read a field only when
+    /// [`Slots::struct_size`] covers it (or use [`slots`](Self::slots)).
+    pub fn vtable(&self) -> *const BextLockingVTable {
         self.vtable
     }
 

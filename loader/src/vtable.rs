@@ -2,8 +2,11 @@
 
 use std::ffi::c_char;
 
+use std::mem::{offset_of, size_of};
+
 use bext_locking_ffi::{
-    BEXT_LOCKING_ABI_VERSION, BEXT_LOCKING_VTABLE_V1_SIZE, BextLockingInstance, BextLockingVTable,
+    BEXT_LOCKING_ABI_VERSION, BEXT_LOCKING_VTABLE_V1_1_SIZE, BEXT_LOCKING_VTABLE_V1_SIZE,
+    BextLockingInstance, BextLockingVTable,
 };
 
 use crate::error::LoadErrorKind;
@@ -13,10 +16,11 @@ pub type DescribeFn = unsafe extern "C" fn(*mut *mut c_char) -> i32;
 /// `create(config_json, out_instance, out_error_json)`.
 pub type CreateFn =
     unsafe extern "C" fn(*const c_char, *mut *mut BextLockingInstance, *mut *mut c_char) -> i32;
-/// `try_lock`, `renew` and `release`: `(instance, input_json, out_json)`.
+/// `try_lock`, `renew`, `release`, `inspect` and `force_release`:
+/// `(instance, input_json, out_json)`.
 pub type CallFn =
     unsafe extern "C" fn(*mut BextLockingInstance, *const c_char, *mut *mut c_char) -> i32;
-/// `cleanup(instance, out_json)`.
+/// `cleanup(instance, out_json)`, and `stats(instance, out_json)`.
 pub type CleanupFn = unsafe extern "C" fn(*mut BextLockingInstance, *mut *mut c_char) -> i32;
 /// `destroy(instance)`.
 pub type DestroyFn = unsafe extern "C" fn(*mut BextLockingInstance);
@@ -44,6 +48,14 @@ pub struct Slots {
     pub destroy: DestroyFn,
     /// `free_string`.
     pub free_string: FreeFn,
+    /// (1.1) `inspect`, when the vtable has it: `None` for a 1.0 plugin.
+    pub inspect: Option<CallFn>,
+    /// (1.1) `force_release`, when the vtable has it.
+    pub force_release: Option<CallFn>,
+    /// (1.1) `stats`, when the vtable has it.
+    pub stats: Option<CleanupFn>,
+    /// The vtable's `struct_size`.
+    pub struct_size: u32,
 }
 
 impl std::fmt::Debug for Slots {
@@ -52,38 +64,113 @@ impl std::fmt::Debug for Slots {
     }
 }
 
+/// The optional slots, by the name the ABI gives them.
+pub const OPTIONAL_SLOTS: [&str; 3] = ["inspect", "force_release", "stats"];
+
 impl Slots {
     /// Validates a vtable as ABI v1 requires of a host: refuses another
     /// `abi_version`, a `struct_size` smaller than v1's, and any NULL
-    /// mandatory field (the `name` and `version` strings included).
+    /// mandatory field (the `name` and `version` strings included). The
+    /// slots of later revisions are read only when `struct_size` covers
+    /// them.
     ///
     /// Reading the fields is safe; calling the slots is what trusts the
     /// plugin, and that trust is placed when its library is loaded.
     pub fn check(v: &BextLockingVTable) -> Result<Self, LoadErrorKind> {
-        if v.abi_version != BEXT_LOCKING_ABI_VERSION {
-            return Err(LoadErrorKind::AbiMismatch { found: v.abi_version });
+        // SAFETY: a reference to the full struct is readable in full.
+        unsafe { Self::check_raw(v) }
+    }
+
+    /// [`check`](Self::check) for a table that may be shorter than this
+    /// crate's `BextLockingVTable` (a 1.0 plugin's): nothing past its
+    /// `struct_size` is read.
+    ///
+    /// # Safety
+    /// `v` must point to a readable vtable whose first `struct_size` bytes
+    /// (at least its `struct_size` and `abi_version`) are valid, as
+    /// `bext_locking_plugin_entry` promises.
+    pub unsafe fn check_raw(v: *const BextLockingVTable) -> Result<Self, LoadErrorKind> {
+        // SAFETY (every read below): the caller promises the table is
+        // readable up to `struct_size`; each field is read by its own
+        // place, without a reference to the whole struct, and only once
+        // `struct_size` is known to cover it.
+        let (abi_version, struct_size) =
+            unsafe { ((&raw const (*v).abi_version).read(), (&raw const (*v).struct_size).read()) };
+        if abi_version != BEXT_LOCKING_ABI_VERSION {
+            return Err(LoadErrorKind::AbiMismatch { found: abi_version });
         }
-        if v.struct_size < BEXT_LOCKING_VTABLE_V1_SIZE {
-            return Err(LoadErrorKind::VTableTooSmall { found: v.struct_size });
+        if struct_size < BEXT_LOCKING_VTABLE_V1_SIZE {
+            return Err(LoadErrorKind::VTableTooSmall { found: struct_size });
         }
-        if v.name.is_null() {
+        // SAFETY: see above; the 1.0 fields are covered by the check just made.
+        let (name, version) =
+            unsafe { ((&raw const (*v).name).read(), (&raw const (*v).version).read()) };
+        if name.is_null() {
             return Err(LoadErrorKind::NullField("name"));
         }
-        if v.version.is_null() {
+        if version.is_null() {
             return Err(LoadErrorKind::NullField("version"));
         }
         fn slot<T>(f: Option<T>, name: &'static str) -> Result<T, LoadErrorKind> {
             f.ok_or(LoadErrorKind::NullField(name))
         }
-        Ok(Self {
-            describe: slot(v.describe, "describe")?,
-            create: slot(v.create, "create")?,
-            try_lock: slot(v.try_lock, "try_lock")?,
-            renew: slot(v.renew, "renew")?,
-            release: slot(v.release, "release")?,
-            cleanup: slot(v.cleanup, "cleanup")?,
-            destroy: slot(v.destroy, "destroy")?,
-            free_string: slot(v.free_string, "free_string")?,
-        })
+        let covers = |offset: usize| struct_size as usize >= offset + size_of::<usize>();
+        // SAFETY: see above; all 1.0 fields are covered.
+        let mandatory = unsafe {
+            Self {
+                describe: slot((&raw const (*v).describe).read(), "describe")?,
+                create: slot((&raw const (*v).create).read(), "create")?,
+                try_lock: slot((&raw const (*v).try_lock).read(), "try_lock")?,
+                renew: slot((&raw const (*v).renew).read(), "renew")?,
+                release: slot((&raw const (*v).release).read(), "release")?,
+                cleanup: slot((&raw const (*v).cleanup).read(), "cleanup")?,
+                destroy: slot((&raw const (*v).destroy).read(), "destroy")?,
+                free_string: slot((&raw const (*v).free_string).read(), "free_string")?,
+                inspect: None,
+                force_release: None,
+                stats: None,
+                struct_size,
+            }
+        };
+        // SAFETY: see above; each read is guarded by `covers`.
+        unsafe {
+            Ok(Self {
+                inspect: if covers(offset_of!(BextLockingVTable, inspect)) {
+                    (&raw const (*v).inspect).read()
+                } else {
+                    None
+                },
+                force_release: if covers(offset_of!(BextLockingVTable, force_release)) {
+                    (&raw const (*v).force_release).read()
+                } else {
+                    None
+                },
+                stats: if covers(offset_of!(BextLockingVTable, stats)) {
+                    (&raw const (*v).stats).read()
+                } else {
+                    None
+                },
+                ..mandatory
+            })
+        }
+    }
+
+    /// The ABI revision the table's size covers: 1 when it has room for
+    /// every 1.1 slot, 0 for a 1.0 table.
+    pub fn abi_minor(&self) -> u32 {
+        u32::from(self.struct_size >= BEXT_LOCKING_VTABLE_V1_1_SIZE)
+    }
+
+    /// Whether the optional slot `name` (`"inspect"`, `"force_release"`,
+    /// `"stats"`) is there to call; the 1.0 slots always are.
+    pub fn has_slot(&self, name: &str) -> bool {
+        match name {
+            "inspect" => self.inspect.is_some(),
+            "force_release" => self.force_release.is_some(),
+            "stats" => self.stats.is_some(),
+            "describe" | "create" | "try_lock" | "renew" | "release" | "cleanup" | "destroy"
+            | "free_string" => true,
+            _ => false,
+        }
     }
 }

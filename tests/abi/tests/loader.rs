@@ -83,9 +83,8 @@ fn panics_become_errors_and_the_host_lives_on() {
 fn panicky_status_is_err_panic_at_the_abi() {
     use std::ffi::{CStr, c_char};
     let loaded = load(plugin("fixture-panicky")).unwrap();
-    let vt = loaded.vtable();
-    let create = vt.create.unwrap();
-    let free = vt.free_string.unwrap();
+    let slots = loaded.slots();
+    let (create, free) = (slots.create, slots.free_string);
     let mut instance = std::ptr::null_mut();
     let mut err: *mut c_char = std::ptr::null_mut();
     // SAFETY: valid NUL-terminated input and out-parameters for the call.
