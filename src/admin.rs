@@ -7,6 +7,68 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::{LockHandle, LockingPlugin, PluginError};
+
+/// ABI 1.1's calls, beside the seed [`LockingPlugin`] trait (which stays
+/// as it is): implemented by the loader's instances (through the `.so`)
+/// and by the backend kit's in-process wrapper, and used by the
+/// conformance suite and the CLI.
+///
+/// A call the plugin cannot serve (a 1.0 plugin has none of these slots; a
+/// backend mode may refuse one) is an error of kind
+/// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) saying why.
+pub trait LockAdmin: LockingPlugin {
+    /// What the plugin lists in `describe`'s `capabilities` (`"owner"`,
+    /// `"inspect"`, `"force_release"`, `"stats"`); empty for a 1.0 plugin.
+    fn capabilities(&self) -> Vec<String>;
+
+    /// `try_lock` recording `owner` (at most [`MAX_OWNER_BYTES`]) for
+    /// [`inspect`](Self::inspect); `None` sends none.
+    fn try_lock_as(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError>;
+
+    /// Who holds `key`, by the backend's clock; never the `lock_id`.
+    fn inspect(&self, key: &str) -> Result<LockInfo, PluginError>;
+
+    /// Breaks the lock on `key` (only at fence `if_fence`, when given).
+    fn force_release(&self, key: &str, if_fence: Option<u64>)
+    -> Result<ForceReleased, PluginError>;
+
+    /// The instance's statistics since it was created.
+    fn stats(&self) -> Result<Stats, PluginError>;
+}
+
+impl<T: LockAdmin + ?Sized> LockAdmin for Box<T> {
+    fn capabilities(&self) -> Vec<String> {
+        (**self).capabilities()
+    }
+    fn try_lock_as(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError> {
+        (**self).try_lock_as(key, ttl_ms, owner)
+    }
+    fn inspect(&self, key: &str) -> Result<LockInfo, PluginError> {
+        (**self).inspect(key)
+    }
+    fn force_release(
+        &self,
+        key: &str,
+        if_fence: Option<u64>,
+    ) -> Result<ForceReleased, PluginError> {
+        (**self).force_release(key, if_fence)
+    }
+    fn stats(&self) -> Result<Stats, PluginError> {
+        (**self).stats()
+    }
+}
+
 /// The longest `owner` a `try_lock` request may carry, in bytes of UTF-8.
 pub const MAX_OWNER_BYTES: usize = 256;
 

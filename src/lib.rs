@@ -35,8 +35,8 @@ mod testing;
 pub mod conformance;
 
 pub use admin::{
-    ErrorCounts, ForceReleased, Latencies, LockInfo, MAX_OWNER_BYTES, STATS_BUCKET_BOUNDS_US,
-    STATS_BUCKETS, Stats, validate_owner,
+    ErrorCounts, ForceReleased, Latencies, LockAdmin, LockInfo, MAX_OWNER_BYTES,
+    STATS_BUCKET_BOUNDS_US, STATS_BUCKETS, Stats, validate_owner,
 };
 pub use drift::ClockDrift;
 pub use error::{ErrorKind, PluginError};

@@ -184,13 +184,13 @@ fn counted<E: Export>(
 
 /// Parses a `try_lock` request that the canonical fast path did not take.
 fn lock_request(bytes: &[u8]) -> Result<LockRequest<'_>, Failure> {
-    if std::str::from_utf8(bytes).is_err()
-        && let Ok(OwnerProbe { owner: Some(owner) }) = serde_json::from_slice(bytes)
-        && std::str::from_utf8(&owner).is_err()
-    {
-        return Err(Failure::invalid(
-            "request_json is not a lock request: owner is not valid UTF-8",
-        ));
+    if std::str::from_utf8(bytes).is_err() {
+        let probe = serde_json::from_slice::<OwnerProbe>(bytes).ok().and_then(|p| p.owner);
+        if probe.is_some_and(|owner| std::str::from_utf8(&owner).is_err()) {
+            return Err(Failure::invalid(
+                "request_json is not a lock request: owner is not valid UTF-8",
+            ));
+        }
     }
     parse_input::<LockRequest<'_>>(bytes, "request_json", "a lock request")
 }

@@ -5,8 +5,8 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bext_locking::{
-    ForceReleased, LockHandle, LockInfo, LockingPlugin, PluginError, validate_key, validate_owner,
-    validate_ttl,
+    ForceReleased, LockAdmin, LockHandle, LockInfo, LockingPlugin, PluginError, Stats,
+    validate_key, validate_owner, validate_ttl,
 };
 
 use crate::{Backend, Limits, message};
@@ -198,6 +198,42 @@ impl<B: Backend> LockingPlugin for Plugin<B> {
         if !self.closed.swap(true, Ordering::AcqRel) {
             self.backend.cleanup();
         }
+    }
+}
+
+/// The 1.1 calls in-process. Statistics are counted at the C boundary (by
+/// `bext-locking-ffi`), so an in-process instance has none to give.
+impl<B: Backend> LockAdmin for Plugin<B> {
+    fn capabilities(&self) -> Vec<String> {
+        B::CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()
+    }
+
+    fn try_lock_as(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError> {
+        self.try_lock_owned_typed(key, ttl_ms, owner)
+    }
+
+    fn inspect(&self, key: &str) -> Result<LockInfo, PluginError> {
+        self.inspect_typed(key)
+    }
+
+    fn force_release(
+        &self,
+        key: &str,
+        if_fence: Option<u64>,
+    ) -> Result<ForceReleased, PluginError> {
+        self.force_release_typed(key, if_fence)
+    }
+
+    fn stats(&self) -> Result<Stats, PluginError> {
+        Err(PluginError::unsupported(format!(
+            "{}: statistics are counted at the C boundary; an in-process instance has none",
+            name::<B>()
+        )))
     }
 }
 

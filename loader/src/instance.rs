@@ -5,7 +5,7 @@ use std::ffi::{CStr, c_char};
 use std::ptr::{self, NonNull};
 
 use bext_locking::{
-    ErrorKind, ForceReleased, LockHandle, LockInfo, LockingPlugin, PluginError, Stats,
+    ErrorKind, ForceReleased, LockAdmin, LockHandle, LockInfo, LockingPlugin, PluginError, Stats,
     validate_owner,
 };
 use bext_locking_ffi::{
@@ -317,6 +317,60 @@ impl FfiPlugin {
         // valid out-parameter.
         let status = unsafe { slot(self.instance.as_ptr(), &mut out) };
         self.answer("stats", (status, out))
+    }
+}
+
+impl FfiPlugin {
+    /// What the plugin's `describe` lists in `capabilities` (empty for a
+    /// 1.0 plugin, or when `describe` fails).
+    pub fn capabilities(&self) -> Vec<String> {
+        #[derive(Deserialize)]
+        struct Caps {
+            #[serde(default)]
+            capabilities: Vec<String>,
+        }
+        let mut out: *mut c_char = ptr::null_mut();
+        // SAFETY: `out` is a valid out-parameter; describe may run any time.
+        let status = unsafe { (self.slots.describe)(&mut out) };
+        // SAFETY: the string (if any) was returned by this plugin's slot.
+        let text = unsafe { take_string(&self.slots, out) };
+        match (status, text) {
+            (BEXT_LOCKING_OK, Some(text)) => {
+                serde_json::from_str::<Caps>(&text).map(|c| c.capabilities).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl LockAdmin for FfiPlugin {
+    fn capabilities(&self) -> Vec<String> {
+        FfiPlugin::capabilities(self)
+    }
+
+    fn try_lock_as(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError> {
+        FfiPlugin::try_lock_as(self, key, ttl_ms, owner)
+    }
+
+    fn inspect(&self, key: &str) -> Result<LockInfo, PluginError> {
+        FfiPlugin::inspect(self, key)
+    }
+
+    fn force_release(
+        &self,
+        key: &str,
+        if_fence: Option<u64>,
+    ) -> Result<ForceReleased, PluginError> {
+        FfiPlugin::force_release(self, key, if_fence)
+    }
+
+    fn stats(&self) -> Result<Stats, PluginError> {
+        FfiPlugin::stats(self)
     }
 }
 

@@ -15,19 +15,57 @@
 //!
 //! Every check works on keys under a fresh random prefix, so runs against a
 //! shared server never collide.
+//!
+//! [`run_admin`] also runs the checks of ABI 1.1's calls (owner, inspect,
+//! force_release, stats) against a factory of [`LockAdmin`] instances
+//! (the loader's `FfiPlugin`, the kit's `Plugin`). A check whose call the
+//! plugin does not serve (a 1.0 plugin, or `unsupported` from its mode) is
+//! reported as skipped, with the reason.
 
+mod admin;
 mod checks;
 mod report;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use crate::LockingPlugin;
+use crate::{LockAdmin, LockHandle, LockingPlugin};
 
 pub use report::{CheckResult, Report};
 
 /// Makes a new instance on the backend under test.
 pub type Factory<'a> = dyn Fn() -> Result<Box<dyn LockingPlugin>, String> + Sync + 'a;
+
+/// Makes a new instance with ABI 1.1's calls on the backend under test.
+pub type AdminFactory<'a> = dyn Fn() -> Result<Box<dyn LockAdmin>, String> + Sync + 'a;
+
+/// A [`LockAdmin`] seen through the seed trait, for the 1.0 checks.
+struct Seed(Box<dyn LockAdmin>);
+
+impl LockingPlugin for Seed {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, String> {
+        self.0.try_lock(key, ttl_ms)
+    }
+    fn renew(&self, handle: &LockHandle) -> Result<(), String> {
+        self.0.renew(handle)
+    }
+    fn release(&self, handle: LockHandle) -> Result<(), String> {
+        self.0.release(handle)
+    }
+    fn cleanup(&self) {
+        self.0.cleanup()
+    }
+}
+
+/// Where a check's instances come from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Seed(&'a Factory<'a>),
+    Admin(&'a AdminFactory<'a>),
+}
 
 /// Tuning for backends with coarser clocks or slower round trips.
 #[derive(Debug, Clone)]
@@ -64,16 +102,33 @@ pub fn check_names() -> Vec<&'static str> {
     checks::ALL.iter().map(|(name, _)| *name).collect()
 }
 
+/// The names of the ABI 1.1 checks [`run_admin`] adds after those of
+/// [`check_names`].
+pub fn admin_check_names() -> Vec<&'static str> {
+    admin::ALL.iter().map(|(name, _)| *name).collect()
+}
+
 /// Context handed to each check.
 pub(crate) struct Ctx<'a> {
-    factory: &'a Factory<'a>,
+    source: Source<'a>,
     options: &'a Options,
     prefix: String,
 }
 
 impl Ctx<'_> {
     pub(crate) fn instance(&self) -> Result<Box<dyn LockingPlugin>, String> {
-        (self.factory)().map_err(|e| format!("factory failed: {e}"))
+        match self.source {
+            Source::Seed(f) => f(),
+            Source::Admin(f) => f().map(|a| Box::new(Seed(a)) as Box<dyn LockingPlugin>),
+        }
+        .map_err(|e| format!("factory failed: {e}"))
+    }
+
+    pub(crate) fn admin_instance(&self) -> Result<Box<dyn LockAdmin>, String> {
+        match self.source {
+            Source::Admin(f) => f().map_err(|e| format!("factory failed: {e}")),
+            Source::Seed(_) => Err("the 1.1 checks need a LockAdmin factory".to_owned()),
+        }
     }
 
     pub(crate) fn key(&self, name: &str) -> String {
@@ -99,22 +154,58 @@ pub fn run(factory: &Factory<'_>, options: &Options) -> Report {
 pub fn run_only(factory: &Factory<'_>, options: &Options, only: &[&str]) -> Report {
     let backend =
         factory().map(|p| p.name().to_owned()).unwrap_or_else(|e| format!("<factory failed: {e}>"));
+    run_source(backend, Source::Seed(factory), options, only)
+}
+
+/// Runs every check of [`run`] and then the ABI 1.1 checks
+/// ([`admin_check_names`]); those the plugin cannot serve are skipped with
+/// the reason.
+pub fn run_admin(factory: &AdminFactory<'_>, options: &Options) -> Report {
+    run_admin_only(factory, options, &[])
+}
+
+/// [`run_admin`] limited to the checks named in `only` (all when empty).
+pub fn run_admin_only(factory: &AdminFactory<'_>, options: &Options, only: &[&str]) -> Report {
+    let backend =
+        factory().map(|p| p.name().to_owned()).unwrap_or_else(|e| format!("<factory failed: {e}>"));
+    run_source(backend, Source::Admin(factory), options, only)
+}
+
+fn run_source(backend: String, source: Source<'_>, options: &Options, only: &[&str]) -> Report {
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let mut results = Vec::new();
+    let wanted = |name: &str| only.is_empty() || only.contains(&name);
+    let mut run_one =
+        |name: &'static str, check: &dyn Fn(&Ctx<'_>) -> Result<(), admin::Verdict>| {
+            let ctx = Ctx { source, options, prefix: format!("conformance/{run_id}/{name}/") };
+            let started = Instant::now();
+            let outcome = catch_unwind(AssertUnwindSafe(|| check(&ctx))).unwrap_or_else(|p| {
+                Err(admin::Verdict::Fail(format!("check panicked: {}", panic_text(&p))))
+            });
+            let (passed, skipped, message) = match outcome {
+                Ok(()) => (true, false, String::new()),
+                Err(admin::Verdict::Skip(why)) => (true, true, why),
+                Err(admin::Verdict::Fail(why)) => (false, false, why),
+            };
+            results.push(CheckResult {
+                name,
+                passed,
+                skipped,
+                message,
+                duration: started.elapsed(),
+            });
+        };
     for (name, check) in checks::ALL {
-        if !only.is_empty() && !only.contains(name) {
-            continue;
+        if wanted(name) {
+            run_one(name, &|ctx: &Ctx<'_>| check(ctx).map_err(admin::Verdict::Fail));
         }
-        let ctx = Ctx { factory, options, prefix: format!("conformance/{run_id}/{name}/") };
-        let started = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| check(&ctx)))
-            .unwrap_or_else(|p| Err(format!("check panicked: {}", panic_text(&p))));
-        results.push(CheckResult {
-            name,
-            passed: outcome.is_ok(),
-            message: outcome.err().unwrap_or_default(),
-            duration: started.elapsed(),
-        });
+    }
+    if let Source::Admin(_) = source {
+        for (name, check) in admin::ALL {
+            if wanted(name) {
+                run_one(name, check);
+            }
+        }
     }
     Report { backend, checks: results }
 }

@@ -10,9 +10,13 @@ use serde::Serialize;
 pub struct CheckResult {
     /// The check's stable name, e.g. `stale_release_is_noop`.
     pub name: &'static str,
-    /// Whether it passed.
+    /// Whether it passed (a skipped check did not fail).
     pub passed: bool,
-    /// Why it failed; empty when it passed.
+    /// Whether it was skipped because the plugin does not serve the call it
+    /// checks (an ABI 1.0 plugin, or a mode that answers `unsupported`).
+    #[serde(default)]
+    pub skipped: bool,
+    /// Why it failed or was skipped; empty when it passed.
     pub message: String,
     /// How long it took.
     #[serde(serialize_with = "millis")]
@@ -43,6 +47,11 @@ impl Report {
         self.checks.iter().filter(|c| !c.passed)
     }
 
+    /// The checks that were skipped, with their reasons.
+    pub fn skipped(&self) -> impl Iterator<Item = &CheckResult> {
+        self.checks.iter().filter(|c| c.skipped)
+    }
+
     /// A fixed-width table: check, result, time, message.
     pub fn table(&self) -> String {
         let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(5).max(5);
@@ -51,7 +60,11 @@ impl Report {
             self.backend, "check"
         );
         for c in &self.checks {
-            let verdict = if c.passed { "pass" } else { "FAIL" };
+            let verdict = match (c.passed, c.skipped) {
+                (true, false) => "pass",
+                (true, true) => "skip",
+                (false, _) => "FAIL",
+            };
             let _ = writeln!(
                 out,
                 "{:<width$}  {verdict:<6}  {:>8}  {}",
@@ -61,7 +74,12 @@ impl Report {
             );
         }
         let failed = self.failures().count();
-        let _ = writeln!(out, "{} passed, {failed} failed", self.checks.len() - failed);
+        let skipped = self.skipped().count();
+        let _ = writeln!(
+            out,
+            "{} passed, {skipped} skipped, {failed} failed",
+            self.checks.len() - failed - skipped
+        );
         out
     }
 

@@ -8,7 +8,10 @@
 //! Leases run on the monotonic clock, the table is sharded so threads on
 //! different keys rarely meet on one mutex, expired entries are reclaimed as
 //! the table grows, and fences come from one counter per table that never
-//! goes backwards, so they rise across acquisitions of every key.
+//! goes backwards, so they rise across acquisitions of every key. Each
+//! entry keeps its holder's `owner`, fence and acquisition instant for
+//! `inspect`; `force_release` removes a live entry under the same shard
+//! mutex as renew and release, so it cannot race them.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -18,7 +21,7 @@ mod store;
 use std::ffi::CStr;
 use std::sync::Arc;
 
-use bext_locking::{LockHandle, PluginError};
+use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
 use bext_locking_kit::Backend;
 use bext_locking_kit::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
@@ -78,8 +81,31 @@ impl Backend for Memory {
         })
     }
 
+    const CAPABILITIES: &'static [&'static str] = &["owner", "inspect", "force_release"];
+
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
-        Ok(self.store.try_lock(key, ttl_ms))
+        self.try_lock_owned(key, ttl_ms, None)
+    }
+
+    fn try_lock_owned(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError> {
+        Ok(self.store.try_lock(key, ttl_ms, owner))
+    }
+
+    fn inspect(&self, key: &str) -> Result<LockInfo, PluginError> {
+        Ok(self.store.inspect(key))
+    }
+
+    fn force_release(
+        &self,
+        key: &str,
+        if_fence: Option<u64>,
+    ) -> Result<ForceReleased, PluginError> {
+        Ok(self.store.force_release(key, if_fence))
     }
 
     fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {

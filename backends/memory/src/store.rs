@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use bext_locking::LockHandle;
+use bext_locking::{ForceReleased, LockHandle, LockInfo};
 use uuid::Uuid;
 
 /// Enough shards that 2 to 32 threads on different keys rarely share one.
@@ -20,6 +20,10 @@ const FIRST_SWEEP: usize = 256;
 struct Entry {
     lock_id: Uuid,
     expires: Instant,
+    /// When this holder acquired the lock (renewals keep it).
+    acquired: Instant,
+    fence: u64,
+    owner: Option<Box<str>>,
 }
 
 struct Shard {
@@ -82,22 +86,35 @@ impl Store {
         lock(&self.shards[i])
     }
 
-    pub(crate) fn try_lock(&self, key: &str, ttl_ms: u64) -> Option<LockHandle> {
+    pub(crate) fn try_lock(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Option<LockHandle> {
         let lock_id = Uuid::new_v4();
         let now = Instant::now();
-        let entry = Entry { lock_id, expires: now + Duration::from_millis(ttl_ms) };
         let mut shard = self.shard(key);
+        if shard.map.get(key).is_some_and(|held| held.expires > now) {
+            return None;
+        }
+        // Drawn while the shard is locked: the next holder of this key can only
+        // draw after us, so fences follow the order of acquisitions.
+        let fence = self.fence.fetch_add(1, Ordering::Relaxed) + 1;
+        let entry = Entry {
+            lock_id,
+            expires: now + Duration::from_millis(ttl_ms),
+            acquired: now,
+            fence,
+            owner: owner.map(Box::from),
+        };
         match shard.map.get_mut(key) {
-            Some(held) if held.expires > now => return None,
             Some(expired) => *expired = entry,
             None => {
                 shard.sweep_if_grown(now);
                 shard.map.insert(key.to_owned(), entry);
             }
         }
-        // Drawn while the shard is locked: the next holder of this key can only
-        // draw after us, so fences follow the order of acquisitions.
-        let fence = self.fence.fetch_add(1, Ordering::Relaxed) + 1;
         drop(shard);
         Some(LockHandle {
             key: key.to_owned(),
@@ -127,6 +144,48 @@ impl Store {
             shard.map.remove(&handle.key);
         }
     }
+}
+
+impl Store {
+    /// Who holds `key` now, by the monotonic clock the leases run on.
+    pub(crate) fn inspect(&self, key: &str) -> LockInfo {
+        let now = Instant::now();
+        let shard = self.shard(key);
+        match shard.map.get(key) {
+            Some(e) if e.expires > now => LockInfo {
+                key: key.to_owned(),
+                held: true,
+                fence: Some(e.fence),
+                owner: e.owner.as_deref().map(str::to_owned),
+                expires_in_ms: Some(millis(e.expires - now)),
+                held_for_ms: Some(millis(now - e.acquired)),
+            },
+            _ => LockInfo::free(key),
+        }
+    }
+
+    /// Removes the live entry of `key` (only at fence `if_fence`, when
+    /// given). Under the shard's mutex, as renew and release are, so a
+    /// renew of the broken holder runs wholly before (and is then undone
+    /// here) or after (and finds no entry): it never revives the lease.
+    /// Fences come from the table's counter, so the next one is higher.
+    pub(crate) fn force_release(&self, key: &str, if_fence: Option<u64>) -> ForceReleased {
+        let now = Instant::now();
+        let mut shard = self.shard(key);
+        match shard.map.get(key) {
+            Some(e) if e.expires > now && if_fence.is_none_or(|f| f == e.fence) => {
+                let fence = e.fence;
+                shard.map.remove(key);
+                ForceReleased { released: true, fence: Some(fence) }
+            }
+            _ => ForceReleased { released: false, fence: None },
+        }
+    }
+}
+
+/// Whole milliseconds, rounded up so a lease with time left never reads 0.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 impl Shard {
