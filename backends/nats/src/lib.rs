@@ -36,7 +36,7 @@ use std::ffi::CStr;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use bext_locking::{LockHandle, PluginError};
+use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
 use bext_locking_kit::{Backend, message};
 
 pub use client::bucket_stream;
@@ -137,10 +137,22 @@ impl Backend for Nats {
         Ok(Self { conn: RwLock::new(Some(Arc::new(conn))), settings, server_version })
     }
 
+    const CAPABILITIES: &'static [&'static str] = &["owner", "inspect", "force_release"];
+
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
+        self.try_lock_owned(key, ttl_ms, None)
+    }
+
+    /// The owner is stored in the lock entry, beside the lock id.
+    fn try_lock_owned(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<LockHandle>, PluginError> {
         let conn = self.conn()?;
         let lock_id = uuid::Uuid::new_v4().to_string();
-        let got = conn.run(locks::try_lock(&conn, key, &lock_id, ttl_ms, None));
+        let got = conn.run(locks::try_lock(&conn, key, &lock_id, ttl_ms, owner));
         match got {
             Ok(Some(fence)) => {
                 Ok(Some(LockHandle { key: key.to_owned(), lock_id, ttl_ms, fence: Some(fence) }))
@@ -153,6 +165,21 @@ impl Backend for Nats {
                 other.map(|_| None).map_err(|f| self.failed("try_lock", key, f))
             }
         }
+    }
+
+    fn inspect(&self, key: &str) -> Result<LockInfo, PluginError> {
+        let conn = self.conn()?;
+        conn.run(locks::inspect(&conn, key)).map_err(|f| self.failed("inspect", key, f))
+    }
+
+    fn force_release(
+        &self,
+        key: &str,
+        if_fence: Option<u64>,
+    ) -> Result<ForceReleased, PluginError> {
+        let conn = self.conn()?;
+        conn.run(locks::force_release(&conn, key, if_fence))
+            .map_err(|f| self.failed("force_release", key, f))
     }
 
     fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {

@@ -21,6 +21,7 @@
 
 use async_nats::jetstream::kv::{Store, UpdateErrorKind};
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use bext_locking::{ForceReleased, LockInfo};
 use bytes::Bytes;
 
 use crate::client::{Conn, Fail};
@@ -33,6 +34,8 @@ pub(crate) struct Read {
     pub value: Bytes,
     /// False for a delete or purge marker.
     pub live: bool,
+    /// When the server stored it, by the server's clock.
+    pub time: std::time::SystemTime,
 }
 
 /// Reads the last message of `kv_key` from the stream leader (never a
@@ -43,7 +46,12 @@ pub(crate) async fn read(store: &Store, kv_key: &str) -> Result<Option<Read>, Fa
         Ok(m) => {
             let op = m.headers.get("KV-Operation").map(|v| v.as_str().to_owned());
             let marker = m.headers.get("Nats-Marker-Reason").is_some();
-            Ok(Some(Read { revision: m.sequence, live: op.is_none() && !marker, value: m.payload }))
+            Ok(Some(Read {
+                revision: m.sequence,
+                live: op.is_none() && !marker,
+                value: m.payload,
+                time: m.time.into(),
+            }))
         }
         Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(Fail::other(&format!("reading `{}`", store.name), e)),
@@ -169,4 +177,49 @@ pub(crate) async fn release(c: &Conn, key: &str, lock_id: &str) -> Result<(), Fa
 pub(crate) async fn drop_lease(c: &Conn, lock_id: &str, ttl_ms: u64) -> Result<(), Fail> {
     let leases = c.leases(keys::lease_ms(ttl_ms)).await?;
     leases.delete(lock_id).await.map_err(|e| Fail::other("deleting the lease", e))
+}
+
+/// Who holds `key`: the lock entry's fence and owner while its lease lives.
+/// `expires_in_ms` and `held_for_ms` compare the server's timestamps of the
+/// lease and lock entries with this host's clock (the server has no "now"
+/// to ask for), so they are as good as the two clocks agree.
+pub(crate) async fn inspect(c: &Conn, key: &str) -> Result<LockInfo, Fail> {
+    let Some((r, h)) = held_entry(c, key).await? else { return Ok(LockInfo::free(key)) };
+    if !keys::is_lock_id(&h.id) {
+        return Ok(LockInfo::free(key));
+    }
+    let leases = c.leases(h.lease_ms).await?;
+    let lease = match read(&leases, &h.id).await? {
+        Some(l) if l.live && l.value == key.as_bytes() => l,
+        _ => return Ok(LockInfo::free(key)),
+    };
+    let now = std::time::SystemTime::now();
+    let since = |t: std::time::SystemTime| now.duration_since(t).unwrap_or_default();
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    Ok(LockInfo {
+        key: key.to_owned(),
+        held: true,
+        fence: Some(r.revision),
+        owner: h.owner,
+        expires_in_ms: Some(h.lease_ms.saturating_sub(ms(since(lease.time)))),
+        held_for_ms: Some(ms(since(r.time))),
+    })
+}
+
+/// Breaks the hold on `key` (only when its fence is `if_fence`, if given):
+/// the lease is deleted, which a racing renew (an update conditioned on the
+/// lease's revision) can never undo, then the lock entry.
+pub(crate) async fn force_release(
+    c: &Conn,
+    key: &str,
+    if_fence: Option<u64>,
+) -> Result<ForceReleased, Fail> {
+    let Some((r, h)) = held_entry(c, key).await? else {
+        return Ok(ForceReleased { released: false, fence: None });
+    };
+    if if_fence.is_some_and(|f| f != r.revision) || !lease_alive(c, &h, key).await? {
+        return Ok(ForceReleased { released: false, fence: None });
+    }
+    end_hold(c, &r, &h).await?;
+    Ok(ForceReleased { released: true, fence: Some(r.revision) })
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use bext_locking::LockingPlugin;
+use bext_locking::LockAdmin;
 use bext_locking::conformance::{self, Options};
 use bext_locking_nats::NatsPlugin;
 
@@ -16,16 +16,22 @@ fn in_process() {
     let config = common::config("conf");
     let factory = || {
         NatsPlugin::from_json(&config)
-            .map(|p| Box::new(p) as Box<dyn LockingPlugin>)
+            .map(|p| Box::new(p) as Box<dyn LockAdmin>)
             .map_err(|e| e.message)
     };
-    conformance::run(&factory, &options()).assert_passed();
+    let report = conformance::run_admin(&factory, &options());
+    report.assert_passed();
+    // Every 1.1 check ran: only stats (counted by the ffi layer) may skip
+    // in-process.
+    assert!(report.skipped().count() <= 1, "{}", report.table());
 }
 
 #[test]
 fn through_the_so() {
     let config = common::config("conf_so");
     let plugin = bext_locking_loader::load(bext_locking_test_support::plugin_path("nats")).unwrap();
-    let factory = || plugin.create(&config);
-    conformance::run(&factory, &options()).assert_passed();
+    let factory = || plugin.create_ffi(&config).map(|p| Box::new(p) as Box<dyn LockAdmin>);
+    let report = conformance::run_admin(&factory, &options());
+    report.assert_passed();
+    assert_eq!(report.skipped().count(), 0, "{}", report.table());
 }
