@@ -151,10 +151,11 @@ class Backend:
         return locker
 
 
-BACKENDS = ["memory", "sqlite", "redis", "pg", "etcd"]
-SERVER_BACKENDS = ["redis", "pg", "etcd"]
+BACKENDS = ["memory", "sqlite", "redis", "pg", "etcd", "nats"]
+SERVER_BACKENDS = ["redis", "pg", "etcd", "nats"]
 REDIS_URL = os.environ.get("BEXT_REDIS_URL", "redis://127.0.0.1:6379")
 PG_URL = os.environ.get("BEXT_PG_URL", "postgres://root@127.0.0.1:5432/test")
+NATS_URL = os.environ.get("BEXT_NATS_URL", "nats://127.0.0.1:4222")
 
 
 def _with_port(url: str, port: int) -> str:
@@ -203,6 +204,14 @@ def make_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> B
             name, plugin, lambda: {"endpoints": [endpoint], "key_prefix": prefix},
             server=(u.hostname, u.port),
             via=lambda port: {"endpoints": [f"http://127.0.0.1:{port}"], "key_prefix": prefix,
+                              "op_timeout_ms": 5000},
+        )
+    if name == "nats":
+        prefix = unique("bext_py").replace("-", "_").replace("/", "_")
+        return Backend(
+            name, plugin, lambda: {"servers": [NATS_URL], "bucket_prefix": prefix},
+            server=_server_or_skip(NATS_URL, 4222, "NATS", "BEXT_NATS_URL"),
+            via=lambda port: {"servers": [f"nats://127.0.0.1:{port}"], "bucket_prefix": prefix,
                               "op_timeout_ms": 5000},
         )
     raise AssertionError(name)
