@@ -29,8 +29,7 @@ use bext_locking_bench::report::{Report, Verdict};
 use bext_locking_bench::{Piece, chart, machine};
 
 /// The sections, in run order.
-const SECTIONS: [&str; 8] =
-    ["memory", "sqlite", "redis", "pg", "etcd", "nats", "python", "loader"];
+const SECTIONS: [&str; 8] = ["memory", "sqlite", "redis", "pg", "etcd", "nats", "python", "loader"];
 
 struct Args {
     out: PathBuf,

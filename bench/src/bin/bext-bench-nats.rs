@@ -48,7 +48,8 @@ impl Raw {
             let client = async_nats::connect(url).await.expect("connect");
             let js = async_nats::jetstream::new(client);
             let locks = store(&js, prefix, Duration::ZERO).await;
-            let leases = store(&js, &format!("{prefix}_ttl_{TTL_MS}"), Duration::from_millis(TTL_MS)).await;
+            let leases =
+                store(&js, &format!("{prefix}_ttl_{TTL_MS}"), Duration::from_millis(TTL_MS)).await;
             (locks, leases)
         });
         Self { rt, locks, leases }
