@@ -123,10 +123,7 @@ fn etcd_member_killed_holder_frozen_and_path_frozen() {
 
 #[test]
 fn nats_node_killed_holder_frozen_and_path_frozen() {
-    let o = assert_safe(
-        &["--backends", "nats,nats-3", "--faults", "none,restart,stall,freeze"],
-        7,
-    );
+    let o = assert_safe(&["--backends", "nats,nats-3", "--faults", "none,restart,stall,freeze"], 7);
     assert!(errors_during(&o, "nats", "restart") > 0);
 }
 
