@@ -30,8 +30,8 @@ use bext_locking_bench::report::{Report, Verdict};
 use bext_locking_bench::{Piece, chart, machine};
 
 /// The sections, in run order.
-const SECTIONS: [&str; 8] =
-    ["memory", "sqlite", "redis", "pg", "etcd", "mysql", "python", "loader"];
+const SECTIONS: [&str; 9] =
+    ["memory", "sqlite", "redis", "pg", "etcd", "mysql", "nats", "python", "loader"];
 
 struct Args {
     out: PathBuf,
@@ -86,6 +86,8 @@ same statements written by hand gives users a reason to write them by hand, with
 deadlines and redaction.\n\
 * **etcd, `.so` / direct gateway calls >= 0.9x**: as above, with room for the lease bookkeeping a correct \
 lock adds on etcd (revoking the lease of a lost race).\n\
+* **nats, `.so` / raw async-nats >= 0.95x**: the same rule, against the same five JetStream requests \
+sent with the same client.\n\
 * **redis vs rslock >= 1x**: a Redlock user compares us with `rslock`; we must not be the slower choice.\n\
 * **python, `bextlock` >= 1.2x the faster of python-redis-lock and pottery**: a Python user already has \
 a Redis lock library; ours must be clearly faster as well as fenced and store-independent, or the \

@@ -58,6 +58,14 @@ fn check_passes_on_etcd() {
     check_passes("etcd", &config, &["--short-ttl", "1s", "--settle", "1s"]);
 }
 
+#[test]
+fn check_passes_on_nats() {
+    let url = bext_locking_test_support::nats_url();
+    let prefix = format!("bext_cli_check_{}", std::process::id());
+    let config = serde_json::json!({ "servers": [url], "bucket_prefix": prefix }).to_string();
+    check_passes("nats", &config, &[]);
+}
+
 /// A TTL too short for a Redlock quorum (a 40% drift allowance needs more
 /// than 3 ms) is bad usage, exit 2, not a backend failure. `run`'s own lease
 /// plan is stricter than any quorum's minimum, so `run` refuses it before the

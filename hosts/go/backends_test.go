@@ -62,6 +62,14 @@ var backends = []backend{
 		prefix := uniqueName("bext-go-test") + "/"
 		return func() any { return map[string]any{"endpoints": []string{endpoint}, "key_prefix": prefix} }
 	}},
+	{"nats", func(t *testing.T) func() any {
+		u := envOr("BEXT_NATS_URL", "nats://127.0.0.1:4222")
+		if err := reachable(u, "4222"); err != nil {
+			t.Skipf("SKIP: no NATS at %s (set BEXT_NATS_URL): %v", u, err)
+		}
+		prefix := strings.NewReplacer("/", "_", "-", "_").Replace(uniqueName("bext_go"))
+		return func() any { return map[string]any{"servers": []string{u}, "bucket_prefix": prefix} }
+	}},
 }
 
 func envOr(name, fallback string) string {

@@ -213,7 +213,7 @@ fn stress(name: &'static str) {
     // enough to stay quick on network backends.
     let rounds = match name {
         "memory" => "200",
-        "etcd" => "20",
+        "etcd" | "nats" => "20",
         _ => "40",
     };
     let out = valgrind(&exe, &[backend.library.to_str().unwrap(), &backend.config, rounds]);
@@ -238,7 +238,7 @@ macro_rules! per_backend {
     };
 }
 
-per_backend!(memory, sqlite, redis, pg, etcd, mysql);
+per_backend!(memory, sqlite, redis, pg, etcd, mysql, nats);
 
 #[test]
 fn every_built_backend_has_a_test_config() {

@@ -136,6 +136,12 @@ fn mysql_sessions_killed_server_crashed_holder_frozen_and_path_frozen() {
 }
 
 #[test]
+fn nats_node_killed_holder_frozen_and_path_frozen() {
+    let o = assert_safe(&["--backends", "nats,nats-3", "--faults", "none,restart,stall,freeze"], 7);
+    assert!(errors_during(&o, "nats", "restart") > 0);
+}
+
+#[test]
 fn a_lock_that_does_not_exclude_is_caught() {
     // Memory instances without a shared namespace each have their own
     // table: every thread "holds" the key at once.
