@@ -5,14 +5,14 @@
 # docs/benchmarks/pairs.svg. Not part of `make test`.
 #
 #   make bench                         everything (a few minutes)
-#   make bench BENCH_ONLY=redis,pg     some sections (memory sqlite redis pg etcd async python loader startup)
+#   make bench BENCH_ONLY=redis,pg     some sections (memory sqlite redis pg etcd mysql nats async python loader startup)
 #   BENCH_SECS=3 BENCH_ROUNDS=10       time per side per group, and its rounds
 #
 # One backend alone, printed instead of written:
 #   target/release/bext-bench-redis
 
 BENCH_DIR := $(or $(CARGO_TARGET_DIR),target)/release
-BENCH_BACKENDS := memory sqlite redis pg etcd
+BENCH_BACKENDS := memory sqlite redis pg etcd mysql nats
 # One cargo invocation, so each .so and its linked-in copy in the runner
 # are built with the same dependency features.
 BENCH_PACKAGES := bext-locking-bench $(addprefix bext-locking-,$(BENCH_BACKENDS)) \

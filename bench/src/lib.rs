@@ -6,7 +6,7 @@
 //! `docs/BENCHMARKS.md` with an SVG chart.
 //!
 //! Each backend is measured by its own section binary
-//! (`bext-bench-memory`, `-sqlite`, `-redis`, `-pg`, `-etcd`), because every
+//! (`bext-bench-memory`, `-sqlite`, `-redis`, `-pg`, `-etcd`, `-mysql`), because every
 //! backend rlib exports the same `bext_locking_plugin_entry` symbol and no
 //! binary can link two of them. A section binary run by hand prints its
 //! tables and targets; run with `--json FILE` by `bext-locking-bench`, the

@@ -15,7 +15,8 @@
 //!
 //! `BENCH_SECS` (default 3) is each side's time per group, cut into
 //! `BENCH_ROUNDS` (default 30) interleaved slices; `BENCH_ONLY=memory,redis`
-//! narrows the run; `BEXT_PG_URL` picks the PostgreSQL server;
+//! narrows the run; `BEXT_PG_URL` picks the PostgreSQL server, `BEXT_MYSQL_URL`
+//! the MySQL/MariaDB one;
 //! `BENCH_SQLITE_DIR` the folder of the SQLite file (default /dev/shm);
 //! `BENCH_PYTHON` the interpreter of the Python section (default `python3`).
 
@@ -30,8 +31,10 @@ use bext_locking_bench::report::{Report, Verdict, thousands, us};
 use bext_locking_bench::{Piece, chart, machine};
 
 /// The sections, in run order.
-const SECTIONS: [&str; 9] =
-    ["memory", "sqlite", "redis", "pg", "etcd", "async", "python", "loader", "startup"];
+const SECTIONS: [&str; 11] = [
+    "memory", "sqlite", "redis", "pg", "etcd", "mysql", "nats", "async", "python", "loader",
+    "startup",
+];
 
 struct Args {
     out: PathBuf,
@@ -87,11 +90,13 @@ host never has to choose between metrics and speed; 50 ns is about a tenth of th
 through the `.so` (memory) and nothing beside any networked call.\n\
 * **2 threads / 1 thread >= 1.6x** (memory) and **8 threads / 1 thread >= 2x** (redis): nothing on \
 the path (the boundary, the pool) may serialize callers working on different keys.\n\
-* **`.so` / raw client >= 0.95x** (sqlite, redis, pg): a lock library that costs more than 5% over the \
+* **`.so` / raw client >= 0.95x** (sqlite, redis, pg, mysql): a lock library that costs more than 5% over the \
 same statements written by hand gives users a reason to write them by hand, without the fencing, \
 deadlines and redaction.\n\
 * **etcd, `.so` / direct gateway calls >= 0.9x**: as above, with room for the lease bookkeeping a correct \
 lock adds on etcd (revoking the lease of a lost race).\n\
+* **nats, `.so` / raw async-nats >= 0.95x**: the same rule, against the same five JetStream requests \
+sent with the same client.\n\
 * **redis vs rslock >= 1x**: a Redlock user compares us with `rslock`; we must not be the slower choice.\n\
 * **python, `bextlock` >= 1.2x the faster of python-redis-lock and pottery**: a Python user already has \
 a Redis lock library; ours must be clearly faster as well as fenced and store-independent, or the \

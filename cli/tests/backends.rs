@@ -34,6 +34,15 @@ fn check_passes_on_pg() {
 }
 
 #[test]
+fn check_passes_on_mysql() {
+    let url = bext_locking_test_support::mysql_url();
+    for mode in ["lease", "get_lock"] {
+        let config = serde_json::json!({ "url": url, "mode": mode }).to_string();
+        check_passes("mysql", &config, &[]);
+    }
+}
+
+#[test]
 fn check_passes_on_etcd() {
     if !Path::new("/usr/bin/etcd").exists() {
         // The etcd backend's own tests install it (mk/etcd.mk); without it
@@ -47,6 +56,14 @@ fn check_passes_on_etcd() {
     // etcd leases count whole seconds: give the expiry checks room.
     let config = serde_json::json!({ "endpoints": cluster.endpoints() }).to_string();
     check_passes("etcd", &config, &["--short-ttl", "1s", "--settle", "1s"]);
+}
+
+#[test]
+fn check_passes_on_nats() {
+    let url = bext_locking_test_support::nats_url();
+    let prefix = format!("bext_cli_check_{}", std::process::id());
+    let config = serde_json::json!({ "servers": [url], "bucket_prefix": prefix }).to_string();
+    check_passes("nats", &config, &[]);
 }
 
 /// A TTL too short for a Redlock quorum (a 40% drift allowance needs more

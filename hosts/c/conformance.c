@@ -9,7 +9,7 @@
  * Arguments: PLUGIN.so CONFIG_JSON [--panicky]
  *   CONFIG_JSON must give instances that see each other's locks (two "hosts":
  *   a namespace for memory, the same file for sqlite, the same server for
- *   redis and pg). Keys are unique per run, so a shared server is fine.
+ *   redis, pg and mysql). Keys are unique per run, so a shared server is fine.
  *   --panicky also checks the panic boundary with the panicky test fixture
  *   (create panics on {"panic_in_create":true}, try_lock on keys "panic...").
  *

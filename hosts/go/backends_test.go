@@ -47,6 +47,13 @@ var backends = []backend{
 		}
 		return func() any { return map[string]any{"url": u} }
 	}},
+	{"mysql", func(t *testing.T) func() any {
+		u := envOr("BEXT_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+		if err := reachable(u, "3306"); err != nil {
+			t.Skipf("SKIP: no MySQL/MariaDB at the BEXT_MYSQL_URL host: %v", err)
+		}
+		return func() any { return map[string]any{"url": u} }
+	}},
 	{"etcd", func(t *testing.T) func() any {
 		endpoint := os.Getenv("BEXT_ETCD_ENDPOINT")
 		if endpoint == "" {
@@ -54,6 +61,14 @@ var backends = []backend{
 		}
 		prefix := uniqueName("bext-go-test") + "/"
 		return func() any { return map[string]any{"endpoints": []string{endpoint}, "key_prefix": prefix} }
+	}},
+	{"nats", func(t *testing.T) func() any {
+		u := envOr("BEXT_NATS_URL", "nats://127.0.0.1:4222")
+		if err := reachable(u, "4222"); err != nil {
+			t.Skipf("SKIP: no NATS at %s (set BEXT_NATS_URL): %v", u, err)
+		}
+		prefix := strings.NewReplacer("/", "_", "-", "_").Replace(uniqueName("bext_go"))
+		return func() any { return map[string]any{"servers": []string{u}, "bucket_prefix": prefix} }
 	}},
 }
 

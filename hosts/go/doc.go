@@ -2,7 +2,8 @@
 // bext-locking C ABI v1) and uses them as distributed locks from Go.
 //
 // The same plugin files serve Rust, C and Go hosts: an in-process table
-// (libbext_locking_memory.so), SQLite, Redis, PostgreSQL and etcd backends.
+// (libbext_locking_memory.so), SQLite, Redis, PostgreSQL, etcd and MySQL/MariaDB
+// backends.
 // Open a plugin, create a [Locker] from a config, and take locks:
 //
 //	plugin, err := bextlock.Open("/usr/local/lib/bext-locking/libbext_locking_redis.so")

@@ -151,10 +151,12 @@ class Backend:
         return locker
 
 
-BACKENDS = ["memory", "sqlite", "redis", "pg", "etcd"]
-SERVER_BACKENDS = ["redis", "pg", "etcd"]
+BACKENDS = ["memory", "sqlite", "redis", "pg", "etcd", "mysql", "nats"]
+SERVER_BACKENDS = ["redis", "pg", "etcd", "mysql", "nats"]
 REDIS_URL = os.environ.get("BEXT_REDIS_URL", "redis://127.0.0.1:6379")
 PG_URL = os.environ.get("BEXT_PG_URL", "postgres://root@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("BEXT_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+NATS_URL = os.environ.get("BEXT_NATS_URL", "nats://127.0.0.1:4222")
 
 
 def _with_port(url: str, port: int) -> str:
@@ -195,6 +197,12 @@ def make_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> B
             server=_server_or_skip(PG_URL, 5432, "PostgreSQL", "BEXT_PG_URL"),
             via=lambda port: {"url": _with_port(PG_URL, port), "statement_timeout_ms": 5000, "pool_size": 2},
         )
+    if name == "mysql":
+        return Backend(
+            name, plugin, lambda: {"url": MYSQL_URL},
+            server=_server_or_skip(MYSQL_URL, 3306, "MySQL/MariaDB", "BEXT_MYSQL_URL"),
+            via=lambda port: {"url": _with_port(MYSQL_URL, port), "statement_timeout_ms": 5000, "pool_size": 2},
+        )
     if name == "etcd":
         endpoint = request.getfixturevalue("etcd_endpoint")
         prefix = unique("bext-py-test") + "/"
@@ -203,6 +211,14 @@ def make_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> B
             name, plugin, lambda: {"endpoints": [endpoint], "key_prefix": prefix},
             server=(u.hostname, u.port),
             via=lambda port: {"endpoints": [f"http://127.0.0.1:{port}"], "key_prefix": prefix,
+                              "op_timeout_ms": 5000},
+        )
+    if name == "nats":
+        prefix = unique("bext_py").replace("-", "_").replace("/", "_")
+        return Backend(
+            name, plugin, lambda: {"servers": [NATS_URL], "bucket_prefix": prefix},
+            server=_server_or_skip(NATS_URL, 4222, "NATS", "BEXT_NATS_URL"),
+            via=lambda port: {"servers": [f"nats://127.0.0.1:{port}"], "bucket_prefix": prefix,
                               "op_timeout_ms": 5000},
         )
     raise AssertionError(name)

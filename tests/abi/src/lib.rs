@@ -135,7 +135,7 @@ pub fn valgrind(exe: &Path, args: &[&str]) -> Output {
 
 /// A backend the C programs can be run against.
 pub struct Backend {
-    /// Its name: `memory`, `sqlite`, `redis`, `pg`, `etcd`.
+    /// Its name: `memory`, `sqlite`, `redis`, `pg`, `etcd`, `mysql`, `nats`.
     pub name: &'static str,
     /// Its library file.
     pub library: PathBuf,
@@ -191,7 +191,7 @@ fn start_etcd(test: &str) -> Result<(Server, u16), String> {
 }
 
 /// The backends these tests know how to configure.
-pub const BACKENDS: [&str; 5] = ["memory", "sqlite", "redis", "pg", "etcd"];
+pub const BACKENDS: [&str; 7] = ["memory", "sqlite", "redis", "pg", "etcd", "mysql", "nats"];
 
 /// A backend built in this target folder (built first when missing, see
 /// [`plugin`]) whose server answers, with a config that makes instances
@@ -220,6 +220,15 @@ pub fn backend(name: &'static str, test: &str) -> Option<Backend> {
                 .to_string(),
             None,
         ),
+        "mysql" if reachable("127.0.0.1:3306") => (
+            serde_json::json!({
+                "url": bext_locking_test_support::mysql_url(),
+                "connect_timeout_ms": 20000,
+                "statement_timeout_ms": 20000,
+            })
+            .to_string(),
+            None,
+        ),
         "etcd" => match start_etcd(test) {
             Ok((server, port)) => (
                 format!(
@@ -232,7 +241,17 @@ pub fn backend(name: &'static str, test: &str) -> Option<Backend> {
                 return None;
             }
         },
-        "redis" | "pg" => {
+        "nats" if reachable("127.0.0.1:4222") => (
+            serde_json::json!({
+                "servers": [bext_locking_test_support::nats_url()],
+                "bucket_prefix": format!("bext_c_{test}_{}", std::process::id()).replace('-', "_"),
+                "connect_timeout_ms": 20000,
+                "op_timeout_ms": 20000,
+            })
+            .to_string(),
+            None,
+        ),
+        "redis" | "pg" | "mysql" | "nats" => {
             eprintln!("SKIP {name}: its server on 127.0.0.1 does not answer");
             return None;
         }

@@ -285,7 +285,7 @@ fn stress(name: &'static str) {
     // enough to stay quick on network backends.
     let rounds = match name {
         "memory" => "200",
-        "etcd" => "20",
+        "etcd" | "nats" => "20",
         _ => "40",
     };
     let out = valgrind(&exe, &[backend.library.to_str().unwrap(), &backend.config, rounds]);
@@ -310,7 +310,7 @@ macro_rules! per_backend {
     };
 }
 
-per_backend!(memory, sqlite, redis, pg, etcd);
+per_backend!(memory, sqlite, redis, pg, etcd, mysql, nats);
 
 #[test]
 fn every_built_backend_has_a_test_config() {

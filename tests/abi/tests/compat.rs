@@ -149,4 +149,4 @@ macro_rules! old_host_per_backend {
     };
 }
 
-old_host_per_backend!(memory, sqlite, redis, pg, etcd);
+old_host_per_backend!(memory, sqlite, redis, pg, etcd, mysql, nats);

@@ -77,6 +77,24 @@ pub fn pg_url() -> String {
 /// The local test database when `BEXT_PG_URL` is not set.
 pub const DEFAULT_PG_URL: &str = "postgres://root@127.0.0.1:5432/test";
 
+/// The shared MySQL/MariaDB server tests and benchmarks use:
+/// `BEXT_MYSQL_URL`, or the machine's local test database
+/// ([`DEFAULT_MYSQL_URL`]).
+pub fn mysql_url() -> String {
+    std::env::var("BEXT_MYSQL_URL").unwrap_or_else(|_| DEFAULT_MYSQL_URL.to_owned())
+}
+
+/// The local test database when `BEXT_MYSQL_URL` is not set.
+pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";
+/// The shared NATS server (with JetStream) tests and benchmarks use:
+/// `BEXT_NATS_URL`, or the machine's local one ([`DEFAULT_NATS_URL`]).
+pub fn nats_url() -> String {
+    std::env::var("BEXT_NATS_URL").unwrap_or_else(|_| DEFAULT_NATS_URL.to_owned())
+}
+
+/// The local NATS server when `BEXT_NATS_URL` is not set.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
 /// A fresh folder `bext-<what>-XXXXXX` under the temporary directory,
 /// removed (with what is in it) on drop.
 pub struct TempDir(tempfile::TempDir);

@@ -11,7 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use bext_locking_test_support::TempDir;
-use bext_locking_test_support::servers::{etcd, pg, redis};
+use bext_locking_test_support::servers::{etcd, nats, pg, redis};
 
 use crate::Fault::{self, Break, Freeze, Restart, Stall, Terminate};
 
@@ -40,6 +40,11 @@ pub const BACKENDS: &[Backend] = &[
     b("pg-advisory", "pg", pg_shared_advisory, &[]),
     b("etcd", "etcd", etcd_single, &[Restart, Stall, Freeze]),
     b("etcd-3", "etcd", etcd_three, &[Restart, Stall]),
+    b("mysql", "mysql", crate::mysql::shared_lease, &[Terminate, Stall, Freeze]),
+    b("mysql-restart", "mysql", crate::mysql::private_lease, &[Restart]),
+    b("mysql-get-lock", "mysql", crate::mysql::shared_get_lock, &[]),
+    b("nats", "nats", nats_single, &[Restart, Stall, Freeze]),
+    b("nats-3", "nats", nats_three, &[Restart, Stall]),
 ];
 
 type Starter = fn(&Env) -> Result<Box<dyn Deployment>, String>;
@@ -543,6 +548,73 @@ fn etcd_single(_: &Env) -> Result<Box<dyn Deployment>, String> {
 
 fn etcd_three(_: &Env) -> Result<Box<dyn Deployment>, String> {
     Ok(Box::new(Etcd(guarded("a 3-member etcd cluster", || etcd::Cluster::start(3))?)))
+}
+
+/// A throwaway NATS server or 3-node JetStream cluster; the buckets have
+/// one replica (the machine's 2.9 server does not serialize conditional
+/// writes on replicated streams, and the backend refuses them there).
+struct Nats(nats::Cluster);
+
+/// The bucket prefix of the checker's NATS deployments.
+const NATS_PREFIX: &str = "bext_safety";
+
+fn nats_config(servers: &[String]) -> String {
+    serde_json::json!({
+        "servers": servers,
+        "bucket_prefix": NATS_PREFIX,
+        "op_timeout_ms": 2_000,
+        "connect_timeout_ms": 500,
+    })
+    .to_string()
+}
+
+impl Deployment for Nats {
+    fn config(&self) -> String {
+        nats_config(&self.0.urls())
+    }
+    fn fencing(&self) -> bool {
+        true
+    }
+    fn via_proxy(&self) -> Option<ViaProxy<'_>> {
+        let [member] = self.0.members.as_slice() else { return None };
+        let upstream = SocketAddr::from(([127, 0, 0, 1], member.port));
+        Some((upstream, Box::new(|port| nats_config(&[format!("nats://127.0.0.1:{port}")]))))
+    }
+    fn inject(&mut self, fault: Fault, _: &FaultContext) -> Result<String, String> {
+        match fault {
+            Fault::Restart => {
+                let n = self.0.members.len();
+                let (i, which) = if n == 1 {
+                    (0, "the only server".to_owned())
+                } else {
+                    let stream = format!("KV_{NATS_PREFIX}");
+                    let leader = guarded("the lock bucket's leader", || {
+                        self.0.stream_leader(&stream, Duration::from_secs(10))
+                    })?;
+                    (leader, format!("the node of {n} leading the lock bucket"))
+                };
+                let started = std::time::Instant::now();
+                self.0.kill(i);
+                std::thread::sleep(DOWN);
+                self.0.restart(i);
+                guarded("nats", || self.0.wait_ready(Duration::from_secs(30)))?;
+                Ok(format!(
+                    "SIGKILL nats-server ({which}), restarted on its store after {} ms, serving again after {} ms",
+                    DOWN.as_millis(),
+                    started.elapsed().as_millis()
+                ))
+            }
+            _ => Err(format!("{} does not apply to nats", fault.name())),
+        }
+    }
+}
+
+fn nats_single(_: &Env) -> Result<Box<dyn Deployment>, String> {
+    Ok(Box::new(Nats(guarded("nats-server", || nats::Cluster::start(1))?)))
+}
+
+fn nats_three(_: &Env) -> Result<Box<dyn Deployment>, String> {
+    Ok(Box::new(Nats(guarded("a 3-node NATS cluster", || nats::Cluster::start(3))?)))
 }
 
 #[cfg(test)]

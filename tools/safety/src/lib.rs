@@ -20,6 +20,7 @@
 pub mod backends;
 pub mod check;
 pub mod freeze;
+pub mod mysql;
 pub mod record;
 pub mod report;
 pub mod scenario;
@@ -37,7 +38,8 @@ pub enum Fault {
     /// A server (or one member/master) is killed and started again; what
     /// exactly depends on the backend and is written in the report.
     Restart,
-    /// `pg_terminate_backend` on every session of the plugin's instances.
+    /// `pg_terminate_backend` (pg) or `KILL` (mysql) on every session of
+    /// the plugin's instances.
     Terminate,
     /// A holder is frozen with SIGSTOP until another holder has taken the
     /// lock over, then resumed: its renew must fail and its write with the

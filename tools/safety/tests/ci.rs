@@ -141,6 +141,26 @@ fn etcd_member_killed_holder_frozen_and_path_frozen() {
 }
 
 #[test]
+fn mysql_sessions_killed_server_crashed_holder_frozen_and_path_frozen() {
+    let o = assert_safe(
+        &[
+            "--backends",
+            "mysql,mysql-restart,mysql-get-lock",
+            "--faults",
+            "none,terminate,stall,restart,freeze",
+        ],
+        7,
+    );
+    assert!(errors_during(&o, "mysql-restart", "restart") > 0);
+}
+
+#[test]
+fn nats_node_killed_holder_frozen_and_path_frozen() {
+    let o = assert_safe(&["--backends", "nats,nats-3", "--faults", "none,restart,stall,freeze"], 7);
+    assert!(errors_during(&o, "nats", "restart") > 0);
+}
+
+#[test]
 fn a_lock_that_does_not_exclude_is_caught() {
     // Memory instances without a shared namespace each have their own
     // table: every thread "holds" the key at once.

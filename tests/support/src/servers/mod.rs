@@ -1,11 +1,14 @@
 //! Throwaway servers on free loopback ports, for tests (and the safety
-//! checker) that kill, pause and restart them: `redis-server`, `etcd` and a
-//! private PostgreSQL cluster. Never the machine's shared servers.
+//! checker) that kill, pause and restart them: `redis-server`, `etcd`,
+//! `nats-server`, a private PostgreSQL cluster and a private MariaDB server
+//! ([`mysql`]). Never the machine's shared servers.
 //!
 //! Every server is killed (after a SIGCONT, should it be paused) and its
 //! folder removed when its guard drops, also when a test fails.
 
 pub mod etcd;
+pub mod mysql;
+pub mod nats;
 pub mod pg;
 pub mod redis;
 

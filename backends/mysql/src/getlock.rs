@@ -1,0 +1,435 @@
+//! get_lock mode: a `GET_LOCK` named lock per held key, each on a pooled
+//! connection lent to that lock alone until it is released or expires.
+//!
+//! The server keeps a named lock until the session releases it or ends, so
+//! the TTL is the plugin's job: a reaper thread releases every lock whose
+//! deadline passed without a renew and gives its connection back. A host
+//! that dies loses its connections, and the server frees its locks at once.
+//!
+//! Since MySQL 5.7 (and in MariaDB) `GET_LOCK` is re-entrant within one
+//! session: a second `GET_LOCK` of a name the session holds succeeds. Here
+//! no session ever holds two (a connection goes back to the pool only after
+//! its `RELEASE_LOCK`), and a key this instance already holds or is
+//! acquiring answers "contended" without asking the server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bext_locking::{LockHandle, PluginError};
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::conn::Conn;
+use crate::connections::{Pool, closed};
+use crate::fail::{Fail, FailKind};
+use crate::keyhash::lock_name;
+
+/// How long an idle reaper sleeps before looking again.
+const IDLE_NAP: Duration = Duration::from_secs(1);
+
+const TRY_LOCK: usize = 0;
+const UNLOCK: usize = 1;
+const STILL_MINE: usize = 2;
+
+/// Try-lock without waiting (1: taken, 0: held elsewhere, NULL: error),
+/// release, and whether this session still holds the name (its lock can
+/// vanish only with the session, but `KILL` ends sessions).
+pub(crate) fn statements() -> Vec<String> {
+    vec![
+        "SELECT GET_LOCK(?, 0)".to_owned(),
+        "SELECT RELEASE_LOCK(?)".to_owned(),
+        "SELECT IS_USED_LOCK(?) = CONNECTION_ID()".to_owned(),
+    ]
+}
+
+/// A lock this instance holds: its token, and the session that holds it.
+struct HeldLock {
+    lock_id: Uuid,
+    name: String,
+    /// `None` once the connection was taken to unlock or discard it.
+    conn: Mutex<Option<Conn>>,
+}
+
+enum Slot {
+    /// A `try_lock` of this key is talking to the server.
+    Acquiring,
+    /// Held until `expiry.0` unless renewed.
+    Held { lock: Arc<HeldLock>, expiry: Expiry },
+}
+
+/// A deadline made unique by a sequence number, to index `Held::expiries`.
+type Expiry = (Instant, u64);
+
+#[derive(Default)]
+struct Held {
+    slots: HashMap<String, Slot>,
+    /// Every held slot's expiry, soonest first: what the reaper sleeps on.
+    expiries: BTreeMap<Expiry, String>,
+    seq: u64,
+    closed: bool,
+    /// When the reaper will next look, unprompted. An acquisition wakes it
+    /// only when its expiry comes sooner, so the common case (a TTL longer
+    /// than the reaper's sleep) costs no thread switch.
+    reaper_wakes_at: Option<Instant>,
+}
+
+impl Held {
+    fn next_expiry(&mut self, at: Instant, key: &str) -> Expiry {
+        self.seq += 1;
+        let e = (at, self.seq);
+        self.expiries.insert(e, key.to_owned());
+        e
+    }
+}
+
+struct Shared {
+    pool: Pool,
+    held: Mutex<Held>,
+    /// Wakes the reaper: a sooner expiry, or shutdown.
+    wake: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update keeps the maps consistent before it can panic.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A get_lock-mode instance.
+pub(crate) struct GetLock {
+    shared: Arc<Shared>,
+    reaper: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Wrong or stale handle: the lock is not (or no longer) held here.
+pub(crate) fn not_held(key: &str) -> Fail {
+    Fail::new(FailKind::Server, bext_locking_kit::message::not_held(key))
+}
+
+impl GetLock {
+    pub fn open(settings: Settings) -> Result<Self, PluginError> {
+        let pool = Pool::new(settings, statements());
+        let conn = pool.get(pool.deadline()).map_err(|e| {
+            let s = pool.settings();
+            PluginError::backend(s.secrets.scrub(&format!("mysql ({}): {}", s.target, e.message)))
+        })?;
+        pool.put(conn);
+        let shared =
+            Arc::new(Shared { pool, held: Mutex::new(Held::default()), wake: Condvar::new() });
+        let for_reaper = shared.clone();
+        let reaper = std::thread::Builder::new()
+            .name("bext-mysql-reaper".into())
+            .spawn(move || for_reaper.reap())
+            .map_err(|e| {
+                PluginError::backend(format!("mysql: cannot start the reaper thread: {e}"))
+            })?;
+        Ok(Self { shared, reaper: Mutex::new(Some(reaper)) })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.shared.pool
+    }
+
+    pub fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, Fail> {
+        {
+            let mut h = lock(&self.shared.held);
+            if h.closed {
+                return Err(closed());
+            }
+            if h.slots.contains_key(key) {
+                return Ok(None);
+            }
+            h.slots.insert(key.to_owned(), Slot::Acquiring);
+        }
+        let mut pending = Pending { shared: &self.shared, key, armed: true };
+        let name = lock_name(key);
+        let deadline = self.shared.pool.deadline();
+        let mut sent = Instant::now();
+        let (won, conn) = self.shared.pool.attempt(deadline, |c| {
+            sent = Instant::now();
+            match c.first::<Option<i64>>(TRY_LOCK, (&name,))? {
+                Some(Some(1)) => Ok(true),
+                Some(Some(_)) => Ok(false),
+                _ => Err(Fail::new(FailKind::Server, format!("GET_LOCK('{name}') failed"))),
+            }
+        })?;
+        if !won {
+            self.shared.pool.put(conn);
+            return Ok(None);
+        }
+        let lock_id = Uuid::new_v4();
+        let mut h = lock(&self.shared.held);
+        if h.closed {
+            drop(h);
+            // Closing the session releases the lock.
+            self.shared.pool.discard(conn);
+            return Err(closed());
+        }
+        // Measured from just before GET_LOCK was sent (after any wait for a
+        // connection, which would otherwise eat into a short TTL): the
+        // server cannot have granted the lock earlier, so the caller, which
+        // counts from before its call, never believes it holds the lock
+        // longer than this instance keeps it.
+        let until = sent.checked_add(Duration::from_millis(ttl_ms)).unwrap_or(sent);
+        let expiry = h.next_expiry(until, key);
+        let soonest = h.reaper_wakes_at.is_none_or(|at| until < at);
+        let held = Arc::new(HeldLock { lock_id, name, conn: Mutex::new(Some(conn)) });
+        match h.slots.get_mut(key) {
+            Some(slot) => *slot = Slot::Held { lock: held, expiry },
+            None => {
+                h.slots.insert(key.to_owned(), Slot::Held { lock: held, expiry });
+            }
+        }
+        pending.armed = false;
+        drop(h);
+        if soonest {
+            self.shared.wake.notify_one();
+        }
+        Ok(Some(LockHandle {
+            key: key.to_owned(),
+            lock_id: lock_id.to_string(),
+            ttl_ms,
+            fence: None,
+        }))
+    }
+
+    /// Restarts the TTL after checking on the lock's own connection that
+    /// its session still holds the name.
+    pub fn renew(&self, handle: &LockHandle) -> Result<(), Fail> {
+        let started = Instant::now();
+        let Ok(lock_id) = Uuid::parse_str(&handle.lock_id) else {
+            return Err(not_held(&handle.key));
+        };
+        let held = {
+            let h = lock(&self.shared.held);
+            if h.closed {
+                return Err(closed());
+            }
+            match h.slots.get(&handle.key) {
+                Some(Slot::Held { lock, expiry }) if lock.lock_id == lock_id => {
+                    if expiry.0 <= started {
+                        return Err(not_held(&handle.key));
+                    }
+                    lock.clone()
+                }
+                _ => return Err(not_held(&handle.key)),
+            }
+        };
+        let mut conn_slot = lock(&held.conn);
+        let Some(conn) = conn_slot.as_mut() else { return Err(not_held(&handle.key)) };
+        let check = conn.first::<Option<i64>>(STILL_MINE, (&held.name,));
+        if let Ok(answer) = check.as_ref() {
+            if *answer != Some(Some(1)) {
+                // The session lives but lost the name: never happens unless
+                // someone released it on this session's behalf. Close the
+                // session so that it surely holds nothing.
+                let conn = conn_slot.take();
+                drop(conn_slot);
+                self.forget(&handle.key, &held);
+                if let Some(conn) = conn {
+                    self.shared.pool.discard(conn);
+                }
+                return Err(not_held(&handle.key));
+            }
+        }
+        if let Err(e) = check {
+            // The session may be gone (and the lock with it); make sure it
+            // is, so that "renew failed" always means "not held".
+            let conn = conn_slot.take();
+            drop(conn_slot);
+            self.forget(&handle.key, &held);
+            if let Some(conn) = conn {
+                self.shared.pool.discard(conn);
+            }
+            return Err(Fail::new(
+                FailKind::Connection,
+                format!("lock on `{}` is lost: its connection failed ({e})", handle.key),
+            ));
+        }
+        drop(conn_slot);
+        let mut guard = lock(&self.shared.held);
+        let h = &mut *guard;
+        match h.slots.get_mut(&handle.key) {
+            Some(Slot::Held { lock, expiry }) if Arc::ptr_eq(lock, &held) => {
+                h.expiries.remove(expiry);
+                h.seq += 1;
+                let until =
+                    started.checked_add(Duration::from_millis(handle.ttl_ms)).unwrap_or(started);
+                *expiry = (until, h.seq);
+                h.expiries.insert(*expiry, handle.key.clone());
+                Ok(())
+            }
+            // Released or reaped while we checked.
+            _ => Err(not_held(&handle.key)),
+        }
+    }
+
+    pub fn release(&self, handle: &LockHandle) -> Result<(), Fail> {
+        let lock_id = Uuid::parse_str(&handle.lock_id).ok();
+        let held = {
+            let mut guard = lock(&self.shared.held);
+            let h = &mut *guard;
+            if h.closed {
+                return Err(closed());
+            }
+            match h.slots.get(&handle.key) {
+                Some(Slot::Held { lock, expiry }) if Some(lock.lock_id) == lock_id => {
+                    let held = lock.clone();
+                    h.expiries.remove(expiry);
+                    h.slots.remove(&handle.key);
+                    held
+                }
+                // Not ours (any more): touch nothing.
+                _ => return Ok(()),
+            }
+        };
+        self.shared.unlock(&held, self.shared.pool.deadline())
+    }
+
+    /// Drops `key`'s slot if it still belongs to `held`.
+    fn forget(&self, key: &str, held: &Arc<HeldLock>) {
+        let mut guard = lock(&self.shared.held);
+        let h = &mut *guard;
+        if let Some(Slot::Held { lock, expiry }) = h.slots.get(key) {
+            if Arc::ptr_eq(lock, held) {
+                h.expiries.remove(expiry);
+                h.slots.remove(key);
+            }
+        }
+    }
+
+    /// Ends every held lock, stops the reaper and closes the pool.
+    /// Idempotent.
+    pub fn cleanup(&self) {
+        let locks: Vec<Arc<HeldLock>> = {
+            let mut h = lock(&self.shared.held);
+            h.closed = true;
+            h.expiries.clear();
+            h.slots
+                .drain()
+                .filter_map(|(_, s)| match s {
+                    Slot::Held { lock, .. } => Some(lock),
+                    Slot::Acquiring => None,
+                })
+                .collect()
+        };
+        self.shared.wake.notify_all();
+        if let Some(reaper) = lock(&self.reaper).take() {
+            let _ = reaper.join();
+        }
+        // Unlock explicitly, so that the locks are free when cleanup
+        // returns (a closed session frees them too, but the server ends it
+        // a moment later). One deadline for all: a dead server cannot make
+        // cleanup take one timeout per lock.
+        let deadline = self.shared.pool.deadline();
+        for held in locks {
+            if Instant::now() < deadline {
+                let _ = self.shared.unlock(&held, deadline);
+            } else if let Some(conn) = lock(&held.conn).take() {
+                self.shared.pool.discard(conn);
+            }
+        }
+        self.shared.pool.close();
+    }
+}
+
+impl Drop for GetLock {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+impl Shared {
+    /// The reaper: sleeps until the soonest expiry, unlocks what expired.
+    fn reap(&self) {
+        loop {
+            let expired = {
+                let mut h = lock(&self.held);
+                loop {
+                    if h.closed {
+                        return;
+                    }
+                    let now = Instant::now();
+                    let mut expired = Vec::new();
+                    while let Some((&(at, seq), _)) = h.expiries.first_key_value() {
+                        if at > now {
+                            break;
+                        }
+                        let key = h.expiries.remove(&(at, seq)).unwrap_or_default();
+                        if let Some(Slot::Held { lock, .. }) = h.slots.remove(&key) {
+                            expired.push(lock);
+                        }
+                    }
+                    if !expired.is_empty() {
+                        break expired;
+                    }
+                    // With nothing held, look again after IDLE_NAP anyway:
+                    // acquisitions with longer TTLs then need not wake us.
+                    let at = h.expiries.first_key_value().map_or(now + IDLE_NAP, |(e, _)| e.0);
+                    h.reaper_wakes_at = Some(at);
+                    h = self
+                        .wake
+                        .wait_timeout(h, at - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                    h.reaper_wakes_at = None;
+                }
+            };
+            for held in expired {
+                // An unlock that fails closed the session, which frees the
+                // lock all the same; there is nobody to report it to.
+                let _ = self.unlock(&held, self.pool.deadline());
+            }
+        }
+    }
+
+    /// Unlocks a lock removed from the map and gives its connection back.
+    fn unlock(&self, held: &HeldLock, deadline: Instant) -> Result<(), Fail> {
+        let Some(mut conn) = lock(&held.conn).take() else { return Ok(()) };
+        // The connection's own timeouts bound the call.
+        let _ = deadline;
+        match conn.first::<Option<i64>>(UNLOCK, (&held.name,)) {
+            Ok(_) => {
+                self.pool.put(conn);
+                Ok(())
+            }
+            Err(e) => {
+                let gone = e.kind == FailKind::Connection;
+                self.pool.discard(conn);
+                // A session that is gone holds nothing; otherwise closing
+                // it frees the lock once the server sees it close.
+                if gone {
+                    Ok(())
+                } else {
+                    Err(Fail::new(
+                        e.kind,
+                        format!(
+                            "could not confirm the unlock ({e}); its connection was closed, so \
+                             the server frees the lock when it notices"
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Removes an `Acquiring` slot unless the acquisition completed, so an
+/// error or a panic never leaves the key looking held.
+struct Pending<'a> {
+    shared: &'a Shared,
+    key: &'a str,
+    armed: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut h = lock(&self.shared.held);
+            if matches!(h.slots.get(self.key), Some(Slot::Acquiring)) {
+                h.slots.remove(self.key);
+            }
+        }
+    }
+}
