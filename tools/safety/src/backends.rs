@@ -32,18 +32,18 @@ pub struct Backend {
 pub const BACKENDS: &[Backend] = &[
     b("memory", "memory", memory, &[]),
     b("sqlite", "sqlite", sqlite, &[Stall, Break]),
-    b("redis", "redis", redis_single, &[Restart, Stall, Freeze]),
+    b("redis", "redis", redis_single, &[Restart, Stall, Freeze, Break]),
     b("redis-quorum", "redis", redis_quorum, &[Restart]),
     b("redis-cluster", "redis", redis_cluster, &[Restart, Stall]),
-    b("pg", "pg", pg_shared_lease, &[Terminate, Stall, Freeze]),
+    b("pg", "pg", pg_shared_lease, &[Terminate, Stall, Freeze, Break]),
     b("pg-restart", "pg", pg_private_lease, &[Restart]),
     b("pg-advisory", "pg", pg_shared_advisory, &[]),
-    b("etcd", "etcd", etcd_single, &[Restart, Stall, Freeze]),
+    b("etcd", "etcd", etcd_single, &[Restart, Stall, Freeze, Break]),
     b("etcd-3", "etcd", etcd_three, &[Restart, Stall]),
-    b("mysql", "mysql", crate::mysql::shared_lease, &[Terminate, Stall, Freeze]),
+    b("mysql", "mysql", crate::mysql::shared_lease, &[Terminate, Stall, Freeze, Break]),
     b("mysql-restart", "mysql", crate::mysql::private_lease, &[Restart]),
     b("mysql-get-lock", "mysql", crate::mysql::shared_get_lock, &[]),
-    b("nats", "nats", nats_single, &[Restart, Stall, Freeze]),
+    b("nats", "nats", nats_single, &[Restart, Stall, Freeze, Break]),
     b("nats-3", "nats", nats_three, &[Restart, Stall]),
 ];
 
