@@ -137,9 +137,9 @@ fn clap_error_line(e: &clap::Error) -> String {
         }
         parts.push(line.strip_prefix("error: ").unwrap_or(line).to_owned());
     }
-    let sub = std::env::args()
-        .nth(1)
-        .filter(|a| ["run", "plugins", "describe", "check", "status", "break"].contains(&a.as_str()));
+    let sub = std::env::args().nth(1).filter(|a| {
+        ["run", "plugins", "describe", "check", "status", "break"].contains(&a.as_str())
+    });
     let help = match sub {
         Some(sub) => format!("bext-lock {sub} --help"),
         None => "bext-lock --help".to_owned(),

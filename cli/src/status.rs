@@ -45,9 +45,8 @@ pub fn open(
             .map_err(|e| CliError::usage(format!("key `{}`: {e}", shown(key))))?;
     }
     let lib = crate::resolve::load(plugin, plugin_dirs).map_err(CliError::error)?;
-    let instance = lib
-        .create_typed(&config.to_string())
-        .map_err(|e| CliError::create_failed(&e, &secrets))?;
+    let instance =
+        lib.create_typed(&config.to_string()).map_err(|e| CliError::create_failed(&e, &secrets))?;
     Ok(Opened { instance, secrets })
 }
 
