@@ -18,6 +18,9 @@ use bext_locking_bench::measure::{
 use bext_locking_bench::plugin::{self, Pair};
 use bext_locking_bench::report::{Report, table};
 
+/// The owner the raw side stores, of the length hosts' `hostname:pid` has.
+const OWNER: &str = "bench-host:12345";
+
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5_000);
 
 /// A `rusqlite` connection set up like the plugin's (WAL,
@@ -50,14 +53,15 @@ impl Direct {
         Ok(Self { conn, statements })
     }
 
-    /// One acquire+release on `key`.
+    /// One acquire+release on `key`, storing an owner as the plugin does
+    /// for every host (hosts send a default owner).
     pub fn pair(&self, key: &str) -> Result<(), String> {
         busy::within(BUSY_TIMEOUT, || {
             let lock_id = uuid::Uuid::new_v4().to_string();
             let fence: i64 = self
                 .conn
                 .prepare_cached(&self.statements.acquire)?
-                .query_row((key, &lock_id, TTL_MS as i64), |r| r.get(0))?;
+                .query_row((key, &lock_id, TTL_MS as i64, OWNER), |r| r.get(0))?;
             let released =
                 self.conn.prepare_cached(&self.statements.release)?.execute((key, &lock_id))?;
             Ok((fence, released))
