@@ -439,6 +439,29 @@ impl LockGuard {
             .map(|h| Self::with_options(Arc::clone(plugin), h, options.lease_started(started))))
     }
 
+    /// Waits for `key` (ABI 1.2 `lock_wait`: woken by the backend, not by
+    /// polling, on plugins that have it; polled otherwise) until `wait`
+    /// times out or is cancelled (`Ok(None)`), then guards it with
+    /// `options`. The lease is counted from when the request that took the
+    /// lock was sent, not from the start of the wait. `owner` is recorded
+    /// by plugins that store owners.
+    pub fn acquire_wait<P: crate::LockWait + 'static>(
+        plugin: &Arc<P>,
+        key: &str,
+        ttl: Duration,
+        owner: Option<&str>,
+        wait: &crate::Wait,
+        options: GuardOptions,
+    ) -> Result<Option<Self>, crate::PluginError> {
+        let ttl_ms = duration_ms(ttl);
+        crate::validate_lock_request(key, ttl_ms).map_err(crate::PluginError::invalid)?;
+        options.check(Duration::from_millis(ttl_ms)).map_err(crate::PluginError::invalid)?;
+        Ok(plugin.lock_wait(key, ttl_ms, owner, wait)?.map(|acquired| {
+            let guarded: Arc<dyn LockingPlugin> = plugin.clone();
+            Self::with_options(guarded, acquired.handle, options.lease_started(acquired.sent))
+        }))
+    }
+
     /// Guards a handle that `plugin` just handed out, with default options.
     pub fn new(plugin: Arc<dyn LockingPlugin>, handle: LockHandle) -> Self {
         Self::with_options(plugin, handle, GuardOptions::default())

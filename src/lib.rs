@@ -30,6 +30,7 @@ mod plugin;
 pub mod redact;
 #[cfg(test)]
 mod testing;
+pub mod wait;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -45,6 +46,7 @@ pub use guard::{GuardOptions, LockGuard, LockLost, LossCause, ReleaseError};
 pub use handle::LockHandle;
 pub use limits::{MAX_KEY_BYTES, MAX_TTL_MS, validate_key, validate_lock_request, validate_ttl};
 pub use plugin::LockingPlugin;
+pub use wait::{Acquired, CancelHook, LockWait, Wait, WaitMode};
 
 /// The README's Rust code, compiled by `cargo test --doc` (`make examples`)
 /// so that what a new user copies keeps building.

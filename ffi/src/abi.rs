@@ -1,4 +1,4 @@
-//! The `#[repr(C)]` definitions of ABI v1 (revision 1.1), exactly as
+//! The `#[repr(C)]` definitions of ABI v1 (revision 1.2), exactly as
 //! `docs/ABI.md` names them. Fields are only ever appended.
 
 use std::os::raw::c_char;
@@ -11,12 +11,17 @@ pub const BEXT_LOCKING_ABI_VERSION: u32 = 1;
 /// `stats` and `BEXT_LOCKING_ERR_UNSUPPORTED`. A host learns what a plugin
 /// has from its `struct_size` (and `describe`'s `capabilities`), never from
 /// this number alone.
-pub const BEXT_LOCKING_ABI_MINOR: u32 = 1;
+/// Revision 2 adds `lock_wait`, `cancel_wait`, `renew_for` and
+/// `BEXT_LOCKING_CANCELLED`.
+pub const BEXT_LOCKING_ABI_MINOR: u32 = 2;
 
 /// The call did what was asked.
 pub const BEXT_LOCKING_OK: i32 = 0;
 /// `try_lock` only: someone else holds the key; `*out_json` is NULL. Not an error.
 pub const BEXT_LOCKING_CONTENDED: i32 = 1;
+/// (1.2) `lock_wait` only: the wait was cancelled by `cancel_wait` (or by
+/// `cleanup`); `*out_json` is NULL. Not an error.
+pub const BEXT_LOCKING_CANCELLED: i32 = 2;
 /// The backend failed (unreachable, protocol, timeout), or `renew` found the
 /// lock no longer ours.
 pub const BEXT_LOCKING_ERR_BACKEND: i32 = -1;
@@ -104,6 +109,19 @@ pub type BextLockingCleanupFn = Option<
 /// another call on it.
 pub type BextLockingDestroyFn = Option<unsafe extern "C" fn(instance: *mut BextLockingInstance)>;
 
+/// (1.2) `lock_wait`: like [`BextLockingCallFn`], plus `out_sent_ago_us`
+/// (may be NULL): on `BEXT_LOCKING_OK`, how many microseconds before the
+/// call returned the request that took the lock was sent, so a host can
+/// date the lease from then rather than from the start of a long wait.
+pub type BextLockingWaitFn = Option<
+    unsafe extern "C" fn(
+        instance: *mut BextLockingInstance,
+        request_json: *const c_char,
+        out_json: *mut *mut c_char,
+        out_sent_ago_us: *mut u64,
+    ) -> i32,
+>;
+
 /// `free_string`: releases a string this plugin returned. NULL is a no-op.
 /// Never pass a plugin's string to the C library's `free`.
 pub type BextLockingFreeStringFn = Option<unsafe extern "C" fn(s: *mut c_char)>;
@@ -167,6 +185,23 @@ pub struct BextLockingVTable {
     /// (1.1, optional) `stats(instance, out_json)`: writes the instance's
     /// counters and latency histograms since `create` (see `docs/ABI.md`).
     pub stats: BextLockingCleanupFn,
+    /// (1.2, optional) `lock_wait(instance, request_json, out_json,
+    /// out_sent_ago_us)`: request `{"key","ttl_ms","owner"?,"wait_ms",
+    /// "wait_id"?}`; blocks until the lock is ours (`BEXT_LOCKING_OK`, the
+    /// handle in `*out_json`), `wait_ms` passes (`BEXT_LOCKING_CONTENDED`)
+    /// or the wait is cancelled (`BEXT_LOCKING_CANCELLED`), woken by the
+    /// backend's notification rather than by polling.
+    pub lock_wait: BextLockingWaitFn,
+    /// (1.2, optional) `cancel_wait(instance, request_json, out_json)`:
+    /// request `{"wait_id":N}`; the `lock_wait` with that id returns
+    /// `BEXT_LOCKING_CANCELLED` within 100 ms, leaving nothing on the
+    /// server. An unknown id is a no-op (OK). Writes nothing on success.
+    pub cancel_wait: BextLockingCallFn,
+    /// (1.2, optional) `renew_for(instance, request_json, out_json)`:
+    /// request `{"handle":{…},"ttl_ms":N}`; sets the held lease's remaining
+    /// time to `ttl_ms` once (capability `"renew_ttl"`). Writes nothing on
+    /// success; an error means the lock is lost, as for `renew`.
+    pub renew_for: BextLockingCallFn,
 }
 
 // SAFETY: the vtable is immutable after construction and its pointers refer
@@ -178,14 +213,22 @@ unsafe impl Sync for BextLockingVTable {}
 pub const BEXT_LOCKING_VTABLE_V1_SIZE: u32 =
     (std::mem::offset_of!(BextLockingVTable, free_string) + std::mem::size_of::<usize>()) as u32;
 
-/// The size of the 1.1 vtable, with `inspect`, `force_release` and `stats`:
-/// what the project's plugins declare.
-pub const BEXT_LOCKING_VTABLE_V1_1_SIZE: u32 = std::mem::size_of::<BextLockingVTable>() as u32;
+/// The size of the 1.1 vtable, with `inspect`, `force_release` and `stats`.
+pub const BEXT_LOCKING_VTABLE_V1_1_SIZE: u32 =
+    (std::mem::offset_of!(BextLockingVTable, stats) + std::mem::size_of::<usize>()) as u32;
 
-// The three 1.1 slots follow the 1.0 table with no padding between.
+/// The size of the 1.2 vtable, with `lock_wait`, `cancel_wait` and
+/// `renew_for`: what the project's plugins declare.
+pub const BEXT_LOCKING_VTABLE_V1_2_SIZE: u32 = std::mem::size_of::<BextLockingVTable>() as u32;
+
+// Each revision's slots follow the previous table with no padding between.
 const _: () = assert!(
     BEXT_LOCKING_VTABLE_V1_1_SIZE
         == BEXT_LOCKING_VTABLE_V1_SIZE + 3 * std::mem::size_of::<usize>() as u32
+);
+const _: () = assert!(
+    BEXT_LOCKING_VTABLE_V1_2_SIZE
+        == BEXT_LOCKING_VTABLE_V1_1_SIZE + 3 * std::mem::size_of::<usize>() as u32
 );
 
 /// The type of `bext_locking_plugin_entry`: returns the static vtable, or NULL

@@ -41,6 +41,65 @@ pub(crate) struct ForceRequest<'a> {
     pub if_fence: Option<u64>,
 }
 
+/// (1.2) A `lock_wait` request: a `try_lock` request plus how long to
+/// wait and, to make it cancellable, the host's id for the wait.
+#[derive(Deserialize)]
+pub(crate) struct WaitRequest<'a> {
+    #[serde(borrow, deserialize_with = "key_field")]
+    pub key: Cow<'a, str>,
+    pub ttl_ms: u64,
+    #[serde(default, deserialize_with = "owner_field")]
+    pub owner: Option<String>,
+    /// Required; `Option` only so that its absence gets our message.
+    #[serde(default, deserialize_with = "wait_ms_field")]
+    pub wait_ms: Option<u64>,
+    #[serde(default, deserialize_with = "wait_id_field")]
+    pub wait_id: Option<u64>,
+}
+
+/// (1.2) A `cancel_wait` request.
+#[derive(Deserialize)]
+pub(crate) struct CancelRequest {
+    #[serde(default, deserialize_with = "wait_id_field")]
+    pub wait_id: Option<u64>,
+}
+
+/// (1.2) A `renew_for` request: the handle as `try_lock` wrote it and the
+/// lease's new remaining time.
+#[derive(Deserialize)]
+pub(crate) struct RenewForRequest {
+    pub handle: bext_locking::LockHandle,
+    pub ttl_ms: u64,
+}
+
+/// A non-negative integer field, with a message naming it.
+struct Count(&'static str);
+
+impl Visitor<'_> for Count {
+    type Value = u64;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "`{}` as a non-negative integer", self.0)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+}
+
+fn wait_ms_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = d.deserialize_u64(Count("wait_ms"))?;
+    if v > bext_locking::MAX_TTL_MS {
+        return Err(de::Error::custom(format!(
+            "`wait_ms` is {v}, over the longest wait ({} ms)",
+            bext_locking::MAX_TTL_MS
+        )));
+    }
+    Ok(Some(v))
+}
+
+fn wait_id_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    d.deserialize_u64(Count("wait_id")).map(Some)
+}
+
 /// The `owner` of a request whose bytes are not all UTF-8, read without
 /// checking them, to tell whether it is the owner that is wrong.
 #[derive(Deserialize)]

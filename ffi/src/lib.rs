@@ -1,4 +1,4 @@
-//! The bext-locking C ABI, version 1 (revision 1.1), and the macro that
+//! The bext-locking C ABI, version 1 (revision 1.2), and the macro that
 //! exports a plugin.
 //!
 //! The types here are the source of truth for `include/bext_locking.h`
@@ -32,6 +32,7 @@ mod slots;
 mod stats;
 mod status;
 mod table;
+mod waits;
 pub mod wire;
 
 pub use abi::*;

@@ -16,9 +16,13 @@ use bext_locking_kit::{Backend, Plugin};
 
 use crate::abi::*;
 use crate::export::Export;
-use crate::json::{ForceRequest, KeyRequest, LockRequest, OwnerProbe, error_json};
+use crate::json::{
+    CancelRequest, ForceRequest, KeyRequest, LockRequest, OwnerProbe, RenewForRequest, WaitRequest,
+    error_json,
+};
 use crate::stats::{Call, Counters};
 use crate::status::status_of;
+use crate::waits::WaitIds;
 
 /// What an instance pointer points to: the kit's wrapper around the backend,
 /// which checks every request before the backend sees it, and the
@@ -26,6 +30,7 @@ use crate::status::status_of;
 pub(crate) struct Instance<E: Export> {
     plugin: Plugin<E::Backend>,
     counters: Counters,
+    waits: WaitIds,
 }
 
 /// What a slot body produced, before it is written to the out-parameter.
@@ -34,8 +39,10 @@ enum Done {
     Payload(Json),
     /// OK with nothing to return.
     Empty,
-    /// `try_lock` found the key held.
+    /// `try_lock` found the key held, or `lock_wait` timed out.
     Contended,
+    /// `lock_wait` was cancelled.
+    Cancelled,
 }
 
 /// A failed call: its status code and error object.
@@ -100,6 +107,7 @@ fn finish(out: *mut *mut c_char, body: impl FnOnce() -> SlotResult) -> i32 {
         Ok(Done::Payload(json)) => (BEXT_LOCKING_OK, Some(json)),
         Ok(Done::Empty) => (BEXT_LOCKING_OK, None),
         Ok(Done::Contended) => (BEXT_LOCKING_CONTENDED, None),
+        Ok(Done::Cancelled) => (BEXT_LOCKING_CANCELLED, None),
         Err(f) => (f.status, Some(Json::Text(f.json))),
     };
     if let Some(text) = text {
@@ -262,7 +270,8 @@ pub(crate) unsafe extern "C" fn create<E: Export>(
     let status = finish(out_error_json, || {
         let text = if config_json.is_null() { "{}" } else { input(config_json, "config_json")? };
         let plugin = Plugin::<E::Backend>::from_json(text)?;
-        let instance = Instance::<E> { plugin, counters: Counters::new() };
+        let instance =
+            Instance::<E> { plugin, counters: Counters::new(), waits: WaitIds::default() };
         made = Box::into_raw(Box::new(instance)) as *mut BextLockingInstance;
         Ok(Done::Empty)
     });
@@ -362,6 +371,80 @@ pub(crate) unsafe extern "C" fn stats<E: Export>(
         }
         let stats = instance.counters.snapshot();
         Ok(Done::Payload(Json::Text(serde_json::to_string(&stats).unwrap_or_default())))
+    })
+}
+
+pub(crate) unsafe extern "C" fn lock_wait<E: Export>(
+    instance: *mut BextLockingInstance,
+    request_json: *const c_char,
+    out_json: *mut *mut c_char,
+    out_sent_ago_us: *mut u64,
+) -> i32 {
+    if !out_sent_ago_us.is_null() {
+        // SAFETY: non-NULL, and the caller promises it points to a writable u64.
+        unsafe { *out_sent_ago_us = 0 };
+    }
+    let mut sent = None;
+    let status = slot(out_json, || {
+        let instance = plugin::<E>(instance)?;
+        let bytes = input_bytes(request_json, "request_json")?;
+        let request: WaitRequest<'_> = parse_input(bytes, "request_json", "a lock_wait request")?;
+        let wait_ms = request.wait_ms.ok_or_else(|| {
+            Failure::invalid("request_json is not a lock_wait request: `wait_ms` is missing")
+        })?;
+        let wait = bext_locking::Wait::new(std::time::Duration::from_millis(wait_ms));
+        let _registered = request.wait_id.map(|id| instance.waits.register(id, &wait));
+        let got = instance.plugin.lock_wait_typed(
+            &request.key,
+            request.ttl_ms,
+            request.owner.as_deref(),
+            &wait,
+        )?;
+        match got {
+            Some(acquired) => {
+                sent = Some(acquired.sent);
+                let json = crate::wire::handle_json_nul(&acquired.handle);
+                Ok(Done::Payload(Json::Nul(json)))
+            }
+            None if wait.is_cancelled() => Ok(Done::Cancelled),
+            None => Ok(Done::Contended),
+        }
+    });
+    if let (Some(sent), false) = (sent, out_sent_ago_us.is_null()) {
+        let ago = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+        // SAFETY: checked non-NULL above; the caller promises it is writable.
+        unsafe { *out_sent_ago_us = ago };
+    }
+    status
+}
+
+pub(crate) unsafe extern "C" fn cancel_wait<E: Export>(
+    instance: *mut BextLockingInstance,
+    request_json: *const c_char,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    slot(out_json, || {
+        let instance = plugin::<E>(instance)?;
+        let bytes = input_bytes(request_json, "request_json")?;
+        let request: CancelRequest = parse_input(bytes, "request_json", "a cancel_wait request")?;
+        let id = request.wait_id.ok_or_else(|| {
+            Failure::invalid("request_json is not a cancel_wait request: `wait_id` is missing")
+        })?;
+        instance.waits.cancel(id);
+        Ok(Done::Empty)
+    })
+}
+
+pub(crate) unsafe extern "C" fn renew_for<E: Export>(
+    instance: *mut BextLockingInstance,
+    request_json: *const c_char,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    counted::<E>(instance, out_json, Call::Renew, |instance| {
+        let bytes = input_bytes(request_json, "request_json")?;
+        let request: RenewForRequest = parse_input(bytes, "request_json", "a renew_for request")?;
+        instance.plugin.renew_for_typed(&request.handle, request.ttl_ms)?;
+        Ok(Done::Empty)
     })
 }
 

@@ -9,7 +9,7 @@ use crate::slots;
 /// use it with struct-update syntax to build deliberately broken tables.
 pub const fn vtable<E: Export>() -> BextLockingVTable {
     BextLockingVTable {
-        struct_size: BEXT_LOCKING_VTABLE_V1_1_SIZE,
+        struct_size: BEXT_LOCKING_VTABLE_V1_2_SIZE,
         abi_version: BEXT_LOCKING_ABI_VERSION,
         name: E::NAME.as_ptr(),
         version: E::VERSION.as_ptr(),
@@ -24,5 +24,8 @@ pub const fn vtable<E: Export>() -> BextLockingVTable {
         inspect: Some(slots::inspect::<E>),
         force_release: Some(slots::force_release::<E>),
         stats: Some(slots::stats::<E>),
+        lock_wait: Some(slots::lock_wait::<E>),
+        cancel_wait: Some(slots::cancel_wait::<E>),
+        renew_for: Some(slots::renew_for::<E>),
     }
 }

@@ -2,7 +2,7 @@
 
 use std::ffi::CStr;
 
-use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
+use bext_locking::{Acquired, ForceReleased, LockHandle, LockInfo, PluginError, Wait};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -56,8 +56,9 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// What `describe` lists in `capabilities` besides `"stats"` (which the
     /// ffi layer provides for every backend): `"owner"`, `"inspect"`,
-    /// `"force_release"`, for the methods below this backend overrides in
-    /// at least one of its modes.
+    /// `"force_release"` (1.1), `"lock_wait"`, `"fifo"`, `"renew_ttl"`
+    /// (1.2), for the methods below this backend overrides in at least one
+    /// of its modes.
     const CAPABILITIES: &'static [&'static str] = &[];
 
     /// [`try_lock`](Self::try_lock) recording who holds the lock, for
@@ -98,6 +99,48 @@ pub trait Backend: Send + Sync + Sized + 'static {
         let _ = (key, if_fence);
         Err(PluginError::unsupported(format!(
             "{}: this backend cannot force-release locks",
+            crate::plugin::name::<Self>()
+        )))
+    }
+
+    /// (ABI 1.2) Waits until `key` is ours, `wait` times out or it is
+    /// cancelled (`Ok(None)` for both; the wrapper tells them apart). The
+    /// wrapper has checked the request as for [`try_lock_owned`]
+    /// (Self::try_lock_owned) and that `wait`'s timeout is in range.
+    ///
+    /// An override blocks on the backend's own notification (a condition
+    /// variable, pub/sub, `LISTEN`, a watch) rather than polling, registers
+    /// a [`Wait::on_cancel`] hook that wakes it (a cancel must end the wait
+    /// within 100 ms), leaves nothing behind on the server when it gives up
+    /// (no queue entry, subscription or lease), and lists `"lock_wait"` (and
+    /// `"fifo"` when waiters are served in the order they came) in
+    /// [`CAPABILITIES`](Self::CAPABILITIES). `Acquired::sent` is when the
+    /// request that took the lock was sent. By default the backend cannot,
+    /// and hosts poll [`try_lock`](Self::try_lock) instead.
+    fn lock_wait(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &Wait,
+    ) -> Result<Option<Acquired>, PluginError> {
+        let _ = (key, ttl_ms, owner, wait);
+        Err(PluginError::unsupported(format!(
+            "{}: this backend cannot wait for a lock; poll try_lock instead",
+            crate::plugin::name::<Self>()
+        )))
+    }
+
+    /// (ABI 1.2) Sets the remaining time of a lock this handle holds to
+    /// `ttl_ms` from now, once, without re-acquiring (an error means the
+    /// lock is lost, as for [`renew`](Self::renew)); later renewals use the
+    /// handle's TTL again. A backend that overrides it lists `"renew_ttl"`
+    /// in [`CAPABILITIES`](Self::CAPABILITIES). The wrapper has checked
+    /// `ttl_ms` against the ABI's limits and [`limits`](Self::limits).
+    fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), PluginError> {
+        let _ = (handle, ttl_ms);
+        Err(PluginError::unsupported(format!(
+            "{}: this backend cannot set a lease's remaining time (no renew_ttl)",
             crate::plugin::name::<Self>()
         )))
     }

@@ -4,9 +4,12 @@
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use bext_locking::{
-    ForceReleased, LockAdmin, LockHandle, LockInfo, LockingPlugin, PluginError, Stats,
-    validate_key, validate_owner, validate_ttl,
+    Acquired, ForceReleased, LockAdmin, LockHandle, LockInfo, LockWait, LockingPlugin, PluginError,
+    Stats, Wait, WaitMode, validate_key, validate_owner, validate_ttl,
 };
 
 use crate::{Backend, Limits, message};
@@ -27,6 +30,15 @@ pub struct Plugin<B: Backend> {
     backend: B,
     limits: Limits,
     closed: AtomicBool,
+    /// The waits in flight, so that cleanup ends them at once.
+    waits: Mutex<Waits>,
+}
+
+/// The waits in flight on one instance, by a number of their own.
+#[derive(Default)]
+struct Waits {
+    next: u64,
+    live: HashMap<u64, Wait>,
 }
 
 /// The backend's name as text (names are ASCII constants).
@@ -38,7 +50,7 @@ impl<B: Backend> Plugin<B> {
     /// Wraps a backend instance, reading its limits once.
     pub fn new(backend: B) -> Self {
         let limits = backend.limits();
-        Self { backend, limits, closed: AtomicBool::new(false) }
+        Self { backend, limits, closed: AtomicBool::new(false), waits: Mutex::default() }
     }
 
     /// Builds an instance from a config built in Rust, after checking it
@@ -131,6 +143,50 @@ impl<B: Backend> Plugin<B> {
         self.backend.force_release(key, if_fence)
     }
 
+    /// (ABI 1.2) Waits for `key` ([`Backend::lock_wait`]) after the checks
+    /// of [`try_lock_owned_typed`](Self::try_lock_owned_typed); cleanup
+    /// cancels the wait. `Ok(None)`: timed out or cancelled.
+    pub fn lock_wait_typed(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &Wait,
+    ) -> Result<Option<Acquired>, PluginError> {
+        self.check_request(key, ttl_ms)?;
+        if let Some(owner) = owner {
+            validate_owner(owner).map_err(PluginError::invalid)?;
+        }
+        let id = {
+            let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+            waits.next += 1;
+            let id = waits.next;
+            waits.live.insert(id, wait.clone());
+            id
+        };
+        // Checked after registering, so a cleanup racing this call either
+        // sees the wait (and cancels it) or is seen here.
+        let result = self.check_open().and_then(|()| {
+            if wait.is_cancelled() {
+                return Ok(None);
+            }
+            self.backend.lock_wait(key, ttl_ms, owner, wait)
+        });
+        self.waits.lock().unwrap_or_else(|p| p.into_inner()).live.remove(&id);
+        result
+    }
+
+    /// (ABI 1.2) Sets a held lease's remaining time once
+    /// ([`Backend::renew_for`]), after checking the handle as
+    /// [`renew_typed`](Self::renew_typed) does and `ttl_ms` against the
+    /// limits.
+    pub fn renew_for_typed(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), PluginError> {
+        self.check_request(&handle.key, handle.ttl_ms)?;
+        self.check_request(&handle.key, ttl_ms)?;
+        self.check_open()?;
+        self.backend.renew_for(handle, ttl_ms)
+    }
+
     /// [`LockingPlugin::renew`] with the error's kind.
     pub fn renew_typed(&self, handle: &LockHandle) -> Result<(), PluginError> {
         self.check_request(&handle.key, handle.ttl_ms)?;
@@ -196,6 +252,13 @@ impl<B: Backend> LockingPlugin for Plugin<B> {
 
     fn cleanup(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
+            let waits: Vec<Wait> = {
+                let waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+                waits.live.values().cloned().collect()
+            };
+            for wait in waits {
+                wait.cancel();
+            }
             self.backend.cleanup();
         }
     }
@@ -234,6 +297,44 @@ impl<B: Backend> LockAdmin for Plugin<B> {
             "{}: statistics are counted at the C boundary; an in-process instance has none",
             name::<B>()
         )))
+    }
+}
+
+/// The 1.2 calls in-process.
+impl<B: Backend> LockWait for Plugin<B> {
+    fn wait_mode(&self) -> WaitMode {
+        WaitMode::of(B::CAPABILITIES)
+    }
+
+    /// A backend without a wait of its own is polled, as hosts poll a
+    /// plugin without the slot.
+    fn lock_wait(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &Wait,
+    ) -> Result<Option<Acquired>, PluginError> {
+        match self.lock_wait_typed(key, ttl_ms, owner, wait) {
+            Err(e) if e.kind == bext_locking::ErrorKind::Unsupported => {
+                bext_locking::wait::poll_wait(
+                    wait,
+                    bext_locking::wait::POLL_MAX,
+                    || {
+                        let sent = std::time::Instant::now();
+                        Ok(self
+                            .try_lock_owned_typed(key, ttl_ms, owner)?
+                            .map(|handle| Acquired { handle, sent }))
+                    },
+                    || None,
+                )
+            }
+            other => other,
+        }
+    }
+
+    fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), PluginError> {
+        self.renew_for_typed(handle, ttl_ms)
     }
 }
 

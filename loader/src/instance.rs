@@ -4,12 +4,17 @@
 use std::ffi::{CStr, c_char};
 use std::ptr::{self, NonNull};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bext_locking::wait::{POLL_MAX, poll_wait};
 use bext_locking::{
-    ErrorKind, ForceReleased, LockAdmin, LockHandle, LockInfo, LockingPlugin, PluginError, Stats,
-    validate_owner,
+    Acquired, ErrorKind, ForceReleased, LockAdmin, LockHandle, LockInfo, LockWait, LockingPlugin,
+    PluginError, Stats, Wait, WaitMode, validate_owner,
 };
 use bext_locking_ffi::{
-    BEXT_LOCKING_CONTENDED, BEXT_LOCKING_OK, BextLockingInstance, kind_of, wire,
+    BEXT_LOCKING_CANCELLED, BEXT_LOCKING_CONTENDED, BEXT_LOCKING_OK, BextLockingInstance, kind_of,
+    wire,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -31,6 +36,8 @@ pub struct FfiPlugin {
     slots: Slots,
     instance: NonNull<BextLockingInstance>,
     name: String,
+    /// Whether the line saying that waits poll has been logged.
+    polling_noted: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: ABI v1 requires instances to accept calls from any thread, and
@@ -110,7 +117,7 @@ impl FfiPlugin {
         name: String,
     ) -> Self {
         let instance = NonNull::new(instance).expect("checked non-NULL by the caller");
-        Self { slots, instance, name }
+        Self { slots, instance, name, polling_noted: std::sync::atomic::AtomicBool::new(false) }
     }
 
     /// Calls one of the JSON-in, JSON-out slots with a NUL-terminated input
@@ -317,6 +324,204 @@ impl FfiPlugin {
         // valid out-parameter.
         let status = unsafe { slot(self.instance.as_ptr(), &mut out) };
         self.answer("stats", (status, out))
+    }
+}
+
+/// The host's wait ids: unique in this process, so unique per instance.
+static NEXT_WAIT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The instance pointer, for a cancel hook that runs on another thread.
+struct CancelTarget {
+    slot: CallFn,
+    instance: NonNull<BextLockingInstance>,
+    free_string: crate::vtable::FreeFn,
+    id: u64,
+}
+
+// SAFETY: the ABI lets any thread call an instance's slots; the hook that
+// holds this runs only while its guard lives, inside `lock_wait_slot`, so the
+// instance outlives it.
+unsafe impl Send for CancelTarget {}
+
+impl CancelTarget {
+    fn cancel(self) {
+        let input = format!("{{\"wait_id\":{}}}\0", self.id);
+        let mut out: *mut c_char = ptr::null_mut();
+        // SAFETY: live instance (see `Send`), NUL-terminated input that
+        // outlives the call, valid out-parameter.
+        unsafe { (self.slot)(self.instance.as_ptr(), input.as_ptr().cast(), &mut out) };
+        if !out.is_null() {
+            // SAFETY: returned by this plugin's slot and not freed yet.
+            unsafe { (self.free_string)(out) };
+        }
+    }
+}
+
+impl FfiPlugin {
+    /// How [`lock_wait`](Self::lock_wait) waits on this plugin: by the
+    /// plugin's own notification when it has the 1.2 slot and lists
+    /// `"lock_wait"`, else by polling.
+    pub fn wait_mode(&self) -> WaitMode {
+        if self.slots.lock_wait.is_none() {
+            return WaitMode::Polling;
+        }
+        WaitMode::of(&self.capabilities())
+    }
+
+    /// Waits up to `timeout` for `key` (ABI 1.2 `lock_wait`), sending the
+    /// [`default_owner`](crate::default_owner). `Ok(None)` when the time
+    /// passes; see [`lock_wait_with`](Self::lock_wait_with) to cancel the
+    /// wait from another thread.
+    pub fn lock_wait(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        timeout: Duration,
+    ) -> Result<Option<LockHandle>, PluginError> {
+        let wait = Wait::new(timeout);
+        Ok(self.lock_wait_with(key, ttl_ms, Some(crate::default_owner()), &wait)?.map(|a| a.handle))
+    }
+
+    /// Waits for `key` until `wait` times out or is cancelled
+    /// ([`Wait::cancel`], from any thread: the plugin's wait ends within
+    /// 100 ms and leaves nothing on the server). A plugin without the
+    /// `lock_wait` slot (1.0, 1.1), or whose mode answers `unsupported`, is
+    /// polled with jittered backoff instead, and a line saying so is
+    /// logged (`log` at info level) once per instance.
+    pub fn lock_wait_with(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &Wait,
+    ) -> Result<Option<Acquired>, PluginError> {
+        if let Some(owner) = owner {
+            validate_owner(owner).map_err(PluginError::invalid)?;
+        }
+        if let Some(slot) = self.slots.lock_wait {
+            match self.lock_wait_slot(slot, key, ttl_ms, owner, wait) {
+                Err(e) if e.kind == ErrorKind::Unsupported => {
+                    self.note_polling(&format!("its lock_wait is unsupported here: {}", e.message))
+                }
+                other => return other,
+            }
+        } else {
+            self.note_polling(&format!("it has no lock_wait slot (ABI 1.{})", self.abi_minor()));
+        }
+        poll_wait(
+            wait,
+            POLL_MAX,
+            || {
+                let sent = Instant::now();
+                Ok(self.try_lock_as(key, ttl_ms, owner)?.map(|handle| Acquired { handle, sent }))
+            },
+            || None,
+        )
+    }
+
+    /// Says once per instance that its waits poll.
+    fn note_polling(&self, why: &str) {
+        if !self.polling_noted.swap(true, Ordering::Relaxed) {
+            log::info!("plugin `{}`: waiting by polling try_lock: {why}", self.name);
+        }
+    }
+
+    fn lock_wait_slot(
+        &self,
+        slot: crate::vtable::WaitFn,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &Wait,
+    ) -> Result<Option<Acquired>, PluginError> {
+        if wait.is_cancelled() {
+            return Ok(None);
+        }
+        let id = NEXT_WAIT_ID.fetch_add(1, Ordering::Relaxed);
+        let wait_ms = u64::try_from(wait.remaining().as_millis()).unwrap_or(u64::MAX);
+        let mut request = serde_json::json!({
+            "key": key, "ttl_ms": ttl_ms, "wait_ms": wait_ms.min(bext_locking::MAX_TTL_MS),
+            "wait_id": id,
+        });
+        if let Some(owner) = owner {
+            request["owner"] = owner.into();
+        }
+        let mut input = request.to_string().into_bytes();
+        input.push(0);
+        // Without a cancel slot the wait still ends at its deadline.
+        let _hook = self.slots.cancel_wait.map(|cancel| {
+            let target = CancelTarget {
+                slot: cancel,
+                instance: self.instance,
+                free_string: self.slots.free_string,
+                id,
+            };
+            wait.on_cancel(move || target.cancel())
+        });
+        let mut out: *mut c_char = ptr::null_mut();
+        let mut sent_ago_us = 0u64;
+        // SAFETY: live instance, NUL-terminated input that outlives the
+        // call, valid out-parameters.
+        let status = unsafe {
+            slot(self.instance.as_ptr(), input.as_ptr().cast(), &mut out, &mut sent_ago_us)
+        };
+        let returned = Instant::now();
+        match status {
+            BEXT_LOCKING_OK => self.finish(out, |json| {
+                let json = json.ok_or_else(|| {
+                    self.protocol("lock_wait returned OK without a handle".into())
+                })?;
+                let handle = match wire::parse_canonical_handle(json) {
+                    Some(h) => h,
+                    None => serde_json::from_slice(json).map_err(|e| {
+                        self.protocol(format!("lock_wait returned a bad handle: {e}"))
+                    })?,
+                };
+                let sent =
+                    returned.checked_sub(Duration::from_micros(sent_ago_us)).unwrap_or(returned);
+                Ok(Some(Acquired { handle, sent }))
+            }),
+            BEXT_LOCKING_CONTENDED | BEXT_LOCKING_CANCELLED => self.finish(out, |_| Ok(None)),
+            s if s < 0 => Err(self.error(s, out)),
+            s => self.finish(out, |_| {
+                Err(self.protocol(format!("lock_wait returned unexpected status {s}")))
+            }),
+        }
+    }
+
+    /// Sets the remaining time of a held lock to `ttl_ms` once (ABI 1.2
+    /// `renew_for`, capability `"renew_ttl"`). `Unsupported` when the
+    /// plugin has no such slot or cannot; an error of another kind means
+    /// the lock is lost.
+    pub fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), PluginError> {
+        let slot = self.slots.renew_for.ok_or_else(|| self.absent("renew_for"))?;
+        let mut handle_json = Vec::new();
+        wire::write_handle_nul(&mut handle_json, handle);
+        handle_json.pop();
+        let handle_json = String::from_utf8_lossy(&handle_json);
+        let mut input = format!("{{\"handle\":{handle_json},\"ttl_ms\":{ttl_ms}}}").into_bytes();
+        input.push(0);
+        self.expect_empty("renew_for", self.call(slot, &input))
+    }
+}
+
+impl LockWait for FfiPlugin {
+    fn wait_mode(&self) -> WaitMode {
+        FfiPlugin::wait_mode(self)
+    }
+
+    fn lock_wait(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &Wait,
+    ) -> Result<Option<Acquired>, PluginError> {
+        self.lock_wait_with(key, ttl_ms, owner, wait)
+    }
+
+    fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), PluginError> {
+        FfiPlugin::renew_for(self, handle, ttl_ms)
     }
 }
 

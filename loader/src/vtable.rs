@@ -5,8 +5,8 @@ use std::ffi::c_char;
 use std::mem::{offset_of, size_of};
 
 use bext_locking_ffi::{
-    BEXT_LOCKING_ABI_VERSION, BEXT_LOCKING_VTABLE_V1_1_SIZE, BEXT_LOCKING_VTABLE_V1_SIZE,
-    BextLockingInstance, BextLockingVTable,
+    BEXT_LOCKING_ABI_VERSION, BEXT_LOCKING_VTABLE_V1_1_SIZE, BEXT_LOCKING_VTABLE_V1_2_SIZE,
+    BEXT_LOCKING_VTABLE_V1_SIZE, BextLockingInstance, BextLockingVTable,
 };
 
 use crate::error::LoadErrorKind;
@@ -22,6 +22,13 @@ pub type CallFn =
     unsafe extern "C" fn(*mut BextLockingInstance, *const c_char, *mut *mut c_char) -> i32;
 /// `cleanup(instance, out_json)`, and `stats(instance, out_json)`.
 pub type CleanupFn = unsafe extern "C" fn(*mut BextLockingInstance, *mut *mut c_char) -> i32;
+/// (1.2) `lock_wait(instance, request_json, out_json, out_sent_ago_us)`.
+pub type WaitFn = unsafe extern "C" fn(
+    *mut BextLockingInstance,
+    *const c_char,
+    *mut *mut c_char,
+    *mut u64,
+) -> i32;
 /// `destroy(instance)`.
 pub type DestroyFn = unsafe extern "C" fn(*mut BextLockingInstance);
 /// `free_string(s)`.
@@ -54,6 +61,12 @@ pub struct Slots {
     pub force_release: Option<CallFn>,
     /// (1.1) `stats`, when the vtable has it.
     pub stats: Option<CleanupFn>,
+    /// (1.2) `lock_wait`, when the vtable has it.
+    pub lock_wait: Option<WaitFn>,
+    /// (1.2) `cancel_wait`, when the vtable has it.
+    pub cancel_wait: Option<CallFn>,
+    /// (1.2) `renew_for`, when the vtable has it.
+    pub renew_for: Option<CallFn>,
     /// The vtable's `struct_size`.
     pub struct_size: u32,
 }
@@ -65,7 +78,8 @@ impl std::fmt::Debug for Slots {
 }
 
 /// The optional slots, by the name the ABI gives them.
-pub const OPTIONAL_SLOTS: [&str; 3] = ["inspect", "force_release", "stats"];
+pub const OPTIONAL_SLOTS: [&str; 6] =
+    ["inspect", "force_release", "stats", "lock_wait", "cancel_wait", "renew_for"];
 
 impl Slots {
     /// Validates a vtable as ABI v1 requires of a host: refuses another
@@ -129,6 +143,9 @@ impl Slots {
                 inspect: None,
                 force_release: None,
                 stats: None,
+                lock_wait: None,
+                cancel_wait: None,
+                renew_for: None,
                 struct_size,
             }
         };
@@ -150,15 +167,34 @@ impl Slots {
                 } else {
                     None
                 },
+                lock_wait: if covers(offset_of!(BextLockingVTable, lock_wait)) {
+                    (&raw const (*v).lock_wait).read()
+                } else {
+                    None
+                },
+                cancel_wait: if covers(offset_of!(BextLockingVTable, cancel_wait)) {
+                    (&raw const (*v).cancel_wait).read()
+                } else {
+                    None
+                },
+                renew_for: if covers(offset_of!(BextLockingVTable, renew_for)) {
+                    (&raw const (*v).renew_for).read()
+                } else {
+                    None
+                },
                 ..mandatory
             })
         }
     }
 
-    /// The ABI revision the table's size covers: 1 when it has room for
-    /// every 1.1 slot, 0 for a 1.0 table.
+    /// The ABI revision the table's size covers: 2 when it has room for
+    /// every 1.2 slot, 1 for every 1.1 slot, 0 for a 1.0 table.
     pub fn abi_minor(&self) -> u32 {
-        u32::from(self.struct_size >= BEXT_LOCKING_VTABLE_V1_1_SIZE)
+        if self.struct_size >= BEXT_LOCKING_VTABLE_V1_2_SIZE {
+            2
+        } else {
+            u32::from(self.struct_size >= BEXT_LOCKING_VTABLE_V1_1_SIZE)
+        }
     }
 
     /// Whether the optional slot `name` (`"inspect"`, `"force_release"`,
@@ -168,6 +204,9 @@ impl Slots {
             "inspect" => self.inspect.is_some(),
             "force_release" => self.force_release.is_some(),
             "stats" => self.stats.is_some(),
+            "lock_wait" => self.lock_wait.is_some(),
+            "cancel_wait" => self.cancel_wait.is_some(),
+            "renew_for" => self.renew_for.is_some(),
             "describe" | "create" | "try_lock" | "renew" | "release" | "cleanup" | "destroy"
             | "free_string" => true,
             _ => false,
