@@ -62,8 +62,10 @@
  * `stats` and `BEXT_LOCKING_ERR_UNSUPPORTED`. A host learns what a plugin
  * has from its `struct_size` (and `describe`'s `capabilities`), never from
  * this number alone.
+ * Revision 2 adds `lock_wait`, `cancel_wait`, `renew_for` and
+ * `BEXT_LOCKING_CANCELLED`.
  */
-#define BEXT_LOCKING_ABI_MINOR 1
+#define BEXT_LOCKING_ABI_MINOR 2
 
 /**
  * The call did what was asked.
@@ -74,6 +76,12 @@
  * `try_lock` only: someone else holds the key; `*out_json` is NULL. Not an error.
  */
 #define BEXT_LOCKING_CONTENDED 1
+
+/**
+ * (1.2) `lock_wait` only: the wait was cancelled by `cancel_wait` (or by
+ * `cleanup`); `*out_json` is NULL. Not an error.
+ */
+#define BEXT_LOCKING_CANCELLED 2
 
 /**
  * The backend failed (unreachable, protocol, timeout), or `renew` found the
@@ -190,6 +198,17 @@ typedef void (*BextLockingDestroyFn)(struct BextLockingInstance *instance);
 typedef void (*BextLockingFreeStringFn)(char *s);
 
 /**
+ * (1.2) `lock_wait`: like [`BextLockingCallFn`], plus `out_sent_ago_us`
+ * (may be NULL): on `BEXT_LOCKING_OK`, how many microseconds before the
+ * call returned the request that took the lock was sent, so a host can
+ * date the lease from then rather than from the start of a long wait.
+ */
+typedef int32_t (*BextLockingWaitFn)(struct BextLockingInstance *instance,
+                                     const char *request_json,
+                                     char **out_json,
+                                     uint64_t *out_sent_ago_us);
+
+/**
  * The table of a plugin's functions, returned by `bext_locking_plugin_entry`.
  *
  * Static and valid for as long as the library stays loaded (plugins are
@@ -279,6 +298,29 @@ typedef struct BextLockingVTable {
    * counters and latency histograms since `create` (see `docs/ABI.md`).
    */
   BextLockingCleanupFn stats;
+  /**
+   * (1.2, optional) `lock_wait(instance, request_json, out_json,
+   * out_sent_ago_us)`: request `{"key","ttl_ms","owner"?,"wait_ms",
+   * "wait_id"?}`; blocks until the lock is ours (`BEXT_LOCKING_OK`, the
+   * handle in `*out_json`), `wait_ms` passes (`BEXT_LOCKING_CONTENDED`)
+   * or the wait is cancelled (`BEXT_LOCKING_CANCELLED`), woken by the
+   * backend's notification rather than by polling.
+   */
+  BextLockingWaitFn lock_wait;
+  /**
+   * (1.2, optional) `cancel_wait(instance, request_json, out_json)`:
+   * request `{"wait_id":N}`; the `lock_wait` with that id returns
+   * `BEXT_LOCKING_CANCELLED` within 100 ms, leaving nothing on the
+   * server. An unknown id is a no-op (OK). Writes nothing on success.
+   */
+  BextLockingCallFn cancel_wait;
+  /**
+   * (1.2, optional) `renew_for(instance, request_json, out_json)`:
+   * request `{"handle":{…},"ttl_ms":N}`; sets the held lease's remaining
+   * time to `ttl_ms` once (capability `"renew_ttl"`). Writes nothing on
+   * success; an error means the lock is lost, as for `renew`.
+   */
+  BextLockingCallFn renew_for;
 } BextLockingVTable;
 
 /**
