@@ -138,9 +138,45 @@ pub const STATS_BUCKETS: usize = STATS_BUCKET_BOUNDS_US.len() + 1;
 
 /// The index of the bucket a call of `micros` µs counts in: the first
 /// whose bound is at least `micros`, or the last (+Inf).
+///
+/// Every plugin runs this twice per pair of calls, so it is a table lookup
+/// by the number's bit length and one comparison rather than a search:
+/// consecutive bounds are at least 2× apart, so the values of one bit
+/// length, `[2^(n-1), 2^n)`, span at most one bound.
 pub fn bucket_of(micros: u64) -> usize {
-    STATS_BUCKET_BOUNDS_US.partition_point(|&b| b < micros)
+    let bits = (u64::BITS - micros.leading_zeros()) as usize;
+    let first = FIRST_BUCKET_BY_BITS[bits];
+    match STATS_BUCKET_BOUNDS_US.get(first) {
+        Some(&bound) if bound < micros => first + 1,
+        _ => first,
+    }
 }
+
+/// For each bit length `n`, the first bucket whose bound is at least the
+/// smallest number of that length (`2^(n-1)`, or 0 for `n = 0`).
+const FIRST_BUCKET_BY_BITS: [usize; 65] = {
+    let mut table = [0; 65];
+    let mut bits = 0;
+    while bits <= 64 {
+        let smallest: u64 = if bits == 0 { 0 } else { 1 << (bits - 1) };
+        let mut i = 0;
+        while i < STATS_BUCKET_BOUNDS_US.len() && STATS_BUCKET_BOUNDS_US[i] < smallest {
+            i += 1;
+        }
+        table[bits] = i;
+        bits += 1;
+    }
+    table
+};
+
+// The lookup above relies on each bound being at least twice the one before.
+const _: () = {
+    let mut i = 1;
+    while i < STATS_BUCKET_BOUNDS_US.len() {
+        assert!(STATS_BUCKET_BOUNDS_US[i] >= 2 * STATS_BUCKET_BOUNDS_US[i - 1]);
+        i += 1;
+    }
+};
 
 /// Failed calls by their error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -216,6 +252,22 @@ mod tests {
         assert!(validate_owner(&"o".repeat(MAX_OWNER_BYTES)).is_ok());
         let e = validate_owner(&"€".repeat(86)).unwrap_err();
         assert!(e.starts_with("owner is 258 bytes"), "{e}");
+    }
+
+    #[test]
+    fn the_bucket_lookup_agrees_with_a_search() {
+        let search = |m: u64| STATS_BUCKET_BOUNDS_US.partition_point(|&b| b < m);
+        let mut probes: Vec<u64> = (0..=12_000).collect();
+        for &b in &STATS_BUCKET_BOUNDS_US {
+            probes.extend([b - 1, b, b + 1]);
+        }
+        for bits in 0..64 {
+            probes.extend([(1u64 << bits) - 1, 1 << bits, (1 << bits) + 1]);
+        }
+        probes.push(u64::MAX);
+        for m in probes {
+            assert_eq!(bucket_of(m), search(m), "{m} µs");
+        }
     }
 
     #[test]

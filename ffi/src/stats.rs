@@ -32,7 +32,11 @@ impl Histogram {
     }
 
     fn record(&self, took: Duration) {
-        let micros = u64::try_from(took.as_nanos().div_ceil(1000)).unwrap_or(u64::MAX);
+        // In u64: `as_nanos` is a u128, and its division is a library call.
+        let micros = took
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(took.subsec_nanos().div_ceil(1000)));
         self.0[bucket_of(micros)].fetch_add(1, Relaxed);
     }
 
