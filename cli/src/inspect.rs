@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bext_locking::LockAdmin;
 use bext_locking::conformance::{self, Options};
+use bext_locking::{LockAdmin, LockWait};
 use bext_locking_loader::{ScanOptions, SkipKind};
 use serde::Serialize;
 use serde_json::Value;
@@ -275,6 +275,7 @@ pub fn check(args: CheckArgs, plugin_dirs: &[PathBuf]) -> Result<i32, CliError> 
     let secrets = config::secrets(&config);
     let mut known = conformance::check_names();
     known.extend(conformance::admin_check_names());
+    known.extend(conformance::wait_check_names());
     if let Some(bad) = args.only.iter().find(|n| !known.contains(&n.as_str())) {
         return Err(CliError::usage(format!(
             "--only {bad}: no such check; the checks are: {}",
@@ -304,6 +305,10 @@ pub fn check(args: CheckArgs, plugin_dirs: &[PathBuf]) -> Result<i32, CliError> 
     }
     let only: Vec<&str> = args.only.iter().map(String::as_str).collect();
     let mut report = conformance::run_admin_only(&factory, &options, &only);
+    // And the ABI 1.2 checks (waiting, renew_for): skipped, with the
+    // reason, for a plugin that does not list `lock_wait`.
+    let factory = || lib.create_ffi(&config_text).map(|p| Box::new(p) as Box<dyn LockWait>);
+    report.checks.extend(conformance::run_wait_only(&factory, &options, &only).checks);
     for c in &mut report.checks {
         c.message = secrets.scrub(&c.message);
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bext_locking::redact::Secrets;
-use bext_locking::{ErrorKind, GuardOptions, LockGuard, LockingPlugin};
+use bext_locking::{ErrorKind, GuardOptions, LockGuard, LockingPlugin, PluginError};
 use bext_locking_loader::FfiPlugin;
 
 use crate::{CliError, exit};
@@ -33,13 +33,19 @@ pub fn try_once(
             Ok(Some(LockGuard::with_options(guarded, handle, options)))
         }
         Ok(None) => Ok(None),
-        Err(e) if e.kind == ErrorKind::InvalidArgument => Err(CliError::usage(format!(
+        Err(e) => Err(failed(key, &e, secrets)),
+    }
+}
+
+/// The CLI error for a failed attempt at `key`: a request the plugin
+/// refused is a usage error (exit 2), anything else the backend's (exit 69).
+pub fn failed(key: &str, e: &PluginError, secrets: &Secrets) -> CliError {
+    if e.kind == ErrorKind::InvalidArgument {
+        CliError::usage(format!(
             "cannot lock `{key}`: the plugin refused --key/--ttl: {}",
             secrets.scrub(&e.message)
-        ))),
-        Err(e) => Err(CliError::new(
-            exit::BACKEND,
-            format!("cannot lock `{key}`: {}", secrets.scrub(&e.message)),
-        )),
+        ))
+    } else {
+        CliError::new(exit::BACKEND, format!("cannot lock `{key}`: {}", secrets.scrub(&e.message)))
     }
 }

@@ -218,7 +218,8 @@ Exit status:
   1                     bext-lock failed before locking (plugin not found or refused)
   2                     bad usage (also a --grace that does not fit the --ttl)
   126, 127              the command could not be run / was not found
-  128+N                 bext-lock got signal N while waiting for the lock";
+  128+N                 bext-lock got signal N while waiting for the lock (130: Ctrl-C);
+                        the wait was cancelled and the command did not run";
 
 /// `run`'s examples. Printed after clap's help exactly as written: clap
 /// wraps its help text to the terminal, and a wrapped command line pasted
@@ -280,8 +281,10 @@ struct RunCmd {
         hide_env_values = true
     )]
     config: Option<String>,
-    /// If the lock is held, retry (with jittered backoff) for up to this
-    /// long before giving up with the conflict exit code.
+    /// If the lock is held, wait up to this long for it (notified by the
+    /// plugin when it can, else polling with jittered backoff; -v says
+    /// which) before giving up with the conflict exit code. Ctrl-C or
+    /// SIGTERM cancels the wait (exit 130 / 143).
     #[arg(short, long, value_name = "DURATION", value_parser = duration::parse)]
     wait: Option<Duration>,
     /// Exit code when the lock is held elsewhere.

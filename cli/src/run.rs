@@ -1,8 +1,6 @@
 //! `bext-lock run`: run a command only while holding a lock.
 
-use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
-use std::hash::{BuildHasher, Hasher};
 use std::io::ErrorKind;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus};
@@ -12,7 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bext_locking::redact::Secrets;
-use bext_locking::{GuardOptions, LockGuard, LockLost, LossCause, ReleaseError};
+use bext_locking::{
+    GuardOptions, LockGuard, LockLost, LossCause, PluginError, ReleaseError, Wait, WaitMode,
+};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
@@ -49,6 +49,9 @@ enum Event {
     Signal { signal: i32, from_kernel: bool },
     /// The guard reported the lock lost.
     Lost(LockLost),
+    /// The `--wait` for the lock ended: the lock, or `None` (timed out or
+    /// cancelled).
+    Waited(Result<Option<LockGuard>, PluginError>),
 }
 
 /// Signals forwarded to CMD (and that interrupt `--wait`).
@@ -56,11 +59,6 @@ const FORWARDED: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
 
 /// How often the main loop looks at the child even without a SIGCHLD.
 const POLL: Duration = Duration::from_millis(200);
-
-/// Backoff between attempts under `--wait`: it doubles from the first to the
-/// last value, each sleep drawn at random from its upper half.
-const BACKOFF_FIRST: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 struct SignalThread {
     handle: signal_hook::iterator::Handle,
@@ -149,7 +147,7 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
     let _signals = SignalThread::start(events_tx.clone())?;
     let options = GuardOptions::default().clock_drift(drift).stop_margin(plan.stop_margin);
 
-    let guard = match acquire(&plugin, &args, options, &events, &secrets) {
+    let guard = match acquire(&plugin, &args, options, &events, &events_tx, &secrets) {
         Ok(Acquired::Guard(g)) => g,
         Ok(Acquired::Contended) => {
             watchdog.disarm();
@@ -255,45 +253,83 @@ enum Acquired {
     Interrupted(i32),
 }
 
-/// Tries once, or until `--wait` runs out, with jittered exponential backoff.
+/// Tries once, or, with `--wait`, waits for the lock: by the plugin's own
+/// notification (the ABI 1.2 `lock_wait` slot) when it has one, else by
+/// polling `try_lock` with jittered backoff (the loader's fallback). A
+/// forwarded signal cancels the wait, which then leaves nothing behind.
 fn acquire(
     plugin: &Arc<bext_locking_loader::FfiPlugin>,
     args: &RunArgs,
     options: GuardOptions,
     events: &Receiver<Event>,
+    events_tx: &Sender<Event>,
     secrets: &Secrets,
 ) -> Result<Acquired, CliError> {
     let owner = crate::owner::for_command(&args.command);
-    let until = args.wait.map(|w| Instant::now() + w);
-    let mut backoff = BACKOFF_FIRST;
-    loop {
-        if let Some(guard) =
-            crate::lock::try_once(plugin, &args.key, &owner, args.ttl, options.clone(), secrets)?
-        {
-            return Ok(Acquired::Guard(guard));
-        }
-        let Some(until) = until else { return Ok(Acquired::Contended) };
-        let now = Instant::now();
-        if now >= until {
-            return Ok(Acquired::Contended);
-        }
-        // Full jitter on the upper half: processes that collided once do
-        // not keep colliding.
-        let half = backoff / 2;
-        let jitter = Duration::from_nanos(random_u64() % (half.as_nanos().max(1) as u64));
-        let sleep = (half + jitter).min(until - now);
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-        let wake = Instant::now() + sleep;
-        while let Some(left) = wake.checked_duration_since(Instant::now()) {
-            match events.recv_timeout(left) {
-                Ok(Event::Signal { signal, .. }) if FORWARDED.contains(&signal) => {
-                    return Ok(Acquired::Interrupted(signal));
-                }
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => thread::sleep(left),
+    let Some(timeout) = args.wait else {
+        return Ok(
+            match crate::lock::try_once(plugin, &args.key, &owner, args.ttl, options, secrets)? {
+                Some(guard) => Acquired::Guard(guard),
+                None => Acquired::Contended,
+            },
+        );
+    };
+    if args.verbose {
+        let how = match plugin.wait_mode() {
+            WaitMode::Fifo => "the plugin's lock_wait, notified, in arrival order",
+            WaitMode::Notified => "the plugin's lock_wait, notified",
+            WaitMode::Polling => {
+                "polling try_lock with jittered backoff: the plugin has no lock_wait"
             }
+        };
+        eprintln!(
+            "bext-lock: waiting up to {} for `{}` by {how}",
+            duration::show(timeout),
+            args.key
+        );
+    }
+    let wait = Wait::new(timeout);
+    // The wait blocks in the plugin, so it runs on a thread of its own while
+    // this one listens for signals, to cancel it.
+    let waiter = {
+        let (plugin, key, wait, done) =
+            (plugin.clone(), args.key.clone(), wait.clone(), events_tx.clone());
+        let ttl = args.ttl;
+        thread::Builder::new()
+            .name("bext-lock-wait".into())
+            .spawn(move || {
+                let got = LockGuard::acquire_wait(&plugin, &key, ttl, Some(&owner), &wait, options);
+                let _ = done.send(Event::Waited(got));
+            })
+            .map_err(|e| CliError::new(exit::ERROR, format!("cannot start a thread: {e}")))?
+    };
+    let mut interrupted = None;
+    let got = loop {
+        match events.recv() {
+            Ok(Event::Waited(got)) => break got,
+            Ok(Event::Signal { signal, .. }) if FORWARDED.contains(&signal) => {
+                if interrupted.is_none() {
+                    interrupted = Some(signal);
+                    wait.cancel();
+                }
+            }
+            Ok(_) => {}
+            // Every sender gone: the waiter cannot report any more.
+            Err(_) => break Err(PluginError::backend("the wait thread ended")),
         }
+    };
+    let _ = waiter.join();
+    match (got, interrupted) {
+        (Ok(Some(guard)), None) => Ok(Acquired::Guard(guard)),
+        (Ok(Some(guard)), Some(signal)) => {
+            // Taken just as the cancel came: give it back, run nothing.
+            let _ = guard.release();
+            Ok(Acquired::Interrupted(signal))
+        }
+        (Ok(None), Some(signal)) => Ok(Acquired::Interrupted(signal)),
+        (Ok(None), None) => Ok(Acquired::Contended),
+        (Err(_), Some(signal)) => Ok(Acquired::Interrupted(signal)),
+        (Err(e), None) => Err(crate::lock::failed(&args.key, &e, secrets)),
     }
 }
 
@@ -443,6 +479,7 @@ impl Supervisor<'_> {
                     }
                 }
                 Ok(Event::Signal { .. }) => {} // SIGCHLD: looked at above
+                Ok(Event::Waited(_)) => {}     // sent once, before the command starts
                 Ok(Event::Lost(l)) => {
                     if lost.is_none() {
                         kill_at = self.on_loss(&l);
@@ -511,14 +548,6 @@ impl Supervisor<'_> {
             thread::sleep(Duration::from_millis(5));
         }
     }
-}
-
-/// A random number from std's per-process random hash keys (each
-/// `RandomState` gets fresh keys), enough for jitter.
-fn random_u64() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(0);
-    h.finish()
 }
 
 /// The exit code a shell would report: the status, or 128 + the signal.

@@ -172,6 +172,32 @@ fn an_abi_1_0_plugin_is_told_unsupported_with_exit_5() {
 }
 
 #[test]
+fn check_runs_the_1_2_checks_on_a_plugin_that_waits() {
+    need(&["memory"]);
+    let o = output(&["check", "memory", "--config", r#"{"namespace":"cli-wait"}"#, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    let checks = v["report"]["checks"].as_array().unwrap();
+    for name in
+        ["wait_hands_off_after_release", "wait_fifo_order", "renew_for_sets_the_remaining_time"]
+    {
+        let c = checks.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name}: {v}"));
+        assert_eq!((&c["passed"], &c["skipped"]), (&true.into(), &false.into()), "{c}");
+    }
+    // --only takes their names too.
+    let o = output(&[
+        "check",
+        "memory",
+        "--config",
+        r#"{"namespace":"cli-wait"}"#,
+        "--only",
+        "wait_cancel_from_another_thread",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("1 passed, 0 skipped, 0 failed"), "{}", stdout(&o));
+}
+
+#[test]
 fn check_runs_the_1_1_checks_and_skips_them_for_a_1_0_plugin() {
     need(&["sqlite", "fixture-abi-1-0"]);
     let names = [
@@ -194,7 +220,8 @@ fn check_runs_the_1_1_checks_and_skips_them_for_a_1_0_plugin() {
     let o = output(&["check", &abi_1_0(), "--config", r#"{"namespace":"cli-1-0"}"#]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains(" 5 skipped, 0 failed"), "{out}");
+    // Its five 1.1 checks and the seven 1.2 ones.
+    assert!(out.contains(" 12 skipped, 0 failed"), "{out}");
     for name in names {
         let line = out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{out}"));
         assert!(line.contains("skip"), "{line}");

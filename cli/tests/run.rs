@@ -129,6 +129,84 @@ fn wait_gives_up_with_75() {
     assert_eq!(a.wait().code(), Some(0));
 }
 
+/// Reads `p`'s stderr on a thread until a line containing `needle` (failing
+/// the test after [`PATIENCE`]); the rest is drained and returned by the
+/// handle.
+fn said_line(p: &mut Proc, needle: &str) -> std::thread::JoinHandle<String> {
+    use std::io::BufRead;
+    let err = p.0.as_mut().unwrap().stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = needle.to_owned();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains(&wanted) {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    if rx.recv_timeout(PATIENCE).is_err() {
+        panic!("bext-lock never said {needle:?}");
+    }
+    reader
+}
+
+#[test]
+fn a_signal_during_the_wait_cancels_it_exits_128_plus_n_and_leaves_the_key_free() {
+    need(&["sqlite"]);
+    let db = Db::new();
+    let (ready, stop) = (db.file("a-ready"), db.file("a-stop"));
+    let mut a = run_sqlite(&db, "jobs/cancel", "5s", &[], &job_until(&ready, &stop));
+    wait_for_file(&ready);
+    for (sig, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+        let b_ran = db.file(&format!("b-ran-{code}"));
+        let touch = sh(&format!("touch '{}'", b_ran.display()));
+        let mut b = run_sqlite(&db, "jobs/cancel", "5s", &["--wait", "60s", "-v"], &touch);
+        // B says so under -v once its signal handling is set up, as its
+        // wait begins; a little later it is blocked in it.
+        let said = said_line(&mut b, "waiting up to");
+        std::thread::sleep(Duration::from_millis(200));
+        b.signal(sig);
+        let status = b.wait();
+        let err = said.join().unwrap();
+        assert_eq!(status.code(), Some(code), "{sig:?} during --wait: {status:?}\n{err}");
+        assert!(!b_ran.exists(), "the command ran after {sig:?} cancelled the wait");
+    }
+    std::fs::write(&stop, "").unwrap();
+    assert_eq!(a.wait().code(), Some(0));
+    // Nothing of the cancelled waits is left: another process takes the key
+    // at once, without waiting.
+    let o = run_sqlite(&db, "jobs/cancel", "5s", &[], &sh("echo ran")).wait_output();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "ran");
+}
+
+#[test]
+fn verbose_says_how_the_wait_waits() {
+    need(&["memory", "sqlite"]);
+    // The memory plugin has a notified, in-order wait.
+    let o = output(&["run", "memory", "-v", "--key", "k", "--wait", "1s", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("waiting up to 1s for `k` by the plugin's lock_wait"), "{err}");
+    assert!(err.contains("in arrival order"), "{err}");
+    // Whatever SQLite's plugin has, the line says which way it waits.
+    let db = Db::new();
+    let o = run_sqlite(&db, "k", "5s", &["-v", "--wait", "1s"], &sh("true")).wait_output();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("by the plugin's lock_wait") || err.contains("by polling try_lock"),
+        "{err}"
+    );
+    // Without --wait there is no wait to describe.
+    let o = output(&["run", "memory", "-v", "--key", "k", "--", "true"]);
+    assert!(!stderr(&o).contains("waiting up to"), "{}", stderr(&o));
+}
+
 /// A command that records a SIGTERM/SIGINT in `got` and exits 42 on it.
 fn trapping(ready: &std::path::Path, got: &std::path::Path) -> Vec<String> {
     sh(&format!(

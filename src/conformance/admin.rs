@@ -29,7 +29,7 @@ impl From<String> for Verdict {
     }
 }
 
-type Outcome = Result<(), Verdict>;
+pub(crate) type Outcome = Result<(), Verdict>;
 type Check = fn(&Ctx<'_>) -> Outcome;
 
 /// The 1.1 checks, in run order.
@@ -48,19 +48,19 @@ fn admin(ctx: &Ctx<'_>) -> Result<Box<dyn LockAdmin>, Verdict> {
 }
 
 /// An error is a failure, except `unsupported`, which skips the check.
-fn call<T>(r: Result<T, PluginError>, what: &str) -> Result<T, Verdict> {
+pub(crate) fn call<T>(r: Result<T, PluginError>, what: &str) -> Result<T, Verdict> {
     r.map_err(|e| match e.kind {
         ErrorKind::Unsupported => Verdict::Skip(format!("{what}: {}", e.message)),
         kind => Verdict::Fail(format!("{what} failed ({kind}): {}", e.message)),
     })
 }
 
-fn fail<T>(message: String) -> Result<T, Verdict> {
+pub(crate) fn fail<T>(message: String) -> Result<T, Verdict> {
     Err(Verdict::Fail(message))
 }
 
-fn lock(
-    p: &dyn LockAdmin,
+pub(crate) fn lock<P: LockAdmin + ?Sized>(
+    p: &P,
     key: &str,
     ttl: u64,
     owner: Option<&str>,
@@ -71,7 +71,7 @@ fn lock(
     }
 }
 
-fn needs(p: &dyn LockAdmin, capability: &str) -> Outcome {
+pub(crate) fn needs<P: LockAdmin + ?Sized>(p: &P, capability: &str) -> Outcome {
     if p.capabilities().iter().any(|c| c == capability) {
         return Ok(());
     }

@@ -21,15 +21,23 @@
 //! (the loader's `FfiPlugin`, the kit's `Plugin`). A check whose call the
 //! plugin does not serve (a 1.0 plugin, or `unsupported` from its mode) is
 //! reported as skipped, with the reason.
+//!
+//! [`run_wait`] runs the checks of ABI 1.2's calls (waiting for a lock,
+//! `renew_for`) alone, against a factory of [`LockWait`] instances; run it
+//! beside [`run_admin`]. They run when the plugin lists `"lock_wait"` (the
+//! FIFO check also needs `"fifo"`, the `renew_for` one `"renew_ttl"`) and are
+//! skipped with the reason otherwise, so a plugin that hosts poll passes
+//! with them skipped.
 
 mod admin;
 mod checks;
 mod report;
+mod wait;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use crate::{LockAdmin, LockHandle, LockingPlugin};
+use crate::{LockAdmin, LockHandle, LockWait, LockingPlugin};
 
 pub use report::{CheckResult, Report};
 
@@ -38,6 +46,9 @@ pub type Factory<'a> = dyn Fn() -> Result<Box<dyn LockingPlugin>, String> + Sync
 
 /// Makes a new instance with ABI 1.1's calls on the backend under test.
 pub type AdminFactory<'a> = dyn Fn() -> Result<Box<dyn LockAdmin>, String> + Sync + 'a;
+
+/// Makes a new instance with ABI 1.2's calls on the backend under test.
+pub type WaitFactory<'a> = dyn Fn() -> Result<Box<dyn LockWait>, String> + Sync + 'a;
 
 /// A [`LockAdmin`] seen through the seed trait, for the 1.0 checks.
 struct Seed(Box<dyn LockAdmin>);
@@ -65,6 +76,7 @@ impl LockingPlugin for Seed {
 enum Source<'a> {
     Seed(&'a Factory<'a>),
     Admin(&'a AdminFactory<'a>),
+    Wait(&'a WaitFactory<'a>),
 }
 
 /// Tuning for backends with coarser clocks or slower round trips.
@@ -108,6 +120,11 @@ pub fn admin_check_names() -> Vec<&'static str> {
     admin::ALL.iter().map(|(name, _)| *name).collect()
 }
 
+/// The names of the ABI 1.2 checks [`run_wait`] runs.
+pub fn wait_check_names() -> Vec<&'static str> {
+    wait::ALL.iter().map(|(name, _)| *name).collect()
+}
+
 /// Context handed to each check.
 pub(crate) struct Ctx<'a> {
     source: Source<'a>,
@@ -120,6 +137,7 @@ impl Ctx<'_> {
         match self.source {
             Source::Seed(f) => f(),
             Source::Admin(f) => f().map(|a| Box::new(Seed(a)) as Box<dyn LockingPlugin>),
+            Source::Wait(_) => Err("the 1.0 checks need a LockingPlugin factory".to_owned()),
         }
         .map_err(|e| format!("factory failed: {e}"))
     }
@@ -127,7 +145,14 @@ impl Ctx<'_> {
     pub(crate) fn admin_instance(&self) -> Result<Box<dyn LockAdmin>, String> {
         match self.source {
             Source::Admin(f) => f().map_err(|e| format!("factory failed: {e}")),
-            Source::Seed(_) => Err("the 1.1 checks need a LockAdmin factory".to_owned()),
+            _ => Err("the 1.1 checks need a LockAdmin factory".to_owned()),
+        }
+    }
+
+    pub(crate) fn wait_instance(&self) -> Result<Box<dyn LockWait>, String> {
+        match self.source {
+            Source::Wait(f) => f().map_err(|e| format!("factory failed: {e}")),
+            _ => Err("the 1.2 checks need a LockWait factory".to_owned()),
         }
     }
 
@@ -171,6 +196,20 @@ pub fn run_admin_only(factory: &AdminFactory<'_>, options: &Options, only: &[&st
     run_source(backend, Source::Admin(factory), options, only)
 }
 
+/// Runs the ABI 1.2 checks ([`wait_check_names`]) alone, beside
+/// [`run_admin`]: hand-off, timeout, cancellation, FIFO order, expiry and
+/// `renew_for`. Those the plugin cannot serve are skipped with the reason.
+pub fn run_wait(factory: &WaitFactory<'_>, options: &Options) -> Report {
+    run_wait_only(factory, options, &[])
+}
+
+/// [`run_wait`] limited to the checks named in `only` (all when empty).
+pub fn run_wait_only(factory: &WaitFactory<'_>, options: &Options, only: &[&str]) -> Report {
+    let backend =
+        factory().map(|p| p.name().to_owned()).unwrap_or_else(|e| format!("<factory failed: {e}>"));
+    run_source(backend, Source::Wait(factory), options, only)
+}
+
 fn run_source(backend: String, source: Source<'_>, options: &Options, only: &[&str]) -> Report {
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let mut results = Vec::new();
@@ -195,6 +234,14 @@ fn run_source(backend: String, source: Source<'_>, options: &Options, only: &[&s
                 duration: started.elapsed(),
             });
         };
+    if let Source::Wait(_) = source {
+        for (name, check) in wait::ALL {
+            if wanted(name) {
+                run_one(name, check);
+            }
+        }
+        return Report { backend, checks: results };
+    }
     for (name, check) in checks::ALL {
         if wanted(name) {
             run_one(name, &|ctx: &Ctx<'_>| check(ctx).map_err(admin::Verdict::Fail));

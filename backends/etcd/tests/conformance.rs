@@ -4,8 +4,8 @@
 
 mod common;
 
-use bext_locking::LockAdmin;
 use bext_locking::conformance::{self, Options, Report};
+use bext_locking::{LockAdmin, LockWait};
 use bext_locking_etcd::{EtcdConfig, EtcdPlugin};
 use common::Cluster;
 
@@ -41,6 +41,14 @@ fn in_process() {
     };
     // Statistics are counted at the C boundary only.
     assert_all(&conformance::run_admin(&factory, &options()), &["stats_count_every_outcome"]);
+    let factory = || {
+        let mut config = EtcdConfig::with_endpoints(endpoints.clone());
+        config.key_prefix = "in-process/".into();
+        EtcdPlugin::from_config(config)
+            .map(|p| Box::new(p) as Box<dyn LockWait>)
+            .map_err(|e| e.message)
+    };
+    conformance::run_wait(&factory, &options()).assert_passed();
 }
 
 #[test]
@@ -50,4 +58,6 @@ fn through_the_so() {
     let config = common::config(&etcd.endpoints_json(), 5_000);
     let factory = || plugin.create_ffi(&config).map(|p| Box::new(p) as Box<dyn LockAdmin>);
     assert_all(&conformance::run_admin(&factory, &options()), &[]);
+    let factory = || plugin.create_ffi(&config).map(|p| Box::new(p) as Box<dyn LockWait>);
+    conformance::run_wait(&factory, &options()).assert_passed();
 }

@@ -12,6 +12,12 @@
 //! entry keeps its holder's `owner`, fence and acquisition instant for
 //! `inspect`; `force_release` removes a live entry under the same shard
 //! mutex as renew and release, so it cannot race them.
+//!
+//! Waiting (`lock_wait`) queues the waiter on its key under the shard
+//! mutex and blocks on a condition variable: a release hands the key
+//! straight to the first waiter, so waiters are served in arrival order and
+//! a `try_lock` cannot take a key while anyone is queued for it; an expiry
+//! wakes waiters at the holder's lease end.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -21,7 +27,7 @@ mod store;
 use std::ffi::CStr;
 use std::sync::Arc;
 
-use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
+use bext_locking::{Acquired, ForceReleased, LockHandle, LockInfo, PluginError, Wait};
 use bext_locking_kit::Backend;
 use bext_locking_kit::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
@@ -62,6 +68,12 @@ impl Memory {
     pub fn store_len(&self) -> usize {
         self.store.len()
     }
+
+    /// How many waiters are queued for `key` now: lets tests line waiters
+    /// up in a known order, and shows that a wait that ended left nothing.
+    pub fn queued(&self, key: &str) -> usize {
+        self.store.queued(key)
+    }
 }
 
 impl Default for Memory {
@@ -81,7 +93,8 @@ impl Backend for Memory {
         })
     }
 
-    const CAPABILITIES: &'static [&'static str] = &["owner", "inspect", "force_release"];
+    const CAPABILITIES: &'static [&'static str] =
+        &["owner", "inspect", "force_release", "lock_wait", "fifo", "renew_ttl"];
 
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
         self.try_lock_owned(key, ttl_ms, None)
@@ -108,15 +121,24 @@ impl Backend for Memory {
         Ok(self.store.force_release(key, if_fence))
     }
 
+    /// Blocks on a condition variable in the key's queue of waiters:
+    /// served in arrival order, handed the lock by the release itself.
+    fn lock_wait(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &Wait,
+    ) -> Result<Option<Acquired>, PluginError> {
+        Ok(self.store.lock_wait(key, ttl_ms, owner, wait))
+    }
+
     fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {
-        if self.store.renew(handle) {
-            Ok(())
-        } else {
-            Err(PluginError::backend(format!(
-                "memory: {}",
-                bext_locking_kit::message::not_held(&handle.key)
-            )))
-        }
+        if self.store.renew(handle) { Ok(()) } else { Err(not_held(handle)) }
+    }
+
+    fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), PluginError> {
+        if self.store.renew_for(handle, ttl_ms) { Ok(()) } else { Err(not_held(handle)) }
     }
 
     fn release(&self, handle: &LockHandle) -> Result<(), PluginError> {
@@ -125,6 +147,11 @@ impl Backend for Memory {
     }
 
     fn cleanup(&self) {}
+}
+
+/// The lock is lost: what a failed renew says.
+fn not_held(handle: &LockHandle) -> PluginError {
+    PluginError::backend(format!("memory: {}", bext_locking_kit::message::not_held(&handle.key)))
 }
 
 /// The export description used by the `.so`.

@@ -1,9 +1,9 @@
 //! The conformance suite against the memory backend, in-process and through
 //! its `.so`, with the ABI 1.1 checks (owner, inspect, force_release, and,
-//! through the `.so`, stats).
+//! through the `.so`, stats) and the ABI 1.2 ones (waiting, `renew_for`).
 
-use bext_locking::LockAdmin;
 use bext_locking::conformance::{self, Options, Report};
+use bext_locking::{LockAdmin, LockWait};
 use bext_locking_memory::{Memory, MemoryPlugin};
 
 fn options() -> Options {
@@ -28,6 +28,8 @@ fn in_process() {
     let report = conformance::run_admin(&factory, &options());
     // Statistics are counted at the C boundary only.
     assert_skipped_only(&report, &["stats_count_every_outcome"]);
+    let factory = || Ok(Box::new(MemoryPlugin::new(Memory::shared(&ns))) as Box<dyn LockWait>);
+    assert_every_wait_check(&conformance::run_wait(&factory, &options()));
 }
 
 #[test]
@@ -37,6 +39,16 @@ fn through_the_so() {
     let config = r#"{"namespace":"so-conformance"}"#;
     let factory = || plugin.create_ffi(config).map(|p| Box::new(p) as Box<dyn LockAdmin>);
     assert_skipped_only(&conformance::run_admin(&factory, &options()), &[]);
+    let factory = || plugin.create_ffi(config).map(|p| Box::new(p) as Box<dyn LockWait>);
+    assert_every_wait_check(&conformance::run_wait(&factory, &options()));
+}
+
+/// Fails unless every 1.2 check ran and passed: memory waits, in order,
+/// and has `renew_for`.
+fn assert_every_wait_check(report: &Report) {
+    report.assert_passed();
+    assert_eq!(report.skipped().count(), 0, "{}", report.table());
+    assert_eq!(report.checks.len(), conformance::wait_check_names().len());
 }
 
 /// The memory backend with ABI 1.1 calls that break the rules the checks
@@ -91,6 +103,29 @@ impl LockAdmin for Broken {
     }
 }
 
+/// Seen as a plugin hosts poll: it does not list `lock_wait`.
+impl LockWait for Broken {
+    fn wait_mode(&self) -> bext_locking::WaitMode {
+        bext_locking::WaitMode::Polling
+    }
+    fn lock_wait(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &bext_locking::Wait,
+    ) -> Result<Option<bext_locking::Acquired>, bext_locking::PluginError> {
+        self.0.lock_wait(key, ttl_ms, owner, wait)
+    }
+    fn renew_for(
+        &self,
+        h: &bext_locking::LockHandle,
+        ttl_ms: u64,
+    ) -> Result<(), bext_locking::PluginError> {
+        self.0.renew_for(h, ttl_ms)
+    }
+}
+
 #[test]
 fn the_1_1_checks_fail_a_backend_that_breaks_their_rules() {
     let ns = format!("broken-{}", std::process::id());
@@ -100,4 +135,115 @@ fn the_1_1_checks_fail_a_backend_that_breaks_their_rules() {
     let report = conformance::run_admin_only(&factory, &options(), &names);
     let failed: Vec<&str> = report.failures().map(|c| c.name).collect();
     assert_eq!(failed, names, "{}", report.table());
+}
+
+/// The memory backend with ABI 1.2 calls that break the rules the checks
+/// stand for: a "wait" that returns a made-up handle at once, whoever holds
+/// the key, and a `renew_for` that changes nothing.
+struct BrokenWait(MemoryPlugin);
+
+impl bext_locking::LockingPlugin for BrokenWait {
+    fn name(&self) -> &str {
+        "broken-wait"
+    }
+    fn try_lock(&self, key: &str, ttl: u64) -> Result<Option<bext_locking::LockHandle>, String> {
+        self.0.try_lock(key, ttl)
+    }
+    fn renew(&self, h: &bext_locking::LockHandle) -> Result<(), String> {
+        self.0.renew(h)
+    }
+    fn release(&self, h: bext_locking::LockHandle) -> Result<(), String> {
+        self.0.release(h)
+    }
+    fn cleanup(&self) {
+        bext_locking::LockingPlugin::cleanup(&self.0)
+    }
+}
+
+impl LockAdmin for BrokenWait {
+    fn capabilities(&self) -> Vec<String> {
+        ["owner", "inspect", "lock_wait", "fifo", "renew_ttl"].map(String::from).to_vec()
+    }
+    fn try_lock_as(
+        &self,
+        key: &str,
+        ttl: u64,
+        owner: Option<&str>,
+    ) -> Result<Option<bext_locking::LockHandle>, bext_locking::PluginError> {
+        self.0.try_lock_as(key, ttl, owner)
+    }
+    fn inspect(&self, key: &str) -> Result<bext_locking::LockInfo, bext_locking::PluginError> {
+        self.0.inspect(key)
+    }
+    fn force_release(
+        &self,
+        key: &str,
+        if_fence: Option<u64>,
+    ) -> Result<bext_locking::ForceReleased, bext_locking::PluginError> {
+        self.0.force_release(key, if_fence)
+    }
+    fn stats(&self) -> Result<bext_locking::Stats, bext_locking::PluginError> {
+        self.0.stats()
+    }
+}
+
+impl LockWait for BrokenWait {
+    fn wait_mode(&self) -> bext_locking::WaitMode {
+        bext_locking::WaitMode::Fifo
+    }
+    fn lock_wait(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        _: Option<&str>,
+        _: &bext_locking::Wait,
+    ) -> Result<Option<bext_locking::Acquired>, bext_locking::PluginError> {
+        let handle = bext_locking::LockHandle {
+            key: key.to_owned(),
+            lock_id: "made-up".into(),
+            ttl_ms,
+            fence: Some(u64::MAX),
+        };
+        Ok(Some(bext_locking::Acquired { handle, sent: std::time::Instant::now() }))
+    }
+    fn renew_for(
+        &self,
+        _: &bext_locking::LockHandle,
+        _: u64,
+    ) -> Result<(), bext_locking::PluginError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_1_2_checks_fail_a_backend_that_breaks_their_rules() {
+    let ns = format!("broken-wait-{}", std::process::id());
+    let factory =
+        || Ok(Box::new(BrokenWait(MemoryPlugin::new(Memory::shared(&ns)))) as Box<dyn LockWait>);
+    let report = conformance::run_wait(&factory, &options());
+    let failed: Vec<&str> = report.failures().map(|c| c.name).collect();
+    assert_eq!(failed, conformance::wait_check_names(), "{}", report.table());
+}
+
+/// The memory backend as a plugin hosts poll: the kit's wrapper of a
+/// backend without `lock_wait` in its capabilities. The 1.2 checks are
+/// skipped, with the reason, not failed.
+#[test]
+fn the_1_2_checks_skip_a_plugin_without_lock_wait() {
+    let ns = format!("no-wait-{}", std::process::id());
+    let factory =
+        || Ok(Box::new(Broken(MemoryPlugin::new(Memory::shared(&ns)))) as Box<dyn LockWait>);
+    let report = conformance::run_wait(&factory, &options());
+    report.assert_passed();
+    assert_eq!(
+        report.skipped().count(),
+        conformance::wait_check_names().len(),
+        "{}",
+        report.table()
+    );
+    assert!(
+        report
+            .skipped()
+            .all(|c| c.message.contains("lock_wait") || c.message.contains("renew_ttl"))
+    );
 }

@@ -4,8 +4,8 @@
 
 mod common;
 
-use bext_locking::LockAdmin;
 use bext_locking::conformance::{self, Options, Report};
+use bext_locking::{LockAdmin, LockWait};
 use bext_locking_mysql::MysqlPlugin;
 use common::Scratch;
 
@@ -41,6 +41,12 @@ fn in_process(mode: &str) {
             .map_err(|e| e.message)
     };
     let report = conformance::run_admin(&factory, &options(mode == "lease"));
+    let factory = || {
+        MysqlPlugin::from_json(&config)
+            .map(|p| Box::new(p) as Box<dyn LockWait>)
+            .map_err(|e| e.message)
+    };
+    conformance::run_wait(&factory, &options(mode == "lease")).assert_passed();
     // Statistics are counted at the C boundary only.
     let mut allowed = vec!["stats_count_every_outcome"];
     if mode == "get_lock" {
@@ -56,6 +62,8 @@ fn through_the_so(mode: &str) {
         bext_locking_loader::load(bext_locking_test_support::plugin_path("mysql")).unwrap();
     let factory = || plugin.create_ffi(&config).map(|p| Box::new(p) as Box<dyn LockAdmin>);
     let report = conformance::run_admin(&factory, &options(mode == "lease"));
+    let factory = || plugin.create_ffi(&config).map(|p| Box::new(p) as Box<dyn LockWait>);
+    conformance::run_wait(&factory, &options(mode == "lease")).assert_passed();
     assert_skipped_only(&report, if mode == "get_lock" { GET_LOCK_SKIPS } else { &[] });
 }
 

@@ -3,8 +3,8 @@
 
 mod common;
 
-use bext_locking::LockAdmin;
 use bext_locking::conformance::{self, Options};
+use bext_locking::{LockAdmin, LockWait};
 use bext_locking_nats::NatsPlugin;
 
 fn options() -> Options {
@@ -24,6 +24,12 @@ fn in_process() {
     // Every 1.1 check ran: only stats (counted by the ffi layer) may skip
     // in-process.
     assert!(report.skipped().count() <= 1, "{}", report.table());
+    let factory = || {
+        NatsPlugin::from_json(&config)
+            .map(|p| Box::new(p) as Box<dyn LockWait>)
+            .map_err(|e| e.message)
+    };
+    conformance::run_wait(&factory, &options()).assert_passed();
 }
 
 #[test]
@@ -34,4 +40,6 @@ fn through_the_so() {
     let report = conformance::run_admin(&factory, &options());
     report.assert_passed();
     assert_eq!(report.skipped().count(), 0, "{}", report.table());
+    let factory = || plugin.create_ffi(&config).map(|p| Box::new(p) as Box<dyn LockWait>);
+    conformance::run_wait(&factory, &options()).assert_passed();
 }

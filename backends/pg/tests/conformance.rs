@@ -3,8 +3,8 @@
 
 mod common;
 
-use bext_locking::LockAdmin;
 use bext_locking::conformance::{self, Options, Report};
+use bext_locking::{LockAdmin, LockWait};
 use bext_locking_pg::PgPlugin;
 use common::Scratch;
 
@@ -44,7 +44,14 @@ fn in_process(mode: &str) -> Report {
             .map(|p| Box::new(p) as Box<dyn LockAdmin>)
             .map_err(|e| e.message)
     };
-    conformance::run_admin(&factory, &options(mode == "lease"))
+    let report = conformance::run_admin(&factory, &options(mode == "lease"));
+    let factory = || {
+        PgPlugin::from_json(&config)
+            .map(|p| Box::new(p) as Box<dyn LockWait>)
+            .map_err(|e| e.message)
+    };
+    conformance::run_wait(&factory, &options(mode == "lease")).assert_passed();
+    report
 }
 
 fn through_the_so(mode: &str) -> Report {
@@ -52,7 +59,10 @@ fn through_the_so(mode: &str) -> Report {
     let config = scratch.config(mode);
     let plugin = bext_locking_loader::load(bext_locking_test_support::plugin_path("pg")).unwrap();
     let factory = || plugin.create_ffi(&config).map(|p| Box::new(p) as Box<dyn LockAdmin>);
-    conformance::run_admin(&factory, &options(mode == "lease"))
+    let report = conformance::run_admin(&factory, &options(mode == "lease"));
+    let factory = || plugin.create_ffi(&config).map(|p| Box::new(p) as Box<dyn LockWait>);
+    conformance::run_wait(&factory, &options(mode == "lease")).assert_passed();
+    report
 }
 
 #[test]

@@ -5,7 +5,9 @@
 
 mod harness;
 
+use bext_locking::LockWait;
 use bext_locking::conformance::{self, Options, Report};
+use bext_locking_redis::RedisPlugin;
 use harness::{Cluster, Server, boxed_admin, quorum_config, servers, single_config, so_admin};
 
 /// Checks a quorum deployment cannot pass, and why.
@@ -44,6 +46,17 @@ fn every_check() -> usize {
 
 const IN_PROCESS_SKIPS: &[&str] = &["stats_count_every_outcome"];
 
+/// The ABI 1.2 checks, in-process (`so: None`) or through the `.so`.
+fn run_wait(so: Option<&bext_locking_loader::LoadedPlugin>, config: &str, fencing: bool) {
+    let factory = || match so {
+        Some(so) => so.create_ffi(config).map(|p| Box::new(p) as Box<dyn LockWait>),
+        None => RedisPlugin::from_json(config)
+            .map(|p| Box::new(p) as Box<dyn LockWait>)
+            .map_err(|e| e.message),
+    };
+    conformance::run_wait(&factory, &options(fencing)).assert_passed();
+}
+
 fn so() -> bext_locking_loader::LoadedPlugin {
     bext_locking_loader::load(bext_locking_test_support::plugin_path("redis")).unwrap()
 }
@@ -54,6 +67,7 @@ fn single_node_in_process() {
     let config = single_config(&server, "");
     let report = conformance::run_admin(&|| boxed_admin(&config), &options(true));
     assert_all(&report, every_check(), IN_PROCESS_SKIPS);
+    run_wait(None, &config, true);
 }
 
 #[test]
@@ -65,6 +79,7 @@ fn single_node_through_the_so() {
     let config = single_config(&server, "");
     let report = conformance::run_admin(&|| so_admin(&plugin, &config), &options(true));
     assert_all(&report, every_check(), &[]);
+    run_wait(Some(&plugin), &config, true);
 }
 
 #[test]
@@ -74,6 +89,7 @@ fn quorum_of_three_in_process() {
     let report =
         conformance::run_admin_only(&|| boxed_admin(&config), &options(false), &quorum_checks());
     assert_all(&report, quorum_checks().len(), IN_PROCESS_SKIPS);
+    run_wait(None, &config, false);
 }
 
 #[test]
@@ -87,6 +103,7 @@ fn quorum_of_three_through_the_so() {
         &quorum_checks(),
     );
     assert_all(&report, quorum_checks().len(), &[]);
+    run_wait(Some(&plugin), &config, false);
 }
 
 #[test]
@@ -95,9 +112,11 @@ fn cluster_of_three_masters() {
     let config = cluster.config("");
     let report = conformance::run_admin(&|| boxed_admin(&config), &options(true));
     assert_all(&report, every_check(), IN_PROCESS_SKIPS);
+    run_wait(None, &config, true);
     let plugin = so();
     let report = conformance::run_admin(&|| so_admin(&plugin, &config), &options(true));
     assert_all(&report, every_check(), &[]);
+    run_wait(Some(&plugin), &config, true);
 }
 
 /// `"fencing": false` on one node and on a cluster: the whole suite, with
@@ -111,6 +130,7 @@ fn single_node_unfenced_in_process() {
     let config = single_config(&server, UNFENCED);
     let report = conformance::run_admin(&|| boxed_admin(&config), &options(false));
     assert_all(&report, every_check(), IN_PROCESS_SKIPS);
+    run_wait(None, &config, false);
 }
 
 #[test]
@@ -120,6 +140,7 @@ fn single_node_unfenced_through_the_so() {
     let config = single_config(&server, UNFENCED);
     let report = conformance::run_admin(&|| so_admin(&plugin, &config), &options(false));
     assert_all(&report, every_check(), &[]);
+    run_wait(Some(&plugin), &config, false);
 }
 
 #[test]
@@ -128,7 +149,9 @@ fn cluster_of_three_masters_unfenced() {
     let config = cluster.config(UNFENCED);
     let report = conformance::run_admin(&|| boxed_admin(&config), &options(false));
     assert_all(&report, every_check(), IN_PROCESS_SKIPS);
+    run_wait(None, &config, false);
     let plugin = so();
     let report = conformance::run_admin(&|| so_admin(&plugin, &config), &options(false));
     assert_all(&report, every_check(), &[]);
+    run_wait(Some(&plugin), &config, false);
 }

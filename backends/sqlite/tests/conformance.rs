@@ -4,8 +4,8 @@
 
 mod common;
 
-use bext_locking::LockAdmin;
 use bext_locking::conformance::{self, Options, Report};
+use bext_locking::{LockAdmin, LockWait};
 use bext_locking_sqlite::Sqlite;
 
 /// Leases run on SQLite's millisecond wall clock, so the default 200 ms
@@ -35,6 +35,9 @@ fn in_process() {
         &conformance::run_admin(&factory, &options()),
         &["stats_count_every_outcome"],
     );
+    let factory =
+        || Sqlite::open(&path).map(|p| Box::new(p) as Box<dyn LockWait>).map_err(|e| e.message);
+    conformance::run_wait(&factory, &options()).assert_passed();
 }
 
 #[test]
@@ -45,4 +48,6 @@ fn through_the_so() {
     let config = common::config_json(&path);
     let factory = || plugin.create_ffi(&config).map(|p| Box::new(p) as Box<dyn LockAdmin>);
     assert_skipped_only(&conformance::run_admin(&factory, &options()), &[]);
+    let factory = || plugin.create_ffi(&config).map(|p| Box::new(p) as Box<dyn LockWait>);
+    conformance::run_wait(&factory, &options()).assert_passed();
 }
