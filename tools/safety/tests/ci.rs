@@ -161,6 +161,28 @@ fn nats_node_killed_holder_frozen_and_path_frozen() {
 }
 
 #[test]
+fn every_worker_waiting_with_lock_wait_instead_of_polling() {
+    // The same checks with every acquisition a `lock_wait` through the
+    // loader (the plugin's notified wait, or the host's polling fallback):
+    // the baseline and a frozen holder on each main backend, about 15 s.
+    let o = assert_safe(
+        &[
+            "--wait",
+            "--wait-ms",
+            "1000",
+            "--backends",
+            "memory,sqlite,redis,pg,etcd",
+            "--faults",
+            "none,stall",
+        ],
+        9,
+    );
+    for o in &o {
+        assert!(o.acquire.starts_with("lock_wait"), "{} / {}: {}", o.backend, o.fault, o.acquire);
+    }
+}
+
+#[test]
 fn a_lock_that_does_not_exclude_is_caught() {
     // Memory instances without a shared namespace each have their own
     // table: every thread "holds" the key at once.
