@@ -566,6 +566,14 @@ fn summary(report: &Report) -> String {
             async_cost(report, "redis").unwrap_or_else(na)
         ),
         format!(
+            "* **Waiting for a held lock** (`lock_wait`, one waiter): the time from the holder's \
+             release to the waiter having the lock, over the backend's own uncontended \
+             `try_lock`, was {} on Redis and {} on PostgreSQL; the wait section sets it beside \
+             polling and counts what waiters cost the server.",
+            measured(report, "wait", &["redis", "hand-off"]).unwrap_or_else(na),
+            measured(report, "wait", &["pg", "hand-off"]).unwrap_or_else(na)
+        ),
+        format!(
             "* **From Python**, `bextlock` on the Redis plugin ran {} the pairs/s of the faster of \
              python-redis-lock and pottery.",
             measured(report, "python", &["1 thread"])
