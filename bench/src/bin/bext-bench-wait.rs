@@ -804,7 +804,8 @@ fn handoff_target(report: &mut Report, f: &Found) {
     };
     let p50 = quantile(&h.samples, 0.5);
     let polling = if f.mode == WaitMode::Polling {
-        "; this build's plugin has no notified wait, so this is the loader's polling fallback"
+        "; this build's plugin has no notified wait, so this is the loader's polling fallback, \
+         which the target does not accept whatever its figure"
     } else {
         ""
     };
@@ -825,7 +826,7 @@ fn handoff_target(report: &mut Report, f: &Found) {
             "sqlite: hand-off p50, 1 waiter, `lock_wait`",
             "<= 5 ms",
             format!("{} µs", us_of(p50)),
-            Verdict::of(p50 <= 5_000_000),
+            Verdict::of(p50 <= 5_000_000 && f.mode != WaitMode::Polling),
             format!("uncontended try_lock p50 {} µs{polling}", us_of(f.uncontended_ns)),
         );
     } else {
@@ -835,7 +836,9 @@ fn handoff_target(report: &mut Report, f: &Found) {
             format!("{}: hand-off p50, 1 waiter, `lock_wait` / uncontended `try_lock` p50", f.name),
             "<= 2x",
             format!("{x:.2}x ({} vs {} µs)", us_of(p50), us_of(f.uncontended_ns)),
-            Verdict::of(x <= 2.0),
+            // The target is for a notified wait: a poller that happens to
+            // try while a slow release is still returning does not meet it.
+            Verdict::of(x <= 2.0 && f.mode != WaitMode::Polling),
             format!(
                 "{} µs from the `release` call (the time above runs from its return){polling}",
                 us_of(quantile(&h.from_call, 0.5))
