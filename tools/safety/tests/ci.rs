@@ -197,3 +197,19 @@ fn a_lock_that_does_not_exclude_is_caught() {
     assert!(o.overlaps > 0 && o.fence_violations > 0, "{o:#?}");
     assert!(o.problems.iter().any(|p| p.contains("overlap")), "{:?}", o.problems);
 }
+
+#[test]
+fn a_lock_that_does_not_exclude_is_caught_when_workers_wait() {
+    // The same broken lock, every acquisition a `lock_wait`: the waits
+    // return at once, and the checker must still see the overlaps.
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_bext-lock-safety"));
+    let so = dir.parent().unwrap().join("libbext_locking_memory.so");
+    let so = so.to_str().unwrap();
+    let (code, outcomes) =
+        safety(&["--wait", "--plugin", so, "--config", "{}", "--faults", "none"]);
+    assert_eq!(code, Some(1), "overlaps must fail the checker");
+    let o = &outcomes[0];
+    assert!(o.acquire.starts_with("lock_wait"), "{}", o.acquire);
+    assert_eq!(o.status, Status::Unsafe);
+    assert!(o.overlaps > 0 && o.fence_violations > 0, "{o:#?}");
+}
