@@ -11,7 +11,7 @@
 #                                      the wait section (hand-off latency, herd, FIFO; about 90 s
 #                                      by default), smaller; also BENCH_WAIT_WAITERS=1,10,100,
 #                                      BENCH_WAIT_HOLD_MS, BENCH_WAIT_HERD_SECS, BENCH_WAIT_FIFO_SECS,
-#                                      BENCH_WAIT_BACKENDS=memory,sqlite,redis,pg,etcd
+#                                      BENCH_WAIT_BACKENDS=memory,sqlite,redis,pg,etcd (add mysql,nats)
 #
 # One backend alone, printed instead of written:
 #   target/release/bext-bench-redis
