@@ -5,8 +5,13 @@
 # docs/benchmarks/pairs.svg. Not part of `make test`.
 #
 #   make bench                         everything (a few minutes)
-#   make bench BENCH_ONLY=redis,pg     some sections (memory sqlite redis pg etcd mysql nats async python loader startup)
+#   make bench BENCH_ONLY=redis,pg     some sections (memory sqlite redis pg etcd mysql nats async wait python loader startup)
 #   BENCH_SECS=3 BENCH_ROUNDS=10       time per side per group, and its rounds
+#   make bench BENCH_ONLY=wait BENCH_WAIT_SECS=0.5 BENCH_WAIT_FIFO=200
+#                                      the wait section (hand-off latency, herd, FIFO; about 90 s
+#                                      by default), smaller; also BENCH_WAIT_WAITERS=1,10,100,
+#                                      BENCH_WAIT_HOLD_MS, BENCH_WAIT_HERD_SECS, BENCH_WAIT_FIFO_SECS,
+#                                      BENCH_WAIT_BACKENDS=memory,sqlite,redis,pg,etcd (add mysql,nats)
 #
 # One backend alone, printed instead of written:
 #   target/release/bext-bench-redis
@@ -20,7 +25,8 @@ BENCH_PACKAGES := bext-locking-bench $(addprefix bext-locking-,$(BENCH_BACKENDS)
 BENCH_LOADER_OUT := $(BENCH_DIR)/bench-loader.txt
 BENCH_STARTUP_OUT := $(BENCH_DIR)/bench-startup.txt
 BENCH_ONLY ?=
-export BENCH_ONLY BENCH_SECS BENCH_ROUNDS
+export BENCH_ONLY BENCH_SECS BENCH_ROUNDS BENCH_WAIT_SECS BENCH_WAIT_WAITERS BENCH_WAIT_HOLD_MS \
+	BENCH_WAIT_HERD_SECS BENCH_WAIT_FIFO BENCH_WAIT_FIFO_SECS BENCH_WAIT_BACKENDS
 
 # The Python section runs in its own virtual environment with the peers
 # it is compared with (python-redis-lock, pottery) and bextlock installed

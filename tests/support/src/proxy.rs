@@ -14,11 +14,16 @@
 //! they would on a network. This is what the benchmark puts in front of
 //! Redis masters, since loopback has no latency to speak of and the kernel
 //! here has no `netem`.
+//!
+//! Every proxy also counts what its clients send ([`Proxy::sent`]): the
+//! chunks read from client connections (each a write the client made, so
+//! about one per request of a request/response protocol) and their bytes.
+//! The benchmark reads it to count a backend's server commands per waiter.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,6 +40,39 @@ pub struct Proxy {
     frozen: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
+    sent: Arc<Sent>,
+}
+
+/// What the clients of a [`Proxy`] have sent towards the server so far.
+#[derive(Debug, Default)]
+pub struct Sent {
+    chunks: AtomicU64,
+    bytes: AtomicU64,
+    connections: AtomicU64,
+}
+
+/// A reading of [`Sent`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SentCount {
+    /// Chunks read from client connections: each is one or more writes the
+    /// client made (writes that arrive together are read as one), so about
+    /// one per request, or per pipelined batch.
+    pub chunks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Client connections accepted.
+    pub connections: u64,
+}
+
+impl SentCount {
+    /// What was sent between `earlier` and this reading.
+    pub fn since(self, earlier: SentCount) -> SentCount {
+        SentCount {
+            chunks: self.chunks - earlier.chunks,
+            bytes: self.bytes - earlier.bytes,
+            connections: self.connections - earlier.connections,
+        }
+    }
 }
 
 impl Proxy {
@@ -52,7 +90,8 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let frozen = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (f, s) = (frozen.clone(), stop.clone());
+        let sent = Arc::new(Sent::default());
+        let (f, s, counted) = (frozen.clone(), stop.clone(), sent.clone());
         let acceptor = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -63,12 +102,19 @@ impl Proxy {
                         // algorithm adds its own delay on top of ours.
                         let _ = client.set_nodelay(true);
                         let _ = server.set_nodelay(true);
-                        for (from, to) in [
-                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                            (server, client),
+                        counted.connections.fetch_add(1, Ordering::Relaxed);
+                        for (from, to, count) in [
+                            (
+                                client.try_clone().unwrap(),
+                                server.try_clone().unwrap(),
+                                Some(counted.clone()),
+                            ),
+                            (server, client, None),
                         ] {
                             let (f, s) = (f.clone(), s.clone());
-                            std::thread::spawn(move || pump(from, to, delay, &f, &s));
+                            std::thread::spawn(move || {
+                                pump(from, to, delay, &f, &s, count.as_deref())
+                            });
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -78,7 +124,16 @@ impl Proxy {
                 }
             }
         });
-        Self { port, frozen, stop, acceptor: Some(acceptor) }
+        Self { port, frozen, stop, acceptor: Some(acceptor), sent }
+    }
+
+    /// What the clients have sent towards the server so far.
+    pub fn sent(&self) -> SentCount {
+        SentCount {
+            chunks: self.sent.chunks.load(Ordering::SeqCst),
+            bytes: self.sent.bytes.load(Ordering::SeqCst),
+            connections: self.sent.connections.load(Ordering::SeqCst),
+        }
     }
 
     /// Freezes (`true`) or thaws (`false`) every connection, present and
@@ -96,6 +151,7 @@ fn pump(
     delay: Duration,
     frozen: &AtomicBool,
     stop: &AtomicBool,
+    count: Option<&Sent>,
 ) {
     from.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
     let (line, writer) = if delay.is_zero() {
@@ -116,6 +172,10 @@ fn pump(
             Ok(0) => break,
             Ok(n) => {
                 let read_at = Instant::now();
+                if let Some(c) = count {
+                    c.chunks.fetch_add(1, Ordering::Relaxed);
+                    c.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 // Bytes read while a freeze began wait for the thaw.
                 while frozen.load(Ordering::SeqCst) && !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(5));
@@ -205,5 +265,22 @@ mod tests {
         let mut rest = Vec::new();
         let _ = c.read_to_end(&mut rest);
         assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn it_counts_what_clients_send_and_not_the_answers() {
+        let proxy = Proxy::start(echo());
+        let mut c = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let before = proxy.sent();
+        for _ in 0..5 {
+            // One request, then its answer, before the next.
+            c.write_all(b"ping").unwrap();
+            let mut got = [0u8; 4];
+            c.read_exact(&mut got).unwrap();
+        }
+        let sent = proxy.sent().since(before);
+        assert_eq!((sent.chunks, sent.bytes), (5, 20), "{sent:?}");
+        assert_eq!(proxy.sent().connections, 1);
     }
 }

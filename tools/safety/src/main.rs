@@ -85,6 +85,16 @@ struct RunArgs {
     /// Soak run: 6 processes × 4 threads, 60 s per run, a fault every 10 s.
     #[arg(long)]
     long: bool,
+    /// Every worker (and the frozen and broken holders) acquires with
+    /// `lock_wait` through the loader instead of looping `try_lock`: the
+    /// plugin's own notified wait, or the host's polling fallback for a
+    /// plugin without one (the table says which). Same backends, same faults.
+    /// With --report, the results go between the bext-lock-safety-wait markers.
+    #[arg(long)]
+    wait: bool,
+    /// How long one `lock_wait` may wait before it counts as contention, in ms.
+    #[arg(long, default_value_t = 2_000)]
+    wait_ms: u64,
     /// Check a plugin that is not in the table (faults: none, and stall if it fences).
     #[arg(long, requires = "config")]
     plugin: Option<PathBuf>,
@@ -183,12 +193,17 @@ fn settings(a: &RunArgs) -> Result<Settings, String> {
         stall_ttl_ms: a.stall_ttl_ms,
         fault_every: a.fault_every_ms.or(every).map(Duration::from_millis),
         plugin_dir,
+        wait: a.wait,
+        wait_ms: a.wait_ms,
     };
     if s.processes == 0 || s.threads == 0 {
         return Err("--processes and --threads must be at least 1".into());
     }
     if s.ttl_ms < 50 || s.hold_us.saturating_mul(10) > s.ttl_ms.saturating_mul(1_000) {
         return Err("--ttl-ms must be at least 50 and ten times --hold-us".into());
+    }
+    if s.wait && !(1..=bext_locking::MAX_TTL_MS).contains(&s.wait_ms) {
+        return Err("--wait-ms must be between 1 and the largest TTL".into());
     }
     if s.fault_every.is_some_and(|e| e < Duration::from_millis(1_000)) {
         return Err("--fault-every-ms must be at least 1000".into());
@@ -290,7 +305,13 @@ fn checker(a: RunArgs) -> ExitCode {
         let body = format!("{}\n{table}", preamble(&s, &a));
         let written = std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
-            .and_then(|doc| report::splice(&doc, &body))
+            .and_then(|doc| {
+                if s.wait {
+                    report::splice_between(&doc, &body, report::WAIT_BEGIN, report::WAIT_END)
+                } else {
+                    report::splice(&doc, &body)
+                }
+            })
             .and_then(|doc| std::fs::write(path, doc).map_err(|e| e.to_string()));
         if let Err(e) = written {
             return fail(3, &format!("{}: {e}", path.display()));
@@ -360,6 +381,13 @@ fn preamble(s: &Settings, a: &RunArgs) -> String {
     }
     if !servers.is_empty() {
         out.push_str(&format!(", {}", servers.join(", ")));
+    }
+    if s.wait {
+        out.push_str(&format!(
+            ".\nEvery worker acquires with `lock_wait` (each wait up to {} ms; a wait that times \
+             out counts as contention) instead of looping `try_lock`",
+            s.wait_ms
+        ));
     }
     out.push_str(&format!(
         ".\nEach run: {} processes × {} threads (the memory backend: one process), {} ms{}, \

@@ -9,6 +9,10 @@ use crate::scenario::{Outcome, Status};
 pub const BEGIN: &str = "<!-- bext-lock-safety:begin -->";
 /// See [`BEGIN`].
 pub const END: &str = "<!-- bext-lock-safety:end -->";
+/// The markers around the generated part for runs with `--wait`.
+pub const WAIT_BEGIN: &str = "<!-- bext-lock-safety-wait:begin -->";
+/// See [`WAIT_BEGIN`].
+pub const WAIT_END: &str = "<!-- bext-lock-safety-wait:end -->";
 
 fn status(o: &Outcome) -> &'static str {
     match o.status {
@@ -25,16 +29,23 @@ fn code(text: &str) -> String {
 /// The table and a note per run that did something worth saying.
 pub fn markdown(outcomes: &[Outcome]) -> String {
     let mut t = String::new();
-    t.push_str(
-        "| backend | fault | processes × threads | s | operations | acquisitions | errors | overlaps | fence violations | result |\n",
+    // The acquire column only when some run waited, so that try_lock runs
+    // read as they always have.
+    let waited = outcomes.iter().any(|o| o.acquire != "try_lock");
+    let (head, rule) = if waited { (" acquire |", " --- |") } else { ("", "") };
+    let _ = writeln!(
+        t,
+        "| backend | fault |{head} processes × threads | s | operations | acquisitions | errors | overlaps | fence violations | result |"
     );
-    t.push_str("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    let _ =
+        writeln!(t, "| --- | --- |{rule} --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for o in outcomes {
         let fences =
             if o.fencing { o.fence_violations.to_string() } else { "n/a (no fences)".into() };
+        let acquire = if waited { format!(" {} |", o.acquire) } else { String::new() };
         let _ = writeln!(
             t,
-            "| {} | {} | {} × {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} |{acquire} {} × {} | {:.1} | {} | {} | {} | {} | {} | {} |",
             o.backend,
             o.fault,
             o.processes,
@@ -118,12 +129,18 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
 
 /// Replaces what lies between [`BEGIN`] and [`END`] in `doc` with `body`.
 pub fn splice(doc: &str, body: &str) -> Result<String, String> {
-    let start = doc.find(BEGIN).ok_or_else(|| format!("no {BEGIN} line"))?;
-    let end = doc.find(END).ok_or_else(|| format!("no {END} line"))?;
-    if end < start {
-        return Err(format!("{END} comes before {BEGIN}"));
+    splice_between(doc, body, BEGIN, END)
+}
+
+/// Replaces what lies between the lines `begin` and `end` in `doc` with
+/// `body`.
+pub fn splice_between(doc: &str, body: &str, begin: &str, end: &str) -> Result<String, String> {
+    let start = doc.find(begin).ok_or_else(|| format!("no {begin} line"))?;
+    let stop = doc.find(end).ok_or_else(|| format!("no {end} line"))?;
+    if stop < start {
+        return Err(format!("{end} comes before {begin}"));
     }
-    Ok(format!("{}{BEGIN}\n{body}{}", &doc[..start], &doc[end..]))
+    Ok(format!("{}{begin}\n{body}{}", &doc[..start], &doc[stop..]))
 }
 
 #[cfg(test)]
@@ -148,5 +165,17 @@ mod tests {
         assert!(md.contains("| redis | restart |"), "{md}");
         assert!(md.contains("inconclusive: could not start"), "{md}");
         assert!(md.contains("`a 'b'`"), "{md}");
+        assert!(!md.contains("acquire"), "no acquire column without a wait: {md}");
+    }
+
+    #[test]
+    fn a_waiting_run_gets_an_acquire_column_and_its_own_markers() {
+        let mut o = Outcome::failed("memory", Fault::None, "x".into());
+        o.acquire = "lock_wait (polling)".into();
+        let md = markdown(&[o]);
+        assert!(md.contains("| memory | none | lock_wait (polling) |"), "{md}");
+        let doc = format!("{BEGIN}\nkept\n{END}\n{WAIT_BEGIN}\nold\n{WAIT_END}\n");
+        let new = splice_between(&doc, "new\n", WAIT_BEGIN, WAIT_END).unwrap();
+        assert_eq!(new, format!("{BEGIN}\nkept\n{END}\n{WAIT_BEGIN}\nnew\n{WAIT_END}\n"));
     }
 }

@@ -6,6 +6,7 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+use bext_locking::WaitMode;
 use bext_locking_test_support::TempDir;
 use bext_locking_test_support::hammer::monotonic_ns;
 use bext_locking_test_support::servers::signal;
@@ -39,6 +40,11 @@ pub struct Settings {
     pub fault_every: Option<Duration>,
     /// Where the plugin libraries are.
     pub plugin_dir: PathBuf,
+    /// Every worker acquires with `lock_wait` (waits of up to
+    /// [`wait_ms`](Self::wait_ms)) instead of looping `try_lock`.
+    pub wait: bool,
+    /// How long one `lock_wait` may wait.
+    pub wait_ms: u64,
 }
 
 /// How long the workers keep going after the last fault recovered, to
@@ -119,6 +125,10 @@ pub struct Outcome {
     pub backend: String,
     /// Fault name.
     pub fault: String,
+    /// How workers acquired: `try_lock`, or `lock_wait` with the plugin's
+    /// wait mode (`notified`, `fifo`, or `polling`: the host's fallback).
+    #[serde(default = "try_lock_name")]
+    pub acquire: String,
     /// What the checker did, once per fault occurrence.
     pub actions: Vec<String>,
     /// Worker processes.
@@ -168,6 +178,30 @@ pub struct Outcome {
     pub status: Status,
 }
 
+fn try_lock_name() -> String {
+    "try_lock".into()
+}
+
+/// How a run's workers acquire, as [`Outcome::acquire`] says it: loads the
+/// plugin and asks an instance of `config` for its wait mode.
+pub fn acquire_name(plugin: &Path, config: &str, wait: bool) -> String {
+    if !wait {
+        return try_lock_name();
+    }
+    let mode = bext_locking_loader::load(plugin)
+        .map_err(|e| e.to_string())
+        .and_then(|lib| lib.create_ffi(config))
+        .map(|p| match p.wait_mode() {
+            WaitMode::Notified => "notified",
+            WaitMode::Fifo => "fifo",
+            WaitMode::Polling => "polling",
+        });
+    match mode {
+        Ok(m) => format!("lock_wait ({m})"),
+        Err(_) => "lock_wait".into(),
+    }
+}
+
 impl Outcome {
     /// An outcome for a run that could not start.
     pub fn failed(backend: &str, fault: Fault, why: String) -> Self {
@@ -181,6 +215,7 @@ impl Outcome {
         Self {
             backend: backend.to_owned(),
             fault: fault.name().to_owned(),
+            acquire: try_lock_name(),
             actions: Vec::new(),
             processes,
             threads,
@@ -383,7 +418,12 @@ fn run_into(
         // Far past the run; only matters if this process vanished without
         // closing the workers' stdin.
         max_runtime_ms: (s.duration.as_millis() as u64).saturating_mul(4) + 600_000,
+        wait: s.wait,
+        wait_ms: s.wait_ms,
     };
+    if plugin.exists() {
+        o.acquire = acquire_name(plugin, &spec.config, s.wait);
+    }
     let mut workers = Vec::new();
     let mut outs = Vec::new();
     for i in 0..o.processes {

@@ -4,6 +4,12 @@
 //! Both load the plugin's `.so` themselves (as any host would), die with
 //! their parent (`PR_SET_PDEATHSIG`, which also reaches a stopped process),
 //! and talk to the coordinator through stdin/stdout.
+//!
+//! With [`WorkerSpec::wait`] every acquisition is a `lock_wait` through the
+//! loader ([`FfiPlugin::lock_wait_with`]: the plugin's own notified wait, or
+//! the host's polling fallback for a plugin without it) instead of a loop of
+//! `try_lock`s; the lease is then dated from when the request that took the
+//! lock was sent ([`Acquired::sent`]), as a guard dates it.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -11,7 +17,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bext_locking::{LockHandle, LockingPlugin};
+use bext_locking::{Acquired, LockHandle, LockingPlugin, Wait};
+use bext_locking_loader::FfiPlugin;
 use bext_locking_test_support::hammer::monotonic_ns;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +47,50 @@ pub struct WorkerSpec {
     /// A hammer stops on its own after this long, should its parent never
     /// close its stdin.
     pub max_runtime_ms: u64,
+    /// Acquire with `lock_wait` (each wait up to [`wait_ms`](Self::wait_ms))
+    /// instead of looping `try_lock`.
+    #[serde(default)]
+    pub wait: bool,
+    /// How long one `lock_wait` may wait before it counts as contention.
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+impl WorkerSpec {
+    /// The owner every worker sends with a wait.
+    const OWNER: &'static str = "bext-lock-safety";
+
+    /// One acquisition attempt: a `try_lock`, or in wait mode a
+    /// `lock_wait` of up to `wait_ms` that `waits` can cancel. Returns the
+    /// handle with the monotonic time before which the lease cannot have
+    /// started (for a wait: when the request that took the lock was sent).
+    fn acquire(
+        &self,
+        p: &FfiPlugin,
+        waits: Option<&Mutex<Option<Wait>>>,
+    ) -> Result<Option<(LockHandle, u64)>, String> {
+        if !self.wait {
+            let call_ns = monotonic_ns();
+            return Ok(p.try_lock(&self.key, self.ttl_ms)?.map(|h| (h, call_ns)));
+        }
+        let wait = Wait::new(Duration::from_millis(self.wait_ms));
+        if let Some(slot) = waits {
+            *slot.lock().unwrap() = Some(wait.clone());
+        }
+        if STOP.load(Ordering::SeqCst) {
+            wait.cancel();
+        }
+        let got = p
+            .lock_wait_with(&self.key, self.ttl_ms, Some(Self::OWNER), &wait)
+            .map_err(|e| e.to_string())?;
+        if let Some(slot) = waits {
+            slot.lock().unwrap().take();
+        }
+        Ok(got.map(|Acquired { handle, sent }| {
+            let ago = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            (handle, monotonic_ns().saturating_sub(ago))
+        }))
+    }
 }
 
 /// What the frozen holder reports once resumed.
@@ -107,9 +158,17 @@ static LAST_ACQUIRED: AtomicU64 = AtomicU64::new(0);
 pub fn hammer(spec: &WorkerSpec) -> Result<WorkerSummary, String> {
     die_with_parent();
     let plugin = load(spec)?;
-    std::thread::spawn(|| {
+    // Each thread's wait in flight, cancelled when the coordinator says stop.
+    let waits: &'static [Mutex<Option<Wait>>] =
+        Vec::leak((0..spec.threads).map(|_| Mutex::new(None)).collect());
+    std::thread::spawn(move || {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
         STOP.store(true, Ordering::SeqCst);
+        for slot in waits {
+            if let Some(w) = slot.lock().unwrap().as_ref() {
+                w.cancel();
+            }
+        }
     });
     std::thread::spawn(|| {
         let mut told = 0;
@@ -125,7 +184,7 @@ pub fn hammer(spec: &WorkerSpec) -> Result<WorkerSummary, String> {
     let deadline = Instant::now() + Duration::from_millis(spec.max_runtime_ms);
     let storage = spec.storage.as_deref().map(FencedStorage::open);
     let instances = (0..spec.threads)
-        .map(|_| plugin.create(&spec.config).map_err(|e| format!("create: {e}")))
+        .map(|_| plugin.create_ffi(&spec.config).map_err(|e| format!("create: {e}")))
         .collect::<Result<Vec<_>, String>>()?;
     // Faults start only once every worker is hammering: an instance whose
     // `create` met the fault would end the worker, not test the lock.
@@ -135,9 +194,10 @@ pub fn hammer(spec: &WorkerSpec) -> Result<WorkerSummary, String> {
     std::thread::scope(|s| {
         for (thread, instance) in instances.iter().enumerate() {
             let (records, total, storage) = (&records, &total, storage.as_ref());
+            let slot = &waits[thread];
             s.spawn(move || {
                 let (mine, summary) =
-                    hammer_thread(&**instance, spec, thread as u32, storage, deadline);
+                    hammer_thread(instance, spec, thread as u32, storage, slot, deadline);
                 records.lock().unwrap().extend(mine);
                 total.lock().unwrap().add(&summary);
             });
@@ -156,10 +216,11 @@ pub fn hammer(spec: &WorkerSpec) -> Result<WorkerSummary, String> {
 }
 
 fn hammer_thread(
-    p: &dyn LockingPlugin,
+    p: &FfiPlugin,
     spec: &WorkerSpec,
     thread: u32,
     storage: Option<&FencedStorage>,
+    waits: &Mutex<Option<Wait>>,
     deadline: Instant,
 ) -> (Vec<Record>, WorkerSummary) {
     let pid = std::process::id();
@@ -168,9 +229,8 @@ fn hammer_thread(
     let mut sum = WorkerSummary::default();
     while !STOP.load(Ordering::Relaxed) && Instant::now() < deadline {
         sum.operations += 1;
-        let call_ns = monotonic_ns();
-        match p.try_lock(&spec.key, spec.ttl_ms) {
-            Ok(Some(h)) => {
+        match spec.acquire(p, Some(waits)) {
+            Ok(Some((h, call_ns))) => {
                 let start_ns = monotonic_ns();
                 LAST_ACQUIRED.fetch_max(start_ns, Ordering::Relaxed);
                 sum.acquired += 1;
@@ -197,14 +257,20 @@ fn hammer_thread(
                 // Let the other holders in before trying again.
                 std::thread::sleep(Duration::from_micros(200));
             }
+            // A wait cancelled because the run is over.
+            Ok(None) if STOP.load(Ordering::SeqCst) => {}
             Ok(None) => {
                 // About one try per hold: enough to take the lock over as
-                // soon as it is free, without burning the machine's CPU.
+                // soon as it is free, without burning the machine's CPU. A
+                // wait that timed out has waited already.
                 sum.contended += 1;
-                std::thread::sleep(CONTENDED_BACKOFF);
+                if !spec.wait {
+                    std::thread::sleep(CONTENDED_BACKOFF);
+                }
             }
             Err(e) => {
-                sum.error(format!("try_lock: {e}"));
+                let call = if spec.wait { "lock_wait" } else { "try_lock" };
+                sum.error(format!("{call}: {e}"));
                 // A server is down: do not spin on it.
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -221,18 +287,17 @@ fn hammer_thread(
 pub fn stall(spec: &WorkerSpec) -> Result<(), String> {
     die_with_parent();
     let plugin = load(spec)?;
-    let p = plugin.create(&spec.config).map_err(|e| format!("create: {e}"))?;
+    let p = plugin.create_ffi(&spec.config).map_err(|e| format!("create: {e}"))?;
     let storage = spec.storage.as_deref().map(FencedStorage::open);
     let give_up = Instant::now() + Duration::from_secs(30);
     let (h, call_ns): (LockHandle, u64) = loop {
-        let call_ns = monotonic_ns();
-        match p.try_lock(&spec.key, spec.ttl_ms) {
-            Ok(Some(h)) => break (h, call_ns),
+        match spec.acquire(&p, None) {
+            Ok(Some(got)) => break got,
             Ok(None) | Err(_) if Instant::now() < give_up => {
                 std::thread::sleep(Duration::from_micros(100))
             }
             Ok(None) => return Err("could not acquire the key within 30 s".into()),
-            Err(e) => return Err(format!("try_lock: {e}")),
+            Err(e) => return Err(format!("acquire: {e}")),
         }
     };
     let start_ns = monotonic_ns();

@@ -161,6 +161,28 @@ fn nats_node_killed_holder_frozen_and_path_frozen() {
 }
 
 #[test]
+fn every_worker_waiting_with_lock_wait_instead_of_polling() {
+    // The same checks with every acquisition a `lock_wait` through the
+    // loader (the plugin's notified wait, or the host's polling fallback):
+    // the baseline and a frozen holder on each main backend, about 15 s.
+    let o = assert_safe(
+        &[
+            "--wait",
+            "--wait-ms",
+            "1000",
+            "--backends",
+            "memory,sqlite,redis,pg,etcd",
+            "--faults",
+            "none,stall",
+        ],
+        9,
+    );
+    for o in &o {
+        assert!(o.acquire.starts_with("lock_wait"), "{} / {}: {}", o.backend, o.fault, o.acquire);
+    }
+}
+
+#[test]
 fn a_lock_that_does_not_exclude_is_caught() {
     // Memory instances without a shared namespace each have their own
     // table: every thread "holds" the key at once.
@@ -174,4 +196,20 @@ fn a_lock_that_does_not_exclude_is_caught() {
     assert_eq!(o.status, Status::Unsafe);
     assert!(o.overlaps > 0 && o.fence_violations > 0, "{o:#?}");
     assert!(o.problems.iter().any(|p| p.contains("overlap")), "{:?}", o.problems);
+}
+
+#[test]
+fn a_lock_that_does_not_exclude_is_caught_when_workers_wait() {
+    // The same broken lock, every acquisition a `lock_wait`: the waits
+    // return at once, and the checker must still see the overlaps.
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_bext-lock-safety"));
+    let so = dir.parent().unwrap().join("libbext_locking_memory.so");
+    let so = so.to_str().unwrap();
+    let (code, outcomes) =
+        safety(&["--wait", "--plugin", so, "--config", "{}", "--faults", "none"]);
+    assert_eq!(code, Some(1), "overlaps must fail the checker");
+    let o = &outcomes[0];
+    assert!(o.acquire.starts_with("lock_wait"), "{}", o.acquire);
+    assert_eq!(o.status, Status::Unsafe);
+    assert!(o.overlaps > 0 && o.fence_violations > 0, "{o:#?}");
 }
