@@ -879,9 +879,17 @@ static inline int32_t bext_locking_host_lock_wait(const BextLockingHostPlugin *p
     status = p->vtable->lock_wait(instance, request, out_json, out_sent_ago_us);
     free(request);
     if (status != BEXT_LOCKING_ERR_UNSUPPORTED) return status;
-    if (w != NULL)
-      snprintf(w->why, sizeof w->why, "its lock_wait is unsupported here: %.100s",
-               *out_json != NULL ? *out_json : "");
+    if (w != NULL) {
+      /* The error object's message, without the JSON around it. */
+      const char *m = *out_json != NULL ? strstr(*out_json, "\"message\":\"") : NULL;
+      size_t n = 0;
+      if (m != NULL) {
+        m += 11;
+        while (m[n] != '\0' && m[n] != '"' && n < 110) n++;
+      }
+      snprintf(w->why, sizeof w->why, "its lock_wait is unsupported here: %.*s", (int)n,
+               m != NULL ? m : "");
+    }
     p->vtable->free_string(*out_json);
     *out_json = NULL;
   } else if (w != NULL) {
