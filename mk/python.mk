@@ -14,7 +14,7 @@ PY_VENV := $(PY_BUILD_DIR)/python-venv
 PY_TEST_PACKAGES = $(patsubst backends/%/Cargo.toml,bext-locking-%,$(wildcard backends/*/Cargo.toml)) \
 	bext-locking-fixture-panicky bext-locking-fixture-no-entry \
 	bext-locking-fixture-bad-abi bext-locking-fixture-small-struct bext-locking-fixture-null-slot \
-	bext-locking-fixture-abi-1-0
+	bext-locking-fixture-abi-1-0 bext-locking-fixture-abi-1-1
 PY_TEST_ENV = RUST_BACKTRACE=0 BEXT_TARGET_DIR=$(PY_TARGET_DIR) PYTHONDONTWRITEBYTECODE=1
 
 .PHONY: python-test python-venv

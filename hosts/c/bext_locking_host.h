@@ -45,6 +45,10 @@
  * bext_locking_host_request_json_owned / bext_locking_host_default_owner for
  * the try_lock request with an owner.
  *
+ * ABI 1.2 adds lock_wait, cancel_wait and renew_for; use
+ * bext_locking_host_lock_wait (which polls try_lock when the plugin cannot
+ * wait), bext_locking_host_cancel_wait and bext_locking_host_renew_for.
+ *
  * The contract itself is in bext_locking.h (generated) and docs/ABI.md.
  */
 
@@ -70,7 +74,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/utsname.h>
-#include <unistd.h>
+#include <poll.h>
+#include <time.h>
 
 #include "bext_locking.h"
 
@@ -401,6 +406,7 @@ static inline const char *bext_locking_host_status_name(int32_t status) {
   switch (status) {
     case BEXT_LOCKING_OK: return "BEXT_LOCKING_OK";
     case BEXT_LOCKING_CONTENDED: return "BEXT_LOCKING_CONTENDED";
+    case BEXT_LOCKING_CANCELLED: return "BEXT_LOCKING_CANCELLED";
     case BEXT_LOCKING_ERR_BACKEND: return "BEXT_LOCKING_ERR_BACKEND";
     case BEXT_LOCKING_ERR_INVALID: return "BEXT_LOCKING_ERR_INVALID";
     case BEXT_LOCKING_ERR_PANIC: return "BEXT_LOCKING_ERR_PANIC";
@@ -550,18 +556,22 @@ static inline int bext_locking_host_default_owner(char *buf, size_t len) {
    (vt)->struct_size >= offsetof(BextLockingVTable, field) + sizeof((vt)->field) && \
    (vt)->field != NULL)
 
+/* The sizes of the 1.1 and 1.2 vtables, through their last slots. */
+#define BEXT_LOCKING_HOST_VTABLE_V1_1_SIZE \
+  (offsetof(BextLockingVTable, stats) + sizeof(BextLockingCleanupFn))
+#define BEXT_LOCKING_HOST_VTABLE_V1_2_SIZE \
+  (offsetof(BextLockingVTable, renew_for) + sizeof(BextLockingCallFn))
+
 /* The ABI revision the plugin's vtable covers: 0 for a 1.0 plugin, 1 when it
- * has room for the 1.1 slots. */
+ * has room for the 1.1 slots, 2 for the 1.2 slots. */
 static inline unsigned bext_locking_host_abi_minor(const BextLockingHostPlugin *p) {
   if (p == NULL || p->vtable == NULL) return 0;
-  return p->vtable->struct_size >=
-                 offsetof(BextLockingVTable, stats) + sizeof(BextLockingCleanupFn)
-             ? 1u
-             : 0u;
+  if (p->vtable->struct_size >= BEXT_LOCKING_HOST_VTABLE_V1_2_SIZE) return 2u;
+  return p->vtable->struct_size >= BEXT_LOCKING_HOST_VTABLE_V1_1_SIZE ? 1u : 0u;
 }
 
 /* Whether the plugin has the slot named `slot` ("inspect", "force_release",
- * "stats"; the 1.0 slots always). 0 for an unknown name or a NULL p. */
+ * "stats", "lock_wait", "cancel_wait", "renew_for"; the 1.0 slots always). 0 for an unknown name or a NULL p. */
 static inline int bext_locking_host_has_slot(const BextLockingHostPlugin *p, const char *slot) {
   static const char *const v1_0[] = {"describe", "create",  "try_lock", "renew",
                                      "release",  "cleanup", "destroy",  "free_string"};
@@ -571,6 +581,9 @@ static inline int bext_locking_host_has_slot(const BextLockingHostPlugin *p, con
   if (strcmp(slot, "force_release") == 0)
     return BEXT_LOCKING_HOST_HAS_SLOT(p->vtable, force_release);
   if (strcmp(slot, "stats") == 0) return BEXT_LOCKING_HOST_HAS_SLOT(p->vtable, stats);
+  if (strcmp(slot, "lock_wait") == 0) return BEXT_LOCKING_HOST_HAS_SLOT(p->vtable, lock_wait);
+  if (strcmp(slot, "cancel_wait") == 0) return BEXT_LOCKING_HOST_HAS_SLOT(p->vtable, cancel_wait);
+  if (strcmp(slot, "renew_for") == 0) return BEXT_LOCKING_HOST_HAS_SLOT(p->vtable, renew_for);
   for (i = 0; i < sizeof v1_0 / sizeof v1_0[0]; i++)
     if (strcmp(slot, v1_0[i]) == 0) return 1;
   return 0;
@@ -649,6 +662,314 @@ static inline int32_t bext_locking_host_stats(const BextLockingHostPlugin *p,
       err_len);
   if (status != BEXT_LOCKING_OK) return status;
   return p->vtable->stats(instance, out_json);
+}
+
+/* ---- the optional slots of ABI 1.2: waiting, cancelling, renew_for -------
+ * bext_locking_host_lock_wait waits for a key with the plugin's lock_wait
+ * slot, woken by the backend's own notification, and falls back to polling
+ * try_lock with jittered backoff (10 ms doubling to 250 ms, as the Rust
+ * loader does) when the plugin has no such slot (ABI 1.0, 1.1) or its slot
+ * answers BEXT_LOCKING_ERR_UNSUPPORTED. Either way another thread can end the
+ * wait with bext_locking_host_cancel_wait:
+ *
+ *     BextLockingHostWait w;
+ *     bext_locking_host_wait_init(&w);
+ *     // thread A:
+ *     status = bext_locking_host_lock_wait(&p, inst, "jobs/nightly", 30000, owner,
+ *                                          60000, &w, &handle, &sent_ago_us, err, sizeof err);
+ *     // thread B, any time (also before A got into the call):
+ *     bext_locking_host_cancel_wait(&p, inst, &w, err, sizeof err);
+ *
+ * A wait struct is for one wait: init it again (a new id) for the next. */
+
+/* Pauses of the polling fallback, in milliseconds (the Rust loader's
+ * POLL_FIRST and POLL_MAX), and the longest slice a pause is slept in
+ * before the cancel flag is looked at again. */
+#define BEXT_LOCKING_HOST_POLL_FIRST_MS 10u
+#define BEXT_LOCKING_HOST_POLL_MAX_MS 250u
+#define BEXT_LOCKING_HOST_POLL_SLICE_MS 20u
+
+/* One wait that another thread may cancel. Initialise it with
+ * bext_locking_host_wait_init; read `polled` after the wait. */
+typedef struct BextLockingHostWait {
+  uint64_t id;   /* sent as "wait_id"; unique in the process (see wait_init) */
+  int cancelled; /* set by bext_locking_host_cancel_wait; read atomically */
+  int polled;    /* 1 when the helper waited by polling try_lock, with the reason in why */
+  char why[160]; /* why it polled: "it has no lock_wait slot (ABI 1.1)", ... */
+} BextLockingHostWait;
+
+/* A monotonic clock in microseconds (CLOCK_MONOTONIC where <time.h> gives
+ * it, else C11's timespec_get). */
+static inline uint64_t bext_locking_host_now_us_(void) {
+  struct timespec ts;
+#ifdef CLOCK_MONOTONIC
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+#else
+  if (timespec_get(&ts, TIME_UTC) != TIME_UTC) return 0;
+#endif
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Gives w a fresh id and clears its flags. Ids come from a counter tagged
+ * with the counter's own address, so the ids of two files that each
+ * include this header (each has its own counter) do not collide either. */
+static inline void bext_locking_host_wait_init(BextLockingHostWait *w) {
+  static uint64_t counter;
+  uint64_t n;
+  uint64_t tag;
+  if (w == NULL) return;
+  n = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+  tag = (uint64_t)(uintptr_t)&counter;
+  tag ^= tag >> 29;
+  tag *= 0xbf58476d1ce4e5b9ull;
+  tag ^= tag >> 32;
+  /* 31 bits of tag, 32 of count: stays a JSON-safe integer below 2^63. */
+  w->id = ((tag & 0x7fffffffull) << 32) | (n & 0xffffffffull);
+  __atomic_store_n(&w->cancelled, 0, __ATOMIC_SEQ_CST);
+  w->polled = 0;
+  w->why[0] = '\0';
+}
+
+/* Whether w was cancelled. */
+static inline int bext_locking_host_wait_cancelled(const BextLockingHostWait *w) {
+  return w != NULL && __atomic_load_n(&w->cancelled, __ATOMIC_SEQ_CST) != 0;
+}
+
+/* Writes the lock_wait request {"key","ttl_ms","owner"?,"wait_ms",
+ * "wait_id"?} into buf, like the other builders; owner NULL or wait_id NULL
+ * leaves the field out. Returns -1 when key is NULL. */
+static inline int bext_locking_host_lock_wait_json(char *buf, size_t len, const char *key,
+                                                   uint64_t ttl_ms, const char *owner,
+                                                   uint64_t wait_ms, const uint64_t *wait_id) {
+  size_t n = 0;
+  char tail[96];
+  if (key == NULL) return -1;
+  bext_locking_host_put_raw_(buf, len, &n, "{\"key\":\"");
+  bext_locking_host_put_escaped_(buf, len, &n, key);
+  snprintf(tail, sizeof tail, "\",\"ttl_ms\":%llu,\"wait_ms\":%llu", (unsigned long long)ttl_ms,
+           (unsigned long long)wait_ms);
+  bext_locking_host_put_raw_(buf, len, &n, tail);
+  if (wait_id != NULL) {
+    snprintf(tail, sizeof tail, ",\"wait_id\":%llu", (unsigned long long)*wait_id);
+    bext_locking_host_put_raw_(buf, len, &n, tail);
+  }
+  if (owner != NULL) {
+    bext_locking_host_put_raw_(buf, len, &n, ",\"owner\":\"");
+    bext_locking_host_put_escaped_(buf, len, &n, owner);
+    bext_locking_host_put_(buf, len, &n, '"');
+  }
+  bext_locking_host_put_(buf, len, &n, '}');
+  return bext_locking_host_finish_(buf, len, n);
+}
+
+/* Writes the renew_for request {"handle":HANDLE,"ttl_ms":N} into buf; the
+ * handle is copied as the plugin wrote it. Returns -1 when handle_json is
+ * NULL. */
+static inline int bext_locking_host_renew_for_json(char *buf, size_t len, const char *handle_json,
+                                                   uint64_t ttl_ms) {
+  size_t n = 0;
+  char tail[48];
+  if (handle_json == NULL) return -1;
+  bext_locking_host_put_raw_(buf, len, &n, "{\"handle\":");
+  bext_locking_host_put_raw_(buf, len, &n, handle_json);
+  snprintf(tail, sizeof tail, ",\"ttl_ms\":%llu}", (unsigned long long)ttl_ms);
+  bext_locking_host_put_raw_(buf, len, &n, tail);
+  return bext_locking_host_finish_(buf, len, n);
+}
+
+/* Sleeps ms milliseconds in slices, returning early (1) once w is
+ * cancelled; 0 when the whole pause was slept. */
+static inline int bext_locking_host_pause_(const BextLockingHostWait *w, uint64_t ms) {
+  while (ms > 0) {
+    uint64_t slice = ms < BEXT_LOCKING_HOST_POLL_SLICE_MS ? ms : BEXT_LOCKING_HOST_POLL_SLICE_MS;
+    if (bext_locking_host_wait_cancelled(w)) return 1;
+    (void)poll(NULL, 0, (int)slice);
+    ms -= slice;
+  }
+  return bext_locking_host_wait_cancelled(w);
+}
+
+/* The polling fallback: try_lock with jittered backoff until the lock is
+ * ours, the deadline passes or w is cancelled. */
+static inline int32_t bext_locking_host_poll_wait_(const BextLockingHostPlugin *p,
+                                                   BextLockingInstance *instance,
+                                                   const char *request, uint64_t deadline_us,
+                                                   const BextLockingHostWait *w, char **out_json,
+                                                   uint64_t *out_sent_ago_us) {
+  uint64_t backoff = BEXT_LOCKING_HOST_POLL_FIRST_MS;
+  uint64_t seed = bext_locking_host_now_us_() ^ (w != NULL ? w->id * 0x9e3779b97f4a7c15ull : 1u);
+  for (;;) {
+    uint64_t sent, now, half, pause;
+    int32_t status;
+    if (bext_locking_host_wait_cancelled(w)) return BEXT_LOCKING_CANCELLED;
+    sent = bext_locking_host_now_us_();
+    status = p->vtable->try_lock(instance, request, out_json);
+    now = bext_locking_host_now_us_();
+    if (status == BEXT_LOCKING_OK) {
+      if (out_sent_ago_us != NULL) *out_sent_ago_us = now > sent ? now - sent : 0;
+      return status;
+    }
+    if (status != BEXT_LOCKING_CONTENDED) return status;
+    if (now >= deadline_us) return BEXT_LOCKING_CONTENDED;
+    /* Full jitter on the upper half of the backoff, so that waiters that
+     * collided once do not collide again in step (xorshift64). */
+    seed ^= seed << 13;
+    seed ^= seed >> 7;
+    seed ^= seed << 17;
+    half = backoff / 2;
+    pause = half + (half > 0 ? seed % half : 0);
+    if (pause * 1000u > deadline_us - now) pause = (deadline_us - now + 999u) / 1000u;
+    backoff = backoff * 2 < BEXT_LOCKING_HOST_POLL_MAX_MS ? backoff * 2 : BEXT_LOCKING_HOST_POLL_MAX_MS;
+    if (bext_locking_host_pause_(w, pause)) return BEXT_LOCKING_CANCELLED;
+  }
+}
+
+/* Waits up to wait_ms for key (ABI 1.2 lock_wait, or polling; see above).
+ * owner NULL sends none. w may be NULL (the wait then cannot be
+ * cancelled); otherwise it must have been initialised, and it must stay
+ * alive until the call returns.
+ *
+ * Returns BEXT_LOCKING_OK with the handle in *out_json (free it with
+ * p->vtable->free_string; renew and release it as a try_lock handle) and,
+ * when out_sent_ago_us is not NULL, how many microseconds before the return
+ * the request that took the lock was sent: date the lease from then.
+ * BEXT_LOCKING_CONTENDED when wait_ms passed, BEXT_LOCKING_CANCELLED when w
+ * was cancelled (*out_json NULL for both). A negative status is the
+ * plugin's error, with its error object in *out_json, or the helper's own
+ * refusal (NULL p, key or out_json, wait_ms over BEXT_LOCKING_MAX_TTL_MS,
+ * no memory), with *out_json NULL and the reason in err. When it polled,
+ * w->polled is 1 and w->why says why: a host shows that in its verbose
+ * output. */
+static inline int32_t bext_locking_host_lock_wait(const BextLockingHostPlugin *p,
+                                                  BextLockingInstance *instance, const char *key,
+                                                  uint64_t ttl_ms, const char *owner,
+                                                  uint64_t wait_ms, BextLockingHostWait *w,
+                                                  char **out_json, uint64_t *out_sent_ago_us,
+                                                  char *err, size_t err_len) {
+  uint64_t start = bext_locking_host_now_us_();
+  int32_t status;
+  int need;
+  char *request;
+  const uint64_t *id = w != NULL ? &w->id : NULL;
+  if (err != NULL && err_len > 0) err[0] = '\0';
+  if (out_sent_ago_us != NULL) *out_sent_ago_us = 0;
+  if (out_json != NULL) *out_json = NULL;
+  if (p == NULL || p->vtable == NULL || key == NULL || out_json == NULL) {
+    bext_locking_host_say_(err, err_len, "bext_locking_host_lock_wait: %s is NULL",
+                           p == NULL || p->vtable == NULL ? "the plugin"
+                           : key == NULL                  ? "key"
+                                                          : "out_json");
+    return BEXT_LOCKING_ERR_INVALID;
+  }
+  if (wait_ms > BEXT_LOCKING_MAX_TTL_MS) {
+    bext_locking_host_say_(err, err_len, "`wait_ms` is %llu, over the longest wait (%llu ms)",
+                           (unsigned long long)wait_ms,
+                           (unsigned long long)BEXT_LOCKING_MAX_TTL_MS);
+    return BEXT_LOCKING_ERR_INVALID;
+  }
+  if (bext_locking_host_wait_cancelled(w)) return BEXT_LOCKING_CANCELLED;
+  if (BEXT_LOCKING_HOST_HAS_SLOT(p->vtable, lock_wait)) {
+    need = bext_locking_host_lock_wait_json(NULL, 0, key, ttl_ms, owner, wait_ms, id);
+    request = (char *)malloc((size_t)need + 1);
+    if (request == NULL) {
+      bext_locking_host_say_(err, err_len, "bext_locking_host_lock_wait: out of memory");
+      return BEXT_LOCKING_ERR_INVALID;
+    }
+    bext_locking_host_lock_wait_json(request, (size_t)need + 1, key, ttl_ms, owner, wait_ms, id);
+    status = p->vtable->lock_wait(instance, request, out_json, out_sent_ago_us);
+    free(request);
+    if (status != BEXT_LOCKING_ERR_UNSUPPORTED) return status;
+    if (w != NULL) {
+      /* The error object's message, without the JSON around it. */
+      const char *m = *out_json != NULL ? strstr(*out_json, "\"message\":\"") : NULL;
+      size_t n = 0;
+      if (m != NULL) {
+        m += 11;
+        while (m[n] != '\0' && m[n] != '"' && n < 110) n++;
+      }
+      snprintf(w->why, sizeof w->why, "its lock_wait is unsupported here: %.*s", (int)n,
+               m != NULL ? m : "");
+    }
+    p->vtable->free_string(*out_json);
+    *out_json = NULL;
+  } else if (w != NULL) {
+    snprintf(w->why, sizeof w->why, "it has no lock_wait slot (ABI 1.%u)",
+             bext_locking_host_abi_minor(p));
+  }
+  if (w != NULL) w->polled = 1;
+  need = bext_locking_host_request_json_owned(NULL, 0, key, ttl_ms, owner);
+  request = (char *)malloc((size_t)need + 1);
+  if (request == NULL) {
+    bext_locking_host_say_(err, err_len, "bext_locking_host_lock_wait: out of memory");
+    return BEXT_LOCKING_ERR_INVALID;
+  }
+  bext_locking_host_request_json_owned(request, (size_t)need + 1, key, ttl_ms, owner);
+  status = bext_locking_host_poll_wait_(p, instance, request, start + wait_ms * 1000u, w,
+                                        out_json, out_sent_ago_us);
+  free(request);
+  return status;
+}
+
+/* Cancels the wait w, from any thread: a bext_locking_host_lock_wait with w
+ * returns BEXT_LOCKING_CANCELLED soon (within 100 ms on the plugin's slot,
+ * within a polling slice otherwise), also when it has not started yet.
+ * Calls the plugin's cancel_wait slot when it has one (which leaves
+ * nothing on the server); returns its status, or BEXT_LOCKING_OK when the
+ * plugin has no such slot. NULL p or w: BEXT_LOCKING_ERR_INVALID. */
+static inline int32_t bext_locking_host_cancel_wait(const BextLockingHostPlugin *p,
+                                                    BextLockingInstance *instance,
+                                                    BextLockingHostWait *w, char *err,
+                                                    size_t err_len) {
+  char request[48];
+  char *out = NULL;
+  int32_t status;
+  if (err != NULL && err_len > 0) err[0] = '\0';
+  if (p == NULL || p->vtable == NULL || w == NULL) {
+    bext_locking_host_say_(err, err_len, "bext_locking_host_cancel_wait: %s is NULL",
+                           w == NULL ? "the wait" : "the plugin");
+    return BEXT_LOCKING_ERR_INVALID;
+  }
+  __atomic_store_n(&w->cancelled, 1, __ATOMIC_SEQ_CST);
+  if (!BEXT_LOCKING_HOST_HAS_SLOT(p->vtable, cancel_wait)) return BEXT_LOCKING_OK;
+  snprintf(request, sizeof request, "{\"wait_id\":%llu}", (unsigned long long)w->id);
+  status = p->vtable->cancel_wait(instance, request, &out);
+  if (status != BEXT_LOCKING_OK)
+    bext_locking_host_say_(err, err_len, "cancel_wait failed: %s", out != NULL ? out : "");
+  p->vtable->free_string(out);
+  return status;
+}
+
+/* renew_for with {"handle":handle_json,"ttl_ms":ttl_ms} when the plugin
+ * has the slot: sets the lease's remaining time to ttl_ms once. OK writes
+ * nothing; an error means the lock is lost, as for renew (the plugin's
+ * error object in *out_json), or BEXT_LOCKING_ERR_UNSUPPORTED when the
+ * backend cannot. An absent slot (ABI 1.0, 1.1) is ERR_UNSUPPORTED with
+ * "plugin `X` (ABI 1.1) has no `renew_for` slot" in err and nothing
+ * called; so is a NULL p (ERR_INVALID) or handle_json (ERR_INVALID). */
+static inline int32_t bext_locking_host_renew_for(const BextLockingHostPlugin *p,
+                                                  BextLockingInstance *instance,
+                                                  const char *handle_json, uint64_t ttl_ms,
+                                                  char **out_json, char *err, size_t err_len) {
+  int need;
+  char *request;
+  int32_t status = bext_locking_host_precheck_(
+      p, p != NULL && BEXT_LOCKING_HOST_HAS_SLOT(p->vtable, renew_for), "renew_for", out_json,
+      err, err_len);
+  if (status != BEXT_LOCKING_OK) return status;
+  if (handle_json == NULL) {
+    bext_locking_host_say_(err, err_len, "bext_locking_host_renew_for: handle_json is NULL");
+    return BEXT_LOCKING_ERR_INVALID;
+  }
+  need = bext_locking_host_renew_for_json(NULL, 0, handle_json, ttl_ms);
+  request = (char *)malloc((size_t)need + 1);
+  if (request == NULL) {
+    bext_locking_host_say_(err, err_len, "bext_locking_host_renew_for: out of memory");
+    return BEXT_LOCKING_ERR_INVALID;
+  }
+  bext_locking_host_renew_for_json(request, (size_t)need + 1, handle_json, ttl_ms);
+  status = p->vtable->renew_for(instance, request, out_json);
+  free(request);
+  return status;
 }
 
 #ifdef __cplusplus

@@ -20,6 +20,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -1312,6 +1313,388 @@ static void check_admin(BextLockingInstance *a, BextLockingInstance *b) {
     printf("     (no 1.1 slots: the inspect, force_release and stats checks do not apply)\n");
 }
 
+/* ---- revision 1.2: lock_wait, cancel_wait, renew_for -------------------- */
+
+static int has_lock_wait, has_cancel_wait, has_renew_for;
+static int cap_lock_wait, cap_renew_ttl;
+/* Whether this backend's lock_wait waits (rather than answering
+ * ERR_UNSUPPORTED): the behaviour checks run only then. */
+static int waits_here;
+/* Wait ids, unique in this run. */
+static unsigned long long next_wait_id = 1000;
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int32_t lock_wait_raw(BextLockingInstance *inst, const char *req, char **out,
+                             uint64_t *sent_ago) {
+  *out = SENTINEL;
+  return vt->lock_wait(inst, req, out, sent_ago);
+}
+
+/* A lock_wait request for key with the given wait_ms text and wait id (0:
+ * none). */
+static void wait_request(char *buf, size_t len, const char *key, unsigned long long ttl,
+                         const char *wait_ms, unsigned long long id) {
+  if (id != 0)
+    snprintf(buf, len, "{\"key\":\"%s\",\"ttl_ms\":%llu,\"wait_ms\":%s,\"wait_id\":%llu}", key,
+             ttl, wait_ms, id);
+  else
+    snprintf(buf, len, "{\"key\":\"%s\",\"ttl_ms\":%llu,\"wait_ms\":%s}", key, ttl, wait_ms);
+}
+
+static void check_revision_1_2(void) {
+  char *out = SENTINEL;
+  JVal doc, v;
+  has_lock_wait = HAS_SLOT(lock_wait);
+  has_cancel_wait = HAS_SLOT(cancel_wait);
+  has_renew_for = HAS_SLOT(renew_for);
+  if (vt->describe(&out) == BEXT_LOCKING_OK && j_parse(out, &doc) && doc.type == J_OBJ &&
+      j_member(&doc, "capabilities", &v)) {
+    cap_lock_wait = j_array_has(&v, "lock_wait");
+    cap_renew_ttl = j_array_has(&v, "renew_ttl");
+    if (j_array_has(&v, "fifo"))
+      check(cap_lock_wait, "a plugin listing fifo also lists lock_wait", "%s", out);
+  }
+  drop(&out);
+  if (cap_lock_wait)
+    check(has_lock_wait && has_cancel_wait,
+          "a plugin listing the lock_wait capability has the lock_wait and cancel_wait slots", "");
+  if (cap_renew_ttl)
+    check(has_renew_for, "a plugin listing the renew_ttl capability has the renew_for slot", "");
+  if (has_lock_wait || has_cancel_wait || has_renew_for)
+    check(vt->struct_size >= offsetof(BextLockingVTable, renew_for) + sizeof(vt->renew_for),
+          "a plugin with 1.2 slots has the 1.2 struct_size", "struct_size %u",
+          (unsigned)vt->struct_size);
+  printf("     (revision 1.2: lock_wait %s, cancel_wait %s, renew_for %s; capabilities:%s%s)\n",
+         has_lock_wait ? "yes" : "no", has_cancel_wait ? "yes" : "no",
+         has_renew_for ? "yes" : "no", cap_lock_wait ? " lock_wait" : "",
+         cap_renew_ttl ? " renew_ttl" : "");
+}
+
+/* The bad inputs of lock_wait: every one is refused before anything
+ * waits, whatever the backend. */
+static void check_lock_wait_input(BextLockingInstance *a) {
+  static const struct {
+    const char *what;
+    const char *wait_ms;
+  } bad[] = {
+      {"-1", "-1"},
+      {"1.5", "1.5"},
+      {"a string", "\"3\""},
+      {"null", "null"},
+      {"over BEXT_LOCKING_MAX_TTL_MS", "31536000001"},
+      {"past u64", "18446744073709551616"},
+  };
+  char key[2100];
+  char req[2400];
+  char name[200];
+  char *out;
+  uint64_t sent_ago = 7;
+  int32_t status;
+  size_t i;
+  key_for(key, sizeof key, "lock-wait-input");
+  wait_request(req, sizeof req, key, 1000, "0", 0);
+  status = vt->lock_wait(a, req, NULL, NULL);
+  check(status == BEXT_LOCKING_ERR_INVALID, "lock_wait with NULL out_json is ERR_INVALID",
+        "got %d", (int)status);
+  status = lock_wait_raw(NULL, req, &out, &sent_ago);
+  expect_error("lock_wait with a NULL instance is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status,
+               &out, NULL);
+  check(sent_ago == 0, "lock_wait sets *out_sent_ago_us to 0 on entry", "got %llu",
+        (unsigned long long)sent_ago);
+  status = lock_wait_raw(a, NULL, &out, NULL);
+  expect_error("lock_wait with a NULL request is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status,
+               &out, NULL);
+  status = lock_wait_raw(a, "{\"key\":", &out, NULL);
+  expect_error("lock_wait with malformed JSON is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status,
+               &out, NULL);
+  snprintf(req, sizeof req, "{\"key\":\"%s\",\"ttl_ms\":1000}", key);
+  status = lock_wait_raw(a, req, &out, NULL);
+  expect_error("lock_wait with wait_ms missing is ERR_INVALID naming wait_ms",
+               BEXT_LOCKING_ERR_INVALID, status, &out, "wait_ms");
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    wait_request(req, sizeof req, key, 1000, bad[i].wait_ms, 0);
+    status = lock_wait_raw(a, req, &out, NULL);
+    snprintf(name, sizeof name, "lock_wait with wait_ms %s is ERR_INVALID naming wait_ms",
+             bad[i].what);
+    expect_error(name, BEXT_LOCKING_ERR_INVALID, status, &out, "wait_ms");
+  }
+  snprintf(req, sizeof req, "{\"key\":\"%s\",\"ttl_ms\":1000,\"wait_ms\":0,\"wait_id\":\"x\"}",
+           key);
+  status = lock_wait_raw(a, req, &out, NULL);
+  expect_error("lock_wait with a string wait_id is ERR_INVALID naming wait_id",
+               BEXT_LOCKING_ERR_INVALID, status, &out, "wait_id");
+  wait_request(req, sizeof req, key, 0, "0", 0);
+  status = lock_wait_raw(a, req, &out, NULL);
+  expect_error("lock_wait with ttl_ms 0 is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out,
+               NULL);
+  wait_request(req, sizeof req, "", 1000, "0", 0);
+  status = lock_wait_raw(a, req, &out, NULL);
+  expect_error("lock_wait with an empty key is ERR_INVALID naming key", BEXT_LOCKING_ERR_INVALID,
+               status, &out, "key");
+  /* A lock_wait on a free key with wait_ms 0 is one try: it either gets
+   * the lock or says this mode cannot wait. */
+  wait_request(req, sizeof req, key, 1000, "0", 0);
+  status = lock_wait_raw(a, req, &out, &sent_ago);
+  if (status == BEXT_LOCKING_ERR_UNSUPPORTED && !cap_lock_wait) {
+    drop(&out);
+    printf("     (lock_wait is unsupported by this backend: hosts poll; the wait checks do not "
+           "apply)\n");
+    return;
+  }
+  waits_here = 1;
+  {
+    Handle h;
+    h.json = out;
+    if (expect_handle("lock_wait with wait_ms 0 on a free key takes it", status, key, 1000, &h)) {
+      check(sent_ago < 60000000ull, "lock_wait's *out_sent_ago_us is a plausible duration",
+            "%llu us", (unsigned long long)sent_ago);
+      release(a, &h);
+    }
+  }
+}
+
+static void check_cancel_wait_input(BextLockingInstance *a) {
+  char *out;
+  int32_t status;
+  status = vt->cancel_wait(a, "{\"wait_id\":1}", NULL);
+  check(status == BEXT_LOCKING_ERR_INVALID, "cancel_wait with NULL out_json is ERR_INVALID",
+        "got %d", (int)status);
+  status = call(vt->cancel_wait, NULL, "{\"wait_id\":1}", &out);
+  expect_error("cancel_wait with a NULL instance is ERR_INVALID", BEXT_LOCKING_ERR_INVALID,
+               status, &out, NULL);
+  status = call(vt->cancel_wait, a, NULL, &out);
+  expect_error("cancel_wait with a NULL request is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status,
+               &out, NULL);
+  status = call(vt->cancel_wait, a, "{}", &out);
+  expect_error("cancel_wait with wait_id missing is ERR_INVALID naming wait_id",
+               BEXT_LOCKING_ERR_INVALID, status, &out, "wait_id");
+  status = call(vt->cancel_wait, a, "{\"wait_id\":-1}", &out);
+  expect_error("cancel_wait with wait_id -1 is ERR_INVALID naming wait_id",
+               BEXT_LOCKING_ERR_INVALID, status, &out, "wait_id");
+  status = call(vt->cancel_wait, a, "{\"wait_id\":987654321}", &out);
+  expect_ok_empty("cancel_wait of an unknown wait id is OK and writes nothing", status, &out);
+  status = call(vt->cancel_wait, a, "{\"wait_id\":987654321}", &out);
+  expect_ok_empty("cancel_wait of the same unknown id again is OK", status, &out);
+}
+
+static void check_renew_for_input(BextLockingInstance *a, BextLockingInstance *b) {
+  char key[2100];
+  char req[6000];
+  char *out;
+  int32_t status;
+  Handle h;
+  status = vt->renew_for(a, "{}", NULL);
+  check(status == BEXT_LOCKING_ERR_INVALID, "renew_for with NULL out_json is ERR_INVALID",
+        "got %d", (int)status);
+  status = call(vt->renew_for, NULL, "{}", &out);
+  expect_error("renew_for with a NULL instance is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status,
+               &out, NULL);
+  status = call(vt->renew_for, a, NULL, &out);
+  expect_error("renew_for with a NULL request is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status,
+               &out, NULL);
+  status = call(vt->renew_for, a, "{\"ttl_ms\":1000}", &out);
+  expect_error("renew_for with no handle is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out,
+               NULL);
+  key_for(key, sizeof key, "renew-for");
+  if (!acquire("try_lock before renew_for", a, key, 10000, &h)) return;
+  snprintf(req, sizeof req, "{\"handle\":%s,\"ttl_ms\":0}", h.json);
+  status = call(vt->renew_for, a, req, &out);
+  expect_error("renew_for with ttl_ms 0 is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status, &out,
+               NULL);
+  snprintf(req, sizeof req, "{\"handle\":%s}", h.json);
+  status = call(vt->renew_for, a, req, &out);
+  expect_error("renew_for with ttl_ms missing is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status,
+               &out, NULL);
+  snprintf(req, sizeof req, "{\"handle\":%s,\"ttl_ms\":20000}", h.json);
+  status = call(vt->renew_for, a, req, &out);
+  if (status == BEXT_LOCKING_ERR_UNSUPPORTED && !cap_renew_ttl) {
+    expect_error("renew_for without the renew_ttl capability is ERR_UNSUPPORTED",
+                 BEXT_LOCKING_ERR_UNSUPPORTED, status, &out, NULL);
+  } else {
+    expect_ok_empty("renew_for of a held lock is OK", status, &out);
+    status = try_lock(b, key, 10000, &out);
+    expect_contended("after renew_for the lock is still held", status, &out);
+  }
+  release(a, &h);
+}
+
+/* A thread that, after delay_ms, cancels wait `id` on `inst`, or releases
+ * `handle` there. */
+typedef struct {
+  BextLockingInstance *inst;
+  unsigned long long id;
+  const char *handle;
+  long delay_ms;
+  int32_t status;
+} Later;
+
+static void *later_main(void *arg) {
+  Later *l = (Later *)arg;
+  char req[64];
+  char *out = NULL;
+  sleep_ms(l->delay_ms);
+  if (l->handle != NULL) {
+    l->status = vt->release(l->inst, l->handle, &out);
+  } else {
+    snprintf(req, sizeof req, "{\"wait_id\":%llu}", l->id);
+    l->status = vt->cancel_wait(l->inst, req, &out);
+  }
+  vt->free_string(out);
+  return NULL;
+}
+
+/* Waiting, on a backend whose lock_wait waits: timeout, cancel from another
+ * thread, an early cancel, the hand-off to a waiter after release. */
+static void check_waiting(BextLockingInstance *a, BextLockingInstance *b) {
+  char key[2100];
+  char req[2400];
+  char *out;
+  uint64_t sent_ago = 0;
+  int32_t status;
+  long long t0, took;
+  Handle h, w;
+  pthread_t thread;
+  Later later;
+
+  if (!waits_here) return;
+  key_for(key, sizeof key, "waiting");
+  if (!acquire("try_lock before the wait checks", a, key, 30000, &h)) return;
+
+  wait_request(req, sizeof req, key, 10000, "200", next_wait_id++);
+  t0 = now_ms();
+  status = lock_wait_raw(b, req, &out, NULL);
+  took = now_ms() - t0;
+  expect_contended("lock_wait on a held key returns CONTENDED when wait_ms passes", status, &out);
+  check(took >= 150, "a timed-out lock_wait waited about wait_ms", "returned after %lld ms", took);
+
+  memset(&later, 0, sizeof later);
+  later.inst = b;
+  later.id = next_wait_id++;
+  later.delay_ms = 150;
+  wait_request(req, sizeof req, key, 10000, "30000", later.id);
+  if (pthread_create(&thread, NULL, later_main, &later) != 0) {
+    check(0, "pthread_create", "failed");
+    release(a, &h);
+    return;
+  }
+  t0 = now_ms();
+  status = lock_wait_raw(b, req, &out, NULL);
+  took = now_ms() - t0;
+  pthread_join(thread, NULL);
+  check(status == BEXT_LOCKING_CANCELLED && out == NULL,
+        "cancel_wait from another thread ends a wait on a held key with CANCELLED",
+        "status %d, output %s", (int)status, show(out));
+  drop(&out);
+  check(later.status == BEXT_LOCKING_OK, "cancel_wait of a live wait is OK", "status %d",
+        (int)later.status);
+  check(took < 1000 + later.delay_ms, "a cancelled wait returns within 1 s of cancel_wait",
+        "returned %lld ms after it started, cancelled at %ld ms", took, later.delay_ms);
+
+  later.id = next_wait_id++;
+  snprintf(req, sizeof req, "{\"wait_id\":%llu}", later.id);
+  status = call(vt->cancel_wait, b, req, &out);
+  expect_ok_empty("cancel_wait before its wait started is OK", status, &out);
+  wait_request(req, sizeof req, key, 10000, "30000", later.id);
+  t0 = now_ms();
+  status = lock_wait_raw(b, req, &out, NULL);
+  took = now_ms() - t0;
+  check(status == BEXT_LOCKING_CANCELLED && out == NULL && took < 1000,
+        "a cancel that came before its wait still cancels it", "status %d after %lld ms, %s",
+        (int)status, took, show(out));
+  drop(&out);
+
+  status = try_lock(b, key, 10000, &out);
+  expect_contended("timed-out and cancelled waits took nothing: the key is still held", status,
+                   &out);
+
+  /* Hand-off: a releases while b waits. */
+  memset(&later, 0, sizeof later);
+  later.inst = a;
+  later.handle = h.json;
+  later.delay_ms = 150;
+  if (pthread_create(&thread, NULL, later_main, &later) != 0) {
+    check(0, "pthread_create", "failed");
+    release(a, &h);
+    return;
+  }
+  wait_request(req, sizeof req, key, 10000, "30000", next_wait_id++);
+  t0 = now_ms();
+  w.json = SENTINEL;
+  status = vt->lock_wait(b, req, &w.json, &sent_ago);
+  took = now_ms() - t0;
+  pthread_join(thread, NULL);
+  drop(&h.json);
+  if (expect_handle("a waiter gets the lock after the holder releases", status, key, 10000, &w)) {
+    check(took < 30000, "the hand-off came before wait_ms", "after %lld ms", took);
+    check(sent_ago <= (unsigned long long)took * 1000 + 1000,
+          "*out_sent_ago_us is no longer than the wait", "%llu us after a %lld ms wait",
+          (unsigned long long)sent_ago, took);
+    status = try_lock(a, key, 10000, &out);
+    expect_contended("the waiter holds the key: the old holder is refused", status, &out);
+    release(b, &w);
+  }
+}
+
+/* A thread blocked in lock_wait until cleanup of its instance. */
+typedef struct {
+  BextLockingInstance *inst;
+  char req[2400];
+  int32_t status;
+  char *out;
+} Blocked;
+
+static void *blocked_main(void *arg) {
+  Blocked *w = (Blocked *)arg;
+  w->out = NULL;
+  w->status = vt->lock_wait(w->inst, w->req, &w->out, NULL);
+  return NULL;
+}
+
+/* Starts a wait on `a` for a key `b` holds; cleanup_and_join_waiter ends
+ * it. Returns 1 when started. */
+static int start_waiter_for_cleanup(BextLockingInstance *a, BextLockingInstance *b, Blocked *w,
+                                    pthread_t *thread, Handle *held) {
+  char key[2100];
+  if (!waits_here) return 0;
+  key_for(key, sizeof key, "cleanup-wait");
+  if (!acquire("try_lock before the cleanup wait", b, key, 30000, held)) return 0;
+  w->inst = a;
+  wait_request(w->req, sizeof w->req, key, 10000, "30000", next_wait_id++);
+  if (pthread_create(thread, NULL, blocked_main, w) != 0) {
+    release(b, held);
+    return 0;
+  }
+  sleep_ms(150);
+  return 1;
+}
+
+static void join_waiter_after_cleanup(BextLockingInstance *b, Blocked *w, pthread_t thread,
+                                      Handle *held, long long cleaned_at) {
+  long long took;
+  pthread_join(thread, NULL);
+  took = now_ms() - cleaned_at;
+  check(w->status == BEXT_LOCKING_CANCELLED && w->out == NULL,
+        "cleanup cancels a wait in flight (CANCELLED)", "status %d, %s", (int)w->status,
+        show(w->out));
+  check(took < 1000, "the wait cleanup cancelled returned within 1 s", "%lld ms", took);
+  drop(&w->out);
+  release(b, held);
+}
+
+static void check_revision_1_2_slots(BextLockingInstance *a, BextLockingInstance *b) {
+  if (has_lock_wait) check_lock_wait_input(a);
+  if (has_cancel_wait) check_cancel_wait_input(a);
+  if (has_renew_for) check_renew_for_input(a, b);
+  if (has_lock_wait && has_cancel_wait) check_waiting(a, b);
+  if (!has_lock_wait && !has_cancel_wait && !has_renew_for)
+    printf("     (no 1.2 slots: the lock_wait, cancel_wait and renew_for checks do not apply)\n");
+}
+
 /* After cleanup: inspect and force_release fail as every call does; stats
  * still answers. */
 static void check_admin_after_cleanup(BextLockingInstance *a) {
@@ -1346,11 +1729,16 @@ static void check_admin_after_cleanup(BextLockingInstance *a) {
   }
 }
 
-static void check_cleanup(BextLockingInstance *a) {
+static void check_cleanup(BextLockingInstance *a, BextLockingInstance *b) {
   char key[2100];
   char *out;
   int32_t status;
   Handle h;
+  Blocked blocked;
+  Handle held;
+  pthread_t thread;
+  int waiting;
+  long long cleaned_at;
 
   key_for(key, sizeof key, "cleanup");
   if (!acquire("try_lock before cleanup", a, key, 10000, &h)) return;
@@ -1363,10 +1751,24 @@ static void check_cleanup(BextLockingInstance *a) {
   status = vt->cleanup(NULL, &out);
   expect_error("cleanup of a NULL instance is ERR_INVALID", BEXT_LOCKING_ERR_INVALID, status,
                &out, NULL);
+  waiting = start_waiter_for_cleanup(a, b, &blocked, &thread, &held);
   out = SENTINEL;
+  cleaned_at = now_ms();
   status = vt->cleanup(a, &out);
   expect_ok_empty("cleanup is OK with *out_json NULL", status, &out);
+  if (waiting) join_waiter_after_cleanup(b, &blocked, thread, &held, cleaned_at);
   check_admin_after_cleanup(a);
+  if (has_lock_wait) {
+    char req[2400];
+    key_for(key, sizeof key, "wait-after-cleanup");
+    wait_request(req, sizeof req, key, 1000, "0", 0);
+    status = lock_wait_raw(a, req, &out, NULL);
+    if (status != BEXT_LOCKING_ERR_UNSUPPORTED || cap_lock_wait)
+      expect_error("lock_wait after cleanup is ERR_BACKEND", BEXT_LOCKING_ERR_BACKEND, status,
+                   &out, NULL);
+    else
+      drop(&out);
+  }
 
   key_for(key, sizeof key, "after-cleanup");
   status = try_lock(a, key, 10000, &out);
@@ -1444,6 +1846,7 @@ int main(int argc, char **argv) {
   check(1, "free_string(NULL) is a no-op", "");
   check_describe();
   check_revision();
+  check_revision_1_2();
   check_create(config);
 
   err = SENTINEL;
@@ -1469,7 +1872,8 @@ int main(int argc, char **argv) {
   check_huge_inputs(a, config);
   check_locking(a, b);
   check_admin(a, b);
-  check_cleanup(a);
+  check_revision_1_2_slots(a, b);
+  check_cleanup(a, b);
   if (panicky) check_panics(config);
 
   vt->destroy(a);

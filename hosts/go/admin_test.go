@@ -48,10 +48,10 @@ func suiteSlots(t *testing.T, p *bextlock.Plugin) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.ABIMinor() != 1 || d.ABIMinor != 1 {
-		t.Errorf("ABIMinor %d, describe abi_minor %d; want 1 for a plugin built with this tree", p.ABIMinor(), d.ABIMinor)
+	if p.ABIMinor() != 2 || d.ABIMinor != 2 {
+		t.Errorf("ABIMinor %d, describe abi_minor %d; want 2 for a plugin built with this tree", p.ABIMinor(), d.ABIMinor)
 	}
-	for _, s := range []string{"inspect", "force_release", "stats", "try_lock", "free_string"} {
+	for _, s := range []string{"inspect", "force_release", "stats", "lock_wait", "cancel_wait", "renew_for", "try_lock", "free_string"} {
 		if !p.HasSlot(s) {
 			t.Errorf("HasSlot(%q) is false", s)
 		}

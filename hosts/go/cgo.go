@@ -94,7 +94,8 @@ static uint32_t bl_v1_size(void) {
 #define BL_HAS(vt, field) \
 	((vt)->struct_size >= offsetof(BextLockingVTable, field) + sizeof((vt)->field) && (vt)->field != NULL)
 
-enum { BL_TRY_LOCK = 0, BL_RENEW = 1, BL_RELEASE = 2, BL_INSPECT = 3, BL_FORCE_RELEASE = 4, BL_STATS = 5 };
+enum { BL_TRY_LOCK = 0, BL_RENEW = 1, BL_RELEASE = 2, BL_INSPECT = 3, BL_FORCE_RELEASE = 4, BL_STATS = 5,
+	BL_LOCK_WAIT = 6, BL_CANCEL_WAIT = 7, BL_RENEW_FOR = 8 };
 
 static int bl_has_slot(const BextLockingVTable *vt, int slot) {
 	switch (slot) {
@@ -102,6 +103,9 @@ static int bl_has_slot(const BextLockingVTable *vt, int slot) {
 	case BL_INSPECT: return BL_HAS(vt, inspect);
 	case BL_FORCE_RELEASE: return BL_HAS(vt, force_release);
 	case BL_STATS: return BL_HAS(vt, stats);
+	case BL_LOCK_WAIT: return BL_HAS(vt, lock_wait);
+	case BL_CANCEL_WAIT: return BL_HAS(vt, cancel_wait);
+	case BL_RENEW_FOR: return BL_HAS(vt, renew_for);
 	}
 	return 0;
 }
@@ -121,7 +125,27 @@ static bl_out bl_call(const BextLockingVTable *vt, int slot, BextLockingInstance
 	case BL_INSPECT:       r.status = vt->inspect(instance, input_json, &r.out); break;
 	case BL_FORCE_RELEASE: r.status = vt->force_release(instance, input_json, &r.out); break;
 	case BL_STATS:         r.status = vt->stats(instance, &r.out); break;
+	case BL_CANCEL_WAIT:   r.status = vt->cancel_wait(instance, input_json, &r.out); break;
+	case BL_RENEW_FOR:     r.status = vt->renew_for(instance, input_json, &r.out); break;
+	// lock_wait has one more out-parameter: bl_lock_wait.
 	}
+	return r;
+}
+
+typedef struct {
+	int32_t status;
+	char *out;
+	uint64_t sent_ago_us;
+} bl_waited;
+
+// (1.2) lock_wait, which blocks this thread until the lock is ours, the
+// wait times out or cancel_wait ends it.
+static bl_waited bl_lock_wait(const BextLockingVTable *vt, BextLockingInstance *instance, const char *input_json) {
+	bl_waited r = { BEXT_LOCKING_ERR_UNSUPPORTED, NULL, 0 };
+	if (!BL_HAS(vt, lock_wait)) {
+		return r;
+	}
+	r.status = vt->lock_wait(instance, input_json, &r.out, &r.sent_ago_us);
 	return r;
 }
 
@@ -144,6 +168,7 @@ import "C"
 import (
 	"bytes"
 	"fmt"
+	"time"
 	"unicode/utf8"
 	"unsafe"
 )
@@ -167,10 +192,15 @@ const (
 	slotInspect      slot = C.BL_INSPECT
 	slotForceRelease slot = C.BL_FORCE_RELEASE
 	slotStats        slot = C.BL_STATS
+	// The optional slots of ABI 1.2; slotLockWait is called through
+	// callLockWait.
+	slotLockWait   slot = C.BL_LOCK_WAIT
+	slotCancelWait slot = C.BL_CANCEL_WAIT
+	slotRenewFor   slot = C.BL_RENEW_FOR
 )
 
 // optionalSlots are the slots a plugin may lack (ABI 1.1 and later).
-var optionalSlots = []slot{slotInspect, slotForceRelease, slotStats}
+var optionalSlots = []slot{slotInspect, slotForceRelease, slotStats, slotLockWait, slotCancelWait, slotRenewFor}
 
 func (s slot) String() string {
 	switch s {
@@ -186,6 +216,12 @@ func (s slot) String() string {
 		return "force_release"
 	case slotStats:
 		return "stats"
+	case slotLockWait:
+		return "lock_wait"
+	case slotCancelWait:
+		return "cancel_wait"
+	case slotRenewFor:
+		return "renew_for"
 	}
 	return fmt.Sprintf("slot(%d)", int(s))
 }
@@ -304,13 +340,27 @@ func hasSlot(vt *cVTable, s slot) bool {
 }
 
 // abiMinor is the ABI revision the vtable's struct_size covers: 0 for a 1.0
-// plugin, 1 once it has room for the 1.1 slots.
+// plugin, 1 once it has room for the 1.1 slots, 2 for the 1.2 slots.
 func abiMinor(vt *cVTable) uint32 {
-	full := unsafe.Offsetof(vt.stats) + unsafe.Sizeof(vt.stats)
-	if uintptr(vt.struct_size) >= full {
+	switch size := uintptr(vt.struct_size); {
+	case size >= unsafe.Offsetof(vt.renew_for)+unsafe.Sizeof(vt.renew_for):
+		return 2
+	case size >= unsafe.Offsetof(vt.stats)+unsafe.Sizeof(vt.stats):
 		return 1
 	}
 	return 0
+}
+
+// callLockWait runs the (1.2) lock_wait slot, blocking until it returns.
+func callLockWait(vt *cVTable, inst *cInstance, input []byte) (status int32, out []byte, hasOut bool, sentAgo time.Duration) {
+	in := cString(input)
+	r := C.bl_lock_wait(vt, inst, charPtr(in))
+	out, hasOut = takeString(vt, r.out)
+	ago := uint64(r.sent_ago_us)
+	if ago > uint64(maxTTL/time.Microsecond) {
+		ago = uint64(maxTTL / time.Microsecond)
+	}
+	return int32(r.status), out, hasOut, time.Duration(ago) * time.Microsecond
 }
 
 func callCleanup(vt *cVTable, inst *cInstance) (status int32, out []byte, hasOut bool) {

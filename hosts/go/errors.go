@@ -16,6 +16,10 @@ const (
 	// StatusContended: try_lock only, someone else holds the key. Not an
 	// error: [Locker.TryLock] reports it as (nil, false, nil).
 	StatusContended Status = 1
+	// StatusCancelled (ABI 1.2): lock_wait only, the wait was cancelled
+	// (by cancel_wait or cleanup). Not an error: [Locker.Lock] reports it
+	// as the context's error.
+	StatusCancelled Status = 2
 	// StatusBackend: the backend failed, or renew found the lock no longer ours.
 	StatusBackend Status = -1
 	// StatusInvalid: bad input (key or TTL out of range, malformed JSON, bad config).
@@ -35,6 +39,8 @@ func (s Status) String() string {
 		return "ok"
 	case StatusContended:
 		return "contended"
+	case StatusCancelled:
+		return "cancelled"
 	case StatusBackend:
 		return "backend"
 	case StatusInvalid:

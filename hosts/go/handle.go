@@ -22,6 +22,9 @@ type Handle struct {
 	ttl      time.Duration
 	fence    uint64
 	hasFence bool
+	// sent is when the request that took the lock was sent (zero for a
+	// handle read from JSON).
+	sent time.Time
 }
 
 type handleFields struct {
@@ -73,6 +76,13 @@ func (h *Handle) TTL() time.Duration { return h.ttl }
 // all holders. Pass it to the resource you protect so it can refuse writes
 // from a holder whose lease has already ended.
 func (h *Handle) Fence() (fence uint64, ok bool) { return h.fence, h.hasFence }
+
+// Sent is the instant just before the request that took the lock was sent,
+// by this process's clock: the lease ends no earlier than Sent() + TTL() by
+// the holder's clock, less the backend's clock drift. For a handle from
+// [Locker.Lock] it is when the winning request left, not when the wait
+// began; zero for a handle read from JSON.
+func (h *Handle) Sent() time.Time { return h.sent }
 
 // JSON returns a copy of the handle exactly as the plugin returned it.
 func (h *Handle) JSON() []byte { return append([]byte(nil), h.raw...) }

@@ -29,6 +29,18 @@ type Locker struct {
 
 	// owner is what TryLock sends (a string; "" sends none).
 	owner atomic.Value
+
+	// waits are the lock_wait calls in flight, by wait id, so Close can
+	// cancel them before it takes mu (a wait holds mu shared while it
+	// blocks); closing is set by Close under waitsMu.
+	waitsMu sync.Mutex
+	waits   map[uint64]struct{}
+	closing bool
+
+	// logf, set by SetLogf, is told once when waits poll.
+	logf        atomic.Value
+	pollingOnce sync.Once
+	pollingWhy  atomic.Value
 }
 
 // Owner is what TryLock (and RunExclusive) send as the lock's owner:
@@ -97,6 +109,7 @@ func (l *Locker) TryLockAs(key string, ttl time.Duration, owner string) (*Handle
 	if err != nil {
 		return nil, false, invalidError(name, "try_lock", "cannot encode the request: %v", err)
 	}
+	sent := time.Now()
 	status, out, hasOut, err := l.call(slotTryLock, req)
 	if err != nil {
 		return nil, false, err
@@ -124,6 +137,7 @@ func (l *Locker) TryLockAs(key string, ttl time.Duration, owner string) (*Handle
 		_, _, _, _ = l.call(slotRelease, out)
 		return nil, false, protocolError(name, "try_lock", status, "%v: %s", perr, out)
 	}
+	h.sent = sent
 	return h, true, nil
 }
 
@@ -170,13 +184,15 @@ func (l *Locker) call(s slot, input []byte) (status int32, out []byte, hasOut bo
 	return status, out, hasOut, nil
 }
 
-// Close shuts the instance down: it waits for calls in flight, runs the
+// Close shuts the instance down: it cancels the waits in flight (their Lock
+// returns ErrClosed), waits for calls in flight, runs the
 // plugin's cleanup (closing connections, stopping background work) and frees
 // the instance. Locks still held are not released; they expire with their
 // TTL. Later calls return ErrClosed; closing again is a no-op.
 //
 // The error is cleanup's; the instance is freed either way.
 func (l *Locker) Close() error {
+	l.cancelWaits()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.inst == nil {

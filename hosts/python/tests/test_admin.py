@@ -28,11 +28,11 @@ def _unsupported_ok(b: Backend, e: bextlock.Unsupported) -> None:
 
 def test_describe_lists_abi_minor_and_capabilities(backend: Backend) -> None:
     d = backend.plugin.describe()
-    assert d.abi_minor == 1 and backend.plugin.abi_minor == 1
+    assert d.abi_minor == 2 and backend.plugin.abi_minor == 2
     assert "stats" in d.capabilities, d.capabilities
     if backend.name in REAL_ADMIN:
         assert {"owner", "inspect", "force_release"} <= set(d.capabilities), d.capabilities
-    for slot in ("inspect", "force_release", "stats"):
+    for slot in ("inspect", "force_release", "stats", "lock_wait", "cancel_wait", "renew_for"):
         assert backend.plugin.has_slot(slot)
 
 

@@ -208,8 +208,8 @@ def test_appended_slots_are_read_only_when_struct_size_covers_them(memory_plugin
     assert _abi.read_optional_slots(address, ctypes.sizeof(table), SLOTS)["extra_b"] is None
 
 
-def test_the_1_1_slots_are_read_from_a_1_1_plugin(memory_plugin: bextlock.Plugin) -> None:
-    assert memory_plugin.struct_size == _abi.VTABLE_V1_1_SIZE
-    assert memory_plugin.abi_minor == 1
-    for slot in ("inspect", "force_release", "stats"):
+def test_the_1_1_and_1_2_slots_are_read_from_a_1_2_plugin(memory_plugin: bextlock.Plugin) -> None:
+    assert memory_plugin.struct_size == _abi.VTABLE_V1_2_SIZE
+    assert memory_plugin.abi_minor == 2
+    for slot in ("inspect", "force_release", "stats", "lock_wait", "cancel_wait", "renew_for"):
         assert memory_plugin.has_slot(slot), slot

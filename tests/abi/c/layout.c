@@ -39,9 +39,15 @@ int main(void) {
   FIELD(inspect);
   FIELD(force_release);
   FIELD(stats);
+  FIELD(lock_wait);
+  FIELD(cancel_wait);
+  FIELD(renew_for);
+  printf("v1_1_size %zu\n", (size_t)BEXT_LOCKING_HOST_VTABLE_V1_1_SIZE);
+  printf("v1_2_size %zu\n", (size_t)BEXT_LOCKING_HOST_VTABLE_V1_2_SIZE);
   printf("BEXT_LOCKING_ABI_VERSION %lld\n", (long long)BEXT_LOCKING_ABI_VERSION);
   printf("BEXT_LOCKING_OK %lld\n", (long long)BEXT_LOCKING_OK);
   printf("BEXT_LOCKING_CONTENDED %lld\n", (long long)BEXT_LOCKING_CONTENDED);
+  printf("BEXT_LOCKING_CANCELLED %lld\n", (long long)BEXT_LOCKING_CANCELLED);
   printf("BEXT_LOCKING_ERR_BACKEND %lld\n", (long long)BEXT_LOCKING_ERR_BACKEND);
   printf("BEXT_LOCKING_ERR_INVALID %lld\n", (long long)BEXT_LOCKING_ERR_INVALID);
   printf("BEXT_LOCKING_ERR_PANIC %lld\n", (long long)BEXT_LOCKING_ERR_PANIC);

@@ -53,7 +53,7 @@ fn request_builders_escape_and_measure() {
 fn the_helper_calls_the_1_1_slots_of_a_1_1_plugin() {
     let lib = plugin("memory");
     let (lines, out) = run_helper("c-admin-memory", lib.to_str().unwrap(), "{}");
-    assert_eq!(line(&lines, "loaded"), "memory 0.1.0, abi_minor 1", "{out}");
+    assert_eq!(line(&lines, "loaded"), "memory 0.1.0, abi_minor 2", "{out}");
     assert_eq!(
         line(&lines, "slots"),
         "inspect 1, force_release 1, stats 1, try_lock 1, nonsense 0"

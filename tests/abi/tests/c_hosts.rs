@@ -216,7 +216,8 @@ fn stress_detects_overlap() {
 /// the C host's error paths under valgrind, for every backend): bad config,
 /// NULL pointers, invalid UTF-8, malformed JSON, out-of-range keys and TTLs,
 /// forged and stale handles, huge and deeply nested inputs, calls after
-/// cleanup; and the bad inputs of the revision 1.1 slots and of `owner`.
+/// cleanup; the bad inputs of the revision 1.1 slots and of `owner`; and
+/// those of the revision 1.2 slots.
 const ERROR_PATHS: &[&str] = &[
     "create with invalid UTF-8 is ERR_INVALID",
     "create with an unknown config key is invalid_argument naming it",
@@ -256,6 +257,22 @@ const ERROR_PATHS: &[&str] = &[
     "force_release with if_fence a string is ERR_INVALID naming if_fence",
     "stats with NULL out_json is ERR_INVALID",
     "stats of a NULL instance is ERR_INVALID",
+    // Revision 1.2: the bad inputs of lock_wait, cancel_wait, renew_for.
+    "lock_wait with NULL out_json is ERR_INVALID",
+    "lock_wait with a NULL instance is ERR_INVALID",
+    "lock_wait with a NULL request is ERR_INVALID",
+    "lock_wait with wait_ms missing is ERR_INVALID naming wait_ms",
+    "lock_wait with wait_ms -1 is ERR_INVALID naming wait_ms",
+    "lock_wait with wait_ms 1.5 is ERR_INVALID naming wait_ms",
+    "lock_wait with wait_ms a string is ERR_INVALID naming wait_ms",
+    "lock_wait with wait_ms over BEXT_LOCKING_MAX_TTL_MS is ERR_INVALID naming wait_ms",
+    "lock_wait with a string wait_id is ERR_INVALID naming wait_id",
+    "cancel_wait with a NULL instance is ERR_INVALID",
+    "cancel_wait with wait_id missing is ERR_INVALID naming wait_id",
+    "cancel_wait of an unknown wait id is OK and writes nothing",
+    "renew_for with a NULL instance is ERR_INVALID",
+    "renew_for with a NULL request is ERR_INVALID",
+    "renew_for with ttl_ms 0 is ERR_INVALID",
 ];
 
 /// The ABI conformance program against one backend, under valgrind.

@@ -10,7 +10,7 @@
 use bext_locking::conformance::{self, Options};
 use bext_locking::{ErrorKind, LockAdmin, LockingPlugin};
 use bext_locking_abi_tests::{BACKENDS, Scratch, backend, compile_c, describe, plugin, valgrind};
-use bext_locking_ffi::{BEXT_LOCKING_VTABLE_V1_1_SIZE, BEXT_LOCKING_VTABLE_V1_SIZE};
+use bext_locking_ffi::{BEXT_LOCKING_VTABLE_V1_2_SIZE, BEXT_LOCKING_VTABLE_V1_SIZE};
 use bext_locking_loader::load;
 
 const FIXTURE: &str = "fixture-abi-1-0";
@@ -30,14 +30,21 @@ fn the_1_0_fixture_loads_with_the_1_0_size_and_no_new_slots() {
     assert_eq!((d.abi_version, d.abi_minor), (1, 0));
     assert!(d.capabilities.is_empty(), "{:?}", d.capabilities);
 
-    // A 1.1 plugin, by contrast, has all three.
+    // Today's plugins, by contrast, have all three (and the 1.2 slots).
     let memory = load(plugin("memory")).unwrap();
-    assert_eq!(memory.slots().struct_size, BEXT_LOCKING_VTABLE_V1_1_SIZE);
-    assert_eq!(memory.abi_minor(), 1);
+    assert_eq!(memory.slots().struct_size, BEXT_LOCKING_VTABLE_V1_2_SIZE);
+    assert_eq!(memory.abi_minor(), 2);
     assert!(["inspect", "force_release", "stats"].iter().all(|s| memory.has_slot(s)));
     let d = memory.describe().unwrap();
-    assert_eq!(d.abi_minor, 1);
-    assert_eq!(d.capabilities, ["owner", "inspect", "force_release", "stats"]);
+    assert_eq!(d.abi_minor, 2);
+    assert_eq!(d.capabilities[..4], ["owner", "inspect", "force_release", "stats"]);
+    assert!(
+        d.capabilities[4..]
+            .iter()
+            .all(|c| ["lock_wait", "fifo", "renew_ttl"].contains(&c.as_str())),
+        "{:?}",
+        d.capabilities
+    );
 }
 
 #[test]
@@ -116,7 +123,10 @@ fn the_frozen_1_0_header_is_a_prefix_of_today_s() {
         [
             "BextLockingCallFn inspect;",
             "BextLockingCallFn force_release;",
-            "BextLockingCleanupFn stats;"
+            "BextLockingCleanupFn stats;",
+            "BextLockingWaitFn lock_wait;",
+            "BextLockingCallFn cancel_wait;",
+            "BextLockingCallFn renew_for;",
         ]
     );
 }

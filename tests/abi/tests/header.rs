@@ -43,9 +43,15 @@ fn expected() -> Vec<(&'static str, i128)> {
         ("inspect", offset_of!(V, inspect) as i128),
         ("force_release", offset_of!(V, force_release) as i128),
         ("stats", offset_of!(V, stats) as i128),
+        ("lock_wait", offset_of!(V, lock_wait) as i128),
+        ("cancel_wait", offset_of!(V, cancel_wait) as i128),
+        ("renew_for", offset_of!(V, renew_for) as i128),
+        ("v1_1_size", BEXT_LOCKING_VTABLE_V1_1_SIZE as i128),
+        ("v1_2_size", BEXT_LOCKING_VTABLE_V1_2_SIZE as i128),
         ("BEXT_LOCKING_ABI_VERSION", BEXT_LOCKING_ABI_VERSION.into()),
         ("BEXT_LOCKING_OK", BEXT_LOCKING_OK.into()),
         ("BEXT_LOCKING_CONTENDED", BEXT_LOCKING_CONTENDED.into()),
+        ("BEXT_LOCKING_CANCELLED", BEXT_LOCKING_CANCELLED.into()),
         ("BEXT_LOCKING_ERR_BACKEND", BEXT_LOCKING_ERR_BACKEND.into()),
         ("BEXT_LOCKING_ERR_INVALID", BEXT_LOCKING_ERR_INVALID.into()),
         ("BEXT_LOCKING_ERR_PANIC", BEXT_LOCKING_ERR_PANIC.into()),
@@ -73,6 +79,7 @@ fn assert_matches_rust(compiler: &str, flags: &[&str]) {
     // The ABI constants are also documented in docs/ABI.md; these are its numbers.
     assert_eq!(seen["BEXT_LOCKING_MAX_TTL_MS"], 31_536_000_000);
     assert_eq!(seen["BEXT_LOCKING_ERR_PANIC"], -3);
+    assert_eq!(seen["BEXT_LOCKING_CANCELLED"], 2);
 }
 
 #[test]
@@ -100,6 +107,10 @@ fn header_declares_what_abi_md_fixes() {
         "#define BEXT_LOCKING_MAX_KEY_BYTES 1024",
         "BextLockingCallFn try_lock;",
         "typedef int32_t (*BextLockingCallFn)(",
+        "#define BEXT_LOCKING_CANCELLED 2",
+        "BextLockingWaitFn lock_wait;",
+        "BextLockingCallFn cancel_wait;",
+        "BextLockingCallFn renew_for;",
         // Ownership and threading rules travel with the header.
         "free_string()",
         "never with free()",

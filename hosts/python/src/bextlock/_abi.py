@@ -15,12 +15,15 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 ABI_VERSION = 1
 #: The ABI revision this host knows: 1 adds owner, inspect, force_release,
-#: stats and ERR_UNSUPPORTED.
-ABI_MINOR = 1
+#: stats and ERR_UNSUPPORTED; 2 adds lock_wait, cancel_wait, renew_for and
+#: CANCELLED.
+ABI_MINOR = 2
 ENTRY_SYMBOL = "bext_locking_plugin_entry"
 
 OK = 0
 CONTENDED = 1
+#: (1.2) lock_wait only: the wait was cancelled. Not an error.
+CANCELLED = 2
 ERR_BACKEND = -1
 ERR_INVALID = -2
 ERR_PANIC = -3
@@ -43,6 +46,11 @@ DestroyFn = ctypes.CFUNCTYPE(None, Instance)
 # The argument is a plain address (not c_char_p), so ctypes hands the
 # plugin back exactly the pointer it gave us.
 FreeStringFn = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+#: (1.2) ``lock_wait``: a call plus ``uint64_t *out_sent_ago_us``. ctypes
+#: releases the GIL for the call, so other threads run while it blocks.
+WaitFn = ctypes.CFUNCTYPE(
+    ctypes.c_int32, Instance, ctypes.c_char_p, OutString, ctypes.POINTER(ctypes.c_uint64)
+)
 
 
 class VTableV1(ctypes.Structure):
@@ -87,22 +95,30 @@ EntryFn = ctypes.CFUNCTYPE(ctypes.POINTER(VTableV1), ctypes.c_uint32)
 #: Slots appended after ``free_string`` by later minor revisions, in ABI
 #: order: ``(field name, ctypes prototype)``. Adding a revision's slots is
 #: one line each here plus the method that calls them; nothing else in the
-#: host changes. Revision 1.1 appends inspect, force_release and stats.
+#: host changes. Revision 1.1 appends inspect, force_release and stats;
+#: revision 1.2 lock_wait, cancel_wait and renew_for.
 OPTIONAL_SLOTS: Tuple[Tuple[str, Any], ...] = (
     ("inspect", CallFn),
     ("force_release", CallFn),
     ("stats", CleanupFn),
+    ("lock_wait", WaitFn),
+    ("cancel_wait", CallFn),
+    ("renew_for", CallFn),
 )
 
 _POINTER_SIZE = ctypes.sizeof(ctypes.c_void_p)
 
 #: The size of the 1.1 vtable: the 1.0 part and the three 1.1 slots.
 VTABLE_V1_1_SIZE = VTABLE_V1_SIZE + 3 * _POINTER_SIZE
+#: The size of the 1.2 vtable: the 1.1 part and the three 1.2 slots.
+VTABLE_V1_2_SIZE = VTABLE_V1_1_SIZE + 3 * _POINTER_SIZE
 
 
 def abi_minor(struct_size: int) -> int:
     """The ABI revision a vtable of ``struct_size`` bytes covers: 0 for a
-    1.0 plugin, 1 once it has room for the 1.1 slots."""
+    1.0 plugin, 1 once it has room for the 1.1 slots, 2 for the 1.2 ones."""
+    if struct_size >= VTABLE_V1_2_SIZE:
+        return 2
     return 1 if struct_size >= VTABLE_V1_1_SIZE else 0
 
 

@@ -4,7 +4,6 @@ blocking acquire, a fence, and auto-renewal with a timely lost-lock signal."""
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import time
 from typing import TYPE_CHECKING, Any, List, Optional
@@ -18,13 +17,6 @@ if TYPE_CHECKING:
     from .locker import Locker
 
 __all__ = ["Lock", "LostCallback"]
-
-#: Polling while the plugin has no waiting slot: the first retry after
-#: about this long, doubling up to _POLL_MAX, each sleep jittered to 50-100 %
-#: so that waiters do not move in step.
-_POLL_FIRST = 0.005
-_POLL_MAX = 0.2
-
 
 class Lock:
     """A lock on one key of one backend, created by :meth:`Locker.lock`.
@@ -186,9 +178,12 @@ class Lock:
         """Takes the lock; True when held, False when not (contention).
 
         ``blocking=False`` tries once. Blocking waits until the lock is
-        free, at most ``timeout`` (None or -1: forever), polling with
-        jittered backoff. ``KeyboardInterrupt`` (or any exception) during
-        the wait leaves nothing held. Backend errors raise.
+        free, at most ``timeout`` (None or -1: forever): on the backend's
+        own notification when the plugin has the ABI 1.2 ``lock_wait`` slot,
+        else by polling with jittered backoff (see
+        :meth:`Locker.lock_wait`). ``KeyboardInterrupt`` (or any exception)
+        during the wait cancels it and leaves nothing held. Backend errors
+        raise.
         """
         return self._acquire(blocking, timeout, None)
 
@@ -206,34 +201,24 @@ class Lock:
         deadline = None if wait is None else time.monotonic() + wait
         from .locker import _Sink
 
-        attempt = 0
-        while True:
-            sink = _Sink()
-            adopted = False
-            try:
+        sink = _Sink()
+        adopted = False
+        try:
+            if blocking:
+                handle = self._locker._wait_into(
+                    sink, self.key, self._ttl_ms, self.owner, deadline, cancel
+                )
+            else:
                 handle = self._locker._try_lock_into(sink, self.key, self._ttl_ms, self.owner)
-                if handle is not None:
-                    self._adopt(handle, sink.sent)
-                    adopted = True
-                    return True
-            except BaseException:
-                if sink.handle is not None and not adopted:
-                    _release_quietly(self._locker, sink.handle)
-                raise
-            if not blocking:
+            if handle is None:
                 return False
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return False
-            delay = min(_POLL_MAX, _POLL_FIRST * (2 ** min(attempt, 16)))
-            delay *= random.uniform(0.5, 1.0)
-            if deadline is not None:
-                delay = min(delay, deadline - now)
-            if cancel is None:
-                time.sleep(delay)
-            elif cancel.wait(delay):
-                return False
-            attempt += 1
+            self._adopt(handle, sink.sent)
+            adopted = True
+            return True
+        except BaseException:
+            if sink.handle is not None and not adopted:
+                _release_quietly(self._locker, sink.handle)
+            raise
 
     def _adopt(self, handle: Handle, sent: float) -> None:
         event, self._next_event = self._next_event, threading.Event()

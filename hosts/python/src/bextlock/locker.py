@@ -6,13 +6,15 @@ import asyncio
 import ctypes
 import json
 import os
+import random
 import socket
+import threading
 import time
 import weakref
 from json.encoder import encode_basestring as _json_str
-from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Optional, Set, Tuple
 
-from . import _abi
+from . import _abi, _wait
 from ._instance import Instance
 from .admin import (
     ForceReleased,
@@ -23,8 +25,8 @@ from .admin import (
     parse_stats,
 )
 from ._status import check, invalid, protocol_error, take_string
-from .durations import Duration, to_ms
-from .errors import LockError
+from .durations import Duration, to_ms, to_seconds
+from .errors import LockError, LockerClosed
 from .handle import Handle
 
 if TYPE_CHECKING:
@@ -46,6 +48,17 @@ def default_owner() -> str:
     if _owner[0] != pid:  # first use, or a forked child
         _owner = (pid, f"{_hostname}:{pid}")
     return _owner[1]
+
+
+#: Polling, for a plugin that cannot wait (built before ABI 1.2, or a
+#: backend whose lock_wait is unsupported): the first retry after about
+#: this long, doubling up to _POLL_MAX, each pause jittered to 50-100 % so
+#: that waiters do not move in step (the pauses every host uses).
+_POLL_FIRST = 0.010
+_POLL_MAX = 0.250
+
+#: What _slot_wait_into returns when the backend's lock_wait cannot wait.
+_UNSUPPORTED = object()
 
 
 class _Sink:
@@ -76,6 +89,12 @@ class Locker:
         self._vt = instance.vtable
         self._name = plugin.name
         self._finalizer = weakref.finalize(self, instance.close_at_finalize)
+        # The lock_wait calls in flight, by wait id, for close() to cancel;
+        # closing is set under _waits_mu by close().
+        self._waits_mu = threading.Lock()
+        self._waits: Set[int] = set()
+        self._closing = False
+        self._polling_reason: Optional[str] = None
 
     @property
     def plugin(self) -> "Plugin":
@@ -146,6 +165,257 @@ class Locker:
             on_lost=on_lost,
             timeout=timeout,
         )
+
+    # -- revision 1.2: waiting, renew_for ---------------------------------
+
+    def lock_wait(
+        self,
+        key: str,
+        ttl: Duration,
+        timeout: Optional[Duration] = None,
+        *,
+        owner: Optional[str] = None,
+        cancel: Optional[threading.Event] = None,
+    ) -> Optional[Handle]:
+        """Waits for ``key`` and returns the :class:`Handle` once the lock is
+        ours; ``None`` when ``timeout`` (default: forever) passes first or
+        ``cancel`` is set. Backend errors raise, as for :meth:`try_lock`.
+
+        On a plugin with the ABI 1.2 ``lock_wait`` slot the wait blocks on
+        the backend's own notification; ``KeyboardInterrupt``, ``cancel``
+        and :meth:`close` end it through the plugin's ``cancel_wait``
+        (leaving nothing on the server). On an older plugin, or a backend
+        whose ``lock_wait`` is unsupported, it polls ``try_lock`` with
+        jittered backoff from 10 ms to 250 ms, and says so once per Locker
+        on the ``bextlock`` logger at INFO (see :attr:`polling_reason`).
+        """
+        ttl_ms = to_ms(ttl, "ttl")
+        deadline = None
+        if timeout is not None:
+            deadline = time.monotonic() + to_seconds(timeout, "timeout")
+        sink = _Sink()
+        try:
+            return self._wait_into(sink, key, ttl_ms, owner, deadline, cancel)
+        except BaseException:
+            if sink.handle is not None:
+                self._release_quietly(sink.handle)
+            raise
+
+    async def alock_wait(
+        self,
+        key: str,
+        ttl: Duration,
+        timeout: Optional[Duration] = None,
+        *,
+        owner: Optional[str] = None,
+    ) -> Optional[Handle]:
+        """:meth:`lock_wait` in a worker thread. Cancelling the awaiting
+        task cancels the wait, and a lock taken in the same instant is
+        released, so a cancelled waiter holds nothing."""
+        cancel = threading.Event()
+        task = asyncio.ensure_future(
+            asyncio.to_thread(self.lock_wait, key, ttl, timeout, owner=owner, cancel=cancel)
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancel.set()
+            handle = await task
+            if handle is not None:
+                await asyncio.to_thread(self._release_quietly, handle)
+            raise
+
+    @property
+    def polling_reason(self) -> Optional[str]:
+        """Why this Locker's waits poll ``try_lock``, or ``None`` when no
+        wait has had to (yet): ``"it has no lock_wait slot (ABI 1.1)"``, or
+        ``"its lock_wait is unsupported here: ..."`` with the backend's
+        reason."""
+        return self._polling_reason
+
+    def renew_for(self, handle: Handle, ttl: Duration) -> None:
+        """Sets the held lease's remaining time to ``ttl``, once (ABI 1.2
+        ``renew_for``, capability ``"renew_ttl"``); a later :meth:`renew`
+        restarts it at the handle's TTL. An error means the lock can no
+        longer be trusted to be ours, as for :meth:`renew`, except
+        :class:`~bextlock.Unsupported`: the plugin has no such slot (built
+        before ABI 1.2; nothing is called) or its backend cannot."""
+        if not isinstance(handle, Handle):
+            raise invalid(self._name, "renew_for", f"expected a Handle, got {type(handle).__name__}")
+        ttl_ms = to_ms(ttl, "ttl")
+        try:
+            fn = self._plugin._optional_slot("renew_for", "renew_for")
+        except LockError:
+            if self._inst.closed:
+                self._inst.enter("renew_for")  # raises LockerClosed
+            raise
+        status, text = self._call("renew_for", fn, _wait.renew_for_request(handle.raw, ttl_ms))
+        check(self._name, "renew_for", status, text)
+
+    def _note_polling(self, why: str) -> None:
+        if self._polling_reason is None:
+            self._polling_reason = why
+            _wait.log.info("plugin `%s`: waiting by polling try_lock: %s", self._name, why)
+
+    def _wait_into(
+        self,
+        sink: _Sink,
+        key: str,
+        ttl_ms: int,
+        owner: Optional[str],
+        deadline: Optional[float],
+        cancel: Optional[threading.Event],
+    ) -> Optional[Handle]:
+        """Waits for ``key``, leaving the handle in ``sink`` the moment there
+        is one: through the lock_wait slot, else by polling."""
+        if self._plugin.has_slot("lock_wait"):
+            got = self._slot_wait_into(sink, key, ttl_ms, owner, deadline, cancel)
+            if got is not _UNSUPPORTED:
+                return got  # type: ignore[return-value]
+        else:
+            self._note_polling(
+                f"it has no lock_wait slot (ABI 1.{self._plugin.abi_minor})"
+            )
+        return self._poll_into(sink, key, ttl_ms, owner, deadline, cancel)
+
+    def _slot_wait_into(
+        self,
+        sink: _Sink,
+        key: str,
+        ttl_ms: int,
+        owner: Optional[str],
+        deadline: Optional[float],
+        cancel: Optional[threading.Event],
+    ) -> object:
+        request = self._request(key, ttl_ms, owner)
+        fn = self._plugin._optional_slot("lock_wait", "lock_wait")
+        while True:
+            if cancel is not None and cancel.is_set():
+                return None
+            wait_id = _wait.next_wait_id()
+            with self._waits_mu:
+                if self._closing:
+                    raise LockerClosed("the locker is closed", plugin=self._name, op="lock_wait")
+                self._waits.add(wait_id)
+            try:
+                pointer = self._inst.enter("lock_wait")
+                try:
+                    got = self._one_wait(
+                        sink, key, fn, pointer, request, deadline, cancel, wait_id
+                    )
+                finally:
+                    self._inst.leave()
+            finally:
+                with self._waits_mu:
+                    self._waits.discard(wait_id)
+            if got is not None or (cancel is not None and cancel.is_set()):
+                return got
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            # The longest wait passed with no deadline, or a cancel that
+            # was not ours: wait again, unless the Locker is closing.
+            with self._waits_mu:
+                if self._closing:
+                    raise LockerClosed("the locker is closed", plugin=self._name, op="lock_wait")
+
+    def _one_wait(
+        self,
+        sink: _Sink,
+        key: str,
+        fn: Any,
+        pointer: int,
+        request: bytes,
+        deadline: Optional[float],
+        cancel: Optional[threading.Event],
+        wait_id: int,
+    ) -> object:
+        """One lock_wait call on a helper thread, waited for in steps that
+        let a signal in and watch ``cancel``."""
+        call = _wait.Call()
+        req = _wait.wait_request(request, _wait.wait_ms(deadline), wait_id)
+        thread = threading.Thread(
+            target=call.run,
+            args=(fn, pointer, req, self._vt.free_string),
+            name="bextlock-lock-wait",
+            daemon=True,
+        )
+        thread.start()
+        try:
+            cancelled = False
+            while not call.done.wait(_wait.STEP_SECONDS):
+                if not cancelled and cancel is not None and cancel.is_set():
+                    self._cancel_wait(wait_id)
+                    cancelled = True
+        except BaseException:
+            # KeyboardInterrupt (or anything else): end the wait, and give
+            # back a lock it took in the same instant.
+            self._cancel_wait(wait_id)
+            _join(call)
+            if call.status == _abi.OK and call.text is not None and b'"lock_id"' in call.text:
+                self._give_back(pointer, call.text)
+            raise
+        status, text = _wait.outcome(call)
+        if status in (_abi.CONTENDED, _abi.CANCELLED):
+            return None
+        if status == _abi.ERR_UNSUPPORTED:
+            try:
+                check(self._name, "lock_wait", status, text)
+            except LockError as e:
+                self._note_polling(f"its lock_wait is unsupported here: {e.message}")
+            return _UNSUPPORTED
+        handle = self._lock_result(key, status, text, pointer, "lock_wait")
+        if handle is not None:
+            sink.sent = call.sent()
+            sink.handle = handle
+        return handle
+
+    def _cancel_wait(self, wait_id: int) -> None:
+        """Calls the plugin's cancel_wait for ``wait_id`` (an id it does
+        not know yet is remembered there for a while, so a cancel that
+        overtakes its wait still ends it)."""
+        if not self._plugin.has_slot("cancel_wait"):
+            return
+        fn = self._plugin._optional_slot("cancel_wait", "cancel_wait")
+        try:
+            self._call("cancel_wait", fn, _wait.cancel_request(wait_id))
+        except LockerClosed:
+            pass
+
+    def _poll_into(
+        self,
+        sink: _Sink,
+        key: str,
+        ttl_ms: int,
+        owner: Optional[str],
+        deadline: Optional[float],
+        cancel: Optional[threading.Event],
+    ) -> Optional[Handle]:
+        """The fallback: try_lock with jittered backoff."""
+        attempt = 0
+        while True:
+            if cancel is not None and cancel.is_set():
+                return None
+            handle = self._try_lock_into(sink, key, ttl_ms, owner)
+            if handle is not None:
+                return handle
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return None
+            delay = min(_POLL_MAX, _POLL_FIRST * (2 ** min(attempt, 16)))
+            delay *= random.uniform(0.5, 1.0)
+            if deadline is not None:
+                delay = min(delay, deadline - now)
+            if cancel is None:
+                time.sleep(delay)
+            elif cancel.wait(delay):
+                return None
+            attempt += 1
+
+    def _release_quietly(self, handle: Handle) -> None:
+        try:
+            self.release(handle)
+        except Exception:  # noqa: BLE001 - best effort: the lease ends with its TTL anyway
+            pass
 
     # -- revision 1.1: inspect, force_release, stats ----------------------
 
@@ -246,11 +516,19 @@ class Locker:
     # -- closing ---------------------------------------------------------
 
     def close(self) -> None:
-        """Waits for calls in flight, runs the plugin's cleanup and frees the
-        instance (exactly once). Locks still held are not released; they
+        """Cancels the waits in flight (their callers get
+        :class:`~bextlock.LockerClosed`), waits for calls in flight, runs the
+        plugin's cleanup and frees the instance (exactly once). Locks still held are not released; they
         expire with their TTL. Closing again is a no-op. Raises the cleanup
         error, if any; the instance is freed either way."""
         self._finalizer.detach()
+        # Waits in flight hold the instance: end them first (their callers
+        # get LockerClosed), and let no new one start.
+        with self._waits_mu:
+            self._closing = True
+            waits = list(self._waits)
+        for wait_id in waits:
+            self._cancel_wait(wait_id)
         status, text = self._inst.close()
         check(self._name, "cleanup", status, text)
 
@@ -364,13 +642,13 @@ class Locker:
             self._inst.leave()
 
     def _lock_result(
-        self, key: str, status: int, text: Optional[bytes], pointer: int
+        self, key: str, status: int, text: Optional[bytes], pointer: int, op: str = "try_lock"
     ) -> Optional[Handle]:
         if status == _abi.CONTENDED:
             return None
-        check(self._name, "try_lock", status, text)
+        check(self._name, op, status, text)
         if text is None:
-            raise protocol_error(self._name, "try_lock", status, "OK without a handle")
+            raise protocol_error(self._name, op, status, "OK without a handle")
         try:
             handle = Handle._parse(text)
             if handle.key != key:
@@ -379,7 +657,7 @@ class Locker:
             # We may hold a lock we cannot describe: give it back rather
             # than leave it to expire.
             self._give_back(pointer, text)
-            raise protocol_error(self._name, "try_lock", status, f"{e.message}: {text!r}") from None
+            raise protocol_error(self._name, op, status, f"{e.message}: {text!r}") from None
         return handle
 
     def _give_back(self, pointer: int, handle_json: bytes) -> None:
@@ -404,3 +682,14 @@ class Locker:
         finally:
             take_string(self._vt, out)  # only if an interruption left it behind
             self._inst.leave()
+
+
+def _join(call: _wait.Call) -> None:
+    """Waits for a lock_wait call to come back, whatever interrupts: the
+    instance must outlive it."""
+    while True:
+        try:
+            call.done.wait()
+            return
+        except BaseException:  # noqa: BLE001 - a second Ctrl-C: keep waiting
+            continue
