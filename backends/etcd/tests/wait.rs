@@ -179,3 +179,36 @@ fn wait_ms_zero_is_one_try_without_queueing() {
     assert!(queue(&etcd, &p, "k").is_empty());
     assert!(p.lock_wait("free", 30_000, None, &wait).unwrap().is_some());
 }
+
+#[test]
+fn through_the_so_a_waiter_gets_the_lock_a_release_frees() {
+    let etcd = Cluster::single();
+    let so = bext_locking_loader::load(bext_locking_test_support::plugin_path("etcd")).unwrap();
+    let config = common::config(&etcd.endpoints_json(), 3_000);
+    let waiter = Arc::new(so.create_ffi(&config).unwrap());
+    let holder = so.create_ffi(&config).unwrap();
+    assert_eq!(waiter.wait_mode(), WaitMode::Fifo);
+    let h = holder.try_lock("so", 30_000).unwrap().unwrap();
+    let wait = Wait::new(Duration::from_secs(20));
+    let t = {
+        let (waiter, wait) = (waiter.clone(), wait.clone());
+        std::thread::spawn(move || waiter.lock_wait_with("so", 30_000, None, &wait).unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!t.is_finished());
+    holder.release(h.clone()).unwrap();
+    let got = t.join().unwrap().expect("handed over through the .so");
+    assert!(got.handle.fence > h.fence);
+    // A cancel through the slot ends a second wait.
+    let wait = Wait::new(Duration::from_secs(60));
+    let t = {
+        let (waiter, wait) = (waiter.clone(), wait.clone());
+        std::thread::spawn(move || {
+            let other = waiter.lock_wait_with("so", 30_000, None, &wait);
+            other.unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    wait.cancel();
+    assert!(t.join().unwrap().is_none());
+}

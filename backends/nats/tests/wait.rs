@@ -124,3 +124,28 @@ fn renew_for_is_unsupported_and_leaves_the_lock_alone() {
     assert_eq!(e.kind, ErrorKind::Unsupported, "{e:?}");
     p.renew(&h).unwrap();
 }
+
+#[test]
+fn through_the_so_a_release_hands_over_and_a_cancel_ends_a_wait() {
+    let config = common::config("wait_so");
+    let so = bext_locking_loader::load(bext_locking_test_support::plugin_path("nats")).unwrap();
+    let waiter = Arc::new(so.create_ffi(&config).unwrap());
+    let holder = so.create_ffi(&config).unwrap();
+    assert_eq!(waiter.wait_mode(), WaitMode::Notified);
+    let h = holder.try_lock("so", 30_000).unwrap().unwrap();
+    let run = |wait: &Wait| {
+        let (waiter, wait) = (waiter.clone(), wait.clone());
+        std::thread::spawn(move || waiter.lock_wait_with("so", 30_000, None, &wait).unwrap())
+    };
+    let t = run(&Wait::new(Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!t.is_finished());
+    holder.release(h.clone()).unwrap();
+    let got = t.join().unwrap().expect("handed over through the .so");
+    assert!(got.handle.fence > h.fence);
+    let wait = Wait::new(Duration::from_secs(60));
+    let t = run(&wait);
+    std::thread::sleep(Duration::from_millis(300));
+    wait.cancel();
+    assert!(t.join().unwrap().is_none());
+}
