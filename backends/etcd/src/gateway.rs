@@ -444,6 +444,41 @@ impl Client {
         answer.pointer("/responses/0/response_delete_range/prev_kvs/0").map(key_value).transpose()
     }
 
+    /// Moves a held lock from lease `from` to lease `to` in one
+    /// transaction: only if `key` still has `value`, was created at
+    /// `create_revision` and is on `from`; `beside` (the owner key and its
+    /// value, when it is on `from` too) moves with it. A put keeps a key's
+    /// create revision, so the fence is unchanged. Returns whether it
+    /// moved; a re-send after a lost answer finds the key on `to` and
+    /// answers false, which the caller checks by reading the key.
+    pub fn move_lease(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        create_revision: i64,
+        beside: Option<(&[u8], &[u8])>,
+        (from, to): (i64, i64),
+        deadline: Instant,
+    ) -> Result<bool, Error> {
+        let k = B64.encode(key);
+        let mut compare = vec![
+            json!({ "key": k, "target": "VALUE", "result": "EQUAL", "value": B64.encode(value) }),
+            json!({ "key": k, "target": "CREATE", "result": "EQUAL", "create_revision": create_revision.to_string() }),
+            json!({ "key": k, "target": "LEASE", "result": "EQUAL", "lease": from.to_string() }),
+        ];
+        let mut success = vec![
+            json!({ "request_put": { "key": k, "value": B64.encode(value), "lease": to.to_string() } }),
+        ];
+        if let Some((bk, bv)) = beside {
+            let bk = B64.encode(bk);
+            compare.push(json!({ "key": bk, "target": "LEASE", "result": "EQUAL", "lease": from.to_string() }));
+            success.push(json!({ "request_put": { "key": bk, "value": B64.encode(bv), "lease": to.to_string() } }));
+        }
+        let body = json!({ "compare": compare, "success": success });
+        let answer = self.call("/v3/kv/txn", &body, deadline, Resend::Safe)?;
+        Ok(succeeded(&answer))
+    }
+
     /// Reads `key` and `beside` at one revision (one transaction).
     #[allow(clippy::type_complexity)]
     pub fn get_pair(

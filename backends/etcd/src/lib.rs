@@ -25,6 +25,13 @@
 //!   the holder's fence, delete it (and its owner key)", then revoke the
 //!   lease, so the broken holder's renew finds no key or no lease.
 //!
+//! * **lock_wait**: a FIFO queue of keys `key 0xFE <lease>` ordered by
+//!   create revision, each waiter watching only its predecessor (etcd's
+//!   `concurrency.Mutex`); `try_lock` refuses while anyone queues, and a
+//!   `try_lock` holder is the head of the queue. See `wait_in_queue`.
+//! * **renew_for**: moves the lock to a new lease of the asked length in
+//!   one transaction conditioned on the lock; the fence is unchanged.
+//!
 //! etcd leases count whole seconds and have a floor (1.5 × the election
 //! timeout, rounded up), so a lease is `ceil(ttl_ms / 1000)` seconds or that
 //! floor, whichever is longer: a lock may outlive its `ttl_ms` by up to a
@@ -140,7 +147,7 @@ impl Backend for Etcd {
     }
 
     const CAPABILITIES: &'static [&'static str] =
-        &["owner", "inspect", "force_release", "lock_wait", "fifo"];
+        &["owner", "inspect", "force_release", "lock_wait", "fifo", "renew_ttl"];
 
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
         self.try_lock_owned(key, ttl_ms, None)
@@ -289,6 +296,11 @@ impl Backend for Etcd {
         if ttl <= 0 {
             return Err(lost(key, "its lease expired"));
         }
+        if ttl < lease_seconds(handle.ttl_ms) {
+            // A renew_for shortened the lease: renewals use the handle's
+            // TTL again, which takes a lease of that length.
+            return self.move_to_new_lease("renew", handle, handle.ttl_ms);
+        }
         Ok(())
     }
 
@@ -311,13 +323,10 @@ impl Backend for Etcd {
         self.wait_in_queue(key, ttl_ms, owner, wait)
     }
 
-    /// A lease's TTL is fixed when it is granted.
+    /// A lease's TTL is fixed when it is granted, so the lock moves to a
+    /// new lease of `ttl_ms` (see `move_to_new_lease`).
     fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), PluginError> {
-        let _ = (handle, ttl_ms);
-        Err(PluginError::unsupported(
-            "etcd: a lease's TTL is fixed when it is granted, so a held lock's remaining time \
-             cannot be set (no renew_ttl)",
-        ))
+        self.move_to_new_lease("renew_for", handle, ttl_ms)
     }
 
     fn release(&self, handle: &LockHandle) -> Result<(), PluginError> {
@@ -361,6 +370,73 @@ impl Drop for QueuedLease<'_> {
 }
 
 impl Etcd {
+    /// Moves the lock `handle` holds to a new lease of `ttl_ms`: grant it,
+    /// then one transaction "if the key still has our lock id, our fence
+    /// and the old lease, put it (and the owner key on the old lease) on
+    /// the new one", then revoke the old lease. The fence (create
+    /// revision) is unchanged. A renew racing it may find the old lease
+    /// revoked and report the lock lost: the safe mistake.
+    fn move_to_new_lease(
+        &self,
+        call: &str,
+        handle: &LockHandle,
+        ttl_ms: u64,
+    ) -> Result<(), PluginError> {
+        let client = self.client()?;
+        let deadline = self.deadline();
+        let key = &handle.key;
+        let (etcd_key, owner_key) = (self.etcd_key(key), self.owner_key(key));
+        let (kv, owner) = client.get_pair(&etcd_key, &owner_key, deadline).map_err(|e| {
+            failed(format!("{call}(`{key}`): read failed, the lock may be lost: {e}"))
+        })?;
+        let kv = kv.ok_or_else(|| lost(key, "the key is gone: expired or released"))?;
+        if kv.value != handle.lock_id.as_bytes() {
+            return Err(lost(key, "another holder has it"));
+        }
+        if handle.fence.is_some_and(|f| i64::try_from(f).ok() != Some(kv.create_revision)) {
+            return Err(lost(key, "the key was re-created since this handle was issued"));
+        }
+        if kv.lease == 0 {
+            return Err(lost(key, "the key is attached to no lease"));
+        }
+        let lease = client
+            .lease_grant(lease_seconds(ttl_ms), deadline)
+            .map_err(|e| failed(format!("{call}(`{key}`): lease grant failed: {e}")))?;
+        let owner = owner.filter(|o| o.lease == kv.lease);
+        let beside = owner.as_ref().map(|o| (owner_key.as_slice(), o.value.as_slice()));
+        let value = handle.lock_id.as_bytes();
+        let moved = match client.move_lease(
+            &etcd_key,
+            value,
+            kv.create_revision,
+            beside,
+            (kv.lease, lease),
+            deadline,
+        ) {
+            Ok(true) => true,
+            // Not moved, or moved by a first send whose answer was lost.
+            Ok(false) => client
+                .get(&etcd_key, deadline)
+                .ok()
+                .flatten()
+                .is_some_and(|now| now.value == value && now.lease == lease),
+            Err(e) => {
+                let _ = client.lease_revoke(lease, deadline);
+                return Err(failed(format!(
+                    "{call}(`{key}`): transaction failed, the lock may be lost: {e}"
+                )));
+            }
+        };
+        if !moved {
+            let _ = client.lease_revoke(lease, deadline);
+            return Err(lost(key, "it changed hands or its lease ended meanwhile"));
+        }
+        // Nothing of ours is on the old lease now; one that fails to go
+        // runs out on its own.
+        let _ = client.lease_revoke(kv.lease, deadline);
+        Ok(())
+    }
+
     /// The waiting side of the lock: etcd's `concurrency.Mutex` algorithm,
     /// made to share the key with `try_lock`.
     ///

@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bext_locking::{LockWait, LockingPlugin, Wait, WaitMode};
+use bext_locking::{LockAdmin, LockWait, LockingPlugin, Wait, WaitMode};
 use bext_locking_etcd::{EtcdConfig, EtcdPlugin};
 use common::{Clients, Cluster};
 
@@ -211,4 +211,37 @@ fn through_the_so_a_waiter_gets_the_lock_a_release_frees() {
     std::thread::sleep(Duration::from_millis(300));
     wait.cancel();
     assert!(t.join().unwrap().is_none());
+}
+
+/// The lease `key` is on and the seconds it has left.
+fn lease_left(etcd: &Cluster, p: &EtcdPlugin, key: &str) -> (i64, i64, i64) {
+    let kv = etcd.client().get(&p.etcd_key(key), deadline()).unwrap().expect("the key exists");
+    let left = etcd.client().lease_time_to_live(kv.lease, deadline()).unwrap().expect("lease");
+    (kv.lease, left, kv.create_revision)
+}
+
+#[test]
+fn renew_for_moves_the_lock_to_a_lease_of_that_length_keeping_fence_and_owner() {
+    let etcd = Cluster::single();
+    let p = plugin(&etcd);
+    let h = p.try_lock_owned_typed("k", 30_000, Some("me")).unwrap().unwrap();
+    let (first, left, created) = lease_left(&etcd, &p, "k");
+    assert!(left > 20, "{left}");
+    p.renew_for(&h, 3_000).unwrap();
+    let (second, left, still) = lease_left(&etcd, &p, "k");
+    assert!(second != first && left <= 3, "lease {second} with {left} s left");
+    assert_eq!(still, created, "the fence changed");
+    assert!(lease_gone(&etcd, first), "the old lease was left behind");
+    assert_eq!(p.inspect("k").unwrap().owner.as_deref(), Some("me"), "the owner key stayed behind");
+    // A renew goes back to the handle's TTL.
+    p.renew(&h).unwrap();
+    let (third, left, _) = lease_left(&etcd, &p, "k");
+    assert!(third != second && left > 20, "lease {third} with {left} s left after renew");
+    // Longer than the TTL is allowed (a minimum hold).
+    p.renew_for(&h, 120_000).unwrap();
+    assert!(lease_left(&etcd, &p, "k").1 > 100);
+    assert_eq!(p.inspect("k").unwrap().fence, h.fence);
+    p.release(h.clone()).unwrap();
+    assert!(p.renew_for(&h, 3_000).is_err(), "renew_for of a released lock succeeded");
+    assert!(p.try_lock("k", 30_000).unwrap().is_some());
 }

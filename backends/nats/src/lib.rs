@@ -20,6 +20,10 @@
 //!   lease, then delete the entry's message by its sequence (a delete
 //!   conditioned on exactly the holder's revision).
 //!
+//! * **lock_wait**: while the lock is held, a core subscription to the
+//!   holder's lease subject wakes the waiter on a release, and the lease's
+//!   age wakes it at an expiry (see `locks::wait_turn`).
+//!
 //! The client is the official `async-nats`, on a one-worker runtime the
 //! instance owns; every call is bounded by `op_timeout_ms`. No message
 //! carries a password or token. See `docs/backends/nats.md`.

@@ -18,6 +18,10 @@
 //! * The file runs in WAL mode with a busy timeout. A call that cannot get
 //!   the write lock within the timeout is `Err`, never a wrong answer.
 //!
+//! * `lock_wait` watches `PRAGMA data_version` (see [`wait`]), wakes at
+//!   the holder's expiry and on this instance's own releases; `renew_for`
+//!   is the renew statement with another length.
+//!
 //! One instance owns one connection behind a mutex: every operation writes,
 //! and SQLite admits one writer per file at a time, so threads of one
 //! instance queue on the mutex (which wakes them at once) rather than on
