@@ -48,10 +48,8 @@ pub fn until_deleted(
 ) -> Result<Ended, Error> {
     let mut fresh_token = false;
     loop {
-        let (endpoint, connect_timeout) = client.preferred_endpoint();
-        let endpoint = endpoint.to_owned();
+        let (endpoint, mut stream, connect_timeout) = connect_any(client)?;
         let token = client.token_for(&endpoint, fresh_token, Instant::now() + connect_timeout)?;
-        let mut stream = connect(&endpoint, connect_timeout)?;
         let body = json!({ "create_request": {
             "key": B64.encode(key), "start_revision": start_revision.to_string(),
         } })
@@ -88,6 +86,25 @@ fn io(endpoint: &str, e: std::io::Error) -> Error {
 fn host_port(endpoint: &str) -> &str {
     let rest = endpoint.strip_prefix("http://").unwrap_or(endpoint);
     rest.split('/').next().unwrap_or(rest)
+}
+
+/// A connection to the endpoint calls start at, or the next that answers.
+fn connect_any(client: &Client) -> Result<(String, TcpStream, Duration), Error> {
+    let (preferred, timeout) = client.preferred_endpoint();
+    let all = client.endpoints();
+    let first = all.iter().position(|e| e == preferred).unwrap_or(0);
+    let mut failures = Vec::new();
+    for i in 0..all.len() {
+        let endpoint = &all[(first + i) % all.len()];
+        match connect(endpoint, timeout) {
+            Ok(s) => return Ok((endpoint.clone(), s, timeout)),
+            Err(e) => failures.push(e.message),
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Unreachable,
+        format!("no endpoint reachable: {}", failures.join("; ")),
+    ))
 }
 
 fn connect(endpoint: &str, timeout: Duration) -> Result<TcpStream, Error> {
