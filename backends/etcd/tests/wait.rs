@@ -245,3 +245,26 @@ fn renew_for_moves_the_lock_to_a_lease_of_that_length_keeping_fence_and_owner() 
     assert!(p.renew_for(&h, 3_000).is_err(), "renew_for of a released lock succeeded");
     assert!(p.try_lock("k", 30_000).unwrap().is_some());
 }
+
+#[test]
+fn each_waiter_sees_only_the_queue_key_just_ahead_of_it() {
+    let etcd = Cluster::single();
+    let p = plugin(&etcd);
+    let c = etcd.client();
+    let lease = c.lease_grant(30, deadline()).unwrap();
+    // Queue keys whose names sort against their creation order, so only
+    // the sort by create revision can find the predecessor.
+    let mut places = Vec::new();
+    for id in [3_i64, 1, 2] {
+        let q = p.queue_key("k", id);
+        let rev = c.put_if_absent(&q, b"w", lease, deadline()).unwrap().unwrap();
+        places.push((q, rev));
+    }
+    let range = p.queue_range("k");
+    let ahead = |rev| c.ahead(&p.etcd_key("k"), (&range.0, &range.1), rev, deadline()).unwrap();
+    assert_eq!(ahead(places[0].1).predecessor, None, "the first in line has nobody ahead");
+    assert_eq!(ahead(places[1].1).predecessor.as_ref(), Some(&places[0].0));
+    assert_eq!(ahead(places[2].1).predecessor.as_ref(), Some(&places[1].0));
+    assert!(!ahead(places[2].1).held);
+    c.lease_revoke(lease, deadline()).unwrap();
+}
