@@ -49,7 +49,7 @@ pub struct Error {
 }
 
 impl Error {
-    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self { kind, message: message.into() }
     }
 }
@@ -92,6 +92,48 @@ pub struct KeyValue {
     pub create_revision: i64,
     /// The lease the key is attached to; 0 for none.
     pub lease: i64,
+}
+
+/// What [`Client::take`] should write.
+#[derive(Debug, Clone, Copy)]
+pub struct Take<'a> {
+    /// The lock's key, created only when it does not exist.
+    pub key: &'a [u8],
+    /// Its value: the acquisition's lock id.
+    pub value: &'a [u8],
+    /// Another key and value written with it (the owner).
+    pub beside: Option<(&'a [u8], &'a [u8])>,
+    /// The lease everything is put on.
+    pub lease: i64,
+    /// A key range that must also be empty: the lock's wait queue.
+    pub queue: Option<(&'a [u8], &'a [u8])>,
+    /// When the lock is not taken, this key is put on the lease (joining
+    /// the queue).
+    pub enqueue: Option<&'a [u8]>,
+    /// When the lock is taken, this key is deleted (leaving the queue).
+    pub dequeue: Option<&'a [u8]>,
+}
+
+/// What [`Client::take`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The lock is ours; its create revision.
+    Taken(i64),
+    /// Not taken; the queue key was written at this create revision.
+    Queued(i64),
+    /// Not taken (the key exists or the queue is not empty).
+    Held,
+}
+
+/// What [`Client::ahead`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ahead {
+    /// The lock's key exists.
+    pub held: bool,
+    /// The queue key just ahead of the waiter, if any.
+    pub predecessor: Option<Vec<u8>>,
+    /// The revision the two were read at.
+    pub revision: i64,
 }
 
 /// One member's view of the cluster, from `/v3/maintenance/status`.
@@ -238,32 +280,115 @@ impl Client {
         lease: i64,
         deadline: Instant,
     ) -> Result<Option<i64>, Error> {
-        let key = B64.encode(key);
-        let mut success = vec![
-            json!({ "request_put": { "key": key, "value": B64.encode(value), "lease": lease.to_string() } }),
+        let take = Take { key, value, beside, lease, queue: None, enqueue: None, dequeue: None };
+        Ok(match self.take(&take, deadline)? {
+            Taken::Taken(revision) => Some(revision),
+            Taken::Queued(_) | Taken::Held => None,
+        })
+    }
+
+    /// The lock transaction: "if `take.key` does not exist (and the queue
+    /// range is empty), put it on the lease (with `beside`) and delete
+    /// `dequeue`; else put `enqueue` on the lease". One round trip.
+    ///
+    /// Sending it twice is harmless: the second send's failure branch
+    /// reads the key back, and a key carrying this very value and lease
+    /// was taken by the first send (a queue key the second one wrote is
+    /// then deleted again).
+    pub fn take(&self, take: &Take<'_>, deadline: Instant) -> Result<Taken, Error> {
+        let key = B64.encode(take.key);
+        let lease = take.lease.to_string();
+        let put = |k: &[u8], v: &[u8]| json!({ "request_put": { "key": B64.encode(k), "value": B64.encode(v), "lease": lease } });
+        let mut compare = vec![
+            json!({ "key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0" }),
         ];
-        if let Some((k, v)) = beside {
-            success.push(json!({ "request_put": { "key": B64.encode(k), "value": B64.encode(v), "lease": lease.to_string() } }));
+        if let Some((start, end)) = take.queue {
+            // Over a range, etcd's compare holds when it holds for every
+            // key in it, and for "none" when the range is empty.
+            compare.push(json!({ "key": B64.encode(start), "range_end": B64.encode(end), "target": "CREATE", "result": "EQUAL", "create_revision": "0" }));
         }
+        let mut success = vec![put(take.key, take.value)];
+        if let Some((k, v)) = take.beside {
+            success.push(put(k, v));
+        }
+        if let Some(q) = take.dequeue {
+            success.push(json!({ "request_delete_range": { "key": B64.encode(q) } }));
+        }
+        let mut failure = vec![json!({ "request_range": { "key": key } })];
+        if let Some(q) = take.enqueue {
+            // The range after the put sees it (a transaction reads its own
+            // writes): its create revision is the waiter's place.
+            failure.push(put(q, take.value));
+            failure.push(json!({ "request_range": { "key": B64.encode(q) } }));
+        }
+        let body = json!({ "compare": compare, "success": success, "failure": failure });
+        let answer = self.call("/v3/kv/txn", &body, deadline, Resend::Safe)?;
+        if succeeded(&answer) {
+            // One transaction is one revision: the key's create revision.
+            return match answer.get("header").map(|h| int(h, "revision")) {
+                Some(rev) if rev > 0 => Ok(Taken::Taken(rev)),
+                _ => {
+                    Err(Error::new(ErrorKind::Protocol, "transaction answered without a revision"))
+                }
+            };
+        }
+        let existing =
+            answer.pointer("/responses/0/response_range/kvs/0").map(key_value).transpose()?;
+        if let Some(kv) = existing.filter(|kv| kv.value == take.value && kv.lease == take.lease) {
+            if let Some(q) = take.enqueue {
+                self.delete(q, deadline)?;
+            }
+            return Ok(Taken::Taken(kv.create_revision));
+        }
+        if take.enqueue.is_none() {
+            return Ok(Taken::Held);
+        }
+        match answer.pointer("/responses/2/response_range/kvs/0").map(key_value).transpose()? {
+            Some(kv) if kv.create_revision > 0 => Ok(Taken::Queued(kv.create_revision)),
+            _ => Err(Error::new(ErrorKind::Protocol, "the queue key was not read back")),
+        }
+    }
+
+    /// Who is ahead of a waiter: whether `key` exists, and the queue key in
+    /// `[start, end)` with the highest create revision below `below` (the
+    /// waiter's predecessor), read at one revision, which is returned too
+    /// (a watch from the next one misses nothing).
+    pub fn ahead(
+        &self,
+        key: &[u8],
+        (start, end): (&[u8], &[u8]),
+        below: i64,
+        deadline: Instant,
+    ) -> Result<Ahead, Error> {
         let body = json!({
-            "compare": [{ "key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0" }],
-            "success": success,
-            "failure": [{ "request_range": { "key": key } }],
+            "success": [
+                { "request_range": { "key": B64.encode(key), "keys_only": true } },
+                { "request_range": {
+                    "key": B64.encode(start), "range_end": B64.encode(end), "keys_only": true,
+                    "max_create_revision": (below - 1).max(1).to_string(),
+                    "sort_order": "DESCEND", "sort_target": "CREATE", "limit": "1",
+                } },
+            ],
         });
         let answer = self.call("/v3/kv/txn", &body, deadline, Resend::Safe)?;
-        if !succeeded(&answer) {
-            let existing =
-                answer.pointer("/responses/0/response_range/kvs/0").map(key_value).transpose()?;
-            return Ok(existing
-                .filter(|kv| kv.value == value && kv.lease == lease)
-                .map(|kv| kv.create_revision));
+        let held = answer.pointer("/responses/0/response_range/kvs/0").is_some();
+        let predecessor =
+            match answer
+                .pointer("/responses/1/response_range/kvs/0")
+                .filter(|kv| int(kv, "create_revision") < below)
+                .and_then(|kv| kv.get("key"))
+                .and_then(Value::as_str)
+            {
+                None => None,
+                Some(k) => Some(B64.decode(k).map_err(|e| {
+                    Error::new(ErrorKind::Protocol, format!("key is not base64: {e}"))
+                })?),
+            };
+        let revision = answer.get("header").map(|h| int(h, "revision")).unwrap_or(0);
+        if revision <= 0 {
+            return Err(Error::new(ErrorKind::Protocol, "read answered without a revision"));
         }
-        // The transaction wrote one key, so the store's new revision is
-        // that key's create revision.
-        match answer.get("header").map(|h| int(h, "revision")) {
-            Some(rev) if rev > 0 => Ok(Some(rev)),
-            _ => Err(Error::new(ErrorKind::Protocol, "transaction answered without a revision")),
-        }
+        Ok(Ahead { held, predecessor, revision })
     }
 
     /// Deletes `key` in one transaction only if its value is `value`.
@@ -319,6 +444,41 @@ impl Client {
         answer.pointer("/responses/0/response_delete_range/prev_kvs/0").map(key_value).transpose()
     }
 
+    /// Moves a held lock from lease `from` to lease `to` in one
+    /// transaction: only if `key` still has `value`, was created at
+    /// `create_revision` and is on `from`; `beside` (the owner key and its
+    /// value, when it is on `from` too) moves with it. A put keeps a key's
+    /// create revision, so the fence is unchanged. Returns whether it
+    /// moved; a re-send after a lost answer finds the key on `to` and
+    /// answers false, which the caller checks by reading the key.
+    pub fn move_lease(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        create_revision: i64,
+        beside: Option<(&[u8], &[u8])>,
+        (from, to): (i64, i64),
+        deadline: Instant,
+    ) -> Result<bool, Error> {
+        let k = B64.encode(key);
+        let mut compare = vec![
+            json!({ "key": k, "target": "VALUE", "result": "EQUAL", "value": B64.encode(value) }),
+            json!({ "key": k, "target": "CREATE", "result": "EQUAL", "create_revision": create_revision.to_string() }),
+            json!({ "key": k, "target": "LEASE", "result": "EQUAL", "lease": from.to_string() }),
+        ];
+        let mut success = vec![
+            json!({ "request_put": { "key": k, "value": B64.encode(value), "lease": to.to_string() } }),
+        ];
+        if let Some((bk, bv)) = beside {
+            let bk = B64.encode(bk);
+            compare.push(json!({ "key": bk, "target": "LEASE", "result": "EQUAL", "lease": from.to_string() }));
+            success.push(json!({ "request_put": { "key": bk, "value": B64.encode(bv), "lease": to.to_string() } }));
+        }
+        let body = json!({ "compare": compare, "success": success });
+        let answer = self.call("/v3/kv/txn", &body, deadline, Resend::Safe)?;
+        Ok(succeeded(&answer))
+    }
+
     /// Reads `key` and `beside` at one revision (one transaction).
     #[allow(clippy::type_complexity)]
     pub fn get_pair(
@@ -364,6 +524,26 @@ impl Client {
         let body = json!({ "key": B64.encode(key) });
         let answer = self.call("/v3/kv/range", &body, deadline, Resend::Safe)?;
         answer.pointer("/kvs/0").map(key_value).transpose()
+    }
+
+    /// Every key in `[start, end)` with its record, in key order.
+    pub fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        deadline: Instant,
+    ) -> Result<Vec<(Vec<u8>, KeyValue)>, Error> {
+        let body = json!({ "key": B64.encode(start), "range_end": B64.encode(end) });
+        let answer = self.call("/v3/kv/range", &body, deadline, Resend::Safe)?;
+        let kvs = answer.get("kvs").and_then(Value::as_array).cloned().unwrap_or_default();
+        kvs.iter()
+            .map(|kv| {
+                let key = B64.decode(kv.get("key").and_then(Value::as_str).unwrap_or("")).map_err(
+                    |e| Error::new(ErrorKind::Protocol, format!("key is not base64: {e}")),
+                )?;
+                Ok((key, key_value(kv)?))
+            })
+            .collect()
     }
 
     /// Writes `key` unconditionally, attached to `lease` (0 for none).
@@ -499,6 +679,36 @@ impl Client {
         }
     }
 
+    /// The endpoint calls start at, and the client's connect timeout and
+    /// credentials state, for [`crate::watch`], which speaks to the same
+    /// gateway over its own connection.
+    pub(crate) fn preferred_endpoint(&self) -> (&str, Duration) {
+        let idx = self.preferred.load(Ordering::Relaxed) % self.endpoints.len();
+        (&self.endpoints[idx], self.connect_timeout)
+    }
+
+    /// The auth token to send to `endpoint` (fetching one, or a fresh one
+    /// when `fresh`), or `None` without credentials.
+    pub(crate) fn token_for(
+        &self,
+        endpoint: &str,
+        fresh: bool,
+        deadline: Instant,
+    ) -> Result<Option<String>, Error> {
+        if self.credentials.is_none() {
+            return Ok(None);
+        }
+        match self.current_token() {
+            Some(t) if !fresh => Ok(Some(t)),
+            _ => self.authenticate(endpoint, deadline).map(Some),
+        }
+    }
+
+    /// Removes the password from a message.
+    pub(crate) fn scrub(&self, message: &str) -> String {
+        self.secrets.scrub(message)
+    }
+
     fn current_token(&self) -> Option<String> {
         self.token.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
@@ -597,7 +807,7 @@ fn not_connected(e: &io::Error) -> bool {
 }
 
 /// etcd's gateway error body: `{"error":"...","message":"...","code":N}`.
-fn server_error(value: &Value, what: &str) -> Error {
+pub(crate) fn server_error(value: &Value, what: &str) -> Error {
     let message = value
         .get("message")
         .or_else(|| value.get("error"))

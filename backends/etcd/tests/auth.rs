@@ -77,3 +77,26 @@ fn credentials_through_the_so_are_never_echoed() {
     let e = p.try_lock("k", 30_000).unwrap_err();
     assert!(!e.contains(PASSWORD), "{e}");
 }
+
+#[test]
+fn a_waiter_with_credentials_watches_and_takes_the_lock_after_its_token_expired() {
+    use bext_locking::{LockWait, Wait};
+    let etcd = Cluster::start_with(1, &["--auth-token-ttl", "1"]);
+    enable_auth(&etcd);
+    let holder = plugin(&etcd, Some(("root", PASSWORD)));
+    let waiter = std::sync::Arc::new(plugin(&etcd, Some(("root", PASSWORD))));
+    let h = holder.try_lock("k", 30_000).unwrap().unwrap();
+    // The waiter's token expires while it waits; its keep-alives and the
+    // watch carry on.
+    let t = {
+        let waiter = waiter.clone();
+        std::thread::spawn(move || {
+            waiter.lock_wait("k", 30_000, None, &Wait::new(Duration::from_secs(20))).unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert!(!t.is_finished(), "the waiter returned while the lock was held");
+    holder.release(h).unwrap();
+    let got = t.join().unwrap().expect("the waiter gets the lock");
+    waiter.release(got.handle).unwrap();
+}

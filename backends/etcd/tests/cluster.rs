@@ -124,3 +124,28 @@ fn fences_rise_across_leader_changes() {
     );
     a.release(held).unwrap();
 }
+
+#[test]
+fn a_waiter_whose_member_dies_watches_through_another_and_gets_the_lock() {
+    use bext_locking::{LockWait, Wait};
+    let mut etcd = Cluster::start(3);
+    let holder = plugin(&etcd, "waitfail/");
+    // Member 0 first: the one the waiter's calls and watch start at.
+    let waiter = std::sync::Arc::new(plugin(&etcd, "waitfail/"));
+    let h = must_lock(&holder, "k", &etcd);
+    let t = {
+        let waiter = waiter.clone();
+        std::thread::spawn(move || {
+            waiter.lock_wait("k", 60_000, None, &Wait::new(Duration::from_secs(60)))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    etcd.kill(0);
+    etcd.leader(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!t.is_finished(), "the waiter returned while the lock was held");
+    holder.release(h.clone()).unwrap();
+    let got = t.join().unwrap().unwrap().expect("the waiter gets the lock after the failover");
+    assert!(got.handle.fence > h.fence);
+    waiter.release(got.handle).unwrap();
+}

@@ -20,6 +20,10 @@
 //!   lease, then delete the entry's message by its sequence (a delete
 //!   conditioned on exactly the holder's revision).
 //!
+//! * **lock_wait**: while the lock is held, a core subscription to the
+//!   holder's lease subject wakes the waiter on a release, and the lease's
+//!   age wakes it at an expiry (see `locks::wait_turn`).
+//!
 //! The client is the official `async-nats`, on a one-worker runtime the
 //! instance owns; every call is bounded by `op_timeout_ms`. No message
 //! carries a password or token. See `docs/backends/nats.md`.
@@ -34,9 +38,9 @@ mod locks;
 
 use std::ffi::CStr;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
+use bext_locking::{Acquired, ForceReleased, LockHandle, LockInfo, PluginError, Wait};
 use bext_locking_kit::{Backend, message};
 
 pub use client::bucket_stream;
@@ -44,6 +48,11 @@ pub use config::NatsConfig;
 
 use crate::client::{Conn, Fail};
 use crate::config::Settings;
+
+/// The first least sleep of a waiter after an expiry wake-up.
+const FLOOR_FIRST: Duration = Duration::from_millis(5);
+/// The longest least sleep after expiry wake-ups that found the lock held.
+const FLOOR_MAX: Duration = Duration::from_millis(250);
 
 /// How long the clean-up after a failed or contended try_lock may take.
 const CLEANUP_BUDGET: Duration = Duration::from_millis(500);
@@ -137,7 +146,8 @@ impl Backend for Nats {
         Ok(Self { conn: RwLock::new(Some(Arc::new(conn))), settings, server_version })
     }
 
-    const CAPABILITIES: &'static [&'static str] = &["owner", "inspect", "force_release"];
+    const CAPABILITIES: &'static [&'static str] =
+        &["owner", "inspect", "force_release", "lock_wait"];
 
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
         self.try_lock_owned(key, ttl_ms, None)
@@ -193,6 +203,61 @@ impl Backend for Nats {
             ))),
             Err(f) => Err(self.failed("renew", key, f)),
         }
+    }
+
+    /// Tries, then sleeps on the holder's lease subject until a release
+    /// deletes it or its age passes the TTL, and tries again; see
+    /// `locks::wait_turn`.
+    fn lock_wait(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &Wait,
+    ) -> Result<Option<Acquired>, PluginError> {
+        let conn = self.conn()?;
+        let cancel = Arc::new(tokio::sync::Notify::new());
+        let _hook = {
+            let cancel = cancel.clone();
+            // `notify_one` keeps a permit when nobody is waiting yet, so a
+            // cancel between two sleeps is not lost.
+            wait.on_cancel(move || cancel.notify_one())
+        };
+        // The least sleep after a wake-up that was not a release: a clock
+        // ahead of the server's must not make a waiter spin on a lease it
+        // believes over.
+        let mut floor = FLOOR_FIRST;
+        loop {
+            if wait.is_cancelled() {
+                return Ok(None);
+            }
+            let sent = Instant::now();
+            if let Some(handle) = self.try_lock_owned(key, ttl_ms, owner)? {
+                return Ok(Some(Acquired { handle, sent }));
+            }
+            if wait.is_over() {
+                return Ok(None);
+            }
+            let deadline = tokio::time::Instant::from_std(wait.deadline());
+            let budget = wait.remaining() + self.settings.op_timeout;
+            match conn.run_for(budget, locks::wait_turn(&conn, key, floor, deadline, &cancel)) {
+                None => return Err(self.failed("lock_wait", key, Fail::Timeout)),
+                Some(Err(f)) => return Err(self.failed("lock_wait", key, f)),
+                Some(Ok(locks::Woke::Changed)) => floor = FLOOR_FIRST,
+                Some(Ok(locks::Woke::Expired)) => floor = (floor * 2).min(FLOOR_MAX),
+                Some(Ok(locks::Woke::Over)) => {}
+            }
+        }
+    }
+
+    /// Leases live in one bucket per TTL, expired by the bucket's
+    /// `max_age`: a lease's remaining time is its age against that.
+    fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), PluginError> {
+        let _ = (handle, ttl_ms);
+        Err(PluginError::unsupported(
+            "nats: a lease's length is its bucket's max_age (one bucket per TTL), so a held \
+             lock's remaining time cannot be set to another length (no renew_ttl)",
+        ))
     }
 
     fn release(&self, handle: &LockHandle) -> Result<(), PluginError> {

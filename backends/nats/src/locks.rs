@@ -23,6 +23,9 @@ use async_nats::jetstream::kv::{Store, UpdateErrorKind};
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bext_locking::{ForceReleased, LockInfo};
 use bytes::Bytes;
+use futures_util::StreamExt;
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
 
 use crate::client::{Conn, Fail};
 use crate::keys::{self, Holder};
@@ -222,4 +225,84 @@ pub(crate) async fn force_release(
     }
     end_hold(c, &r, &h).await?;
     Ok(ForceReleased { released: true, fence: Some(r.revision) })
+}
+
+/// What ended a waiter's sleep in [`wait_turn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// The holder's lease was deleted (release, force release), or the
+    /// holder changed or went before the watch began: try again.
+    Changed,
+    /// The holder's lease should have run out by now: try again.
+    Expired,
+    /// The wait was cancelled or reached its deadline.
+    Over,
+}
+
+/// Sleeps until `key`'s current hold ends: a message on the holder's
+/// lease subject that deletes it, or the lease's end by its age (`max_age`
+/// expiry publishes nothing), never sooner than `floor`. Subscribes to the
+/// lease's subject itself, a core NATS subscription and no JetStream
+/// consumer, so nothing is left on the server once it returns.
+pub(crate) async fn wait_turn(
+    c: &Conn,
+    key: &str,
+    floor: Duration,
+    deadline: tokio::time::Instant,
+    cancel: &Notify,
+) -> Result<Woke, Fail> {
+    let Some((_, h)) = held_entry(c, key).await? else { return Ok(Woke::Changed) };
+    if !keys::is_lock_id(&h.id) {
+        return Err(Fail::Other(format!(
+            "the lock entry of `{key}` names lease `{}`, which this backend never writes",
+            h.id
+        )));
+    }
+    let leases = c.leases(h.lease_ms).await?;
+    let client = c.js.client();
+    let mut sub = client
+        .subscribe(format!("{}{}", leases.prefix, h.id))
+        .await
+        .map_err(|e| Fail::other("subscribing to the holder's lease", e))?;
+    let woke = async {
+        // Read after subscribing (the server handles one connection's
+        // commands in order): a delete in between is seen here, and any
+        // later one arrives on the subscription.
+        let lease = match read(&leases, &h.id).await? {
+            Some(l) if l.live && l.value == key.as_bytes() => l,
+            _ => return Ok(Woke::Changed),
+        };
+        let length = Duration::from_millis(h.lease_ms);
+        let age = SystemTime::now().duration_since(lease.time).unwrap_or_default();
+        // By the server's timestamp and this host's clock, but never later
+        // than a whole lease from now (a clock behind the server's cannot
+        // make a waiter oversleep).
+        let mut ends =
+            tokio::time::Instant::now() + length.saturating_sub(age).min(length).max(floor);
+        loop {
+            tokio::select! {
+                m = sub.next() => match m {
+                    None => return Ok(Woke::Changed),
+                    Some(m) if is_removal(&m) => return Ok(Woke::Changed),
+                    // A renew rewrote the lease: it lives a whole lease on.
+                    Some(_) => ends = tokio::time::Instant::now() + length.max(floor),
+                },
+                () = tokio::time::sleep_until(ends) => return Ok(Woke::Expired),
+                () = tokio::time::sleep_until(deadline) => return Ok(Woke::Over),
+                () = cancel.notified() => return Ok(Woke::Over),
+            }
+        }
+    }
+    .await;
+    // Dropping would unsubscribe too, from a task; this is at once.
+    let _ = sub.unsubscribe().await;
+    woke
+}
+
+/// Whether a KV message deletes its key.
+fn is_removal(m: &async_nats::Message) -> bool {
+    m.headers
+        .as_ref()
+        .and_then(|h| h.get("KV-Operation"))
+        .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
 }

@@ -18,6 +18,10 @@
 //! * The file runs in WAL mode with a busy timeout. A call that cannot get
 //!   the write lock within the timeout is `Err`, never a wrong answer.
 //!
+//! * `lock_wait` watches `PRAGMA data_version` (see [`wait`]), wakes at
+//!   the holder's expiry and on this instance's own releases; `renew_for`
+//!   is the renew statement with another length.
+//!
 //! One instance owns one connection behind a mutex: every operation writes,
 //! and SQLite admits one writer per file at a time, so threads of one
 //! instance queue on the mutex (which wakes them at once) rather than on
@@ -29,13 +33,14 @@
 pub mod busy;
 mod open;
 pub mod sql;
+pub mod wait;
 
 use std::ffi::CStr;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
+use bext_locking::{Acquired, ForceReleased, LockHandle, LockInfo, PluginError, Wait};
 use bext_locking_kit::schemars::{self, JsonSchema};
 use bext_locking_kit::{Backend, message};
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
@@ -81,6 +86,8 @@ pub struct Sqlite {
     conn: Mutex<Option<Connection>>,
     statements: Statements,
     busy_timeout_ms: u64,
+    /// Wakes this instance's waiters on its own releases.
+    releases: Arc<wait::Releases>,
 }
 
 /// An instance of the SQLite backend, in-process.
@@ -117,6 +124,42 @@ impl Sqlite {
     }
 }
 
+impl Sqlite {
+    /// Sets the lease of `handle` to end `ttl_ms` from now, if it is still
+    /// ours and live; never re-creates a row.
+    fn extend(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), PluginError> {
+        let changed = self.with_conn(|c| {
+            c.prepare_cached(&self.statements.renew)?.execute((
+                &handle.key,
+                &handle.lock_id,
+                ttl_sql(ttl_ms),
+            ))
+        })?;
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(PluginError::backend(format!("sqlite: {}", message::not_held(&handle.key))))
+        }
+    }
+
+    /// `PRAGMA data_version`: changes when another connection committed.
+    fn data_version(&self) -> Result<i64, PluginError> {
+        self.with_conn(|c| c.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0)))
+    }
+
+    /// How long the live lease on `key` has left by the database's clock
+    /// (plus a millisecond, so a wake-up finds it over), or `None` when
+    /// the key is free.
+    fn expires_in(&self, key: &str) -> Result<Option<Duration>, PluginError> {
+        let ms = self.with_conn(|c| {
+            c.prepare_cached(&self.statements.inspect)?
+                .query_row([key], |row| row.get::<_, i64>(2))
+                .optional()
+        })?;
+        Ok(ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0) + 1)))
+    }
+}
+
 /// A poisoned mutex only means a panic happened while it was held; the
 /// connection rolls back any statement it was running, so it is still sound.
 fn lock(m: &Mutex<Option<Connection>>) -> MutexGuard<'_, Option<Connection>> {
@@ -144,10 +187,16 @@ impl Backend for Sqlite {
         let statements = Statements::new(table);
         let conn =
             open::open(&config.path, table, Duration::from_millis(busy_timeout_ms), &statements)?;
-        Ok(Self { conn: Mutex::new(Some(conn)), statements, busy_timeout_ms })
+        Ok(Self {
+            conn: Mutex::new(Some(conn)),
+            statements,
+            busy_timeout_ms,
+            releases: Arc::default(),
+        })
     }
 
-    const CAPABILITIES: &'static [&'static str] = &["owner", "inspect", "force_release"];
+    const CAPABILITIES: &'static [&'static str] =
+        &["owner", "inspect", "force_release", "lock_wait", "renew_ttl"];
 
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
         self.try_lock_owned(key, ttl_ms, None)
@@ -175,17 +224,65 @@ impl Backend for Sqlite {
     }
 
     fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {
-        let changed = self.with_conn(|c| {
-            c.prepare_cached(&self.statements.renew)?.execute((
-                &handle.key,
-                &handle.lock_id,
-                ttl_sql(handle.ttl_ms),
-            ))
-        })?;
-        if changed == 1 {
-            Ok(())
-        } else {
-            Err(PluginError::backend(format!("sqlite: {}", message::not_held(&handle.key))))
+        self.extend(handle, handle.ttl_ms)
+    }
+
+    /// The renew statement with another length: one conditioned UPDATE
+    /// that sets the live lease's end to `ttl_ms` from now.
+    fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), PluginError> {
+        self.extend(handle, ttl_ms)
+    }
+
+    /// Waits on `PRAGMA data_version` and this instance's releases, waking
+    /// at the holder's expiry; see [`wait`].
+    fn lock_wait(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &Wait,
+    ) -> Result<Option<Acquired>, PluginError> {
+        let releases = self.releases.clone();
+        let _hook = wait.on_cancel(move || releases.bump());
+        loop {
+            if wait.is_cancelled() {
+                return Ok(None);
+            }
+            // Both read before the try, so a release after it is seen.
+            let seen = self.releases.generation();
+            let mut version = self.data_version()?;
+            let sent = Instant::now();
+            if let Some(handle) = self.try_lock_owned(key, ttl_ms, owner)? {
+                return Ok(Some(Acquired { handle, sent }));
+            }
+            if wait.is_over() {
+                return Ok(None);
+            }
+            // None: released between the try and this read; try again.
+            let Some(ends) = self.expires_in(key)? else { continue };
+            let mut wake_at = (Instant::now() + ends).min(wait.deadline());
+            let mut pause = wait::WATCH_FIRST;
+            loop {
+                if self.releases.wait_past(seen, wait::next_pause(pause, wake_at))
+                    || Instant::now() >= wake_at
+                {
+                    break;
+                }
+                pause = (pause * 2).min(wait::WATCH_MAX);
+                let now = self.data_version()?;
+                if now == version {
+                    continue;
+                }
+                // Some connection committed: to this key, or to another.
+                version = now;
+                match self.expires_in(key)? {
+                    None => break,
+                    Some(ends) => {
+                        wake_at = (Instant::now() + ends).min(wait.deadline());
+                        pause = wait::WATCH_FIRST;
+                    }
+                }
+            }
         }
     }
 
@@ -193,6 +290,7 @@ impl Backend for Sqlite {
         self.with_conn(|c| {
             c.prepare_cached(&self.statements.release)?.execute((&handle.key, &handle.lock_id))
         })?;
+        self.releases.bump();
         Ok(())
     }
 
@@ -237,6 +335,9 @@ impl Backend for Sqlite {
                 .query_row((key, if_fence), |row| row.get::<_, i64>(0))
                 .optional()
         })?;
+        if fence.is_some() {
+            self.releases.bump();
+        }
         Ok(ForceReleased {
             released: fence.is_some(),
             fence: fence.map(|f| u64::try_from(f).unwrap_or(0)),
@@ -247,6 +348,7 @@ impl Backend for Sqlite {
         // Dropping the connection closes it; the last one to close
         // checkpoints the WAL into the main file.
         lock(&self.conn).take();
+        self.releases.bump();
     }
 }
 
