@@ -80,8 +80,9 @@ pub fn wait_for(
         return Ok(once()?.ok());
     }
     let ready_by = Instant::now() + listen.timeout.min(wait.remaining());
-    let mut wakeups = Wakeups::open(listen.sources, &listen.channel, listen.timeout, ready_by);
+    let mut wakeups = Wakeups::new();
     let _hook = wait.on_cancel(wakeups.canceller());
+    wakeups.open(listen.sources, &listen.channel, listen.timeout, ready_by);
     loop {
         if wait.is_cancelled() {
             return Ok(None);

@@ -13,7 +13,6 @@
 //! once the wait has returned.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,6 +36,11 @@ struct State {
     messages: u64,
     /// Subscriptions currently open.
     live: usize,
+    /// Subscription threads that have answered once (subscribed, or
+    /// failed to).
+    answered: usize,
+    /// Subscription threads that have ended.
+    ended: usize,
     /// The wait was cancelled: wake now.
     cancelled: bool,
 }
@@ -69,6 +73,11 @@ pub enum Woke {
     Cancelled,
 }
 
+/// How long closing waits for the subscription threads to end before it
+/// leaves the rest to finish on their own (a thread stuck connecting to a
+/// hung server): a cancelled wait must return within 100 ms.
+const CLOSE_WAIT: Duration = Duration::from_millis(90);
+
 /// One wait's subscriptions, one per server (a single node or a cluster
 /// has one, a quorum one per master). Dropping it closes them all.
 pub struct Wakeups {
@@ -79,47 +88,54 @@ pub struct Wakeups {
 }
 
 impl Wakeups {
-    /// Subscribes to `channel` on each source (a source is a list of
-    /// servers tried in turn until one subscribes: a cluster's seeds, where
-    /// any node hears every `PUBLISH`), and returns once every source has
-    /// answered or `ready_by` has passed. A source that could not subscribe
-    /// keeps trying in the background; [`live`](Self::live) says how many
-    /// are open.
-    pub fn open(
-        sources: Vec<Vec<redis::Client>>,
-        channel: &str,
-        timeout: Duration,
-        ready_by: Instant,
-    ) -> Self {
+    /// No subscription yet: register [`canceller`](Self::canceller) with
+    /// the wait, then [`open`](Self::open), so a cancel also cuts the
+    /// subscribing short.
+    pub fn new() -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
         });
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let mut threads = Vec::new();
+        Self { shared, threads: Vec::new(), seen: 0 }
+    }
+
+    /// Subscribes to `channel` on each source (a source is a list of
+    /// servers tried in turn until one subscribes: a cluster's seeds, where
+    /// any node hears every `PUBLISH`), and returns once every source has
+    /// answered, `ready_by` has passed or the wait is cancelled. A source
+    /// that could not subscribe keeps trying in the background;
+    /// [`live`](Self::live) says how many are open.
+    pub fn open(
+        &mut self,
+        sources: Vec<Vec<redis::Client>>,
+        channel: &str,
+        timeout: Duration,
+        ready_by: Instant,
+    ) {
         for clients in sources {
-            let (shared, channel, ready) = (shared.clone(), channel.to_owned(), ready_tx.clone());
+            let (shared, channel) = (self.shared.clone(), channel.to_owned());
             let spawned = std::thread::Builder::new()
                 .name("bext-redis-wake".into())
-                .spawn(move || listen(&clients, &channel, timeout, &shared, ready));
+                .spawn(move || listen(&clients, &channel, timeout, &shared));
             // Without a thread this source is not heard: the waiter falls
             // back on the holder's expiry and the floor.
             if let Ok(t) = spawned {
-                threads.push(t);
+                self.threads.push(t);
             }
         }
-        drop(ready_tx);
-        let mut answered = 0;
-        while answered < threads.len() {
+        let mut state = self.shared.state();
+        while state.answered < self.threads.len() && !state.cancelled {
             let left = ready_by.saturating_duration_since(Instant::now());
-            if left.is_zero() || ready_rx.recv_timeout(left).is_err() {
+            if left.is_zero() {
                 break;
             }
-            answered += 1;
+            state = match self.shared.wake.wait_timeout(state, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
         }
-        let seen = shared.state().messages;
-        Self { shared, threads, seen }
+        self.seen = state.messages;
     }
 
     /// How many subscriptions are open now.
@@ -163,38 +179,52 @@ impl Wakeups {
 
 impl Drop for Wakeups {
     /// Stops every subscription and waits until each has unsubscribed and
-    /// dropped its connection (at most about [`READ_SLICE`] plus
-    /// [`UNSUBSCRIBE_TIMEOUT`]).
+    /// dropped its connection (about [`READ_SLICE`] plus a round trip),
+    /// but no longer than [`CLOSE_WAIT`]: a thread still connecting to a
+    /// hung server is left to see the stop flag once its connect times
+    /// out, and closes without subscribing.
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
+        let until = Instant::now() + CLOSE_WAIT;
+        let mut state = self.shared.state();
+        while state.ended < self.threads.len() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = match self.shared.wake.wait_timeout(state, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        let all_ended = state.ended == self.threads.len();
+        drop(state);
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            // Joining an ended thread returns at once; the others detach.
+            if all_ended || t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 }
 
 /// A subscription thread: subscribe on the first of `clients` that
 /// answers, count messages until told to stop, resubscribe after a break.
-fn listen(
-    clients: &[redis::Client],
-    channel: &str,
-    timeout: Duration,
-    shared: &Shared,
-    ready: mpsc::Sender<()>,
-) {
-    let mut ready = Some(ready);
+fn listen(clients: &[redis::Client], channel: &str, timeout: Duration, shared: &Shared) {
+    let mut ready = true;
     let stopped = || shared.stop.load(Ordering::Acquire);
     while !stopped() {
-        let Some(mut conn) = clients.iter().find_map(|c| connect(c, timeout)) else {
+        let conn = clients.iter().take_while(|_| !stopped()).find_map(|c| connect(c, timeout));
+        let Some(mut conn) = conn.filter(|_| !stopped()) else {
             // Tell the waiter not to wait for this one, then retry.
-            tell(&mut ready);
+            tell(shared, &mut ready);
             pause(shared, RECONNECT_PAUSE);
             continue;
         };
         let mut pubsub = conn.as_pubsub();
         if pubsub.subscribe(channel).is_err() || pubsub.set_read_timeout(Some(READ_SLICE)).is_err()
         {
-            tell(&mut ready);
+            tell(shared, &mut ready);
             // Closed at once (no UNSUBSCRIBE wait): the connection is broken.
             let _ = pubsub.set_read_timeout(Some(Duration::from_millis(1)));
             drop(pubsub);
@@ -202,8 +232,8 @@ fn listen(
             continue;
         }
         shared.state().live += 1;
-        if ready.is_some() {
-            tell(&mut ready);
+        if ready {
+            tell(shared, &mut ready);
         } else {
             // A release may have come while this subscription was down.
             shared.bump();
@@ -222,14 +252,16 @@ fn listen(
         drop(pubsub);
         drop(conn);
     }
-    tell(&mut ready);
+    tell(shared, &mut ready);
+    shared.state().ended += 1;
+    shared.wake.notify_all();
 }
 
 /// Tells the waiter this subscription has answered (once).
-fn tell(ready: &mut Option<mpsc::Sender<()>>) {
-    if let Some(r) = ready.take() {
-        // The waiter stopped waiting for answers: nothing to tell.
-        let _ = r.send(());
+fn tell(shared: &Shared, ready: &mut bool) {
+    if std::mem::take(ready) {
+        shared.state().answered += 1;
+        shared.wake.notify_all();
     }
 }
 

@@ -287,3 +287,68 @@ fn ten_waiters_on_a_held_key_send_few_commands() {
     let acquires = command_calls(&stats, "evalsha");
     assert!(acquires <= 20, "{acquires} acquire calls from 10 waiters: they polled");
 }
+
+/// Through the `.so`: `describe` lists the wait and `renew_ttl` (not
+/// `fifo`), a release hands off, and a cancel through the `cancel_wait`
+/// slot ends the wait and leaves no subscription.
+#[test]
+fn through_the_so_a_wait_hands_off_and_cancels() {
+    let server = Server::start();
+    let lib = bext_locking_loader::load(bext_locking_test_support::plugin_path("redis")).unwrap();
+    let locks = Arc::new(lib.create_ffi(&single_config(&server, "")).unwrap());
+    let caps = locks.capabilities();
+    assert!(caps.iter().any(|c| c == "lock_wait") && caps.iter().any(|c| c == "renew_ttl"));
+    assert!(!caps.iter().any(|c| c == "fifo"), "{caps:?}");
+    assert_eq!(locks.wait_mode(), WaitMode::Notified);
+
+    let held = locks.try_lock("so-wait", HELD_TTL_MS).unwrap().unwrap();
+    let start = |wait: &Wait| {
+        let (locks, wait) = (locks.clone(), wait.clone());
+        thread::spawn(move || locks.lock_wait_with("so-wait", 5_000, None, &wait).unwrap())
+    };
+    let wait = Wait::new(WAIT);
+    let w = start(&wait);
+    until_subscribed(&[&server], "so-wait", 1);
+    locks.release(held).unwrap();
+    let got = w.join().unwrap().expect("handed off through the .so");
+    assert!(!wait.is_over());
+
+    let wait = Wait::new(Duration::from_secs(60));
+    let w = start(&wait);
+    until_subscribed(&[&server], "so-wait", 1);
+    let cancelled_at = Instant::now();
+    wait.cancel();
+    assert!(w.join().unwrap().is_none());
+    assert!(cancelled_at.elapsed() < Duration::from_secs(1), "{:?}", cancelled_at.elapsed());
+    assert_eq!(numsub(&server, "so-wait"), 0);
+    locks.renew_for(&got.handle, 1_000).unwrap();
+    locks.release(got.handle).unwrap();
+}
+
+/// A server that accepts connections but never answers (SIGSTOP): a cancel
+/// still ends the wait at once, and once the server runs again nothing the
+/// waiter started is left subscribed.
+#[test]
+fn a_cancel_ends_a_wait_on_a_hung_server() {
+    let mut server = Server::start();
+    let locks = Arc::new(plugin(&single_config(
+        &server,
+        r#","connect_timeout_ms":5000,"op_timeout_ms":5000"#,
+    )));
+    server.pause();
+    let wait = Wait::new(Duration::from_secs(60));
+    let w = waiter(&locks, "hung", &wait);
+    thread::sleep(Duration::from_millis(300));
+    let cancelled_at = Instant::now();
+    wait.cancel();
+    let got = w.join().unwrap();
+    let took = cancelled_at.elapsed();
+    server.resume();
+    assert!(got.is_none());
+    assert!(took < Duration::from_secs(1), "the cancel took {took:?}");
+    let start = Instant::now();
+    while numsub(&server, "hung") != 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "a subscription was left behind");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
