@@ -26,6 +26,12 @@
 //! without an owner there is no record, and `inspect` shows the lock held
 //! with its TTL but no owner and no `held_for_ms`.
 //!
+//! `lock_wait` subscribes to the lock's pub/sub channel (on each server it
+//! lives on) before its first try; release, force release and `renew_for`
+//! publish to that channel in the same script as their write, and a
+//! contended try answers the holder's `PTTL`, so a waiter sleeps until a
+//! message or that expiry and never polls (see `waiting` and `wake`).
+//!
 //! Release is compare-and-delete and renew compare-and-`PEXPIRE`, so a stale
 //! handle never touches a newer holder's lock and renew never re-creates a
 //! lock that is gone. Every call is bounded by `op_timeout_ms`, connections

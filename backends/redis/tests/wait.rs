@@ -352,3 +352,46 @@ fn a_cancel_ends_a_wait_on_a_hung_server() {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Six waiters, each holding the lock briefly and releasing it: every one
+/// gets it in turn, never two at once, long before any lease could expire
+/// (so each hand-off came from a release). On a quorum this is also where
+/// waiters split the masters between them and must sort it out.
+fn every_waiter_gets_it_in_turn(locks: RedisPlugin) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let locks = Arc::new(locks);
+    let held = locks.try_lock("turns", HELD_TTL_MS).unwrap().unwrap();
+    let inside = Arc::new(AtomicUsize::new(0));
+    let wait = Wait::new(WAIT);
+    let waiters: Vec<_> = (0..6)
+        .map(|_| {
+            let (locks, inside, wait) = (locks.clone(), inside.clone(), wait.clone());
+            thread::spawn(move || {
+                let got = locks.lock_wait("turns", HELD_TTL_MS, None, &wait).unwrap();
+                let got = got.expect("every waiter gets the lock before the wait ends");
+                assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+                thread::sleep(Duration::from_millis(20));
+                inside.fetch_sub(1, Ordering::SeqCst);
+                locks.release(got.handle).unwrap();
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    locks.release(held).unwrap();
+    for w in waiters {
+        w.join().unwrap();
+    }
+    assert!(!wait.is_over());
+}
+
+#[test]
+fn every_waiter_gets_the_lock_in_turn_on_one_node() {
+    let server = Server::start();
+    every_waiter_gets_it_in_turn(plugin(&single_config(&server, "")));
+}
+
+#[test]
+fn every_waiter_gets_the_lock_in_turn_on_a_quorum() {
+    let nodes = servers(3);
+    every_waiter_gets_it_in_turn(plugin(&quorum_config(&nodes, "")));
+}
