@@ -61,8 +61,10 @@ pub fn contended(v: &redis::Value) -> Option<Option<Duration>> {
 
 /// Waits for a lock: `attempt` is one try, `listen` where releases are
 /// published. `Ok(None)` when `wait` timed out or was cancelled; an
-/// `attempt` error ends the wait with that error. Every subscription is
-/// closed (unsubscribed, its connection dropped) before this returns.
+/// `attempt` error ends the wait with that error. When the wait gives up,
+/// every subscription is closed (unsubscribed, its connection dropped)
+/// before this returns; when it got the lock, the subscriptions close
+/// right after, on their own threads, so the hand-off is not delayed.
 pub fn wait_for(
     wait: &Wait,
     listen: Listen,
@@ -88,7 +90,10 @@ pub fn wait_for(
             return Ok(None);
         }
         let hint = match once()? {
-            Ok(got) => return Ok(Some(got)),
+            Ok(got) => {
+                wakeups.close_later();
+                return Ok(Some(got));
+            }
             Err(hint) => hint,
         };
         if wait.is_over() {

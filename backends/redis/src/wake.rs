@@ -177,6 +177,18 @@ impl Wakeups {
     }
 }
 
+impl Wakeups {
+    /// Closes every subscription without waiting for it: what a waiter
+    /// that got the lock does, so the hand-off is not held up by a read
+    /// slice. Each thread still unsubscribes and drops its connection,
+    /// within about [`READ_SLICE`].
+    pub fn close_later(mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        // Dropping the handles detaches the threads.
+        self.threads.clear();
+    }
+}
+
 impl Drop for Wakeups {
     /// Stops every subscription and waits until each has unsubscribed and
     /// dropped its connection (about [`READ_SLICE`] plus a round trip),
