@@ -41,6 +41,10 @@ struct State {
     answered: usize,
     /// Subscription threads that have ended.
     ended: usize,
+    /// The waiter has stopped waiting for subscriptions and made (or is
+    /// making) its first try: one that subscribes only now may have missed
+    /// a release, so it wakes the waiter.
+    opened: bool,
     /// The wait was cancelled: wake now.
     cancelled: bool,
 }
@@ -135,6 +139,7 @@ impl Wakeups {
                 Err(p) => p.into_inner().0,
             };
         }
+        state.opened = true;
         self.seen = state.messages;
     }
 
@@ -243,13 +248,19 @@ fn listen(clients: &[redis::Client], channel: &str, timeout: Duration, shared: &
             pause(shared, RECONNECT_PAUSE);
             continue;
         }
-        shared.state().live += 1;
-        if ready {
-            tell(shared, &mut ready);
-        } else {
-            // A release may have come while this subscription was down.
-            shared.bump();
+        {
+            // One critical section with the waiter's `opened`: either the
+            // waiter has not tried yet (and will only after this), or this
+            // subscription came after its first try (late, or again after
+            // a break) and a release may have come in between: wake it.
+            let mut state = shared.state();
+            state.live += 1;
+            state.answered += usize::from(std::mem::take(&mut ready));
+            if state.opened {
+                state.messages += 1;
+            }
         }
+        shared.wake.notify_all();
         while !stopped() {
             match pubsub.get_message() {
                 Ok(_) => shared.bump(),

@@ -402,3 +402,20 @@ fn every_waiter_gets_the_lock_in_turn_on_a_quorum() {
     let nodes = servers(3);
     every_waiter_gets_it_in_turn(plugin(&quorum_config(&nodes, "")));
 }
+
+/// A quorum with one master down: the waiter listens on the other two
+/// (its subscription to the dead one keeps retrying in the background)
+/// and a release still hands the lock on.
+#[test]
+fn a_quorum_with_a_master_down_still_hands_off() {
+    let mut nodes = servers(3);
+    nodes[2].kill();
+    let locks = Arc::new(plugin(&quorum_config(&nodes, "")));
+    let held = locks.try_lock("q-down", HELD_TTL_MS).unwrap().unwrap();
+    let wait = Wait::new(WAIT);
+    let w = waiter(&locks, "q-down", &wait);
+    until_subscribed(&[&nodes[0], &nodes[1]], "q-down", 2);
+    locks.release(held).unwrap();
+    assert!(w.join().unwrap().is_some());
+    assert!(!wait.is_over());
+}
