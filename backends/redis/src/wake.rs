@@ -180,9 +180,7 @@ impl Wakeups {
             };
         }
     }
-}
 
-impl Wakeups {
     /// Closes every subscription without waiting for it: what a waiter
     /// that got the lock does, so the hand-off is not held up by a read
     /// slice. Each thread still unsubscribes and drops its connection,
