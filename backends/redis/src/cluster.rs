@@ -26,6 +26,9 @@ pub struct Cluster {
     pool: Pool<ClusterConnection>,
     voice: Voice,
     per_try: Duration,
+    /// One client per seed URL, for waiters' subscriptions: in a cluster a
+    /// `PUBLISH` reaches every node, so any seed that answers will do.
+    seeds: Vec<redis::Client>,
 }
 
 impl Cluster {
@@ -53,7 +56,17 @@ impl Cluster {
             .max_retry_wait(50)
             .build()
             .map_err(|e| voice.message(&format!("bad config: {e}")))?;
-        Ok(Self { client, pool: Pool::new(pool_size), voice, per_try })
+        let seeds = urls
+            .iter()
+            .map(|u| redis::Client::open(u.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| voice.message(&format!("bad URL: {e}")))?;
+        Ok(Self { client, pool: Pool::new(pool_size), voice, per_try, seeds })
+    }
+
+    /// Clients for the seed nodes, tried in turn by a waiter's subscription.
+    pub fn seeds(&self) -> Vec<redis::Client> {
+        self.seeds.clone()
     }
 
     /// Drops idle connections and refuses new calls.

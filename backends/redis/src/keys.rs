@@ -12,6 +12,10 @@
 //! The layout is injective: a lock key continues the prefix with `{` or `#`,
 //! a fence key with `fence:`, an info key with `info:`, and each carries
 //! the whole name, so no two names and no two keys of one name ever meet.
+//!
+//! Waiters listen on the pub/sub channel `bext:lock:wake:{jobs/nightly}`,
+//! laid out the same way (channels are not keys, but the same tag keeps a
+//! sharded channel on the lock's slot should one ever be used).
 
 /// The key holding the lock's token.
 pub fn lock_key(prefix: &str, name: &str) -> String {
@@ -36,6 +40,16 @@ pub fn fence_key(prefix: &str, name: &str) -> String {
     let mut k = String::with_capacity(prefix.len() + name.len() + 12);
     k.push_str(prefix);
     k.push_str("fence:");
+    push_tagged(&mut k, name);
+    k
+}
+
+/// The pub/sub channel a release (or a force release, or a `renew_for`
+/// that moves the expiry) publishes to, and waiters subscribe to.
+pub fn wake_channel(prefix: &str, name: &str) -> String {
+    let mut k = String::with_capacity(prefix.len() + name.len() + 11);
+    k.push_str(prefix);
+    k.push_str("wake:");
     push_tagged(&mut k, name);
     k
 }
@@ -75,6 +89,7 @@ mod tests {
             let (l, f) = (lock_key("p:", name), fence_key("p:", name));
             assert_eq!(hashed_part(&l), hashed_part(&f), "{name}: {l} vs {f}");
             assert_eq!(hashed_part(&l), hashed_part(&info_key("p:", name)), "{name}");
+            assert_eq!(hashed_part(&l), hashed_part(&wake_channel("p:", name)), "{name}");
             assert_ne!(hashed_part(&l), l, "{name}: {l} has no usable tag");
         }
         assert_eq!(lock_key("bext:lock:", "jobs/nightly"), "bext:lock:{jobs/nightly}");
@@ -95,12 +110,15 @@ mod tests {
             "fence:{a}",
             "info:a",
             "info:{a}",
+            "wake:a",
+            "wake:{a}",
         ];
         let mut all = std::collections::HashSet::new();
         for n in names {
             assert!(all.insert(lock_key("p", n)), "lock {n}");
             assert!(all.insert(fence_key("p", n)), "fence {n}");
             assert!(all.insert(info_key("p", n)), "info {n}");
+            assert!(all.insert(wake_channel("p", n)), "wake {n}");
         }
     }
 }

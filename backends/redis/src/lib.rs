@@ -26,6 +26,12 @@
 //! without an owner there is no record, and `inspect` shows the lock held
 //! with its TTL but no owner and no `held_for_ms`.
 //!
+//! `lock_wait` subscribes to the lock's pub/sub channel (on each server it
+//! lives on) before its first try; release, force release and `renew_for`
+//! publish to that channel in the same script as their write, and a
+//! contended try answers the holder's `PTTL`, so a waiter sleeps until a
+//! message or that expiry and never polls (see `waiting` and `wake`).
+//!
 //! Release is compare-and-delete and renew compare-and-`PEXPIRE`, so a stale
 //! handle never touches a newer holder's lock and renew never re-creates a
 //! lock that is gone. Every call is bounded by `op_timeout_ms`, connections
@@ -42,11 +48,13 @@ mod node;
 mod quorum;
 mod redact;
 pub mod scripts;
+mod waiting;
+mod wake;
 
 use std::ffi::CStr;
 use std::time::{Duration, Instant};
 
-use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
+use bext_locking::{Acquired, ForceReleased, LockHandle, LockInfo, PluginError, Wait};
 use bext_locking_kit::{Backend, Limits, message};
 use redis::Value;
 
@@ -54,13 +62,15 @@ pub use config::{DEFAULT_KEY_PREFIX, RedisConfig, Settings, Topology};
 pub use redact::redact_url;
 
 use crate::cluster::Cluster;
-use crate::keys::{fence_key, info_key, lock_key};
+use crate::keys::{fence_key, info_key, lock_key, wake_channel};
 use crate::node::{Invocation, Node};
 use crate::quorum::Quorum;
 use crate::redact::secrets_of;
 use crate::scripts::{
-    ACQUIRE_FENCED, ACQUIRE_PLAIN, FORCE_RELEASE, HOLDS, INSPECT, RELEASE, RENEW,
+    ACQUIRE_FENCED, ACQUIRE_FENCED_WAIT, ACQUIRE_PLAIN, ACQUIRE_PLAIN_WAIT, FORCE_RELEASE, HOLDS,
+    INSPECT, RELEASE, RENEW,
 };
+use crate::waiting::{Listen, Try, contended, wait_for};
 
 /// Where the locks live. One per instance, so variant sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -92,6 +102,8 @@ pub struct Redis {
     backend: Deployment,
     prefix: String,
     op_timeout: Duration,
+    /// Also bounds opening a waiter's subscription on each server.
+    connect_timeout: Duration,
     /// Single node or cluster with fences (false for a quorum).
     fencing: bool,
 }
@@ -123,7 +135,13 @@ impl Redis {
                 Deployment::Quorum(Quorum::new(nodes, s.clock_drift_factor, s.op_timeout))
             }
         };
-        Ok(Self { backend, prefix: s.key_prefix, op_timeout: s.op_timeout, fencing: s.fencing })
+        Ok(Self {
+            backend,
+            prefix: s.key_prefix,
+            op_timeout: s.op_timeout,
+            connect_timeout: s.connect_timeout,
+            fencing: s.fencing,
+        })
     }
 
     /// Whether this instance's handles carry fences (single node and
@@ -206,6 +224,86 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// Where a waiter on `key` subscribes: the server, any of a cluster's
+    /// seeds (a cluster `PUBLISH` reaches every node), or every master of
+    /// a quorum.
+    fn listen(&self, key: &str) -> Listen {
+        let sources = match &self.backend {
+            Deployment::Fenced(Fenced::Single(node)) => vec![vec![node.client()]],
+            Deployment::Fenced(Fenced::Cluster(cluster)) => vec![cluster.seeds()],
+            Deployment::Quorum(q) => q.clients().into_iter().map(|c| vec![c]).collect(),
+        };
+        Listen {
+            sources,
+            channel: wake_channel(&self.prefix, key),
+            timeout: self.connect_timeout.min(self.op_timeout.max(Duration::from_millis(100))),
+        }
+    }
+
+    /// A waiter's try on a single node or cluster: the acquire scripts'
+    /// waiting variants, which answer contention with the holder's `PTTL`
+    /// in the same round trip. Without fences the plain script stands in
+    /// for `SET NX PX` (one command either way).
+    fn try_waiting(&self, key: &str, ttl_ms: u64, owner: Option<&str>) -> Result<Try, PluginError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let (lock, info) = (lock_key(&self.prefix, key), info_key(&self.prefix, key));
+        let fence = fence_key(&self.prefix, key);
+        let ttl = ttl_ms.to_string();
+        let mut args = vec![token.as_str(), ttl.as_str()];
+        args.extend(owner);
+        let inv = if self.fencing {
+            Invocation {
+                lua: Some(&ACQUIRE_FENCED_WAIT),
+                keys: &[&lock, &fence, &info],
+                args: &args,
+            }
+        } else if owner.is_some() {
+            Invocation { lua: Some(&ACQUIRE_PLAIN_WAIT), keys: &[&lock, &info], args: &args }
+        } else {
+            Invocation { lua: Some(&ACQUIRE_PLAIN_WAIT), keys: &[&lock], args: &args }
+        };
+        let reply = self.script(&inv)?;
+        let handle = |fence: Option<u64>| LockHandle {
+            key: key.to_owned(),
+            lock_id: token.clone(),
+            ttl_ms,
+            fence,
+        };
+        match (&reply, self.fencing) {
+            (Value::Int(f), true) if *f > 0 => Ok(Try::Got(handle(Some(*f as u64)))),
+            (Value::Int(1), false) => Ok(Try::Got(handle(None))),
+            _ => match contended(&reply) {
+                Some(hint) => Ok(Try::Held(hint)),
+                None => Err(unexpected("acquire", &reply)),
+            },
+        }
+    }
+
+    /// Compare-and-`PEXPIRE` on a single node or cluster; with a channel
+    /// the waiters are told.
+    fn renew_fenced(
+        &self,
+        handle: &LockHandle,
+        ttl_ms: u64,
+        channel: Option<&str>,
+    ) -> Result<(), PluginError> {
+        let lock = lock_key(&self.prefix, &handle.key);
+        let info = info_key(&self.prefix, &handle.key);
+        let ttl = ttl_ms.to_string();
+        let mut args = vec![handle.lock_id.as_str(), ttl.as_str()];
+        args.extend(channel);
+        let inv = Invocation { lua: Some(&RENEW), keys: &[&lock, &info], args: &args };
+        match self.script(&inv)? {
+            Value::Int(1) => Ok(()),
+            Value::Int(0) => {
+                Err(PluginError::backend(format!("redis: {}", message::not_held(&handle.key))))
+            }
+            other => Err(unexpected("renew", &other)),
+        }
+    }
+}
+
 fn unexpected(what: &str, v: &Value) -> PluginError {
     PluginError::backend(format!("redis: unexpected reply to {what}: {v:?}"))
 }
@@ -227,7 +325,11 @@ impl Backend for Redis {
         }
     }
 
-    const CAPABILITIES: &'static [&'static str] = &["owner", "inspect", "force_release"];
+    /// `"lock_wait"`: a release publishes to the lock's channel and
+    /// waiters also wake at the holder's expiry. Not `"fifo"`: every
+    /// waiter woken by a release tries at once, and the fastest wins.
+    const CAPABILITIES: &'static [&'static str] =
+        &["owner", "inspect", "force_release", "lock_wait", "renew_ttl"];
 
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
         self.try_lock_owned(key, ttl_ms, None)
@@ -306,7 +408,9 @@ impl Backend for Redis {
         let (lock, fence) = (lock_key(&self.prefix, key), fence_key(&self.prefix, key));
         let info = info_key(&self.prefix, key);
         let wanted = if_fence.map(|f| f.to_string());
-        let args: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        let channel = wake_channel(&self.prefix, key);
+        let mut args = vec![channel.as_str()];
+        args.extend(wanted.as_deref());
         let inv =
             Invocation { lua: Some(&FORCE_RELEASE), keys: &[&lock, &fence, &info], args: &args };
         match self.script(&inv)? {
@@ -328,19 +432,43 @@ impl Backend for Redis {
 
     fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {
         if let Deployment::Quorum(q) = &self.backend {
-            return q.renew(&self.prefix, handle).map_err(PluginError::backend);
+            return q
+                .renew(&self.prefix, handle, handle.ttl_ms, false)
+                .map_err(PluginError::backend);
         }
-        let lock = lock_key(&self.prefix, &handle.key);
-        let info = info_key(&self.prefix, &handle.key);
-        let ttl = handle.ttl_ms.to_string();
-        let inv =
-            Invocation { lua: Some(&RENEW), keys: &[&lock, &info], args: &[&handle.lock_id, &ttl] };
-        match self.script(&inv)? {
-            Value::Int(1) => Ok(()),
-            Value::Int(0) => {
-                Err(PluginError::backend(format!("redis: {}", message::not_held(&handle.key))))
+        self.renew_fenced(handle, handle.ttl_ms, None)
+    }
+
+    /// Compare-and-`PEXPIRE` to `ttl_ms` (on a quorum, on every master,
+    /// kept with a majority inside the new lease's validity), publishing
+    /// to the lock's channel so waiters read the new expiry: a lease cut
+    /// short then passes on when it ends, not when it would have.
+    fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), PluginError> {
+        if let Deployment::Quorum(q) = &self.backend {
+            return q.renew(&self.prefix, handle, ttl_ms, true).map_err(PluginError::backend);
+        }
+        let channel = wake_channel(&self.prefix, &handle.key);
+        self.renew_fenced(handle, ttl_ms, Some(&channel))
+    }
+
+    /// Subscribes to the lock's channel on every server it lives on, then
+    /// tries; on contention sleeps until a release is published, the
+    /// holder's `PTTL` runs out or the wait ends (see `waiting`).
+    fn lock_wait(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &Wait,
+    ) -> Result<Option<Acquired>, PluginError> {
+        let listen = self.listen(key);
+        match &self.backend {
+            Deployment::Quorum(q) => wait_for(wait, listen, || {
+                q.try_waiting(&self.prefix, key, ttl_ms, owner).map_err(PluginError::backend)
+            }),
+            Deployment::Fenced(_) => {
+                wait_for(wait, listen, || self.try_waiting(key, ttl_ms, owner))
             }
-            other => Err(unexpected("renew", &other)),
         }
     }
 
@@ -350,8 +478,12 @@ impl Backend for Redis {
         }
         let lock = lock_key(&self.prefix, &handle.key);
         let info = info_key(&self.prefix, &handle.key);
-        let inv =
-            Invocation { lua: Some(&RELEASE), keys: &[&lock, &info], args: &[&handle.lock_id] };
+        let channel = wake_channel(&self.prefix, &handle.key);
+        let inv = Invocation {
+            lua: Some(&RELEASE),
+            keys: &[&lock, &info],
+            args: &[&handle.lock_id, &channel],
+        };
         match self.script(&inv)? {
             Value::Int(_) => Ok(()),
             other => Err(unexpected("release", &other)),

@@ -93,6 +93,12 @@ impl Node {
         Ok(Self { client, voice, pool: Pool::new(pool_size), connect_timeout, handshake_replies })
     }
 
+    /// A client for this server, for a waiter's dedicated subscription
+    /// connection (never pooled: it ends with the wait).
+    pub fn client(&self) -> redis::Client {
+        self.client.clone()
+    }
+
     /// The URL with its password redacted.
     pub fn label(&self) -> &str {
         &self.voice.label

@@ -22,9 +22,12 @@ use std::time::{Duration, Instant};
 use bext_locking::{ForceReleased, LockHandle, LockInfo};
 use redis::Value;
 
-use crate::keys::{info_key, lock_key};
+use crate::keys::{info_key, lock_key, wake_channel};
 use crate::node::{Invocation, Node, Pending};
-use crate::scripts::{ACQUIRE_PLAIN, FORCE_RELEASE_PLAIN, INSPECT, Inspected, RELEASE, RENEW};
+use crate::scripts::{
+    ACQUIRE_PLAIN, ACQUIRE_PLAIN_WAIT, FORCE_RELEASE_PLAIN, INSPECT, Inspected, RELEASE, RENEW,
+};
+use crate::waiting::{Try, contended};
 
 /// The fixed part of Redlock's drift allowance.
 const DRIFT_FLOOR: Duration = Duration::from_millis(2);
@@ -45,6 +48,9 @@ pub struct Quorum {
 struct Tally {
     yes: usize,
     no: usize,
+    /// The holders' remaining times where a waiter's acquire was refused
+    /// (`None`: that key has no expiry).
+    held_for: Vec<Option<Duration>>,
     failures: Vec<String>,
 }
 
@@ -52,6 +58,11 @@ impl Quorum {
     /// A quorum over `nodes`.
     pub fn new(nodes: Vec<Node>, drift_factor: f64, op_timeout: Duration) -> Self {
         Self { nodes, drift_factor, op_timeout }
+    }
+
+    /// A client per master, for a waiter's subscriptions.
+    pub fn clients(&self) -> Vec<redis::Client> {
+        self.nodes.iter().map(Node::client).collect()
     }
 
     /// Drops idle connections and refuses new calls on every master.
@@ -131,11 +142,15 @@ impl Quorum {
     }
 
     fn tally(&self, results: Vec<Result<Value, String>>) -> Tally {
-        let mut t = Tally { yes: 0, no: 0, failures: Vec::new() };
+        let mut t = Tally { yes: 0, no: 0, held_for: Vec::new(), failures: Vec::new() };
         for (node, r) in self.nodes.iter().zip(results) {
             match r {
                 Ok(Value::Int(1)) => t.yes += 1,
                 Ok(Value::Int(0)) => t.no += 1,
+                Ok(v) if contended(&v).is_some() => {
+                    t.no += 1;
+                    t.held_for.extend(contended(&v));
+                }
                 Ok(other) => t
                     .failures
                     .push(format!("redis {}: unexpected script reply {other:?}", node.label())),
@@ -153,29 +168,70 @@ impl Quorum {
         ttl_ms: u64,
         owner: Option<&str>,
     ) -> Result<Option<LockHandle>, String> {
+        self.attempt(&ACQUIRE_PLAIN, prefix, key, ttl_ms, owner).map(|(got, _)| got)
+    }
+
+    /// One Redlock attempt for a waiter: on contention, when the lock
+    /// could be free again. A majority must be free, so that is when
+    /// enough of the refusing masters' leases have run out to make one
+    /// with the masters that granted this attempt; after a split (some
+    /// masters granted, too few), other waiters' tokens are what blocked
+    /// it and their owners undo them at once (publishing), so the retry
+    /// comes after a short random pause instead.
+    pub fn try_waiting(
+        &self,
+        prefix: &str,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<Try, String> {
+        let (got, t) = self.attempt(&ACQUIRE_PLAIN_WAIT, prefix, key, ttl_ms, owner)?;
+        if let Some(handle) = got {
+            return Ok(Try::Got(handle));
+        }
+        let Some(t) = t else { return Ok(Try::Held(None)) };
+        if t.yes > 0 {
+            return Ok(Try::Held(Some(split_pause())));
+        }
+        let need = self.majority().saturating_sub(self.nodes.len() - t.no - t.failures.len());
+        let mut ends: Vec<Duration> =
+            t.held_for.iter().map(|d| d.unwrap_or(Duration::MAX)).collect();
+        ends.sort_unstable();
+        let hint = need.checked_sub(1).and_then(|i| ends.get(i)).copied();
+        Ok(Try::Held(hint.filter(|d| *d != Duration::MAX)))
+    }
+
+    /// One attempt with `script`: the lock, or `None` and the tally that
+    /// refused it (`None` too when only failures answered: that is `Err`).
+    fn attempt(
+        &self,
+        script: &crate::scripts::Lua,
+        prefix: &str,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+    ) -> Result<(Option<LockHandle>, Option<Tally>), String> {
         let token = uuid::Uuid::new_v4().to_string();
         let (lock, info) = (lock_key(prefix, key), info_key(prefix, key));
         let ttl = ttl_ms.to_string();
         let mut args = vec![token.as_str(), ttl.as_str()];
         args.extend(owner);
         let start = Instant::now();
-        let inv = Invocation { lua: Some(&ACQUIRE_PLAIN), keys: &[&lock, &info], args: &args };
+        let inv = Invocation { lua: Some(script), keys: &[&lock, &info], args: &args };
         let t = self.tally(self.fan_out(&inv, start + self.node_timeout(ttl_ms)));
         let validity = self.validity_ms(ttl_ms, start.elapsed());
         if t.yes >= self.majority() && validity > 0.0 {
-            return Ok(Some(LockHandle {
-                key: key.to_owned(),
-                lock_id: token,
-                ttl_ms,
-                fence: None,
-            }));
+            let handle = LockHandle { key: key.to_owned(), lock_id: token, ttl_ms, fence: None };
+            return Ok((Some(handle), None));
         }
         // Undo the attempt everywhere, also where the answer was lost: a
         // master that timed out may still have stored the token. What cannot
-        // be undone now expires with the TTL.
-        let _ = self.release_token(&lock, &info, &token, start + self.op_timeout);
+        // be undone now expires with the TTL. Where a token is deleted the
+        // undo publishes, so waiters it blocked try again.
+        let channel = wake_channel(prefix, key);
+        let _ = self.release_token(&lock, &info, &token, Some(&channel), start + self.op_timeout);
         if t.no > 0 {
-            return Ok(None);
+            return Ok((None, Some(t)));
         }
         let n = self.nodes.len();
         if t.yes >= self.majority() {
@@ -194,14 +250,27 @@ impl Quorum {
 
     /// Compare-and-extend on every master; kept only with a majority of
     /// confirmations inside the new lease's validity.
-    pub fn renew(&self, prefix: &str, handle: &LockHandle) -> Result<(), String> {
+    /// `ttl_ms` is the lease to set (the handle's own for a renew); with
+    /// `notify` (`renew_for`) each master publishes to the lock's channel,
+    /// so waiters read the new expiry.
+    pub fn renew(
+        &self,
+        prefix: &str,
+        handle: &LockHandle,
+        ttl_ms: u64,
+        notify: bool,
+    ) -> Result<(), String> {
         let (lock, info) = (lock_key(prefix, &handle.key), info_key(prefix, &handle.key));
-        let ttl = handle.ttl_ms.to_string();
+        let ttl = ttl_ms.to_string();
+        let channel = wake_channel(prefix, &handle.key);
+        let mut args = vec![handle.lock_id.as_str(), ttl.as_str()];
+        if notify {
+            args.push(&channel);
+        }
         let start = Instant::now();
-        let inv =
-            Invocation { lua: Some(&RENEW), keys: &[&lock, &info], args: &[&handle.lock_id, &ttl] };
-        let t = self.tally(self.fan_out(&inv, start + self.node_timeout(handle.ttl_ms)));
-        let validity = self.validity_ms(handle.ttl_ms, start.elapsed());
+        let inv = Invocation { lua: Some(&RENEW), keys: &[&lock, &info], args: &args };
+        let t = self.tally(self.fan_out(&inv, start + self.node_timeout(ttl_ms)));
+        let validity = self.validity_ms(ttl_ms, start.elapsed());
         if t.yes >= self.majority() && validity > 0.0 {
             return Ok(());
         }
@@ -225,19 +294,24 @@ impl Quorum {
         // The same per-master timeout as acquire and renew: a lock's calls
         // then share one socket timeout and need no `setsockopt` between them.
         let deadline = Instant::now() + self.node_timeout(handle.ttl_ms);
-        self.release_token(&lock, &info, &handle.lock_id, deadline)
+        let channel = wake_channel(prefix, &handle.key);
+        self.release_token(&lock, &info, &handle.lock_id, Some(&channel), deadline)
     }
 
     /// OK when a majority answered: the rest expire with the TTL, and a
-    /// minority can never keep anyone else from a quorum.
+    /// minority can never keep anyone else from a quorum. Each master that
+    /// deletes the token publishes to `channel`.
     fn release_token(
         &self,
         lock: &str,
         info: &str,
         token: &str,
+        channel: Option<&str>,
         deadline: Instant,
     ) -> Result<(), String> {
-        let inv = Invocation { lua: Some(&RELEASE), keys: &[lock, info], args: &[token] };
+        let mut args = vec![token];
+        args.extend(channel);
+        let inv = Invocation { lua: Some(&RELEASE), keys: &[lock, info], args: &args };
         let results = self.fan_out(&inv, deadline);
         let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
         if self.nodes.len() - failures.len() >= self.majority() {
@@ -326,8 +400,12 @@ impl Quorum {
         };
         let digest = String::from_utf8_lossy(&agreed[0].digest).into_owned();
         let (lock, info) = (lock_key(prefix, key), info_key(prefix, key));
-        let inv =
-            Invocation { lua: Some(&FORCE_RELEASE_PLAIN), keys: &[&lock, &info], args: &[&digest] };
+        let channel = wake_channel(prefix, key);
+        let inv = Invocation {
+            lua: Some(&FORCE_RELEASE_PLAIN),
+            keys: &[&lock, &info],
+            args: &[&digest, &channel],
+        };
         let t = self.tally(self.fan_out(&inv, Instant::now() + self.op_timeout));
         if t.yes >= self.majority() {
             return Ok(ForceReleased { released: true, fence: None });
@@ -345,4 +423,12 @@ impl Quorum {
             t.failures.join("; ")
         ))
     }
+}
+
+/// The pause before a waiter retries after a split: 2 to 20 ms, at random,
+/// so waiters that split the masters between them do not collide again in
+/// step (Redlock's "retry after a random delay").
+fn split_pause() -> Duration {
+    let r = uuid::Uuid::new_v4().as_u128() as u64;
+    Duration::from_micros(2_000 + r % 18_000)
 }

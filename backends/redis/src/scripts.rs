@@ -25,6 +25,72 @@ impl Lua {
     }
 }
 
+/// What the waiters' acquires answer on contention: the lock's `PTTL`
+/// (`-1` for a key without expiry), in a one-element array so it never
+/// reads as a fence or a grant.
+macro_rules! contended_pttl {
+    () => {
+        "return {redis.call('PTTL', KEYS[1])}\n"
+    };
+}
+
+/// The fenced acquire up to its answer on contention, shared by
+/// [`ACQUIRE_FENCED`] and [`ACQUIRE_FENCED_WAIT`].
+macro_rules! acquire_fenced_body {
+    () => {
+        r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local t = redis.call('TIME')
+  local now = t[1] .. string.sub('00000' .. t[2], -6)
+  if KEYS[3] then
+    redis.call('DEL', KEYS[3])
+    if ARGV[3] then
+      redis.call('HSET', KEYS[3], 'tok', redis.sha1hex(ARGV[1]), 'since', now, 'owner', ARGV[3])
+    else
+      redis.call('HSET', KEYS[3], 'tok', redis.sha1hex(ARGV[1]), 'since', now)
+    end
+    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  end
+  local last = redis.call('SET', KEYS[2], now, 'GET')
+  if last and (#last > #now or (#last == #now and last >= now)) then
+    local fence = tonumber(last) + 1
+    redis.call('SET', KEYS[2], string.format('%.0f', fence))
+    return fence
+  end
+  return tonumber(now)
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return tonumber(redis.call('GET', KEYS[2]))
+end
+"#
+    };
+}
+
+/// The plain acquire up to its answer on contention, shared by
+/// [`ACQUIRE_PLAIN`] and [`ACQUIRE_PLAIN_WAIT`].
+macro_rules! acquire_plain_body {
+    () => {
+        r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if KEYS[2] then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[2], 'tok', redis.sha1hex(ARGV[1]), 'since', string.format('%.0f', now))
+    if ARGV[3] then
+      redis.call('HSET', KEYS[2], 'owner', ARGV[3])
+    end
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  end
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return 1
+end
+"#
+    };
+}
+
 /// Single node and cluster: `SET NX PX`, then raise the never-expiring
 /// fence counter to `max(counter + 1, server time in microseconds)`.
 ///
@@ -53,36 +119,14 @@ impl Lua {
 /// KEYS: lock, fence, [info]. ARGV: token, ttl_ms, [owner]. Returns the
 /// fence, or nil when someone else holds the lock (or, after a lost reply,
 /// ours again).
-pub static ACQUIRE_FENCED: LazyLock<Lua> = LazyLock::new(|| {
-    Lua::new(
-        r#"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local t = redis.call('TIME')
-  local now = t[1] .. string.sub('00000' .. t[2], -6)
-  if KEYS[3] then
-    redis.call('DEL', KEYS[3])
-    if ARGV[3] then
-      redis.call('HSET', KEYS[3], 'tok', redis.sha1hex(ARGV[1]), 'since', now, 'owner', ARGV[3])
-    else
-      redis.call('HSET', KEYS[3], 'tok', redis.sha1hex(ARGV[1]), 'since', now)
-    end
-    redis.call('PEXPIRE', KEYS[3], ARGV[2])
-  end
-  local last = redis.call('SET', KEYS[2], now, 'GET')
-  if last and (#last > #now or (#last == #now and last >= now)) then
-    local fence = tonumber(last) + 1
-    redis.call('SET', KEYS[2], string.format('%.0f', fence))
-    return fence
-  end
-  return tonumber(now)
-end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return tonumber(redis.call('GET', KEYS[2]))
-end
-return false
-"#,
-    )
-});
+pub static ACQUIRE_FENCED: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(acquire_fenced_body!(), "return false\n")));
+
+/// [`ACQUIRE_FENCED`] for a waiter: on contention it answers `{pttl}`, the
+/// holder's remaining time, so the waiter knows when an expiry could free
+/// the lock without a second round trip.
+pub static ACQUIRE_FENCED_WAIT: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(acquire_fenced_body!(), contended_pttl!())));
 
 /// The fenced acquire as it was before [`ACQUIRE_FENCED`] learned to write
 /// the clock first: read the counter, take the maximum, write it back (and,
@@ -120,33 +164,18 @@ return false
 /// (with a second key) the holder's record as [`ACQUIRE_FENCED`] writes it,
 /// by this server's clock. KEYS: lock, [info]. ARGV: token, ttl_ms,
 /// [owner]. Returns 1 when the token holds the lock, 0 when another does.
-pub static ACQUIRE_PLAIN: LazyLock<Lua> = LazyLock::new(|| {
-    Lua::new(
-        r#"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if KEYS[2] then
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    redis.call('DEL', KEYS[2])
-    redis.call('HSET', KEYS[2], 'tok', redis.sha1hex(ARGV[1]), 'since', string.format('%.0f', now))
-    if ARGV[3] then
-      redis.call('HSET', KEYS[2], 'owner', ARGV[3])
-    end
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  end
-  return 1
-end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return 1
-end
-return 0
-"#,
-    )
-});
+pub static ACQUIRE_PLAIN: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(acquire_plain_body!(), "return 0\n")));
+
+/// [`ACQUIRE_PLAIN`] for a waiter: `{pttl}` instead of 0 on contention.
+pub static ACQUIRE_PLAIN_WAIT: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(acquire_plain_body!(), contended_pttl!())));
 
 /// Compare-and-`PEXPIRE`: never creates a missing key. KEYS: lock,
-/// [info], whose TTL follows the lock's. ARGV: token, ttl_ms. Returns 1
-/// when extended, 0 when not ours.
+/// [info], whose TTL follows the lock's. ARGV: token, ttl_ms, [channel]:
+/// with a channel (`renew_for`, which may bring the expiry closer) the
+/// waiters are told, so they read the new `PTTL`. Returns 1 when extended,
+/// 0 when not ours.
 pub static RENEW: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         r#"
@@ -154,15 +183,22 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   if KEYS[2] then
     redis.call('PEXPIRE', KEYS[2], ARGV[2])
   end
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  local n = redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  if ARGV[3] then
+    redis.call('PUBLISH', ARGV[3], '1')
+  end
+  return n
 end
 return 0
 "#,
     )
 });
 
-/// Compare-and-delete. KEYS: lock, [info]. ARGV: token. Returns 1 when
-/// deleted, 0 when the key was gone or held by another token.
+/// Compare-and-delete. KEYS: lock, [info]. ARGV: token, [channel]: a
+/// release publishes on the lock's channel in the same atomic step, so a
+/// waiter subscribed before its last try always hears of it (a quorum's
+/// undo of a failed attempt passes no channel). Returns 1 when deleted, 0
+/// when the key was gone or held by another token.
 pub static RELEASE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         r#"
@@ -170,7 +206,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   if KEYS[2] then
     redis.call('DEL', KEYS[2])
   end
-  return redis.call('DEL', KEYS[1])
+  local n = redis.call('DEL', KEYS[1])
+  if ARGV[2] then
+    redis.call('PUBLISH', ARGV[2], '1')
+  end
+  return n
 end
 return 0
 "#,
@@ -221,8 +261,9 @@ return {d, pttl, fence, -1, 0, ''}
 /// so a racing renew runs wholly before (and is undone) or after (and finds
 /// no lock). The fence counter stays, so the next fence is higher.
 ///
-/// KEYS: lock, fence, info. ARGV: [if_fence]. Returns nil when the key is
-/// free (or its fence is not `if_fence`), else `{fence or ''}`.
+/// KEYS: lock, fence, info. ARGV: channel (published to when the lock is
+/// broken, to wake waiters), [if_fence]. Returns nil when the key is free
+/// (or its fence is not `if_fence`), else `{fence or ''}`.
 ///
 /// Unlike the others its *answer* is not idempotent: if a reply is lost and
 /// the call retried, the retry finds the key free and says so; the lock is
@@ -234,10 +275,11 @@ if not redis.call('GET', KEYS[1]) then
   return false
 end
 local f = redis.call('GET', KEYS[2]) or ''
-if ARGV[1] and ARGV[1] ~= f then
+if ARGV[2] and ARGV[2] ~= f then
   return false
 end
 redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('PUBLISH', ARGV[1], '1')
 return {f}
 "#,
     )
@@ -245,14 +287,16 @@ return {f}
 
 /// Quorum: break the lock on one master, only if it is still held by the
 /// token whose SHA-1 a majority agreed on, so a lock taken meanwhile by
-/// someone else is never touched. KEYS: lock, info. ARGV: digest.
-/// Returns 1 when deleted, 0 otherwise.
+/// someone else is never touched. KEYS: lock, info. ARGV: digest,
+/// channel (published to when deleted). Returns 1 when deleted, 0
+/// otherwise.
 pub static FORCE_RELEASE_PLAIN: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         r#"
 local v = redis.call('GET', KEYS[1])
 if v and redis.sha1hex(v) == ARGV[1] then
   redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('PUBLISH', ARGV[2], '1')
   return 1
 end
 return 0
@@ -275,9 +319,11 @@ return 0
 });
 
 /// Every script, for loading them on a new connection.
-pub static ALL: [&LazyLock<Lua>; 8] = [
+pub static ALL: [&LazyLock<Lua>; 10] = [
     &ACQUIRE_FENCED,
+    &ACQUIRE_FENCED_WAIT,
     &ACQUIRE_PLAIN,
+    &ACQUIRE_PLAIN_WAIT,
     &RENEW,
     &RELEASE,
     &INSPECT,
