@@ -88,4 +88,15 @@ impl Report {
     pub fn assert_passed(&self) {
         assert!(self.passed(), "conformance failed\n{}", self.table());
     }
+
+    /// [`assert_passed`](Self::assert_passed), and also that no check was
+    /// skipped except those named in `may_skip`: a backend that serves a
+    /// call proves it, rather than passing by skipping.
+    #[track_caller]
+    pub fn assert_passed_skipping_only(&self, may_skip: &[&str]) {
+        self.assert_passed();
+        let skipped: Vec<&str> =
+            self.skipped().map(|c| c.name).filter(|n| !may_skip.contains(n)).collect();
+        assert!(skipped.is_empty(), "checks skipped: {skipped:?}\n{}", self.table());
+    }
 }

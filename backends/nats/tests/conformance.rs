@@ -29,7 +29,8 @@ fn in_process() {
             .map(|p| Box::new(p) as Box<dyn LockWait>)
             .map_err(|e| e.message)
     };
-    conformance::run_wait(&factory, &options()).assert_passed();
+    conformance::run_wait(&factory, &options())
+        .assert_passed_skipping_only(&["wait_fifo_order", "renew_for_sets_the_remaining_time"]);
 }
 
 #[test]
@@ -41,5 +42,6 @@ fn through_the_so() {
     report.assert_passed();
     assert_eq!(report.skipped().count(), 0, "{}", report.table());
     let factory = || plugin.create_ffi(&config).map(|p| Box::new(p) as Box<dyn LockWait>);
-    conformance::run_wait(&factory, &options()).assert_passed();
+    conformance::run_wait(&factory, &options())
+        .assert_passed_skipping_only(&["wait_fifo_order", "renew_for_sets_the_remaining_time"]);
 }
