@@ -30,6 +30,8 @@ mod plugin;
 pub mod redact;
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod testing_wait;
 pub mod wait;
 
 #[cfg(feature = "conformance")]
@@ -41,7 +43,10 @@ pub use admin::{
 };
 pub use drift::ClockDrift;
 pub use error::{ErrorKind, PluginError};
-pub use exclusive::{LockingHint, RunError, run_exclusive, run_exclusive_with};
+pub use exclusive::{
+    Finished, LockingHint, RENEW_TTL, RunError, check_min_hold, finish_min_hold, run_exclusive,
+    run_exclusive_min_hold, run_exclusive_with,
+};
 pub use guard::{GuardOptions, LockGuard, LockLost, LossCause, ReleaseError};
 pub use handle::LockHandle;
 pub use limits::{MAX_KEY_BYTES, MAX_TTL_MS, validate_key, validate_lock_request, validate_ttl};
