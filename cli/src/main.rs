@@ -44,7 +44,9 @@ pub mod exit {
     pub const FENCE_MISMATCH: i32 = 4;
     /// `status`, `break`: the plugin cannot answer the call (an ABI 1.0
     /// plugin has no `inspect` or `force_release`; a backend mode may
-    /// refuse one), with the plugin's or the loader's reason.
+    /// refuse one), with the plugin's or the loader's reason. `run
+    /// --min-hold`: the plugin cannot keep a lock past the command (no
+    /// `renew_ttl`); nothing was locked or run.
     pub const UNSUPPORTED: i32 = 5;
     /// The plugin's config is wrong: `--config` is not a JSON object or its
     /// file cannot be read, or the plugin refuses it (an unknown key, a
@@ -217,6 +219,7 @@ Exit status:
                         the plugin (unknown key, value out of range)
   1                     bext-lock failed before locking (plugin not found or refused)
   2                     bad usage (also a --grace that does not fit the --ttl)
+  5                     --min-hold on a plugin that cannot keep a lock (no `renew_ttl`)
   126, 127              the command could not be run / was not found
   128+N                 bext-lock got signal N while waiting for the lock";
 
@@ -294,6 +297,15 @@ struct RunCmd {
     /// Default: 10s, or a third of the TTL if that is less (1s for --ttl 3s).
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     grace: Option<Duration>,
+    /// Keep the lock for at least this long after it was taken, even if the
+    /// command finishes sooner: bext-lock then sets the lease to end when
+    /// the hold does and exits at once, so no other node runs the job
+    /// within DURATION of this start (schedulers or clocks that disagree).
+    /// May exceed --ttl; 0 (the default) releases as the command ends. The
+    /// plugin must list the `renew_ttl` capability, or the command is not
+    /// run (exit 5).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = duration::parse)]
+    min_hold: Duration,
     /// Keep the command in bext-lock's process group, so it can read the
     /// terminal and gets Ctrl-C directly; signals (and the SIGTERM/SIGKILL
     /// on loss) then reach the command alone, not what it started.
@@ -507,6 +519,7 @@ fn main() {
                 wait: r.wait,
                 conflict_exit_code: r.conflict_exit_code,
                 grace: r.grace,
+                min_hold: r.min_hold,
                 foreground: r.foreground,
                 verbose: r.verbose,
                 command: r.command,

@@ -36,6 +36,8 @@ pub struct RunArgs {
     pub conflict_exit_code: u8,
     /// `None`: the default, which adapts to the TTL.
     pub grace: Option<Duration>,
+    /// `--min-hold`: zero keeps today's release at the end.
+    pub min_hold: Duration,
     pub foreground: bool,
     pub verbose: bool,
     pub command: Vec<OsString>,
@@ -144,6 +146,7 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
             .create_typed(&config.to_string())
             .map_err(|e| CliError::create_failed(&e, &secrets))?,
     );
+    check_min_hold(&plugin, args.min_hold, &secrets)?;
 
     let (events_tx, events) = mpsc::channel();
     let _signals = SignalThread::start(events_tx.clone())?;
@@ -168,6 +171,7 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
             return Err(e);
         }
     };
+    let acquired = Instant::now();
     // Dropping the guard on this error releases the lock: no command ran.
     watchdog.ready().map_err(CliError::error)?;
     let fence = guard.fence().map(|f| format!(", fence {f}")).unwrap_or_default();
@@ -224,6 +228,9 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
         return Ok(exit::LOST);
     }
     let code = outcome.status.map(status_code).unwrap_or(exit::ERROR);
+    if !args.min_hold.is_zero() {
+        return Ok(finish_min_hold(&plugin, guard, acquired, &args, &drift, code, &secrets));
+    }
     match guard.release() {
         Ok(()) => verbose(&format!("released `{}`; the command exited {code}", args.key)),
         Err(ReleaseError::Lost(lost)) => {
@@ -241,6 +248,70 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
         ),
     }
     Ok(code)
+}
+
+/// `--min-hold`: refuses (exit 5, before anything is locked) a plugin that
+/// cannot keep a lock past the command, and a hold longer than any lease.
+pub(crate) fn check_min_hold(
+    plugin: &bext_locking_loader::FfiPlugin,
+    min_hold: Duration,
+    secrets: &Secrets,
+) -> Result<(), CliError> {
+    bext_locking::check_min_hold(plugin, min_hold).map_err(|e| {
+        let code = if min_hold.as_millis() > u128::from(bext_locking::MAX_TTL_MS) {
+            exit::USAGE
+        } else {
+            exit::UNSUPPORTED
+        };
+        CliError::new(code, format!("--min-hold: {}", secrets.scrub(&e)))
+    })
+}
+
+/// `--min-hold` after a command that finished while holding the lock:
+/// release if the hold has passed, else leave the lock held until it ends
+/// (one `renew_for`) and exit at once. Returns the command's exit code; a
+/// hold that could not be kept is a warning, as a failed release is.
+fn finish_min_hold(
+    plugin: &bext_locking_loader::FfiPlugin,
+    guard: LockGuard,
+    acquired: Instant,
+    args: &RunArgs,
+    drift: &bext_locking::ClockDrift,
+    code: i32,
+    secrets: &Secrets,
+) -> i32 {
+    let verbose = |msg: &str| {
+        if args.verbose {
+            eprintln!("bext-lock: {msg}");
+        }
+    };
+    match bext_locking::finish_min_hold(plugin, guard, acquired, args.min_hold, drift) {
+        Ok(bext_locking::Finished::Released) => {
+            verbose(&format!("released `{}`; the command exited {code}", args.key));
+            code
+        }
+        Ok(bext_locking::Finished::Kept(left)) => {
+            verbose(&format!(
+                "kept `{}` for the rest of --min-hold {} (it frees itself in {}); the command exited {code}",
+                args.key,
+                duration::show(args.min_hold),
+                duration::show(left)
+            ));
+            code
+        }
+        Err(ReleaseError::Lost(lost)) => {
+            eprintln!(
+                "bext-lock: {}; the command may have run unprotected at its end; exit {}",
+                secrets.scrub(&lost.to_string()),
+                exit::LOST
+            );
+            exit::LOST
+        }
+        Err(ReleaseError::Backend(e)) => {
+            eprintln!("bext-lock: warning: {}", secrets.scrub(&e));
+            code
+        }
+    }
 }
 
 /// When every process of the command must be gone: the lease end less the
