@@ -20,6 +20,7 @@
 
 pub mod admin;
 mod drift;
+mod election;
 mod error;
 mod exclusive;
 mod guard;
@@ -42,6 +43,7 @@ pub use admin::{
     STATS_BUCKET_BOUNDS_US, STATS_BUCKETS, Stats, validate_owner,
 };
 pub use drift::ClockDrift;
+pub use election::{Election, Leader, Leadership, Observer};
 pub use error::{ErrorKind, PluginError};
 pub use exclusive::{
     Finished, LockingHint, RENEW_TTL, RunError, check_min_hold, finish_min_hold, run_exclusive,
