@@ -44,7 +44,7 @@ pub struct RunArgs {
 }
 
 /// Something the main loop reacts to.
-enum Event {
+pub(crate) enum Event {
     /// A signal arrived; `from_kernel` is true for signals the terminal
     /// generates (Ctrl-C), which reach CMD directly as it shares our
     /// process group.
@@ -54,7 +54,7 @@ enum Event {
 }
 
 /// Signals forwarded to CMD (and that interrupt `--wait`).
-const FORWARDED: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
+pub(crate) const FORWARDED: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
 
 /// How often the main loop looks at the child even without a SIGCHLD.
 const POLL: Duration = Duration::from_millis(200);
@@ -64,13 +64,13 @@ const POLL: Duration = Duration::from_millis(200);
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-struct SignalThread {
+pub(crate) struct SignalThread {
     handle: signal_hook::iterator::Handle,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl SignalThread {
-    fn start(events: Sender<Event>) -> Result<Self, CliError> {
+    pub(crate) fn start(events: Sender<Event>) -> Result<Self, CliError> {
         let mut wanted = FORWARDED.to_vec();
         wanted.push(SIGCHLD);
         let mut signals = SignalsInfo::<WithOrigin>::new(&wanted).map_err(|e| {
@@ -316,7 +316,7 @@ fn finish_min_hold(
 
 /// When every process of the command must be gone: the lease end less the
 /// kill margin (or now, if that has passed).
-fn kill_deadline(lease_end: &Instant, plan: &Plan) -> Instant {
+pub(crate) fn kill_deadline(lease_end: &Instant, plan: &Plan) -> Instant {
     lease_end.checked_sub(plan.kill_margin).unwrap_or_else(Instant::now)
 }
 
@@ -369,7 +369,11 @@ fn acquire(
 }
 
 /// Starts CMD, into the watchdog's process group unless `--foreground`.
-fn spawn(command: &[OsString], guard: &LockGuard, group: Option<Pid>) -> Result<Child, CliError> {
+pub(crate) fn spawn(
+    command: &[OsString],
+    guard: &LockGuard,
+    group: Option<Pid>,
+) -> Result<Child, CliError> {
     let (program, rest) = command.split_first().ok_or_else(|| CliError::usage("no command"))?;
     let mut cmd = Command::new(program);
     if let Some(pgid) = group {
@@ -398,19 +402,19 @@ fn spawn(command: &[OsString], guard: &LockGuard, group: Option<Pid>) -> Result<
     })
 }
 
-struct Outcome {
-    status: Option<ExitStatus>,
-    lost: Option<LockLost>,
+pub(crate) struct Outcome {
+    pub(crate) status: Option<ExitStatus>,
+    pub(crate) lost: Option<LockLost>,
 }
 
 /// Where signals go: CMD's process group (the default), or CMD alone
 /// (`--foreground`).
-struct Target {
+pub(crate) struct Target {
     /// The process group (the watchdog's pid), or CMD's pid.
-    pid: Pid,
-    group: bool,
+    pub(crate) pid: Pid,
+    pub(crate) group: bool,
     /// The watchdog, a member of the group that is not the command's.
-    watchdog: Option<Pid>,
+    pub(crate) watchdog: Option<Pid>,
 }
 
 impl Target {
@@ -452,11 +456,11 @@ fn others_in_group(pgid: i32, except: Option<i32>) -> bool {
 }
 
 /// Waits for CMD, forwards signals, and enforces the lease on it.
-struct Supervisor<'a> {
-    guard: &'a LockGuard,
-    plan: &'a Plan,
-    target: Target,
-    watchdog: &'a mut Watchdog,
+pub(crate) struct Supervisor<'a> {
+    pub(crate) guard: &'a LockGuard,
+    pub(crate) plan: &'a Plan,
+    pub(crate) target: Target,
+    pub(crate) watchdog: &'a mut Watchdog,
 }
 
 impl Supervisor<'_> {
@@ -468,7 +472,7 @@ impl Supervisor<'_> {
     /// `try_wait` saw it still running: an unreaped child keeps its pid, so a
     /// signal cannot hit a process that reused it. (The group's id is the
     /// watchdog's pid, which bext-lock reaps only at its very end.)
-    fn run(self, child: &mut Child, events: &Receiver<Event>) -> Outcome {
+    pub(crate) fn run(self, child: &mut Child, events: &Receiver<Event>) -> Outcome {
         // Often enough that the watchdog hears of each renewal long before
         // the previous lease would end (a renewal comes a third of the way in).
         let poll = POLL.min(self.plan.ttl / 10).max(Duration::from_millis(1));
@@ -593,7 +597,7 @@ fn random_u64() -> u64 {
 }
 
 /// The exit code a shell would report: the status, or 128 + the signal.
-fn status_code(status: ExitStatus) -> i32 {
+pub(crate) fn status_code(status: ExitStatus) -> i32 {
     match (status.code(), status.signal()) {
         (Some(code), _) => code,
         (None, Some(sig)) => 128 + sig,
