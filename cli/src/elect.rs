@@ -187,8 +187,13 @@ pub fn elect(args: ElectArgs, plugin_dirs: &[PathBuf]) -> Result<i32, CliError> 
             Term::Lost => exit::LOST,
             Term::Exited(code) => code,
         };
-        if !args.restart || relay.interrupted().is_some() {
+        if !args.restart {
             return Ok(code);
+        }
+        // Under --restart a signal means "stop being a candidate": the
+        // command got it and has exited; say which signal ended us.
+        if let Some(sig) = relay.interrupted() {
+            return Ok(128 + sig);
         }
         if started.elapsed() < RESTART_PAUSE {
             relay.pause(RESTART_PAUSE);

@@ -505,9 +505,11 @@ With --restart, bext-lock campaigns again after CMD exits or the leadership is l
 pause of 1s when the term lasted less), until it gets SIGINT, SIGTERM, SIGHUP or SIGQUIT
 (passed on to CMD if it runs). The owner recorded is host:pid:program, as `run` records.
 
-Exit status (without --restart, or after a signal):
+Exit status:
   the command's own     it ran as leader and exited (128+N if killed by signal N)
   76                    the leadership was lost while the command ran; it was stopped
+  128+N                 --restart: bext-lock got signal N (passed on to the command, if
+                        one ran, and waited for)
   5                     the plugin does not fence (give --allow-unfenced)
   69, 78, 1, 2          the backend failed / bad config / plugin not found / bad usage
   126, 127              the command could not be run / was not found
