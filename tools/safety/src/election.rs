@@ -316,6 +316,12 @@ fn run_into(
                 }
             }
         }
+        // A leader that took over from a killed one may need a while (a
+        // backend with whole-second leases); wait for one that lives.
+        let wait_until = Instant::now() + ttl * 10;
+        while c.leader().is_none() && Instant::now() < wait_until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let Some(pid) = c.leader() else {
             o.actions.push(format!("round {round}: no leader to hit"));
             continue;
