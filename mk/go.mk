@@ -12,7 +12,7 @@ GO_TARGET_DIR ?= $(abspath $(or $(CARGO_TARGET_DIR),target))/debug
 GO_TEST_PACKAGES = $(patsubst backends/%/Cargo.toml,bext-locking-%,$(wildcard backends/*/Cargo.toml)) \
 	bext-locking-fixture-panicky bext-locking-fixture-no-entry \
 	bext-locking-fixture-bad-abi bext-locking-fixture-small-struct bext-locking-fixture-null-slot \
-	bext-locking-fixture-abi-1-0 bext-locking-fixture-abi-1-1
+	bext-locking-fixture-abi-1-0 bext-locking-fixture-abi-1-1 bext-locking-fixture-lease-file
 # No module downloads: the module uses the standard library only.
 GO_TEST_ENV = RUST_BACKTRACE=0 BEXT_TARGET_DIR=$(GO_TARGET_DIR) GOPROXY=off GOFLAGS=-mod=readonly
 

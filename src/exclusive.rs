@@ -8,10 +8,10 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::LockingPlugin;
 use crate::guard::{GuardOptions, LockGuard, LockLost, ReleaseError};
+use crate::{ClockDrift, LockAdmin, LockWait, LockingPlugin};
 
 /// Why [`run_exclusive`] did not simply run the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +114,137 @@ pub fn run_exclusive_with<T>(
         // A release that fails after a clean run changes nothing for the
         // caller: the lease ends with its TTL.
         Ok(()) | Err(ReleaseError::Backend(_)) => Ok(Some(value)),
+    }
+}
+
+/// The capability a plugin lists in `describe` when it can set a held
+/// lease's remaining time once: what a minimum hold needs.
+pub const RENEW_TTL: &str = "renew_ttl";
+
+/// Checks that `plugin` can keep a lock for `min_hold` after a job: a
+/// `min_hold` of zero always passes (nothing is kept); otherwise the plugin
+/// must list [`RENEW_TTL`] and `min_hold` must be a TTL the ABI allows. The
+/// error says which, and is meant to be shown before anything is locked.
+pub fn check_min_hold<P: LockAdmin + ?Sized>(plugin: &P, min_hold: Duration) -> Result<(), String> {
+    if min_hold.is_zero() {
+        return Ok(());
+    }
+    let ms = ceil_ms(min_hold);
+    if ms > crate::MAX_TTL_MS {
+        return Err(format!(
+            "a minimum hold of {ms} ms is longer than the longest lease ({} ms)",
+            crate::MAX_TTL_MS
+        ));
+    }
+    if !plugin.capabilities().iter().any(|c| c == RENEW_TTL) {
+        return Err(format!(
+            "plugin `{}` cannot keep a lock past the job for a minimum hold: it does not list the \
+             `{RENEW_TTL}` capability (setting a held lease's remaining time once), so the lock \
+             would be freed as soon as the job ends",
+            plugin.name()
+        ));
+    }
+    Ok(())
+}
+
+/// How a job's lock ended, after [`finish_min_hold`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// The minimum hold had passed: the lock was released.
+    Released,
+    /// The job ended early: the lock was left held, its lease set to end
+    /// this long from now (the rest of the minimum hold, plus the
+    /// backend's clock-drift allowance), and is not renewed any more.
+    Kept(Duration),
+}
+
+/// Ends a job's lock, keeping it until `min_hold` after `acquired` (the
+/// instant the lock was taken) when the job finished sooner.
+///
+/// When the hold has not passed yet, the guard stops renewing without
+/// releasing ([`LockGuard::keep`]) and the lease's remaining time is set
+/// once, with [`LockWait::renew_for`], to the rest of the hold plus
+/// `drift`'s allowance (the backend expires leases on its own clock, which
+/// may run fast); nothing waits for it, so the caller can exit at once.
+/// Otherwise the lock is released as usual. A `min_hold` longer than the
+/// TTL is fine: that is its point. Call [`check_min_hold`] before taking
+/// the lock; a plugin without the capability fails here with
+/// [`ReleaseError::Backend`], leaving the lease to end with its TTL.
+pub fn finish_min_hold<P: LockWait + ?Sized>(
+    plugin: &P,
+    guard: LockGuard,
+    acquired: Instant,
+    min_hold: Duration,
+    drift: &ClockDrift,
+) -> Result<Finished, ReleaseError> {
+    let left = (acquired + min_hold).saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return guard.release().map(|()| Finished::Released);
+    }
+    let handle = guard.keep().map_err(ReleaseError::Lost)?;
+    let ms = ceil_ms(left).saturating_add(ceil_ms(drift.allowance(left))).min(crate::MAX_TTL_MS);
+    match plugin.renew_for(&handle, ms) {
+        Ok(()) => Ok(Finished::Kept(Duration::from_millis(ms))),
+        Err(e) => Err(ReleaseError::Backend(format!(
+            "could not keep `{}` for the minimum hold ({}); it frees itself when its TTL runs out",
+            handle.key, e.message
+        ))),
+    }
+}
+
+/// Whole milliseconds, rounded up: a hold is never shorter than asked.
+fn ceil_ms(d: Duration) -> u64 {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// [`run_exclusive_with`] that keeps the lock for at least `min_hold`
+/// after it was taken, even when `f` returns sooner (ShedLock's
+/// `lockAtLeastFor`): a job that nodes fire at slightly different times
+/// (clocks or schedulers that disagree) then runs once, not once per
+/// node. When `f` finishes early the lock is left held with its lease set
+/// to end when the hold does and this returns at once, without waiting.
+/// `min_hold` may be longer than `ttl`; zero is [`run_exclusive_with`].
+///
+/// The plugin must list [`RENEW_TTL`] in its capabilities (checked before
+/// locking: otherwise [`RunError::Backend`] says so and `f` does not run).
+/// The clock-drift allowance added to the hold is Redlock's (1 % + 2 ms).
+/// A failure to keep the lock after `f` ran is not reported (the lease then
+/// ends with its TTL), as a failed release is not.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use std::time::Duration;
+/// # use bext_locking::{run_exclusive_min_hold, GuardOptions, LockWait};
+/// # fn tick<P: LockWait + 'static>(plugin: &Arc<P>) {
+/// // Every node fires this at about 02:00; it runs once even if one node's
+/// // clock is up to five minutes late.
+/// let minute = Duration::from_secs(60);
+/// let _ = run_exclusive_min_hold(plugin, "jobs/nightly", minute, 5 * minute, GuardOptions::default(), |_guard| {
+///     // ... a job that takes seconds ...
+/// });
+/// # }
+/// ```
+pub fn run_exclusive_min_hold<P: LockWait + 'static, T>(
+    plugin: &Arc<P>,
+    key: &str,
+    ttl: Duration,
+    min_hold: Duration,
+    options: GuardOptions,
+    f: impl FnOnce(&LockGuard) -> T,
+) -> Result<Option<T>, RunError> {
+    check_min_hold(&**plugin, min_hold).map_err(RunError::Backend)?;
+    let guarded: Arc<dyn LockingPlugin> = plugin.clone();
+    let Some(guard) =
+        LockGuard::acquire_with(&guarded, key, ttl, options).map_err(RunError::Backend)?
+    else {
+        return Ok(None);
+    };
+    let acquired = Instant::now();
+    let value = f(&guard);
+    match finish_min_hold(&**plugin, guard, acquired, min_hold, &ClockDrift::REDLOCK) {
+        Err(ReleaseError::Lost(lost)) => Err(RunError::Lost(lost)),
+        Ok(_) | Err(ReleaseError::Backend(_)) => Ok(Some(value)),
     }
 }
 
@@ -240,5 +371,89 @@ mod tests {
         assert!(matches!(out, Err(RunError::Backend(e)) if e.contains("no locking plugin")));
         assert!(LockingHint::RequireGlobal.requires_global());
         assert!(!LockingHint::Local.requires_global());
+    }
+
+    mod min_hold {
+        use super::*;
+        use crate::testing_wait::WaitPlugin;
+
+        const HOLD: Duration = Duration::from_millis(1500);
+
+        #[test]
+        fn an_early_finish_keeps_the_lock_until_the_hold_ends_then_frees_it() {
+            let plugin = Arc::new(WaitPlugin::default());
+            let start = Instant::now();
+            let out =
+                run_exclusive_min_hold(&plugin, "job", TTL, HOLD, GuardOptions::default(), |g| {
+                    g.fence()
+                });
+            let returned = start.elapsed();
+            assert!(matches!(out, Ok(Some(Some(_)))), "{out:?}");
+            assert!(returned < HOLD, "waited out the hold ({returned:?}) instead of returning");
+            // Held past the TTL: the hold is longer than it.
+            assert!(plugin.try_lock("job", 1000).unwrap().is_none(), "freed at once");
+            let left = plugin.expires_in("job").expect("held");
+            assert!(left > HOLD - returned - Duration::from_millis(50), "{left:?}");
+            std::thread::sleep(left + Duration::from_millis(30));
+            assert!(plugin.try_lock("job", 1000).unwrap().is_some(), "still held after the hold");
+        }
+
+        #[test]
+        fn a_job_longer_than_the_hold_releases_as_usual() {
+            let plugin = Arc::new(WaitPlugin::default());
+            let hold = Duration::from_millis(100);
+            let out =
+                run_exclusive_min_hold(&plugin, "job", TTL, hold, GuardOptions::default(), |_| {
+                    std::thread::sleep(hold * 2);
+                });
+            assert_eq!(out, Ok(Some(())));
+            assert_eq!(plugin.expires_in("job"), None, "not released");
+        }
+
+        #[test]
+        fn zero_is_a_plain_run_and_a_plugin_without_renew_ttl_is_refused_before_locking() {
+            let plugin = Arc::new(WaitPlugin::default());
+            plugin.no_renew_ttl.store(true, Ordering::SeqCst);
+            let out = run_exclusive_min_hold(
+                &plugin,
+                "job",
+                TTL,
+                Duration::ZERO,
+                GuardOptions::default(),
+                |_| 1,
+            );
+            assert_eq!(out, Ok(Some(1)));
+            assert_eq!(plugin.expires_in("job"), None);
+            let out =
+                run_exclusive_min_hold(&plugin, "job", TTL, HOLD, GuardOptions::default(), |_| {
+                    panic!("ran although the hold cannot be kept")
+                });
+            match out {
+                Err(RunError::Backend(e)) => assert!(e.contains("renew_ttl"), "{e}"),
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+            assert_eq!(plugin.expires_in("job"), None, "locked although refused");
+        }
+
+        #[test]
+        fn a_hold_beyond_the_longest_lease_is_refused() {
+            let plugin = WaitPlugin::default();
+            let err =
+                check_min_hold(&plugin, Duration::from_millis(crate::MAX_TTL_MS + 1)).unwrap_err();
+            assert!(err.contains("longest lease"), "{err}");
+            assert!(check_min_hold(&plugin, Duration::from_secs(3600)).is_ok());
+        }
+
+        #[test]
+        fn keeping_a_lost_lock_reports_the_loss() {
+            let plugin = Arc::new(WaitPlugin::default());
+            let out =
+                run_exclusive_min_hold(&plugin, "job", TTL, HOLD, GuardOptions::default(), |g| {
+                    plugin.force_release("job", None).unwrap();
+                    g.wait_lost(Duration::from_secs(10)).expect("loss not seen");
+                });
+            assert!(matches!(out, Err(RunError::Lost(_))), "{out:?}");
+            assert_eq!(plugin.expires_in("job"), None, "a lost lock was kept");
+        }
     }
 }

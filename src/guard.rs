@@ -660,6 +660,21 @@ impl LockGuard {
         self.finish()
     }
 
+    /// Stops renewing **without** releasing, and hands back the handle: the
+    /// lease then runs out by itself (at most its TTL after the last
+    /// renewal), unless the caller sets its remaining time once more (see
+    /// [`LockWait::renew_for`](crate::LockWait::renew_for)), which is how a
+    /// job keeps others out for a minimum time after it finished. A renewal
+    /// in flight is waited for first, so none can run after this returns.
+    /// Fails with the loss if the lock was lost.
+    pub fn keep(mut self) -> Result<LockHandle, LockLost> {
+        if let Some(lost) = self.stop() {
+            return Err(lost);
+        }
+        // `stop` took both threads, so `Drop` finds nothing to release.
+        Ok(self.handle.clone())
+    }
+
     fn finish(&mut self) -> Result<(), ReleaseError> {
         if self.timer.is_none() && self.renewer.is_none() {
             return Ok(()); // already finished

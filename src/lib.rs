@@ -20,6 +20,7 @@
 
 pub mod admin;
 mod drift;
+mod election;
 mod error;
 mod exclusive;
 mod guard;
@@ -30,6 +31,8 @@ mod plugin;
 pub mod redact;
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod testing_wait;
 pub mod wait;
 
 #[cfg(feature = "conformance")]
@@ -40,8 +43,12 @@ pub use admin::{
     STATS_BUCKET_BOUNDS_US, STATS_BUCKETS, Stats, validate_owner,
 };
 pub use drift::ClockDrift;
+pub use election::{Election, Leader, Leadership, Observer};
 pub use error::{ErrorKind, PluginError};
-pub use exclusive::{LockingHint, RunError, run_exclusive, run_exclusive_with};
+pub use exclusive::{
+    Finished, LockingHint, RENEW_TTL, RunError, check_min_hold, finish_min_hold, run_exclusive,
+    run_exclusive_min_hold, run_exclusive_with,
+};
 pub use guard::{GuardOptions, LockGuard, LockLost, LossCause, ReleaseError};
 pub use handle::LockHandle;
 pub use limits::{MAX_KEY_BYTES, MAX_TTL_MS, validate_key, validate_lock_request, validate_ttl};

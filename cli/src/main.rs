@@ -10,7 +10,9 @@
 mod breaking;
 mod config;
 mod duration;
+mod elect;
 mod inspect;
+mod leader;
 mod lock;
 mod owner;
 mod plan;
@@ -44,7 +46,9 @@ pub mod exit {
     pub const FENCE_MISMATCH: i32 = 4;
     /// `status`, `break`: the plugin cannot answer the call (an ABI 1.0
     /// plugin has no `inspect` or `force_release`; a backend mode may
-    /// refuse one), with the plugin's or the loader's reason.
+    /// refuse one), with the plugin's or the loader's reason. `run
+    /// --min-hold`: the plugin cannot keep a lock past the command (no
+    /// `renew_ttl`); nothing was locked or run.
     pub const UNSUPPORTED: i32 = 5;
     /// The plugin's config is wrong: `--config` is not a JSON object or its
     /// file cannot be read, or the plugin refuses it (an unknown key, a
@@ -138,7 +142,8 @@ fn clap_error_line(e: &clap::Error) -> String {
         parts.push(line.strip_prefix("error: ").unwrap_or(line).to_owned());
     }
     let sub = std::env::args().nth(1).filter(|a| {
-        ["run", "plugins", "describe", "check", "status", "break"].contains(&a.as_str())
+        ["run", "plugins", "describe", "check", "status", "break", "elect", "leader"]
+            .contains(&a.as_str())
     });
     let help = match sub {
         Some(sub) => format!("bext-lock {sub} --help"),
@@ -190,6 +195,8 @@ enum Commands {
     Check(CheckCmd),
     Status(StatusCmd),
     Break(BreakCmd),
+    Elect(ElectCmd),
+    Leader(LeaderCmd),
 }
 
 const RUN_AFTER: &str = "\
@@ -217,6 +224,7 @@ Exit status:
                         the plugin (unknown key, value out of range)
   1                     bext-lock failed before locking (plugin not found or refused)
   2                     bad usage (also a --grace that does not fit the --ttl)
+  5                     --min-hold on a plugin that cannot keep a lock (no `renew_ttl`)
   126, 127              the command could not be run / was not found
   128+N                 bext-lock got signal N while waiting for the lock (130: Ctrl-C);
                         the wait was cancelled and the command did not run";
@@ -297,6 +305,15 @@ struct RunCmd {
     /// Default: 10s, or a third of the TTL if that is less (1s for --ttl 3s).
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     grace: Option<Duration>,
+    /// Keep the lock for at least this long after it was taken, even if the
+    /// command finishes sooner: bext-lock then sets the lease to end when
+    /// the hold does and exits at once, so no other node runs the job
+    /// within DURATION of this start (schedulers or clocks that disagree).
+    /// May exceed --ttl; 0 (the default) releases as the command ends. The
+    /// plugin must list the `renew_ttl` capability, or the command is not
+    /// run (exit 5).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = duration::parse)]
+    min_hold: Duration,
     /// Keep the command in bext-lock's process group, so it can read the
     /// terminal and gets Ctrl-C directly; signals (and the SIGTERM/SIGKILL
     /// on loss) then reach the command alone, not what it started.
@@ -477,6 +494,128 @@ struct BreakCmd {
     key: String,
 }
 
+const ELECT_AFTER: &str = "\
+Campaigns for KEY (waiting for it: woken by the backend where the plugin can, else polling),
+runs CMD while leader, and resigns (releases KEY) when CMD exits, so a waiting candidate
+takes over at once. CMD gets BEXT_LOCK_KEY, BEXT_LOCK_ID and BEXT_LOCK_FENCE: the term, which
+rises with every leader; pass it to what CMD writes so it can refuse a deposed leader. CMD is
+stopped before the lease can pass to another leader, exactly as `bext-lock run` stops its
+command when the lock is lost (SIGTERM, SIGKILL after --grace or by the lease end, a watchdog
+if bext-lock dies or stops). A plugin whose locks carry no fence is refused unless
+--allow-unfenced is given: without a term nothing can refuse a paused leader's late writes.
+
+With --restart, bext-lock campaigns again after CMD exits or the leadership is lost (after a
+pause of 1s when the term lasted less), until it gets SIGINT, SIGTERM, SIGHUP or SIGQUIT
+(passed on to CMD if it runs). The owner recorded is host:pid:program, as `run` records.
+
+Exit status:
+  the command's own     it ran as leader and exited (128+N if killed by signal N)
+  76                    the leadership was lost while the command ran; it was stopped
+  128+N                 --restart: bext-lock got signal N (passed on to the command, if
+                        one ran, and waited for)
+  5                     the plugin does not fence (give --allow-unfenced)
+  69, 78, 1, 2          the backend failed / bad config / plugin not found / bad usage
+  126, 127              the command could not be run / was not found
+  128+N                 bext-lock got signal N while campaigning";
+
+/// `elect`'s examples, printed after clap's help unwrapped, as `run`'s are.
+const ELECT_EXAMPLES: &str = "\
+Examples:
+  # One scheduler across the cluster; a standby takes over within the TTL:
+  bext-lock elect redis --config @/etc/app/redis-lock.json \\
+      --key services/scheduler --ttl 10s --restart -- ./scheduler
+
+  # Who leads, and each change:
+  bext-lock leader redis --config @/etc/app/redis-lock.json \\
+      --key services/scheduler --watch
+";
+
+/// Campaign for leadership of KEY and run CMD while leader.
+#[derive(Args)]
+#[command(after_help = ELECT_AFTER)]
+struct ElectCmd {
+    /// The lock plugin: a name or a path.
+    plugin: String,
+    /// The election's key (1 to 1024 bytes).
+    #[arg(short, long)]
+    key: String,
+    /// Lease length, renewed every third of it while leading: if the
+    /// leader dies, the next one leads at most this much later.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::parse_ttl)]
+    ttl: Duration,
+    /// The plugin's config: JSON or @FILE. Default: {}.
+    #[arg(
+        short,
+        long,
+        value_name = "JSON|@FILE",
+        env = "BEXT_LOCK_CONFIG",
+        hide_env_values = true
+    )]
+    config: Option<String>,
+    /// After the leadership is lost, how long CMD gets between SIGTERM and
+    /// SIGKILL; the same rules as `bext-lock run --grace`.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    grace: Option<Duration>,
+    /// Campaign again after CMD exits or the leadership is lost.
+    #[arg(long)]
+    restart: bool,
+    /// Lead on a plugin whose locks carry no fence (no term).
+    #[arg(long)]
+    allow_unfenced: bool,
+    /// Keep CMD in bext-lock's process group (see `bext-lock run --help`).
+    #[arg(long)]
+    foreground: bool,
+    /// Say on stderr what happens (campaigning, leading, resigned).
+    #[arg(short, long)]
+    verbose: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+const LEADER_AFTER: &str = "\
+Looks with `inspect` (by the backend's clock) and takes no lock. Prints `KEY: OWNER, term N,
+expires in T` or `KEY: no leader`; --json prints {\"key\",\"leader\",\"owner\"?,\"term\"?,
+\"expires_in_ms\"?}. --watch prints that JSON object as one line now and again each time the
+leader or its term changes (renewals are not changes), looking every --interval, until
+interrupted; a failed look prints {\"key\",\"error\"} and the watch goes on. A leader that
+came and went between two looks is not seen.
+
+Exit status: 0; 5 the plugin cannot inspect; 69 the backend failed; 1, 2, 78 as for `status`.
+
+Examples:
+  bext-lock leader redis --config @/etc/app/redis-lock.json --key services/scheduler
+  bext-lock leader redis --config @/etc/app/redis-lock.json --key services/scheduler --watch";
+
+/// Show who leads an election (owner, term, expires in), or watch it.
+#[derive(Args)]
+#[command(after_help = LEADER_AFTER)]
+struct LeaderCmd {
+    /// The lock plugin: a name or a path.
+    plugin: String,
+    /// The election's key.
+    #[arg(short, long)]
+    key: String,
+    /// The plugin's config: JSON or @FILE. Default: {}.
+    #[arg(
+        short,
+        long,
+        value_name = "JSON|@FILE",
+        env = "BEXT_LOCK_CONFIG",
+        hide_env_values = true
+    )]
+    config: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Print one JSON line per change of leader until interrupted.
+    #[arg(long)]
+    watch: bool,
+    /// How often --watch looks.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = duration::parse_positive)]
+    interval: Duration,
+}
+
 fn main() {
     if std::env::args_os().nth(1).is_some_and(|a| a == watchdog::ARG) {
         std::process::exit(watchdog::serve());
@@ -492,6 +631,11 @@ fn main() {
                     && help_subcommand().as_deref() == Some("run")
                 {
                     print!("\n{RUN_EXAMPLES}");
+                }
+                if e.kind() == clap::error::ErrorKind::DisplayHelp
+                    && help_subcommand().as_deref() == Some("elect")
+                {
+                    print!("\n{ELECT_EXAMPLES}");
                 }
                 std::process::exit(exit::OK);
             }
@@ -510,6 +654,7 @@ fn main() {
                 wait: r.wait,
                 conflict_exit_code: r.conflict_exit_code,
                 grace: r.grace,
+                min_hold: r.min_hold,
                 foreground: r.foreground,
                 verbose: r.verbose,
                 command: r.command,
@@ -540,6 +685,32 @@ fn main() {
                 key: b.key,
                 if_fence: b.if_fence,
                 force: b.force,
+            },
+            &dirs,
+        ),
+        Commands::Elect(e) => elect::elect(
+            elect::ElectArgs {
+                plugin: e.plugin,
+                key: e.key,
+                ttl: e.ttl,
+                config: e.config,
+                grace: e.grace,
+                restart: e.restart,
+                allow_unfenced: e.allow_unfenced,
+                foreground: e.foreground,
+                verbose: e.verbose,
+                command: e.command,
+            },
+            &dirs,
+        ),
+        Commands::Leader(l) => leader::leader(
+            leader::LeaderArgs {
+                plugin: l.plugin,
+                config: l.config,
+                key: l.key,
+                json: l.json,
+                watch: l.watch,
+                interval: l.interval,
             },
             &dirs,
         ),

@@ -36,13 +36,15 @@ pub struct RunArgs {
     pub conflict_exit_code: u8,
     /// `None`: the default, which adapts to the TTL.
     pub grace: Option<Duration>,
+    /// `--min-hold`: zero keeps today's release at the end.
+    pub min_hold: Duration,
     pub foreground: bool,
     pub verbose: bool,
     pub command: Vec<OsString>,
 }
 
 /// Something the main loop reacts to.
-enum Event {
+pub(crate) enum Event {
     /// A signal arrived; `from_kernel` is true for signals the terminal
     /// generates (Ctrl-C), which reach CMD directly as it shares our
     /// process group.
@@ -55,18 +57,18 @@ enum Event {
 }
 
 /// Signals forwarded to CMD (and that interrupt `--wait`).
-const FORWARDED: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
+pub(crate) const FORWARDED: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
 
 /// How often the main loop looks at the child even without a SIGCHLD.
 const POLL: Duration = Duration::from_millis(200);
 
-struct SignalThread {
+pub(crate) struct SignalThread {
     handle: signal_hook::iterator::Handle,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl SignalThread {
-    fn start(events: Sender<Event>) -> Result<Self, CliError> {
+    pub(crate) fn start(events: Sender<Event>) -> Result<Self, CliError> {
         let mut wanted = FORWARDED.to_vec();
         wanted.push(SIGCHLD);
         let mut signals = SignalsInfo::<WithOrigin>::new(&wanted).map_err(|e| {
@@ -142,6 +144,7 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
             .create_typed(&config.to_string())
             .map_err(|e| CliError::create_failed(&e, &secrets))?,
     );
+    check_min_hold(&plugin, args.min_hold, &secrets)?;
 
     let (events_tx, events) = mpsc::channel();
     let _signals = SignalThread::start(events_tx.clone())?;
@@ -166,6 +169,7 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
             return Err(e);
         }
     };
+    let acquired = Instant::now();
     // Dropping the guard on this error releases the lock: no command ran.
     watchdog.ready().map_err(CliError::error)?;
     let fence = guard.fence().map(|f| format!(", fence {f}")).unwrap_or_default();
@@ -222,6 +226,9 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
         return Ok(exit::LOST);
     }
     let code = outcome.status.map(status_code).unwrap_or(exit::ERROR);
+    if !args.min_hold.is_zero() {
+        return Ok(finish_min_hold(&plugin, guard, acquired, &args, &drift, code, &secrets));
+    }
     match guard.release() {
         Ok(()) => verbose(&format!("released `{}`; the command exited {code}", args.key)),
         Err(ReleaseError::Lost(lost)) => {
@@ -241,9 +248,73 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
     Ok(code)
 }
 
+/// `--min-hold`: refuses (exit 5, before anything is locked) a plugin that
+/// cannot keep a lock past the command, and a hold longer than any lease.
+pub(crate) fn check_min_hold(
+    plugin: &bext_locking_loader::FfiPlugin,
+    min_hold: Duration,
+    secrets: &Secrets,
+) -> Result<(), CliError> {
+    bext_locking::check_min_hold(plugin, min_hold).map_err(|e| {
+        let code = if min_hold.as_millis() > u128::from(bext_locking::MAX_TTL_MS) {
+            exit::USAGE
+        } else {
+            exit::UNSUPPORTED
+        };
+        CliError::new(code, format!("--min-hold: {}", secrets.scrub(&e)))
+    })
+}
+
+/// `--min-hold` after a command that finished while holding the lock:
+/// release if the hold has passed, else leave the lock held until it ends
+/// (one `renew_for`) and exit at once. Returns the command's exit code; a
+/// hold that could not be kept is a warning, as a failed release is.
+fn finish_min_hold(
+    plugin: &bext_locking_loader::FfiPlugin,
+    guard: LockGuard,
+    acquired: Instant,
+    args: &RunArgs,
+    drift: &bext_locking::ClockDrift,
+    code: i32,
+    secrets: &Secrets,
+) -> i32 {
+    let verbose = |msg: &str| {
+        if args.verbose {
+            eprintln!("bext-lock: {msg}");
+        }
+    };
+    match bext_locking::finish_min_hold(plugin, guard, acquired, args.min_hold, drift) {
+        Ok(bext_locking::Finished::Released) => {
+            verbose(&format!("released `{}`; the command exited {code}", args.key));
+            code
+        }
+        Ok(bext_locking::Finished::Kept(left)) => {
+            verbose(&format!(
+                "kept `{}` for the rest of --min-hold {} (it frees itself in {}); the command exited {code}",
+                args.key,
+                duration::show(args.min_hold),
+                duration::show(left)
+            ));
+            code
+        }
+        Err(ReleaseError::Lost(lost)) => {
+            eprintln!(
+                "bext-lock: {}; the command may have run unprotected at its end; exit {}",
+                secrets.scrub(&lost.to_string()),
+                exit::LOST
+            );
+            exit::LOST
+        }
+        Err(ReleaseError::Backend(e)) => {
+            eprintln!("bext-lock: warning: {}", secrets.scrub(&e));
+            code
+        }
+    }
+}
+
 /// When every process of the command must be gone: the lease end less the
 /// kill margin (or now, if that has passed).
-fn kill_deadline(lease_end: &Instant, plan: &Plan) -> Instant {
+pub(crate) fn kill_deadline(lease_end: &Instant, plan: &Plan) -> Instant {
     lease_end.checked_sub(plan.kill_margin).unwrap_or_else(Instant::now)
 }
 
@@ -334,7 +405,11 @@ fn acquire(
 }
 
 /// Starts CMD, into the watchdog's process group unless `--foreground`.
-fn spawn(command: &[OsString], guard: &LockGuard, group: Option<Pid>) -> Result<Child, CliError> {
+pub(crate) fn spawn(
+    command: &[OsString],
+    guard: &LockGuard,
+    group: Option<Pid>,
+) -> Result<Child, CliError> {
     let (program, rest) = command.split_first().ok_or_else(|| CliError::usage("no command"))?;
     let mut cmd = Command::new(program);
     if let Some(pgid) = group {
@@ -363,19 +438,19 @@ fn spawn(command: &[OsString], guard: &LockGuard, group: Option<Pid>) -> Result<
     })
 }
 
-struct Outcome {
-    status: Option<ExitStatus>,
-    lost: Option<LockLost>,
+pub(crate) struct Outcome {
+    pub(crate) status: Option<ExitStatus>,
+    pub(crate) lost: Option<LockLost>,
 }
 
 /// Where signals go: CMD's process group (the default), or CMD alone
 /// (`--foreground`).
-struct Target {
+pub(crate) struct Target {
     /// The process group (the watchdog's pid), or CMD's pid.
-    pid: Pid,
-    group: bool,
+    pub(crate) pid: Pid,
+    pub(crate) group: bool,
     /// The watchdog, a member of the group that is not the command's.
-    watchdog: Option<Pid>,
+    pub(crate) watchdog: Option<Pid>,
 }
 
 impl Target {
@@ -417,11 +492,11 @@ fn others_in_group(pgid: i32, except: Option<i32>) -> bool {
 }
 
 /// Waits for CMD, forwards signals, and enforces the lease on it.
-struct Supervisor<'a> {
-    guard: &'a LockGuard,
-    plan: &'a Plan,
-    target: Target,
-    watchdog: &'a mut Watchdog,
+pub(crate) struct Supervisor<'a> {
+    pub(crate) guard: &'a LockGuard,
+    pub(crate) plan: &'a Plan,
+    pub(crate) target: Target,
+    pub(crate) watchdog: &'a mut Watchdog,
 }
 
 impl Supervisor<'_> {
@@ -433,7 +508,7 @@ impl Supervisor<'_> {
     /// `try_wait` saw it still running: an unreaped child keeps its pid, so a
     /// signal cannot hit a process that reused it. (The group's id is the
     /// watchdog's pid, which bext-lock reaps only at its very end.)
-    fn run(self, child: &mut Child, events: &Receiver<Event>) -> Outcome {
+    pub(crate) fn run(self, child: &mut Child, events: &Receiver<Event>) -> Outcome {
         // Often enough that the watchdog hears of each renewal long before
         // the previous lease would end (a renewal comes a third of the way in).
         let poll = POLL.min(self.plan.ttl / 10).max(Duration::from_millis(1));
@@ -551,7 +626,7 @@ impl Supervisor<'_> {
 }
 
 /// The exit code a shell would report: the status, or 128 + the signal.
-fn status_code(status: ExitStatus) -> i32 {
+pub(crate) fn status_code(status: ExitStatus) -> i32 {
     match (status.code(), status.signal()) {
         (Some(code), _) => code,
         (None, Some(sig)) => 128 + sig,

@@ -87,6 +87,7 @@ type ExclusiveOption func(*exclusiveOptions)
 type exclusiveOptions struct {
 	stopMargin time.Duration // 0: a third of the TTL
 	drift      *ClockDrift   // nil: the plugin's own, or RedlockDrift
+	minHold    time.Duration // 0: release when fn returns (minhold.go)
 }
 
 // WithStopMargin sets how long before the lease end fn's context is
@@ -131,6 +132,9 @@ const pauseMin = 50 * time.Millisecond
 // [*LockLostError] (matching ErrLockLost) if the lock was lost, else fn's
 // error, else the release error.
 //
+// With [WithMinHold], a lock taken less than the hold ago is kept rather
+// than released, until the hold ends.
+//
 // Cancelling ctx cancels fn's context too, but the lock is kept (and renewed)
 // until fn returns, since fn may still be working.
 func RunExclusive(ctx context.Context, l *Locker, key string, ttl time.Duration, fn func(ctx context.Context) error, opts ...ExclusiveOption) (ran bool, err error) {
@@ -145,6 +149,9 @@ func RunExclusive(ctx context.Context, l *Locker, key string, ttl time.Duration,
 	if err != nil {
 		return false, err
 	}
+	if err := checkMinHold(l, o.minHold); err != nil {
+		return false, err
+	}
 	// The lease is measured from before the request went out, so our idea of
 	// when it ends is never later than the backend's.
 	acquired := time.Now()
@@ -152,6 +159,7 @@ func RunExclusive(ctx context.Context, l *Locker, key string, ttl time.Duration,
 	if err != nil || !ok {
 		return false, err
 	}
+	lockedAt := time.Now()
 	runCtx, cancel := context.WithCancel(context.WithValue(ctx, handleKey{}, h))
 	defer cancel()
 	w := &keeper{locker: l, handle: h, t: t, cancel: cancel, stop: make(chan struct{}), done: make(chan struct{})}
@@ -163,7 +171,7 @@ func RunExclusive(ctx context.Context, l *Locker, key string, ttl time.Duration,
 		if w.lost != nil {
 			return w.lost, nil
 		}
-		return nil, l.Release(h)
+		return nil, releaseOrHold(l, h, lockedAt, o.minHold)
 	}
 	finished := false
 	defer func() {

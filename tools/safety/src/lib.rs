@@ -19,6 +19,7 @@
 
 pub mod backends;
 pub mod check;
+pub mod election;
 pub mod freeze;
 pub mod mysql;
 pub mod record;

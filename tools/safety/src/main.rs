@@ -50,6 +50,9 @@ enum Role {
     /// The frozen `bext-lock run` holder's job (started by it).
     #[command(hide = true)]
     Writer { file: PathBuf },
+    /// An election candidate (started by the checker itself, `--election`).
+    #[command(hide = true)]
+    Candidate { spec: PathBuf },
 }
 
 #[derive(Args)]
@@ -118,6 +121,11 @@ struct RunArgs {
     /// Write every outcome as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run the election scenario instead: 4 candidates campaign on one key
+    /// while the leader is SIGKILLed and SIGSTOPped in turn (and the
+    /// backend's restart or terminate fault is injected once).
+    #[arg(long)]
+    election: bool,
     /// List the backends and their faults, and exit.
     #[arg(long)]
     list: bool,
@@ -132,6 +140,18 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Some(Role::Stall { spec }) => child(&spec, worker::stall),
+        Some(Role::Candidate { spec }) => {
+            match std::fs::read(&spec)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(spec) => match bext_locking_safety::election::candidate(&spec) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(2, &e),
+                },
+                Err(e) => fail(2, &format!("{}: {e}", spec.display())),
+            }
+        }
         Some(Role::Writer { file }) => match bext_locking_safety::freeze::writer(&file) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(2, &e),
@@ -270,6 +290,10 @@ fn checker(a: RunArgs) -> ExitCode {
             selected = BACKENDS.iter().collect();
         }
         for b in selected {
+            if a.election {
+                outcomes.push(progress(election_run(b, &env, &s)));
+                continue;
+            }
             let runs: Vec<Fault> = std::iter::once(Fault::None)
                 .chain(b.faults.iter().copied())
                 .filter(|&f| wanted(f))
@@ -323,6 +347,20 @@ fn checker(a: RunArgs) -> ExitCode {
         fail(3, "some runs were inconclusive: see the table")
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `--election` on one backend: its server fault (restart or terminate),
+/// if it has one, joins the leader kills and freezes.
+fn election_run(b: &backends::Backend, env: &Env, s: &Settings) -> Outcome {
+    use bext_locking_safety::election;
+    let plugin = s.plugin_dir.join(format!("libbext_locking_{}.so", b.plugin));
+    let server_fault =
+        b.faults.iter().copied().find(|f| matches!(f, Fault::Restart | Fault::Terminate));
+    eprintln!("bext-lock-safety: starting {} (election)", b.name);
+    match (b.start)(env) {
+        Ok(mut d) => election::run(b.name, &plugin, &mut *d, server_fault, s),
+        Err(e) => Outcome::failed(b.name, Fault::None, e),
     }
 }
 
