@@ -15,7 +15,11 @@ fn check_passes(plugin: &str, config: &str, extra: &[&str]) {
     need(&[plugin]);
     let mut args = vec!["check", plugin, "--config", config];
     args.extend_from_slice(extra);
-    let o = output(&args);
+    // The whole suite, 1.2's waits included: etcd's whole-second leases
+    // make its expiry checks slow.
+    let started = std::time::Instant::now();
+    let o = output_within(&args, std::time::Duration::from_secs(120));
+    eprintln!("bext-lock check {plugin} took {:?}", started.elapsed());
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains(" 0 failed"), "{}", stdout(&o));
 }

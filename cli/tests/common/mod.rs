@@ -38,6 +38,14 @@ pub fn output(args: &[&str]) -> Output {
     Proc(Some(child)).wait_output()
 }
 
+/// [`output`] for a long run (`check` against a server), failing after
+/// `patience`.
+#[allow(dead_code)]
+pub fn output_within(args: &[&str], patience: Duration) -> Output {
+    let child = cmd().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    Proc(Some(child)).wait_output_within(patience)
+}
+
 /// A temporary folder with a SQLite lock database path in it.
 pub struct Db {
     pub dir: tempfile::TempDir,
@@ -76,26 +84,36 @@ impl Proc {
 
     /// Waits for the exit (failing the test after [`PATIENCE`]).
     pub fn wait(&mut self) -> ExitStatus {
+        self.wait_within(PATIENCE)
+    }
+
+    /// Waits for the exit, failing the test after `patience`.
+    pub fn wait_within(&mut self, patience: Duration) -> ExitStatus {
         let child = self.0.as_mut().unwrap();
-        let until = Instant::now() + PATIENCE;
+        let until = Instant::now() + patience;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < until, "bext-lock did not exit within {PATIENCE:?}");
+            assert!(Instant::now() < until, "bext-lock did not exit within {patience:?}");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     /// Waits and collects piped stdout/stderr.
-    pub fn wait_output(mut self) -> Output {
+    pub fn wait_output(self) -> Output {
+        self.wait_output_within(PATIENCE)
+    }
+
+    /// [`wait_output`](Self::wait_output), failing after `patience`.
+    pub fn wait_output_within(mut self, patience: Duration) -> Output {
         // Drain the pipes on threads so a chatty child cannot block.
         let child = self.0.as_mut().unwrap();
         let mut out = child.stdout.take();
         let mut err = child.stderr.take();
         let t_out = std::thread::spawn(move || read_all(out.as_mut()));
         let t_err = std::thread::spawn(move || read_all(err.as_mut()));
-        let status = self.wait();
+        let status = self.wait_within(patience);
         Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
     }
 
