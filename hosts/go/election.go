@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand"
 	"sync"
 	"time"
 )
@@ -47,8 +46,9 @@ func AllowUnfenced() CampaignOption {
 // [Locker.Owner]. Each leader's lease lasts ttl and is renewed while it
 // leads: a leader that dies is replaced at most ttl later.
 //
-// The wait polls TryLock with jittered backoff (10 ms doubling to 250 ms),
-// so a resign is picked up within about a quarter of a second.
+// The wait is [Locker.Lock]'s: woken by the backend on a plugin with the
+// lock_wait slot (a resign or a leader's expiry hands over at once), polled
+// with jittered backoff on an older one.
 //
 // A lock without a fence is released at once and refused with
 // ErrUnsupported unless [AllowUnfenced] is given.
@@ -61,39 +61,18 @@ func Campaign(ctx context.Context, l *Locker, key string, ttl time.Duration, opt
 	if err != nil {
 		return nil, err
 	}
-	backoff := 10 * time.Millisecond
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		sent := time.Now()
-		h, ok, err := l.TryLock(key, ttl)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			if _, fenced := h.Fence(); !fenced && !o.allowUnfenced {
-				_ = l.Release(h)
-				return nil, &Error{
-					Plugin: l.plugin.name, Op: "try_lock", Status: StatusUnsupported, Code: "unsupported",
-					Message: fmt.Sprintf("plugin `%s` gave a lock without a fence: an election on it has no term that rises with each leader, so nothing can refuse a deposed (paused) leader's late writes; pass AllowUnfenced to lead without fencing", l.plugin.name),
-				}
-			}
-			return lead(l, h, t, sent), nil
-		}
-		// Full jitter on the upper half, so candidates do not collide in step.
-		pause := backoff/2 + time.Duration(rand.Int63n(int64(backoff/2)+1))
-		if backoff *= 2; backoff > 250*time.Millisecond {
-			backoff = 250 * time.Millisecond
-		}
-		timer := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil, ctx.Err()
-		case <-timer.C:
+	h, err := l.Lock(ctx, key, ttl)
+	if err != nil {
+		return nil, err
+	}
+	if _, fenced := h.Fence(); !fenced && !o.allowUnfenced {
+		_ = l.Release(h)
+		return nil, &Error{
+			Plugin: l.plugin.name, Op: "lock_wait", Status: StatusUnsupported, Code: "unsupported",
+			Message: fmt.Sprintf("plugin `%s` gave a lock without a fence: an election on it has no term that rises with each leader, so nothing can refuse a deposed (paused) leader's late writes; pass AllowUnfenced to lead without fencing", l.plugin.name),
 		}
 	}
+	return lead(l, h, t, h.Sent()), nil
 }
 
 func lead(l *Locker, h *Handle, t timeline, sent time.Time) *Leadership {

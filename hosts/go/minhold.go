@@ -2,33 +2,9 @@ package bextlock
 
 // The minimum hold of RunExclusive (WithMinHold): after fn returns early,
 // the lock is kept, its lease set once with the renew_for slot of ABI 1.2
-// to end when the hold does. The slot is called through its own small
-// trampoline here, as cgo.go calls the others.
-
-/*
-#include <stddef.h>
-#include "bext_locking.h"
-
-typedef struct {
-	int32_t status;
-	char *out;
-} blm_out;
-
-// renew_for exists when struct_size covers it and it is not NULL; nothing
-// past struct_size is read.
-static blm_out blm_renew_for(const BextLockingVTable *vt, BextLockingInstance *instance, const char *input_json) {
-	blm_out r = { BEXT_LOCKING_ERR_UNSUPPORTED, NULL };
-	if (vt->struct_size < offsetof(BextLockingVTable, renew_for) + sizeof(vt->renew_for) || vt->renew_for == NULL) {
-		return r;
-	}
-	r.status = vt->renew_for(instance, input_json, &r.out);
-	return r;
-}
-*/
-import "C"
+// to end when the hold does ([Locker.RenewFor]).
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -93,40 +69,5 @@ func releaseOrHold(l *Locker, h *Handle, lockedAt time.Time, minHold time.Durati
 	if max := int64(maxTTL / time.Millisecond); ms > max {
 		ms = max
 	}
-	return l.renewForOnce(h, ms)
-}
-
-type renewForRequest struct {
-	Handle json.RawMessage `json:"handle"`
-	TTLMs  int64           `json:"ttl_ms"`
-}
-
-// renewForOnce calls the renew_for slot: the handle's lease ends ttlMs from
-// now (later renewals would use its own TTL again).
-func (l *Locker) renewForOnce(h *Handle, ttlMs int64) error {
-	name := l.plugin.name
-	if h == nil || len(h.raw) == 0 {
-		return invalidError(name, "renew_for", "no handle")
-	}
-	req, err := json.Marshal(renewForRequest{Handle: h.raw, TTLMs: ttlMs})
-	if err != nil {
-		return invalidError(name, "renew_for", "cannot encode the request: %v", err)
-	}
-	in := cString(req)
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	if l.inst == nil {
-		return ErrClosed
-	}
-	r := C.blm_renew_for(l.plugin.vt, l.inst, charPtr(in))
-	out, hasOut := takeString(l.plugin.vt, r.out)
-	switch status := int32(r.status); {
-	case status == int32(StatusUnsupported) && !hasOut:
-		return unsupportedError(l.plugin, "renew_for")
-	case status < 0:
-		return statusError(name, "renew_for", status, out, hasOut)
-	case status != int32(StatusOK):
-		return protocolError(name, "renew_for", status, "unexpected status %d", status)
-	}
-	return nil
+	return l.RenewFor(h, time.Duration(ms)*time.Millisecond)
 }
