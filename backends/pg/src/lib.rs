@@ -34,7 +34,7 @@ mod redact;
 
 use std::ffi::CStr;
 
-use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
+use bext_locking::{Acquired, ForceReleased, LockHandle, LockInfo, PluginError, Wait};
 use bext_locking_kit::Backend;
 
 pub use config::{
@@ -131,7 +131,10 @@ impl Backend for Pg {
     /// answers `inspect` and `force_release` as unsupported (see
     /// [`advisory::INSPECT_UNSUPPORTED`] and
     /// [`advisory::FORCE_UNSUPPORTED`]).
-    const CAPABILITIES: &'static [&'static str] = &["owner", "inspect", "force_release"];
+    /// Both modes wait on a notification (`LISTEN`, or the server's lock
+    /// queue) and set a lease's remaining time.
+    const CAPABILITIES: &'static [&'static str] =
+        &["owner", "inspect", "force_release", "lock_wait", "renew_ttl"];
 
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
         self.try_lock_owned(key, ttl_ms, None)
@@ -166,6 +169,32 @@ impl Backend for Pg {
             Held::Lease(l) => l.force_release(key, if_fence).map_err(self.fail("force_release")),
             Held::Advisory(_) => Err(PluginError::unsupported(advisory::FORCE_UNSUPPORTED)),
         }
+    }
+
+    fn lock_wait(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &Wait,
+    ) -> Result<Option<Acquired>, PluginError> {
+        match &self.backend {
+            Held::Lease(l) => l.lock_wait(key, ttl_ms, owner, wait),
+            Held::Advisory(a) => a.lock_wait(key, ttl_ms, wait),
+        }
+        .map_err(self.fail("lock_wait"))
+    }
+
+    fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), PluginError> {
+        match &self.backend {
+            Held::Lease(l) => match l.renew_for(handle, ttl_ms) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(advisory::not_held(&handle.key)),
+                Err(e) => Err(e),
+            },
+            Held::Advisory(a) => a.renew_for(handle, ttl_ms),
+        }
+        .map_err(self.fail("renew_for"))
     }
 
     fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {
