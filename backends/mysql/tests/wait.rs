@@ -223,3 +223,35 @@ fn get_lock_renew_for_moves_the_plugins_own_deadline() {
     eventually("renew_for(200 ms) ended the lock", || free_on_server(&mut db, &key));
     assert!(p.renew_for(&h, 60_000).is_err(), "renew_for of a reaped lock fails");
 }
+
+#[test]
+fn through_the_so_a_wait_is_handed_the_lock_and_a_cancel_ends_it() {
+    let scratch = Scratch::new("wait_so");
+    let lib = bext_locking_loader::load(bext_locking_test_support::plugin_path("mysql")).unwrap();
+    for mode in ["lease", "get_lock"] {
+        let holder = lib.create_ffi(&scratch.config(mode)).unwrap();
+        let waiter = Arc::new(lib.create_ffi(&scratch.config(mode)).unwrap());
+        let key = format!("{}/{mode}", scratch.db);
+        let held = LockingPlugin::try_lock(&holder, &key, 60_000).unwrap().unwrap();
+        let wait = Wait::new(LONG);
+        let w = {
+            let (waiter, key, wait) = (waiter.clone(), key.clone(), wait.clone());
+            thread::spawn(move || waiter.lock_wait_with(&key, 30_000, None, &wait).unwrap())
+        };
+        thread::sleep(Duration::from_millis(300));
+        let cancelled = Instant::now();
+        wait.cancel();
+        assert!(w.join().unwrap().is_none(), "{mode}");
+        assert!(cancelled.elapsed() < Duration::from_secs(1), "{mode}: {:?}", cancelled.elapsed());
+        eventually(&format!("{mode}: a GET_LOCK still waits"), || waiting(&scratch) == 0);
+        let w = {
+            let (waiter, key) = (waiter.clone(), key.clone());
+            thread::spawn(move || waiter.lock_wait(&key, 30_000, LONG).unwrap())
+        };
+        thread::sleep(Duration::from_millis(300));
+        holder.release(held).unwrap();
+        let got = w.join().unwrap().expect("handed over through the .so");
+        waiter.renew_for(&got, 60_000).unwrap();
+        waiter.release(got).unwrap();
+    }
+}

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::conn::Conn;
 use crate::connections::Pool;
-use crate::fail::Fail;
+use crate::fail::{Fail, FailKind};
 
 const ACQUIRE: usize = 0;
 const RENEW: usize = 1;
@@ -30,6 +30,9 @@ const RELEASE: usize = 2;
 const INSPECT: usize = 3;
 const FORCE_RELEASE: usize = 4;
 const RENEW_FOR: usize = 5;
+
+/// How many times one wait replaces its session after losing it.
+const MAX_LOST: u32 = 3;
 
 /// How long a waiter's dedicated connection may take to say goodbye.
 const CLOSE_GRACE: Duration = Duration::from_millis(200);
@@ -240,10 +243,22 @@ impl Lease {
         if wait.is_over() {
             return Ok(None);
         }
-        let mut conn = self.pool.open_dedicated(self.pool.deadline())?;
-        let result = self.wait_on(&mut conn, key, ttl_ms, owner, wait);
-        conn.close(Instant::now() + CLOSE_GRACE);
-        result
+        // A waiter's session that dies (a terminated backend, a dropped
+        // connection) is replaced, a few times per wait: a long wait
+        // should not fail on what a single call would retry. A server that
+        // cannot be reached fails the reconnect, and so the wait.
+        let mut lost = 0;
+        loop {
+            let mut conn = self.pool.open_dedicated(self.pool.deadline())?;
+            let result = self.wait_on(&mut conn, key, ttl_ms, owner, wait);
+            conn.close(Instant::now() + CLOSE_GRACE);
+            match result {
+                Err(e) if e.kind == FailKind::Connection && lost < MAX_LOST && !wait.is_over() => {
+                    lost += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn wait_on(

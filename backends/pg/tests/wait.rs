@@ -261,3 +261,59 @@ fn advisory_renew_for_moves_the_plugins_own_deadline() {
     eventually("renew_for(200 ms) ended the lock", || free_on_server(&mut db, &key));
     assert!(p.renew_for(&h, 60_000).is_err(), "renew_for of a reaped lock fails");
 }
+
+#[test]
+fn lease_waiter_survives_the_loss_of_its_session() {
+    let scratch = Scratch::new("wait_lost");
+    let holder = scratch.plugin("lease");
+    let waiter = Arc::new(scratch.plugin("lease"));
+    let key = format!("{}/k", scratch.schema);
+    let held = holder.try_lock(&key, 60_000).unwrap().unwrap();
+    let before = scratch.sessions();
+    let w = {
+        let (waiter, key) = (waiter.clone(), key.clone());
+        thread::spawn(move || waiter.lock_wait(&key, 30_000, None, &Wait::new(LONG)))
+    };
+    eventually("the waiter never waited", || scratch.sessions() > before);
+    assert!(scratch.terminate_all() >= 1);
+    thread::sleep(Duration::from_millis(300));
+    assert!(!w.is_finished(), "the waiter gave up on a lost session");
+    holder.release(held).unwrap();
+    let got = w.join().unwrap().unwrap().expect("handed over after a new session");
+    waiter.release(got.handle).unwrap();
+}
+
+#[test]
+fn through_the_so_a_wait_is_handed_the_lock_and_a_cancel_ends_it() {
+    let scratch = Scratch::new("wait_so");
+    let lib = bext_locking_loader::load(bext_locking_test_support::plugin_path("pg")).unwrap();
+    for mode in ["lease", "advisory"] {
+        let holder = lib.create_ffi(&scratch.config(mode)).unwrap();
+        let waiter = Arc::new(lib.create_ffi(&scratch.config(mode)).unwrap());
+        assert_eq!(waiter.wait_mode(), WaitMode::Notified, "{mode}");
+        let key = format!("{}/{mode}", scratch.schema);
+        let held = LockingPlugin::try_lock(&holder, &key, 60_000).unwrap().unwrap();
+        // A cancel through the cancel_wait slot.
+        let wait = Wait::new(LONG);
+        let w = {
+            let (waiter, key, wait) = (waiter.clone(), key.clone(), wait.clone());
+            thread::spawn(move || waiter.lock_wait_with(&key, 30_000, None, &wait).unwrap())
+        };
+        thread::sleep(Duration::from_millis(300));
+        let cancelled = Instant::now();
+        wait.cancel();
+        assert!(w.join().unwrap().is_none(), "{mode}");
+        assert!(cancelled.elapsed() < Duration::from_secs(1), "{mode}: {:?}", cancelled.elapsed());
+        eventually(&format!("{mode}: queued after a cancel"), || queued(&scratch) == 0);
+        // A hand-off.
+        let w = {
+            let (waiter, key) = (waiter.clone(), key.clone());
+            thread::spawn(move || waiter.lock_wait(&key, 30_000, LONG).unwrap())
+        };
+        thread::sleep(Duration::from_millis(300));
+        holder.release(held).unwrap();
+        let got = w.join().unwrap().expect("handed over through the .so");
+        waiter.renew_for(&got, 60_000).unwrap();
+        waiter.release(got).unwrap();
+    }
+}
