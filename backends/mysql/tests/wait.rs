@@ -255,3 +255,54 @@ fn through_the_so_a_wait_is_handed_the_lock_and_a_cancel_ends_it() {
         waiter.release(got).unwrap();
     }
 }
+
+/// A waiter behind a proxy that freezes mid-wait: the wait ends (with an
+/// error, or "timed out") within its own time plus a call budget, never
+/// hanging on the silent server.
+fn frozen_mid_wait(mode: &str) {
+    let scratch = Scratch::new(&format!("wait_frozen_{mode}"));
+    let opts = mysql::Opts::from_url(&base_url()).unwrap();
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&(
+        opts.get_ip_or_hostname().as_ref(),
+        opts.get_tcp_port(),
+    ))
+    .unwrap()
+    .next()
+    .unwrap();
+    let proxy = bext_locking_test_support::proxy::Proxy::start(upstream);
+    let url =
+        scratch.url.replacen(&format!(":{}/", upstream.port()), &format!(":{}/", proxy.port), 1);
+    assert_ne!(url, scratch.url, "could not point {} at the proxy", scratch.url);
+    let config = scratch.config_with(
+        mode,
+        serde_json::json!({"url": url, "connect_timeout_ms": 300, "statement_timeout_ms": 300}),
+    );
+    let waiter = Arc::new(MysqlPlugin::from_json(&config).unwrap());
+    let holder = scratch.plugin(mode);
+    let key = format!("{}/k", scratch.db);
+    let held = holder.try_lock(&key, 60_000).unwrap().unwrap();
+    let wait = Duration::from_millis(1500);
+    let started = Instant::now();
+    let w = {
+        let (waiter, key) = (waiter.clone(), key.clone());
+        thread::spawn(move || waiter.lock_wait(&key, 30_000, None, &Wait::new(wait)))
+    };
+    thread::sleep(Duration::from_millis(200));
+    proxy.freeze(true);
+    let got = w.join().unwrap();
+    let took = started.elapsed();
+    assert!(!matches!(got, Ok(Some(_))), "{mode}: the lock is held by another: {got:?}");
+    assert!(took < wait + Duration::from_secs(3), "{mode}: the wait took {took:?}");
+    proxy.freeze(false);
+    holder.release(held).unwrap();
+}
+
+#[test]
+fn get_lock_wait_on_a_frozen_server_ends_in_time() {
+    frozen_mid_wait("get_lock");
+}
+
+#[test]
+fn lease_wait_on_a_frozen_server_ends_in_time() {
+    frozen_mid_wait("lease");
+}

@@ -317,3 +317,87 @@ fn through_the_so_a_wait_is_handed_the_lock_and_a_cancel_ends_it() {
         waiter.release(got).unwrap();
     }
 }
+
+/// A waiter behind a proxy that freezes mid-wait: the wait ends (with an
+/// error, or "timed out" if the server's answer was not needed) within its
+/// own time plus a call budget, never hanging on the silent server.
+fn frozen_mid_wait(mode: &str) {
+    use std::net::ToSocketAddrs;
+    let scratch = Scratch::new(&format!("wait_frozen_{mode}"));
+    let pg: postgres::Config = base_url().parse().unwrap();
+    let host = match &pg.get_hosts()[0] {
+        postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("the proxy needs a TCP server, not {other:?}"),
+    };
+    let upstream = (host.as_str(), pg.get_ports().first().copied().unwrap_or(5432))
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = bext_locking_test_support::proxy::Proxy::start(upstream);
+    let url =
+        scratch.url.replacen(&format!(":{}/", upstream.port()), &format!(":{}/", proxy.port), 1);
+    assert_ne!(url, scratch.url, "could not point {} at the proxy", scratch.url);
+    let config = scratch.config_with(
+        mode,
+        serde_json::json!({"url": url, "connect_timeout_ms": 300, "statement_timeout_ms": 300}),
+    );
+    let waiter = Arc::new(bext_locking_pg::PgPlugin::from_json(&config).unwrap());
+    let holder = scratch.plugin(mode);
+    let key = format!("{}/k", scratch.schema);
+    let held = holder.try_lock(&key, 60_000).unwrap().unwrap();
+    let before = scratch.sessions();
+    let wait = Duration::from_millis(1500);
+    let started = Instant::now();
+    let w = {
+        let (waiter, key) = (waiter.clone(), key.clone());
+        thread::spawn(move || waiter.lock_wait(&key, 30_000, None, &Wait::new(wait)))
+    };
+    eventually(&format!("{mode}: the waiter never waited"), || {
+        if mode == "advisory" { queued(&scratch) == 1 } else { scratch.sessions() > before }
+    });
+    proxy.freeze(true);
+    let got = w.join().unwrap();
+    let took = started.elapsed();
+    assert!(!matches!(got, Ok(Some(_))), "{mode}: the lock is held by another: {got:?}");
+    assert!(took < wait + Duration::from_secs(3), "{mode}: the wait took {took:?}");
+    proxy.freeze(false);
+    holder.release(held).unwrap();
+}
+
+#[test]
+fn lease_wait_on_a_frozen_server_ends_in_time() {
+    frozen_mid_wait("lease");
+}
+
+#[test]
+fn advisory_wait_on_a_frozen_server_ends_in_time() {
+    frozen_mid_wait("advisory");
+}
+
+#[test]
+fn advisory_waiters_are_served_in_the_order_they_queued() {
+    let scratch = Scratch::new("wait_order");
+    let holder = scratch.plugin("advisory");
+    let key = format!("{}/k", scratch.schema);
+    let held = holder.try_lock(&key, 60_000).unwrap().unwrap();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for i in 0..4 {
+        let p = scratch.plugin("advisory");
+        let (key, order) = (key.clone(), order.clone());
+        waiters.push(thread::spawn(move || {
+            let got = p.lock_wait(&key, 30_000, None, &Wait::new(LONG)).unwrap().unwrap();
+            order.lock().unwrap().push(i);
+            thread::sleep(Duration::from_millis(50));
+            p.release(got.handle).unwrap();
+        }));
+        // Queued on the server before the next one starts.
+        eventually("a waiter never queued", || queued(&scratch) == i + 1);
+    }
+    holder.release(held).unwrap();
+    for w in waiters {
+        w.join().unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
+}
