@@ -249,6 +249,11 @@ impl Advisory {
             let wake = wake.clone();
             wait.on_cancel(move || wake.notify_one())
         };
+        if wait.is_cancelled() {
+            drop(hook);
+            self.reset_and_put(conn);
+            return Ok(None);
+        }
         // The server answers at its lock timeout; past that, it is not
         // answering at all.
         let until = wait.deadline() + pool.settings().statement_timeout;

@@ -30,6 +30,7 @@ const RELEASE: usize = 2;
 const INSPECT: usize = 3;
 const FORCE_RELEASE: usize = 4;
 const RENEW_FOR: usize = 5;
+const WAIT_ACQUIRE: usize = 6;
 
 /// How many times one wait replaces its session after losing it.
 const MAX_LOST: u32 = 3;
@@ -93,16 +94,31 @@ pub(crate) fn statements(table: &str, owner_column: bool) -> Vec<String> {
     } else {
         ("", "", "", "NULL::text", "")
     };
+    let acquire = format!(
+        "INSERT INTO {table} AS l (key, lock_id, fence, acquired_at, expires_at{owner_col}) \
+         SELECT $1, $2, 1, now.t, now.t + {TTL}{owner_val} FROM {NOW} \
+         ON CONFLICT (key) DO UPDATE \
+            SET lock_id = EXCLUDED.lock_id, fence = l.fence + 1, \
+                acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at{owner_set} \
+          WHERE l.expires_at <= EXCLUDED.acquired_at OR l.lock_id = EXCLUDED.lock_id \
+         RETURNING l.fence"
+    );
+    // The waiter's acquire: the same, and when it takes nothing, the
+    // holder's milliseconds left (rounded up) from the row as the statement
+    // found it, so a contended waiter learns when to wake in the same round
+    // trip. That row may be older than the one `ON CONFLICT` saw (a renew
+    // committed meanwhile): the waiter then wakes early and tries again.
+    // No row at all (a first holder's insert it could not see): try again.
+    let wait_acquire = format!(
+        "WITH a AS ({acquire}) \
+         SELECT a.fence, NULL::bigint FROM a \
+         UNION ALL \
+         SELECT NULL::bigint, ceil(extract(epoch FROM w.expires_at - now.t) * 1000)::bigint \
+           FROM {table} AS w, {NOW} \
+          WHERE w.key = $1 AND NOT EXISTS (SELECT 1 FROM a)"
+    );
     vec![
-        format!(
-            "INSERT INTO {table} AS l (key, lock_id, fence, acquired_at, expires_at{owner_col}) \
-             SELECT $1, $2, 1, now.t, now.t + {TTL}{owner_val} FROM {NOW} \
-             ON CONFLICT (key) DO UPDATE \
-                SET lock_id = EXCLUDED.lock_id, fence = l.fence + 1, \
-                    acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at{owner_set} \
-              WHERE l.expires_at <= EXCLUDED.acquired_at OR l.lock_id = EXCLUDED.lock_id \
-             RETURNING l.fence"
-        ),
+        acquire,
         format!(
             "UPDATE {table} AS l SET expires_at = now.t + {TTL} FROM {NOW} \
               WHERE l.key = $1 AND l.lock_id = $2 AND l.expires_at > now.t"
@@ -133,6 +149,7 @@ pub(crate) fn statements(table: &str, owner_column: bool) -> Vec<String> {
               WHERE l.key = $1 AND l.lock_id = $2 AND l.expires_at > now.t RETURNING l.key) \
              SELECT pg_notify({notify}, '') FROM r"
         ),
+        wait_acquire,
     ]
 }
 
@@ -285,15 +302,30 @@ impl Lease {
             conn.take_notices();
             let sent = Instant::now();
             let deadline = self.pool.deadline();
-            if let Some(handle) = self.acquire(conn, key, lock_id, ttl_ms, owner, deadline)? {
+            let ttl = ttl_ms as i64;
+            let row = if self.owner_column {
+                conn.query_opt(WAIT_ACQUIRE, &[&key.as_bytes(), &lock_id, &ttl, &owner], deadline)
+            } else {
+                conn.query_opt(WAIT_ACQUIRE, &[&key.as_bytes(), &lock_id, &ttl], deadline)
+            }?;
+            let (fence, left) = match row {
+                Some(r) => (r.get::<_, Option<i64>>(0), r.get::<_, Option<i64>>(1)),
+                None => (None, None),
+            };
+            if let Some(fence) = fence {
+                let handle = LockHandle {
+                    key: key.to_owned(),
+                    lock_id: lock_id.to_string(),
+                    ttl_ms,
+                    fence: Some(fence as u64),
+                };
                 return Ok(Some(Acquired { handle, sent }));
             }
             if wait.is_over() {
                 return Ok(None);
             }
-            let left = conn.query_opt(INSPECT, &[&key.as_bytes()], deadline)?;
-            // None: the lease ended between the two statements.
-            let Some(left) = left.map(|r| r.get::<_, i64>(2)) else { continue };
+            // None: a row the statement could not see yet; try again.
+            let Some(left) = left else { continue };
             let ends = Instant::now() + Duration::from_millis(left.max(0) as u64 + 1);
             conn.wait_notice(ends.min(wait.deadline()), &wake)?;
         }
