@@ -26,6 +26,9 @@ use crate::connections::{Pool, closed};
 use crate::fail::{Fail, FailKind};
 use crate::keyhash::lock_name;
 
+/// How many times one wait replaces its session after losing it.
+const MAX_LOST: u32 = 3;
+
 /// How long an idle reaper sleeps before looking again.
 const IDLE_NAP: Duration = Duration::from_secs(1);
 
@@ -265,6 +268,23 @@ impl GetLock {
         if wait.is_over() {
             return Ok(None);
         }
+        // A waiting session that dies (terminated, a dropped connection)
+        // is replaced, a few times per wait: a long wait should not fail
+        // on what a single call would retry. The lost session held
+        // nothing (closing it frees a lock granted as it died).
+        let mut lost = 0;
+        loop {
+            match self.queue(key, ttl_ms, wait) {
+                Err(e) if e.kind == FailKind::Connection && lost < MAX_LOST && !wait.is_over() => {
+                    lost += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One wait in the server's queue, on one session.
+    fn queue(&self, key: &str, ttl_ms: u64, wait: &Wait) -> Result<Option<Acquired>, Fail> {
         let pool = &self.shared.pool;
         let name = lock_name(key);
         let mut conn = pool.get(pool.deadline())?;

@@ -306,3 +306,42 @@ fn get_lock_wait_on_a_frozen_server_ends_in_time() {
 fn lease_wait_on_a_frozen_server_ends_in_time() {
     frozen_mid_wait("lease");
 }
+
+#[test]
+fn get_lock_waiter_survives_the_loss_of_its_session() {
+    let scratch = Scratch::new("wait_lost");
+    let holder = scratch.plugin("get_lock");
+    let waiter = Arc::new(scratch.plugin("get_lock"));
+    let key = format!("{}/k", scratch.db);
+    let held = holder.try_lock(&key, 60_000).unwrap().unwrap();
+    let w = {
+        let (waiter, key) = (waiter.clone(), key.clone());
+        thread::spawn(move || waiter.lock_wait(&key, 30_000, None, &Wait::new(LONG)))
+    };
+    eventually("the waiter never waited", || waiting(&scratch) == 1);
+    // Only the waiting session: the holder's must live on.
+    let mut db = admin(&base_url());
+    let ids: Vec<u64> = db
+        .exec(
+            "SELECT id FROM information_schema.processlist \
+              WHERE db = ? AND id <> CONNECTION_ID() AND info LIKE '%GET_LOCK(%'",
+            (&scratch.db,),
+        )
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    db.query_drop(format!("KILL {}", ids[0])).unwrap();
+    eventually("the waiter did not wait again", || {
+        let now: Vec<u64> = admin(&base_url())
+            .exec(
+                "SELECT id FROM information_schema.processlist \
+                  WHERE db = ? AND id <> CONNECTION_ID() AND info LIKE '%GET_LOCK(%'",
+                (&scratch.db,),
+            )
+            .unwrap();
+        now.len() == 1 && now[0] != ids[0]
+    });
+    assert!(!w.is_finished(), "the waiter gave up on a lost session");
+    holder.release(held).unwrap();
+    let got = w.join().unwrap().unwrap().expect("handed over after a new session");
+    waiter.release(got.handle).unwrap();
+}

@@ -44,6 +44,9 @@ pub(crate) const FORCE_UNSUPPORTED: &str = "pg advisory mode: a session lock can
     moved on to another lock before it is signalled, so the exact holder cannot be broken \
     safely; use lease mode";
 
+/// How many times one wait replaces its session after losing it.
+const MAX_LOST: u32 = 3;
+
 /// How long an idle reaper sleeps before looking again.
 const IDLE_NAP: Duration = Duration::from_secs(1);
 
@@ -232,6 +235,23 @@ impl Advisory {
         if wait.is_over() {
             return Ok(None);
         }
+        // A waiting session that dies (terminated, a dropped connection)
+        // is replaced, a few times per wait: a long wait should not fail
+        // on what a single call would retry. The lost session held
+        // nothing (closing it frees a lock granted as it died).
+        let mut lost = 0;
+        loop {
+            match self.queue(key, ttl_ms, wait) {
+                Err(e) if e.kind == FailKind::Connection && lost < MAX_LOST && !wait.is_over() => {
+                    lost += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One wait in the server's queue, on one session.
+    fn queue(&self, key: &str, ttl_ms: u64, wait: &Wait) -> Result<Option<Acquired>, Fail> {
         let pool = &self.shared.pool;
         let hash = advisory_key(key);
         let (_, mut conn) = pool.attempt(pool.deadline(), |c| {

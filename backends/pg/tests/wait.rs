@@ -401,3 +401,33 @@ fn advisory_waiters_are_served_in_the_order_they_queued() {
     }
     assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
 }
+
+#[test]
+fn advisory_waiter_survives_the_loss_of_its_session() {
+    let scratch = Scratch::new("wait_lost_adv");
+    let holder = scratch.plugin("advisory");
+    let waiter = Arc::new(scratch.plugin("advisory"));
+    let key = format!("{}/k", scratch.schema);
+    let held = holder.try_lock(&key, 60_000).unwrap().unwrap();
+    let w = {
+        let (waiter, key) = (waiter.clone(), key.clone());
+        thread::spawn(move || waiter.lock_wait(&key, 30_000, None, &Wait::new(LONG)))
+    };
+    eventually("the waiter never queued", || queued(&scratch) == 1);
+    // Only the waiting session: the holder's must live on.
+    let killed: i64 = admin(&base_url())
+        .query_one(
+            "SELECT count(pg_terminate_backend(l.pid, 5000)) FROM pg_locks l \
+               JOIN pg_stat_activity a ON a.pid = l.pid \
+              WHERE a.application_name = $1 AND l.locktype = 'advisory' AND NOT l.granted",
+            &[&scratch.app],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    eventually("the waiter did not queue again", || queued(&scratch) == 1);
+    assert!(!w.is_finished(), "the waiter gave up on a lost session");
+    holder.release(held).unwrap();
+    let got = w.join().unwrap().unwrap().expect("handed over after a new session");
+    waiter.release(got.handle).unwrap();
+}
