@@ -282,7 +282,11 @@ impl Advisory {
         let granted_at = Instant::now();
         let granted = match result {
             Ok(_) => true,
-            Err(e) if e.message.contains("55P03") || e.message.contains("57014") => false,
+            // The server's lock timeout: the wait is over.
+            Err(e) if e.message.contains("55P03") => false,
+            // Our cancel request; someone else's (pg_cancel_backend) is an
+            // error below, not a wait that looks timed out early.
+            Err(e) if cancel_sent && e.message.contains("57014") => false,
             Err(e) => {
                 // The session's state (and whether it holds the lock) is
                 // unknown: closing it frees whatever it holds.
