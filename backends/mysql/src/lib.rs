@@ -14,6 +14,11 @@
 //!   connection closes. No fence, and only the acquiring instance can renew
 //!   or release.
 //!
+//! Waiting for a lock (`lock_wait`): get_lock mode waits in the server's
+//! `GET_LOCK` queue (a cancel ends the waiting session with `KILL
+//! CONNECTION` from another one); lease mode has no server notification to
+//! wait on and polls, never later than the holder's lease end.
+//!
 //! Every statement takes its values as parameters; the only name put into
 //! SQL is the table's, which must be a plain identifier and is quoted. Each
 //! wait for the server ends after `statement_timeout_ms` (connecting after

@@ -14,6 +14,13 @@
 //!   connection closes. No fence, and only the acquiring instance can renew
 //!   or release.
 //!
+//! Waiting for a lock (`lock_wait`) blocks on the server in both modes: in
+//! lease mode a `LISTEN` on the key's channel, which release, force release
+//! and `renew_for` notify in their own statements, plus a wake-up at the
+//! holder's lease end; in advisory mode `pg_advisory_lock` with the
+//! server's `lock_timeout`, in the server's own queue. A cancel wakes the
+//! first and sends a cancel request for the second.
+//!
 //! Every statement takes its values as parameters; the only names put into
 //! SQL are the schema and table, which must be plain identifiers and are
 //! quoted. Every call returns within `connect_timeout_ms +
