@@ -44,6 +44,10 @@ pub(crate) const FORCE_UNSUPPORTED: &str = "pg advisory mode: a session lock can
     moved on to another lock before it is signalled, so the exact holder cannot be broken \
     safely; use lease mode";
 
+/// The longest `lock_timeout` the server takes (an `int` of milliseconds,
+/// about 24.8 days); a longer wait is several.
+const MAX_LOCK_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
 /// How many times one wait replaces its session after losing it.
 const MAX_LOST: u32 = 3;
 
@@ -245,6 +249,9 @@ impl Advisory {
                 Err(e) if e.kind == FailKind::Connection && lost < MAX_LOST && !wait.is_over() => {
                     lost += 1;
                 }
+                // The server's lock timeout is at most `MAX_LOCK_TIMEOUT`:
+                // a longer wait queues again.
+                Ok(None) if !wait.is_over() => {}
                 other => return other,
             }
         }
@@ -258,7 +265,7 @@ impl Advisory {
             // Both limits for this one statement: the server gives up
             // waiting at the wait's deadline (55P03), and the session's
             // statement timeout must not end the wait first.
-            let left = wait.remaining().as_millis().max(1);
+            let left = wait.remaining().min(MAX_LOCK_TIMEOUT).as_millis().max(1);
             c.batch(
                 &format!("SET lock_timeout = {left}; SET statement_timeout = 0"),
                 pool.deadline(),
@@ -276,7 +283,8 @@ impl Advisory {
         }
         // The server answers at its lock timeout; past that, it is not
         // answering at all.
-        let until = wait.deadline() + pool.settings().statement_timeout;
+        let until = wait.deadline().min(Instant::now() + MAX_LOCK_TIMEOUT)
+            + pool.settings().statement_timeout;
         let (result, cancel_sent) = conn.query_opt_cancellable(LOCK, &[&hash], until, &wake);
         drop(hook);
         let granted_at = Instant::now();

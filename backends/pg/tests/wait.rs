@@ -431,3 +431,22 @@ fn advisory_waiter_survives_the_loss_of_its_session() {
     let got = w.join().unwrap().unwrap().expect("handed over after a new session");
     waiter.release(got.handle).unwrap();
 }
+
+#[test]
+fn advisory_wait_longer_than_the_servers_lock_timeout_range_works() {
+    // 30 days: more milliseconds than `lock_timeout` (an int) can hold.
+    let scratch = Scratch::new("wait_month");
+    let holder = scratch.plugin("advisory");
+    let waiter = Arc::new(scratch.plugin("advisory"));
+    let key = format!("{}/k", scratch.schema);
+    let held = holder.try_lock(&key, 60_000).unwrap().unwrap();
+    let wait = Wait::new(Duration::from_secs(30 * 86_400));
+    let w = {
+        let (waiter, key, wait) = (waiter.clone(), key.clone(), wait.clone());
+        thread::spawn(move || waiter.lock_wait(&key, 30_000, None, &wait))
+    };
+    eventually("the waiter never queued", || queued(&scratch) == 1 || w.is_finished());
+    holder.release(held).unwrap();
+    let got = w.join().unwrap().unwrap().expect("handed over");
+    waiter.release(got.handle).unwrap();
+}
