@@ -239,11 +239,18 @@ fn lease_renew_for_sets_the_remaining_time_once() {
     p.renew_for(&h, 60_000).unwrap();
     let left = p.inspect(&key).unwrap().expires_in_ms.unwrap();
     assert!(left > 30_000, "renew_for lengthened the lease: {left} ms left");
-    // Shortening it wakes a waiter at the new end, not the old one.
+    // Shortening it wakes a waiter that sleeps until the old end (past
+    // its wait) to read the new one.
+    let other = Arc::new(other);
+    let w = {
+        let (other, key) = (other.clone(), key.clone());
+        thread::spawn(move || other.lock_wait(&key, 30_000, None, &Wait::new(LONG)).unwrap())
+    };
+    thread::sleep(Duration::from_millis(300));
     p.renew_for(&h, 300).unwrap();
     let left = p.inspect(&key).unwrap().expires_in_ms.unwrap();
     assert!(left <= 300, "renew_for shortened the lease: {left} ms left");
-    let got = other.lock_wait(&key, 30_000, None, &Wait::new(LONG)).unwrap().unwrap();
+    let got = w.join().unwrap().expect("the waiter woke for the new end");
     assert!(p.renew_for(&h, 60_000).is_err(), "renew_for of a lost lease fails");
     assert!(p.renew(&h).is_err());
     other.release(got.handle).unwrap();
