@@ -54,8 +54,11 @@ pub use config::{
 pub mod sql {
     /// Lease mode's acquire (`$1` key bytes, `$2` lock id, `$3` TTL in ms,
     /// `$4` owner or NULL; returns the fence), renew (`$1`..`$3`), release
-    /// (`$1`, `$2`), inspect (`$1`) and force release (`$1`, `$2` fence or
-    /// NULL, `$3` a fresh lock id), on `table`, an already quoted name.
+    /// (`$1`, `$2`), inspect (`$1`), force release (`$1`, `$2` fence or
+    /// NULL, `$3` a fresh lock id), renew-for (`$1`..`$3`) and a waiter's
+    /// acquire (as acquire; returns the fence, or the holder's milliseconds
+    /// left), on `table`, an already quoted name. Release, force release
+    /// and renew-for notify the key's `LISTEN` channel.
     pub fn lease(table: &str) -> Vec<String> {
         crate::lease::statements(table, true)
     }
@@ -66,7 +69,8 @@ pub mod sql {
     }
 
     /// Advisory mode's try-lock and unlock (`$1`: the key's
-    /// [`advisory_key`](crate::keyhash::advisory_key)) and its liveness ping.
+    /// [`advisory_key`](crate::keyhash::advisory_key)), its liveness ping,
+    /// and a waiter's blocking lock (`$1`).
     pub fn advisory() -> Vec<String> {
         crate::advisory::statements()
     }
