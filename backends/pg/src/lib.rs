@@ -138,12 +138,11 @@ impl Backend for Pg {
         Ok(Self { backend })
     }
 
-    /// Lease mode serves all three; advisory mode stores no owner and
-    /// answers `inspect` and `force_release` as unsupported (see
-    /// [`advisory::INSPECT_UNSUPPORTED`] and
-    /// [`advisory::FORCE_UNSUPPORTED`]).
-    /// Both modes wait on a notification (`LISTEN`, or the server's lock
-    /// queue) and set a lease's remaining time.
+    /// Lease mode serves the first three; advisory mode stores no owner
+    /// and answers `inspect` and `force_release` as unsupported (saying
+    /// why, see `docs/backends/pg.md`). Both modes wait on a notification
+    /// (`LISTEN`, or the server's lock queue) and set a lease's remaining
+    /// time.
     const CAPABILITIES: &'static [&'static str] =
         &["owner", "inspect", "force_release", "lock_wait", "renew_ttl"];
 
