@@ -130,6 +130,7 @@ pub(crate) fn guess(url: &str) -> Secrets {
 }
 
 /// A checked config: what the rest of the crate works from.
+#[derive(Clone)]
 pub(crate) struct Settings {
     /// The driver's options, timeouts included.
     pub opts: mysql::Opts,

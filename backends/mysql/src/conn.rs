@@ -118,6 +118,17 @@ impl Conn {
         self.run(|c| c.exec(sql, params))
     }
 
+    /// Runs one unprepared statement without parameters (the text
+    /// protocol, for what cannot be prepared), dropping its result.
+    pub fn text(&mut self, sql: &str) -> Result<(), Fail> {
+        self.run(|c| c.query_drop(sql))
+    }
+
+    /// The server's id of this session (`CONNECTION_ID()`).
+    pub fn connection_id(&self) -> u32 {
+        self.inner.connection_id()
+    }
+
     /// Whether the connection is known to be unusable.
     pub fn is_broken(&self) -> bool {
         self.broken

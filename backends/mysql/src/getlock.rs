@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bext_locking::{LockHandle, PluginError};
+use bext_locking::{Acquired, LockHandle, PluginError, Wait};
 use uuid::Uuid;
 
 use crate::config::Settings;
@@ -26,22 +26,64 @@ use crate::connections::{Pool, closed};
 use crate::fail::{Fail, FailKind};
 use crate::keyhash::lock_name;
 
+/// How many times one wait replaces its session after losing it.
+const MAX_LOST: u32 = 3;
+
 /// How long an idle reaper sleeps before looking again.
 const IDLE_NAP: Duration = Duration::from_secs(1);
 
 const TRY_LOCK: usize = 0;
 const UNLOCK: usize = 1;
 const STILL_MINE: usize = 2;
+const WAIT_LOCK: usize = 3;
 
 /// Try-lock without waiting (1: taken, 0: held elsewhere, NULL: error),
-/// release, and whether this session still holds the name (its lock can
-/// vanish only with the session, but `KILL` ends sessions).
+/// release, whether this session still holds the name (its lock can
+/// vanish only with the session, but `KILL` ends sessions), and the
+/// waiting lock (timeout in seconds, fraction allowed).
 pub(crate) fn statements() -> Vec<String> {
     vec![
         "SELECT GET_LOCK(?, 0)".to_owned(),
         "SELECT RELEASE_LOCK(?)".to_owned(),
         "SELECT IS_USED_LOCK(?) = CONNECTION_ID()".to_owned(),
+        "SELECT GET_LOCK(?, ?)".to_owned(),
     ]
+}
+
+/// What a waiter's cancel hook needs to end the waiting session.
+struct Kill {
+    settings: Settings,
+    /// The waiting session's `CONNECTION_ID()`.
+    target: u32,
+    state: Mutex<KillState>,
+}
+
+#[derive(Default)]
+struct KillState {
+    /// The waiter is in (or about to send) a `GET_LOCK`.
+    waiting: bool,
+    /// The hook ended the session.
+    killed: bool,
+}
+
+impl Kill {
+    /// Ends the waiting session if the waiter is in a `GET_LOCK`. Holding
+    /// the state while killing, so a waiter that finds `killed` unset
+    /// afterwards knows no kill can come later (the wait's cancel flag is
+    /// set before this runs, and the waiter checks it under the same lock
+    /// before every `GET_LOCK`).
+    fn kill(&self) {
+        let mut st = lock(&self.state);
+        if !st.waiting {
+            return;
+        }
+        let deadline = Instant::now() + self.settings.call_budget();
+        if let Ok(mut c) = Conn::open(&self.settings, &[], deadline) {
+            if c.text(&format!("KILL CONNECTION {}", self.target)).is_ok() {
+                st.killed = true;
+            }
+        }
+    }
 }
 
 /// A lock this instance holds: its token, and the session that holds it.
@@ -158,6 +200,21 @@ impl GetLock {
             self.shared.pool.put(conn);
             return Ok(None);
         }
+        let handle = self.keep(key, ttl_ms, name, conn, sent)?;
+        pending.armed = false;
+        Ok(Some(handle))
+    }
+
+    /// Records a lock this instance just took on `conn`, held until
+    /// `started + ttl_ms` unless renewed.
+    fn keep(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        name: String,
+        conn: Conn,
+        started: Instant,
+    ) -> Result<LockHandle, Fail> {
         let lock_id = Uuid::new_v4();
         let mut h = lock(&self.shared.held);
         if h.closed {
@@ -166,32 +223,148 @@ impl GetLock {
             self.shared.pool.discard(conn);
             return Err(closed());
         }
-        // Measured from just before GET_LOCK was sent (after any wait for a
-        // connection, which would otherwise eat into a short TTL): the
-        // server cannot have granted the lock earlier, so the caller, which
-        // counts from before its call, never believes it holds the lock
-        // longer than this instance keeps it.
-        let until = sent.checked_add(Duration::from_millis(ttl_ms)).unwrap_or(sent);
+        // For a try, measured from just before GET_LOCK was sent (after any
+        // wait for a connection, which would otherwise eat into a short
+        // TTL): the server cannot have granted the lock earlier, so the
+        // caller, which counts from before its call, never believes it
+        // holds the lock longer than this instance keeps it.
+        let until = started.checked_add(Duration::from_millis(ttl_ms)).unwrap_or(started);
         let expiry = h.next_expiry(until, key);
         let soonest = h.reaper_wakes_at.is_none_or(|at| until < at);
         let held = Arc::new(HeldLock { lock_id, name, conn: Mutex::new(Some(conn)) });
+        // A slot still `Acquiring` is a `try_lock` of this key in flight,
+        // which the server is refusing: the lock is this one.
         match h.slots.get_mut(key) {
             Some(slot) => *slot = Slot::Held { lock: held, expiry },
             None => {
                 h.slots.insert(key.to_owned(), Slot::Held { lock: held, expiry });
             }
         }
-        pending.armed = false;
         drop(h);
         if soonest {
             self.shared.wake.notify_one();
         }
-        Ok(Some(LockHandle {
-            key: key.to_owned(),
-            lock_id: lock_id.to_string(),
-            ttl_ms,
-            fence: None,
-        }))
+        Ok(LockHandle { key: key.to_owned(), lock_id: lock_id.to_string(), ttl_ms, fence: None })
+    }
+
+    /// Waits for `key` in the server's own queue of `GET_LOCK` waiters: one
+    /// try, and when that is contended, `GET_LOCK(name, timeout)` on a
+    /// pooled connection, which the server answers the moment the lock is
+    /// freed. The timeout of one `GET_LOCK` is kept under the statement
+    /// timeout (the connection's read timeout, and MariaDB's
+    /// `max_statement_time`), so a long wait is several in a row.
+    ///
+    /// A cancel ends the waiting session from another connection
+    /// (`KILL CONNECTION`), which the server applies whenever it arrives,
+    /// even between two `GET_LOCK`s (a `KILL QUERY` arriving then would be
+    /// forgotten), and which frees a lock granted at that very moment.
+    /// The TTL starts when the grant arrives (this plugin enforces it), so
+    /// that is `Acquired::sent`.
+    pub fn lock_wait(&self, key: &str, ttl_ms: u64, wait: &Wait) -> Result<Option<Acquired>, Fail> {
+        let sent = Instant::now();
+        if let Some(handle) = self.try_lock(key, ttl_ms)? {
+            return Ok(Some(Acquired { handle, sent }));
+        }
+        if wait.is_over() {
+            return Ok(None);
+        }
+        // A waiting session that dies (terminated, a dropped connection)
+        // is replaced, a few times per wait: a long wait should not fail
+        // on what a single call would retry. The lost session held
+        // nothing (closing it frees a lock granted as it died).
+        let mut lost = 0;
+        loop {
+            match self.queue(key, ttl_ms, wait) {
+                Err(e) if e.kind == FailKind::Connection && lost < MAX_LOST && !wait.is_over() => {
+                    lost += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One wait in the server's queue, on one session.
+    fn queue(&self, key: &str, ttl_ms: u64, wait: &Wait) -> Result<Option<Acquired>, Fail> {
+        let pool = &self.shared.pool;
+        let name = lock_name(key);
+        let mut conn = pool.get(pool.deadline())?;
+        let kill = Arc::new(Kill {
+            settings: pool.settings().clone(),
+            target: conn.connection_id(),
+            state: Mutex::new(KillState::default()),
+        });
+        let hook = {
+            let kill = kill.clone();
+            wait.on_cancel(move || kill.kill())
+        };
+        // Three quarters of the statement timeout per GET_LOCK (in seconds,
+        // which the server takes with a fraction).
+        let chunk = pool.settings().statement_timeout * 3 / 4;
+        let outcome = loop {
+            {
+                let mut st = lock(&kill.state);
+                if wait.is_over() {
+                    break Ok(false);
+                }
+                st.waiting = true;
+            }
+            let secs = wait.remaining().min(chunk).as_secs_f64().max(0.001);
+            let got = conn.first::<Option<i64>>(WAIT_LOCK, (&name, secs));
+            let killed = {
+                let mut st = lock(&kill.state);
+                st.waiting = false;
+                st.killed
+            };
+            if killed {
+                // The session is gone, and with it a lock granted as the
+                // kill came.
+                pool.discard(conn);
+                drop(hook);
+                return Ok(None);
+            }
+            match got {
+                Ok(Some(Some(1))) => break Ok(true),
+                Ok(Some(Some(_))) => continue,
+                Ok(_) => {
+                    break Err(Fail::new(FailKind::Server, format!("GET_LOCK('{name}') failed")));
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        drop(hook);
+        let granted_at = Instant::now();
+        match outcome {
+            Err(e) => {
+                if e.keeps_connection() {
+                    pool.put(conn);
+                } else {
+                    pool.discard(conn);
+                }
+                Err(e)
+            }
+            Ok(false) => {
+                pool.put(conn);
+                Ok(None)
+            }
+            Ok(true) if wait.is_cancelled() => {
+                // Granted as the cancel came, before a kill was needed.
+                match conn.first::<Option<i64>>(UNLOCK, (&name,)) {
+                    Ok(_) => pool.put(conn),
+                    Err(_) => pool.discard(conn),
+                }
+                Ok(None)
+            }
+            Ok(true) => {
+                let handle = self.keep(key, ttl_ms, name, conn, granted_at)?;
+                Ok(Some(Acquired { handle, sent: granted_at }))
+            }
+        }
+    }
+
+    /// Sets the lock's remaining time to `ttl_ms` once (the reaper is this
+    /// instance's own timer), after the same check as [`renew`](Self::renew).
+    pub fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), Fail> {
+        self.renew(&LockHandle { ttl_ms, ..handle.clone() })
     }
 
     /// Restarts the TTL after checking on the lock's own connection that

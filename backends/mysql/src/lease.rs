@@ -6,15 +6,16 @@
 //! acquisition of the key finds the row and raises its fence, and fences
 //! survive a restart with the table.
 
-use std::time::Instant;
+use std::cell::Cell;
+use std::time::{Duration, Instant};
 
-use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
+use bext_locking::{Acquired, ForceReleased, LockHandle, LockInfo, PluginError, Wait};
 use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::conn::Conn;
 use crate::connections::Pool;
-use crate::fail::Fail;
+use crate::fail::{Fail, FailKind};
 
 const ACQUIRE: usize = 0;
 const RENEW: usize = 1;
@@ -185,10 +186,16 @@ impl Lease {
 
     /// `Ok(false)`: the lease is no longer ours.
     pub fn renew(&self, handle: &LockHandle) -> Result<bool, Fail> {
+        self.renew_for(handle, handle.ttl_ms)
+    }
+
+    /// Sets the lease's remaining time to `ttl_ms` (the handle's own TTL
+    /// for a renew); `Ok(false)`: the lease is no longer ours.
+    pub fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<bool, Fail> {
         let Ok(lock_id) = Uuid::parse_str(&handle.lock_id) else { return Ok(false) };
         let id = lock_id.as_bytes().to_vec();
         let key = handle.key.as_bytes();
-        let ttl_us = handle.ttl_ms * 1000;
+        let ttl_us = ttl_ms * 1000;
         let deadline = self.pool.deadline();
         self.pool.with_conn(deadline, |c| {
             let (n, _) = c.exec(RENEW, (ttl_us, key, &id))?;
@@ -208,6 +215,47 @@ impl Lease {
         let deadline = self.pool.deadline();
         self.pool.with_conn(deadline, |c| c.exec(RELEASE, (key, &id)))?;
         Ok(())
+    }
+
+    /// Waits for `key` by polling: MySQL and MariaDB have no notification
+    /// a release could send to another session (no `LISTEN`, and a
+    /// `GET_LOCK` a waiter blocks on would have to be held by the lease's
+    /// holder, which any instance may release). The floor is
+    /// [`poll_wait`](bext_locking::wait::poll_wait)'s jittered backoff,
+    /// with the next try never later than the holder's lease end, read
+    /// from the server (by its clock) on each contended try.
+    pub fn lock_wait(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &Wait,
+    ) -> Result<Option<Acquired>, Fail> {
+        let ends: Cell<Option<Duration>> = Cell::new(None);
+        let failed: Cell<Option<Fail>> = Cell::new(None);
+        let got = bext_locking::wait::poll_wait(
+            wait,
+            bext_locking::wait::POLL_MAX,
+            || {
+                let sent = Instant::now();
+                let tried = self.try_lock(key, ttl_ms, owner).and_then(|got| match got {
+                    Some(handle) => Ok(Some(Acquired { handle, sent })),
+                    None => {
+                        ends.set(self.inspect(key)?.expires_in_ms.map(Duration::from_millis));
+                        Ok(None)
+                    }
+                });
+                tried.map_err(|e| {
+                    failed.set(Some(e));
+                    PluginError::backend("")
+                })
+            },
+            || ends.take(),
+        );
+        match got {
+            Ok(got) => Ok(got),
+            Err(_) => Err(failed.take().unwrap_or_else(|| Fail::new(FailKind::Server, "failed"))),
+        }
     }
 
     /// Who holds `key`, by the server's clock.

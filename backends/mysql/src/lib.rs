@@ -14,6 +14,11 @@
 //!   connection closes. No fence, and only the acquiring instance can renew
 //!   or release.
 //!
+//! Waiting for a lock (`lock_wait`): get_lock mode waits in the server's
+//! `GET_LOCK` queue (a cancel ends the waiting session with `KILL
+//! CONNECTION` from another one); lease mode has no server notification to
+//! wait on and polls, never later than the holder's lease end.
+//!
 //! Every statement takes its values as parameters; the only name put into
 //! SQL is the table's, which must be a plain identifier and is quoted. Each
 //! wait for the server ends after `statement_timeout_ms` (connecting after
@@ -33,7 +38,7 @@ mod lease;
 
 use std::ffi::CStr;
 
-use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
+use bext_locking::{Acquired, ForceReleased, LockHandle, LockInfo, PluginError, Wait};
 use bext_locking_kit::Backend;
 
 pub use config::{
@@ -131,7 +136,14 @@ impl Backend for Mysql {
 
     /// Owners are stored in lease mode; get_lock mode keeps none (see
     /// [`inspect`](Self::inspect)).
-    const CAPABILITIES: &'static [&'static str] = &["owner", "inspect", "force_release"];
+    ///
+    /// `"lock_wait"` is get_lock mode's: its waiters wait in the server's
+    /// `GET_LOCK` queue. Lease mode answers `lock_wait` too, but by polling
+    /// (the server has no notification it could wait on), with the next
+    /// try no later than the holder's lease end. Both modes set a lease's
+    /// remaining time (`"renew_ttl"`).
+    const CAPABILITIES: &'static [&'static str] =
+        &["owner", "inspect", "force_release", "lock_wait", "renew_ttl"];
 
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
         self.try_lock_owned(key, ttl_ms, None)
@@ -180,6 +192,32 @@ impl Backend for Mysql {
                  (by then it may hold another key's lock); use lease mode",
             )),
         }
+    }
+
+    fn lock_wait(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &Wait,
+    ) -> Result<Option<Acquired>, PluginError> {
+        match &self.backend {
+            Held::Lease(l) => l.lock_wait(key, ttl_ms, owner, wait),
+            Held::GetLock(a) => a.lock_wait(key, ttl_ms, wait),
+        }
+        .map_err(self.fail("lock_wait"))
+    }
+
+    fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), PluginError> {
+        match &self.backend {
+            Held::Lease(l) => match l.renew_for(handle, ttl_ms) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(getlock::not_held(&handle.key)),
+                Err(e) => Err(e),
+            },
+            Held::GetLock(a) => a.renew_for(handle, ttl_ms),
+        }
+        .map_err(self.fail("renew_for"))
     }
 
     fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {

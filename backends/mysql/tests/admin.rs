@@ -30,8 +30,8 @@ fn row(scratch: &Scratch, key: &str) -> (String, u64, Option<Vec<u8>>, bool) {
 #[test]
 fn describe_lists_the_capabilities() {
     let d = so().describe().unwrap();
-    assert_eq!(d.abi_minor, 1);
-    for c in ["owner", "inspect", "force_release", "stats"] {
+    assert_eq!(d.abi_minor, 2);
+    for c in ["owner", "inspect", "force_release", "stats", "lock_wait", "renew_ttl"] {
         assert!(d.capabilities.iter().any(|x| x == c), "{c} missing from {:?}", d.capabilities);
     }
 }

@@ -16,7 +16,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bext_locking::{LockHandle, PluginError};
+use bext_locking::{Acquired, LockHandle, PluginError, Wait};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::Settings;
@@ -43,18 +44,29 @@ pub(crate) const FORCE_UNSUPPORTED: &str = "pg advisory mode: a session lock can
     moved on to another lock before it is signalled, so the exact holder cannot be broken \
     safely; use lease mode";
 
+/// The longest `lock_timeout` the server takes (an `int` of milliseconds,
+/// about 24.8 days); a longer wait is several.
+const MAX_LOCK_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// How many times one wait replaces its session after losing it.
+const MAX_LOST: u32 = 3;
+
 /// How long an idle reaper sleeps before looking again.
 const IDLE_NAP: Duration = Duration::from_secs(1);
 
 const TRY_LOCK: usize = 0;
 const UNLOCK: usize = 1;
 const PING: usize = 2;
+const LOCK: usize = 3;
 
+/// Try-lock, unlock, the liveness ping, and the waiting lock (which waits
+/// in the server's queue up to the session's `lock_timeout`).
 pub(crate) fn statements() -> Vec<String> {
     vec![
         "SELECT pg_try_advisory_lock($1)".to_owned(),
         "SELECT pg_advisory_unlock($1)".to_owned(),
         "SELECT 1".to_owned(),
+        "SELECT pg_advisory_lock($1)".to_owned(),
     ]
 }
 
@@ -168,6 +180,21 @@ impl Advisory {
             self.shared.pool.put(conn);
             return Ok(None);
         }
+        let handle = self.keep(key, ttl_ms, hash, conn, started)?;
+        pending.armed = false;
+        Ok(Some(handle))
+    }
+
+    /// Records a lock this instance just took on `conn`, held until
+    /// `started + ttl_ms` unless renewed.
+    fn keep(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        hash: i64,
+        conn: Box<Conn>,
+        started: Instant,
+    ) -> Result<LockHandle, Fail> {
         let lock_id = Uuid::new_v4();
         let mut h = lock(&self.shared.held);
         if h.closed {
@@ -182,23 +209,153 @@ impl Advisory {
         let expiry = h.next_expiry(until, key);
         let soonest = h.reaper_wakes_at.is_none_or(|at| until < at);
         let held = Arc::new(HeldLock { lock_id, hash, conn: Mutex::new(Some(conn)) });
+        // A slot still `Acquiring` is a `try_lock` of this key in flight,
+        // which the server is refusing: the lock is this one.
         match h.slots.get_mut(key) {
             Some(slot) => *slot = Slot::Held { lock: held, expiry },
             None => {
                 h.slots.insert(key.to_owned(), Slot::Held { lock: held, expiry });
             }
         }
-        pending.armed = false;
         drop(h);
         if soonest {
             self.shared.wake.notify_one();
         }
-        Ok(Some(LockHandle {
-            key: key.to_owned(),
-            lock_id: lock_id.to_string(),
-            ttl_ms,
-            fence: None,
-        }))
+        Ok(LockHandle { key: key.to_owned(), lock_id: lock_id.to_string(), ttl_ms, fence: None })
+    }
+
+    /// Waits for `key` in the server's own lock queue: one try, and when
+    /// that is contended, `pg_advisory_lock` on a pooled connection with
+    /// the server's `lock_timeout` set to the time left, so the server
+    /// hands the lock over the moment it is freed, in the order waiters
+    /// queued. A cancel sends the server a cancel request for the waiting
+    /// statement. The TTL starts when the grant arrives (this plugin
+    /// enforces it), so that is `Acquired::sent`.
+    pub fn lock_wait(&self, key: &str, ttl_ms: u64, wait: &Wait) -> Result<Option<Acquired>, Fail> {
+        let sent = Instant::now();
+        if let Some(handle) = self.try_lock(key, ttl_ms)? {
+            return Ok(Some(Acquired { handle, sent }));
+        }
+        if wait.is_over() {
+            return Ok(None);
+        }
+        // A waiting session that dies (terminated, a dropped connection)
+        // is replaced, a few times per wait: a long wait should not fail
+        // on what a single call would retry. The lost session held
+        // nothing (closing it frees a lock granted as it died).
+        let mut lost = 0;
+        loop {
+            match self.queue(key, ttl_ms, wait) {
+                Err(e) if e.kind == FailKind::Connection && lost < MAX_LOST && !wait.is_over() => {
+                    lost += 1;
+                }
+                // The server's lock timeout is at most `MAX_LOCK_TIMEOUT`:
+                // a longer wait queues again.
+                Ok(None) if !wait.is_over() => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// One wait in the server's queue, on one session.
+    fn queue(&self, key: &str, ttl_ms: u64, wait: &Wait) -> Result<Option<Acquired>, Fail> {
+        let pool = &self.shared.pool;
+        let hash = advisory_key(key);
+        let (_, mut conn) = pool.attempt(pool.deadline(), |c| {
+            // Both limits for this one statement: the server gives up
+            // waiting at the wait's deadline (55P03), and the session's
+            // statement timeout must not end the wait first.
+            let left = wait.remaining().min(MAX_LOCK_TIMEOUT).as_millis().max(1);
+            c.batch(
+                &format!("SET lock_timeout = {left}; SET statement_timeout = 0"),
+                pool.deadline(),
+            )
+        })?;
+        let wake = Arc::new(Notify::new());
+        let hook = {
+            let wake = wake.clone();
+            wait.on_cancel(move || wake.notify_one())
+        };
+        if wait.is_cancelled() {
+            drop(hook);
+            self.reset_and_put(conn);
+            return Ok(None);
+        }
+        // The server answers at its lock timeout; past that, it is not
+        // answering at all.
+        let until = wait.deadline().min(Instant::now() + MAX_LOCK_TIMEOUT)
+            + pool.settings().statement_timeout;
+        let (result, cancel_sent) = conn.query_opt_cancellable(LOCK, &[&hash], until, &wake);
+        drop(hook);
+        let granted_at = Instant::now();
+        let granted = match result {
+            Ok(_) => true,
+            // The server's lock timeout: the wait is over.
+            Err(e) if e.message.contains("55P03") => false,
+            // Our cancel request; someone else's (pg_cancel_backend) is an
+            // error below, not a wait that looks timed out early.
+            Err(e) if cancel_sent && e.message.contains("57014") => false,
+            Err(e) => {
+                // The session's state (and whether it holds the lock) is
+                // unknown: closing it frees whatever it holds.
+                if e.keeps_connection() && !cancel_sent {
+                    self.reset_and_put(conn);
+                } else {
+                    pool.discard(conn);
+                }
+                return Err(e);
+            }
+        };
+        if cancel_sent {
+            // A cancel that reaches the server after the grant would hit
+            // the next statement: unlock (a cancel ends one statement at
+            // most, hence two tries), and close the session in any case.
+            if granted {
+                for _ in 0..2 {
+                    if conn.query_opt(UNLOCK, &[&hash], pool.deadline()).is_ok() {
+                        break;
+                    }
+                }
+            }
+            pool.discard(conn);
+            return Ok(None);
+        }
+        let deadline = pool.deadline();
+        if let Err(e) = conn.batch("RESET lock_timeout; RESET statement_timeout", deadline) {
+            // Closing the session frees the lock, if it was granted.
+            pool.discard(conn);
+            return Err(e);
+        }
+        if !granted {
+            pool.put(conn);
+            return Ok(None);
+        }
+        if wait.is_cancelled() {
+            // Granted as the cancel came, before it could be sent.
+            match conn.query_opt(UNLOCK, &[&hash], deadline) {
+                Ok(_) => pool.put(conn),
+                Err(_) => pool.discard(conn),
+            }
+            return Ok(None);
+        }
+        let handle = self.keep(key, ttl_ms, hash, conn, granted_at)?;
+        Ok(Some(Acquired { handle, sent: granted_at }))
+    }
+
+    /// Puts the server's limits back as the session started and gives the
+    /// connection back (or closes it, if that fails).
+    fn reset_and_put(&self, mut conn: Box<Conn>) {
+        let pool = &self.shared.pool;
+        match conn.batch("RESET lock_timeout; RESET statement_timeout", pool.deadline()) {
+            Ok(()) => pool.put(conn),
+            Err(_) => pool.discard(conn),
+        }
+    }
+
+    /// Sets the lock's remaining time to `ttl_ms` once (the reaper is this
+    /// instance's own timer), after the same check as [`renew`](Self::renew).
+    pub fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), Fail> {
+        self.renew(&LockHandle { ttl_ms, ..handle.clone() })
     }
 
     /// Restarts the TTL after checking on the lock's own connection that

@@ -8,13 +8,14 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
+use tokio::sync::Notify;
 use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Connection, NoTls, Row, Socket, Statement};
+use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Row, Socket, Statement};
 
 use crate::config::Settings;
 use crate::fail::{Fail, FailKind, describe_error};
@@ -31,6 +32,9 @@ pub(crate) struct Conn {
     /// pending calls then see.
     ended: Option<String>,
     statement_timeout: Duration,
+    /// Notifications (`LISTEN`) received and not yet taken; a connection
+    /// listens to one channel at most, so a count is enough.
+    notices: usize,
     /// One timer per connection, re-armed for every call (cheaper than a
     /// new one each time).
     timer: Pin<Box<tokio::time::Sleep>>,
@@ -81,6 +85,7 @@ impl Conn {
             timer,
             driver: Some(Box::pin(driver)),
             ended: None,
+            notices: 0,
             statement_timeout: s.statement_timeout,
             stmts: Vec::with_capacity(statements.len()),
             fresh: true,
@@ -104,36 +109,78 @@ impl Conn {
         F: Future<Output = Result<T, tokio_postgres::Error>> + 'c,
     {
         let until = deadline.min(Instant::now() + self.statement_timeout);
-        let Self { client, driver, ended, rt, statement_timeout, timer, .. } = self;
+        let waited = if until < deadline { self.statement_timeout } else { Duration::ZERO };
+        self.drive_until(until, waited, None, call).0
+    }
+
+    /// Runs one client future to completion or `until`, driving the socket
+    /// meanwhile. With `cancel`, a wake-up of that `Notify` sends the
+    /// server a cancel request for the running statement (on this
+    /// connection's runtime, beside the statement, which then ends with
+    /// SQLSTATE 57014 unless it finished first). Returns whether a cancel
+    /// was sent; the connection must then not be reused, as a cancel that
+    /// lands late would hit its next statement. `waited` names the limit in
+    /// the timeout message (zero: the caller's deadline).
+    fn drive_until<'c, T, F>(
+        &'c mut self,
+        until: Instant,
+        waited: Duration,
+        cancel: Option<&Notify>,
+        call: impl FnOnce(&'c Client) -> F,
+    ) -> (Result<T, Fail>, bool)
+    where
+        F: Future<Output = Result<T, tokio_postgres::Error>> + 'c,
+    {
+        let Self { client, driver, ended, rt, timer, notices, .. } = self;
+        let token = cancel.map(|_| client.cancel_token());
         // Pinned here, so the future `block_on` takes (and moves) holds a
         // reference to it: the client's query future is large, and copying
         // it into `block_on` was a measurable share of a pair.
         let mut fut = pin!(call(client));
+        let mut sent_cancel = false;
         let out = rt.block_on(async {
             timer.as_mut().reset(until.into());
+            let mut woken = cancel.map(|n| Box::pin(n.notified()));
+            let mut canceller: Option<Pin<Box<dyn Future<Output = ()>>>> = None;
+            let mut result = None;
             poll_fn(|cx| {
-                if let Some(d) = driver.as_mut() {
-                    if let Poll::Ready(r) = d.as_mut().poll(cx) {
-                        // Dropping the driver fails every pending call with
-                        // "connection closed"; remember why it ended.
-                        *ended = Some(match r {
-                            Ok(()) => "the server closed the connection".to_owned(),
-                            Err(e) => describe_error(&e),
-                        });
-                        *driver = None;
+                pump(driver, ended, notices, cx);
+                if result.is_none() {
+                    if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                        result = Some(r);
                     }
                 }
-                if let Poll::Ready(r) = fut.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
+                if let Some(w) = woken.as_mut() {
+                    if w.as_mut().poll(cx).is_ready() {
+                        woken = None;
+                        if result.is_none() {
+                            if let Some(token) = token.clone() {
+                                sent_cancel = true;
+                                canceller = Some(Box::pin(async move {
+                                    let _ = token.cancel_query(NoTls).await;
+                                }));
+                            }
+                        }
+                    }
+                }
+                if let Some(c) = canceller.as_mut() {
+                    if c.as_mut().poll(cx).is_ready() {
+                        canceller = None;
+                    }
+                }
+                // A cancel in flight is seen through, so that it has
+                // reached the server when the caller decides what to do.
+                if result.is_some() && canceller.is_none() {
+                    return Poll::Ready(result.take());
                 }
                 if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
+                    return Poll::Ready(result.take());
                 }
                 Poll::Pending
             })
             .await
         });
-        match out {
+        let out = match out {
             Some(Ok(v)) => Ok(v),
             Some(Err(e)) => {
                 let mut fail = Fail::from_pg(&e);
@@ -144,18 +191,82 @@ impl Conn {
                 }
                 Err(fail)
             }
-            None => {
-                let waited = if until < deadline { *statement_timeout } else { Duration::ZERO };
-                Err(Fail::new(
-                    FailKind::Timeout,
-                    if waited.is_zero() {
-                        "the call ran out of time waiting for the server".to_owned()
-                    } else {
-                        format!("no answer from the server within {} ms", waited.as_millis())
-                    },
-                ))
-            }
+            None => Err(Fail::new(
+                FailKind::Timeout,
+                if waited.is_zero() {
+                    "the call ran out of time waiting for the server".to_owned()
+                } else {
+                    format!("no answer from the server within {} ms", waited.as_millis())
+                },
+            )),
+        };
+        (out, sent_cancel)
+    }
+
+    /// Drives the connection, doing nothing else, until a notification
+    /// (`LISTEN`) arrives, `until` passes or `wake` is notified. Returns
+    /// whether a notification came (those that arrived earlier, during a
+    /// statement, count too: see [`take_notices`](Self::take_notices)).
+    pub fn wait_notice(&mut self, until: Instant, wake: &Notify) -> Result<bool, Fail> {
+        let Self { driver, ended, rt, timer, notices, .. } = self;
+        if *notices > 0 {
+            return Ok(true);
         }
+        rt.block_on(async {
+            timer.as_mut().reset(until.into());
+            let mut woken = pin!(wake.notified());
+            poll_fn(|cx| {
+                pump(driver, ended, notices, cx);
+                if *notices > 0 {
+                    return Poll::Ready(());
+                }
+                if driver.is_none() {
+                    return Poll::Ready(());
+                }
+                if woken.as_mut().poll(cx).is_ready() || timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            })
+            .await
+        });
+        if *notices > 0 {
+            return Ok(true);
+        }
+        if driver.is_none() {
+            let why = ended.clone().unwrap_or_else(|| "the connection ended".to_owned());
+            return Err(Fail::new(FailKind::Connection, why));
+        }
+        Ok(false)
+    }
+
+    /// How many notifications arrived since the last call, clearing the
+    /// count.
+    pub fn take_notices(&mut self) -> usize {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// Runs one or more unprepared statements without parameters (the
+    /// simple protocol), within the statement timeout.
+    pub fn batch(&mut self, sql: &str, deadline: Instant) -> Result<(), Fail> {
+        self.drive(deadline, move |c| c.batch_execute(sql))
+    }
+
+    /// Runs prepared statement `stmt` until `until` (past the statement
+    /// timeout: the caller has set the server's limits for it), sending a
+    /// cancel request when `cancel` is notified. Returns whether a cancel
+    /// was sent: the connection must then be closed, not reused.
+    pub fn query_opt_cancellable(
+        &mut self,
+        stmt: usize,
+        params: &[&(dyn ToSql + Sync)],
+        until: Instant,
+        cancel: &Notify,
+    ) -> (Result<Option<Row>, Fail>, bool) {
+        let stmt = self.stmts[stmt].clone();
+        self.drive_until(until, Duration::ZERO, Some(cancel), move |c| async move {
+            c.query_opt(&stmt, params).await
+        })
     }
 
     /// Runs prepared statement `stmt` and returns at most one row.
@@ -204,6 +315,37 @@ impl Conn {
         if let Some(driver) = driver {
             // With its client gone, the driver sends Terminate and ends.
             let _ = rt.block_on(async { tokio::time::timeout_at(deadline.into(), driver).await });
+        }
+    }
+}
+
+/// Reads and writes the socket as far as it goes without blocking,
+/// counting notifications; on the connection's end, drops the driver and
+/// remembers why (dropping it fails every pending call with "connection
+/// closed").
+fn pump(
+    driver: &mut Option<Pin<Box<Driver>>>,
+    ended: &mut Option<String>,
+    notices: &mut usize,
+    cx: &mut Context<'_>,
+) {
+    let Some(d) = driver.as_mut() else { return };
+    loop {
+        match d.as_mut().poll_message(cx) {
+            Poll::Ready(Some(Ok(AsyncMessage::Notification(_)))) => *notices += 1,
+            // Notices (warnings) are of no use to a lock.
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Ready(Some(Err(e))) => {
+                *ended = Some(describe_error(&e));
+                *driver = None;
+                return;
+            }
+            Poll::Ready(None) => {
+                *ended = Some("the server closed the connection".to_owned());
+                *driver = None;
+                return;
+            }
+            Poll::Pending => return,
         }
     }
 }

@@ -69,6 +69,13 @@ impl Pool {
         }
     }
 
+    /// Opens a connection outside the pool (not counted in `pool_size`),
+    /// with the mode's statements prepared: a waiter's, which its owner
+    /// closes.
+    pub fn open_dedicated(&self, deadline: Instant) -> Result<Box<Conn>, Fail> {
+        Conn::open(&self.settings, &self.statements, deadline)
+    }
+
     /// Gives a healthy connection back.
     pub fn put(&self, mut conn: Box<Conn>) {
         if conn.is_broken() {

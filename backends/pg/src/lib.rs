@@ -14,6 +14,13 @@
 //!   connection closes. No fence, and only the acquiring instance can renew
 //!   or release.
 //!
+//! Waiting for a lock (`lock_wait`) blocks on the server in both modes: in
+//! lease mode a `LISTEN` on the key's channel, which release, force release
+//! and `renew_for` notify in their own statements, plus a wake-up at the
+//! holder's lease end; in advisory mode `pg_advisory_lock` with the
+//! server's `lock_timeout`, in the server's own queue. A cancel wakes the
+//! first and sends a cancel request for the second.
+//!
 //! Every statement takes its values as parameters; the only names put into
 //! SQL are the schema and table, which must be plain identifiers and are
 //! quoted. Every call returns within `connect_timeout_ms +
@@ -34,7 +41,7 @@ mod redact;
 
 use std::ffi::CStr;
 
-use bext_locking::{ForceReleased, LockHandle, LockInfo, PluginError};
+use bext_locking::{Acquired, ForceReleased, LockHandle, LockInfo, PluginError, Wait};
 use bext_locking_kit::Backend;
 
 pub use config::{
@@ -47,8 +54,11 @@ pub use config::{
 pub mod sql {
     /// Lease mode's acquire (`$1` key bytes, `$2` lock id, `$3` TTL in ms,
     /// `$4` owner or NULL; returns the fence), renew (`$1`..`$3`), release
-    /// (`$1`, `$2`), inspect (`$1`) and force release (`$1`, `$2` fence or
-    /// NULL, `$3` a fresh lock id), on `table`, an already quoted name.
+    /// (`$1`, `$2`), inspect (`$1`), force release (`$1`, `$2` fence or
+    /// NULL, `$3` a fresh lock id), renew-for (`$1`..`$3`) and a waiter's
+    /// acquire (as acquire; returns the fence, or the holder's milliseconds
+    /// left), on `table`, an already quoted name. Release, force release
+    /// and renew-for notify the key's `LISTEN` channel.
     pub fn lease(table: &str) -> Vec<String> {
         crate::lease::statements(table, true)
     }
@@ -59,7 +69,8 @@ pub mod sql {
     }
 
     /// Advisory mode's try-lock and unlock (`$1`: the key's
-    /// [`advisory_key`](crate::keyhash::advisory_key)) and its liveness ping.
+    /// [`advisory_key`](crate::keyhash::advisory_key)), its liveness ping,
+    /// and a waiter's blocking lock (`$1`).
     pub fn advisory() -> Vec<String> {
         crate::advisory::statements()
     }
@@ -127,11 +138,13 @@ impl Backend for Pg {
         Ok(Self { backend })
     }
 
-    /// Lease mode serves all three; advisory mode stores no owner and
-    /// answers `inspect` and `force_release` as unsupported (see
-    /// [`advisory::INSPECT_UNSUPPORTED`] and
-    /// [`advisory::FORCE_UNSUPPORTED`]).
-    const CAPABILITIES: &'static [&'static str] = &["owner", "inspect", "force_release"];
+    /// Lease mode serves the first three; advisory mode stores no owner
+    /// and answers `inspect` and `force_release` as unsupported (saying
+    /// why, see `docs/backends/pg.md`). Both modes wait on a notification
+    /// (`LISTEN`, or the server's lock queue) and set a lease's remaining
+    /// time.
+    const CAPABILITIES: &'static [&'static str] =
+        &["owner", "inspect", "force_release", "lock_wait", "renew_ttl"];
 
     fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, PluginError> {
         self.try_lock_owned(key, ttl_ms, None)
@@ -166,6 +179,32 @@ impl Backend for Pg {
             Held::Lease(l) => l.force_release(key, if_fence).map_err(self.fail("force_release")),
             Held::Advisory(_) => Err(PluginError::unsupported(advisory::FORCE_UNSUPPORTED)),
         }
+    }
+
+    fn lock_wait(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        owner: Option<&str>,
+        wait: &Wait,
+    ) -> Result<Option<Acquired>, PluginError> {
+        match &self.backend {
+            Held::Lease(l) => l.lock_wait(key, ttl_ms, owner, wait),
+            Held::Advisory(a) => a.lock_wait(key, ttl_ms, wait),
+        }
+        .map_err(self.fail("lock_wait"))
+    }
+
+    fn renew_for(&self, handle: &LockHandle, ttl_ms: u64) -> Result<(), PluginError> {
+        match &self.backend {
+            Held::Lease(l) => match l.renew_for(handle, ttl_ms) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(advisory::not_held(&handle.key)),
+                Err(e) => Err(e),
+            },
+            Held::Advisory(a) => a.renew_for(handle, ttl_ms),
+        }
+        .map_err(self.fail("renew_for"))
     }
 
     fn renew(&self, handle: &LockHandle) -> Result<(), PluginError> {
