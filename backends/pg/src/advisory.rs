@@ -407,6 +407,13 @@ impl Advisory {
                     started.checked_add(Duration::from_millis(handle.ttl_ms)).unwrap_or(started);
                 *expiry = (until, h.seq);
                 h.expiries.insert(*expiry, handle.key.clone());
+                // A shorter lease (renew_for) may end before the reaper
+                // next looks: wake it to sleep on the new soonest expiry.
+                let soonest = h.reaper_wakes_at.is_none_or(|at| until < at);
+                drop(guard);
+                if soonest {
+                    self.shared.wake.notify_one();
+                }
                 Ok(())
             }
             // Released or reaped while we checked.
