@@ -72,8 +72,11 @@ struct Knobs {
 impl Knobs {
     fn from_env() -> Self {
         let list = |name: &str, default: &str| -> Vec<String> {
+            // `make` exports a knob it was not given as an empty variable.
             std::env::var(name)
-                .unwrap_or_else(|_| default.into())
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| default.into())
                 .split(',')
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
