@@ -156,8 +156,11 @@ fn mysql_sessions_killed_server_crashed_holder_frozen_and_path_frozen() {
 
 #[test]
 fn nats_node_killed_holder_frozen_and_path_frozen() {
-    let o = assert_safe(&["--backends", "nats,nats-3", "--faults", "none,restart,stall,freeze"], 7);
-    assert!(errors_during(&o, "nats", "restart") > 0);
+    // No check that the restart cost errors: the client reconnects and
+    // resends within `op_timeout_ms`, so a 300 ms outage may cost none.
+    // `assert_safe` still requires the restart carried out and locks
+    // granted after it.
+    assert_safe(&["--backends", "nats,nats-3", "--faults", "none,restart,stall,freeze"], 7);
 }
 
 #[test]
