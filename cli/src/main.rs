@@ -248,6 +248,21 @@ Examples:
       -E 0 -- ./cleanup.sh
 ";
 
+/// The `--config` every command that opens a plugin takes.
+#[derive(Args)]
+struct ConfigArg {
+    /// The plugin's config: JSON, or @FILE to read it from a file (keeps
+    /// passwords out of `ps`). Default: {}.
+    #[arg(
+        short,
+        long,
+        value_name = "JSON|@FILE",
+        env = "BEXT_LOCK_CONFIG",
+        hide_env_values = true
+    )]
+    config: Option<String>,
+}
+
 /// The subcommand whose help the command line asks for (`run --help`,
 /// `help run`), skipping the global `--plugin-dir DIR`.
 fn help_subcommand() -> Option<String> {
@@ -279,16 +294,8 @@ struct RunCmd {
     /// bext-lock dies, others wait at most this long: 500ms, 30s, 5m.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_ttl)]
     ttl: Duration,
-    /// The plugin's config: JSON, or @FILE to read it from a file (keeps
-    /// passwords out of `ps`). Default: {}.
-    #[arg(
-        short,
-        long,
-        value_name = "JSON|@FILE",
-        env = "BEXT_LOCK_CONFIG",
-        hide_env_values = true
-    )]
-    config: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
     /// If the lock is held, wait up to this long for it (notified by the
     /// plugin when it can, else polling with jittered backoff; -v says
     /// which) before giving up with the conflict exit code. Ctrl-C or
@@ -389,15 +396,8 @@ Examples:
 struct CheckCmd {
     /// The plugin: a name or a path.
     plugin: String,
-    /// The plugin's config: JSON or @FILE. Default: {}.
-    #[arg(
-        short,
-        long,
-        value_name = "JSON|@FILE",
-        env = "BEXT_LOCK_CONFIG",
-        hide_env_values = true
-    )]
-    config: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -433,15 +433,8 @@ Examples:
 struct StatusCmd {
     /// The lock plugin: a name or a path.
     plugin: String,
-    /// The plugin's config: JSON or @FILE. Default: {}.
-    #[arg(
-        short,
-        long,
-        value_name = "JSON|@FILE",
-        env = "BEXT_LOCK_CONFIG",
-        hide_env_values = true
-    )]
-    config: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Print a JSON array, one object per key.
     #[arg(long)]
     json: bool,
@@ -475,15 +468,8 @@ Examples:
 struct BreakCmd {
     /// The lock plugin: a name or a path.
     plugin: String,
-    /// The plugin's config: JSON or @FILE. Default: {}.
-    #[arg(
-        short,
-        long,
-        value_name = "JSON|@FILE",
-        env = "BEXT_LOCK_CONFIG",
-        hide_env_values = true
-    )]
-    config: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Break only the holder at this fence (see `bext-lock status`).
     #[arg(long, value_name = "N")]
     if_fence: Option<u64>,
@@ -543,15 +529,8 @@ struct ElectCmd {
     /// leader dies, the next one leads at most this much later.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::parse_ttl)]
     ttl: Duration,
-    /// The plugin's config: JSON or @FILE. Default: {}.
-    #[arg(
-        short,
-        long,
-        value_name = "JSON|@FILE",
-        env = "BEXT_LOCK_CONFIG",
-        hide_env_values = true
-    )]
-    config: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
     /// After the leadership is lost, how long CMD gets between SIGTERM and
     /// SIGKILL; the same rules as `bext-lock run --grace`.
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
@@ -596,15 +575,8 @@ struct LeaderCmd {
     /// The election's key.
     #[arg(short, long)]
     key: String,
-    /// The plugin's config: JSON or @FILE. Default: {}.
-    #[arg(
-        short,
-        long,
-        value_name = "JSON|@FILE",
-        env = "BEXT_LOCK_CONFIG",
-        hide_env_values = true
-    )]
-    config: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -650,7 +622,7 @@ fn main() {
                 plugin: r.plugin,
                 key: r.key,
                 ttl: r.ttl,
-                config: r.config,
+                config: r.config.config,
                 wait: r.wait,
                 conflict_exit_code: r.conflict_exit_code,
                 grace: r.grace,
@@ -666,7 +638,7 @@ fn main() {
         Commands::Check(c) => inspect::check(
             inspect::CheckArgs {
                 plugin: c.plugin,
-                config: c.config,
+                config: c.config.config,
                 json: c.json,
                 only: c.only,
                 short_ttl: c.short_ttl,
@@ -675,13 +647,18 @@ fn main() {
             &dirs,
         ),
         Commands::Status(s) => status::status(
-            status::StatusArgs { plugin: s.plugin, config: s.config, keys: s.keys, json: s.json },
+            status::StatusArgs {
+                plugin: s.plugin,
+                config: s.config.config,
+                keys: s.keys,
+                json: s.json,
+            },
             &dirs,
         ),
         Commands::Break(b) => breaking::run(
             breaking::BreakArgs {
                 plugin: b.plugin,
-                config: b.config,
+                config: b.config.config,
                 key: b.key,
                 if_fence: b.if_fence,
                 force: b.force,
@@ -693,7 +670,7 @@ fn main() {
                 plugin: e.plugin,
                 key: e.key,
                 ttl: e.ttl,
-                config: e.config,
+                config: e.config.config,
                 grace: e.grace,
                 restart: e.restart,
                 allow_unfenced: e.allow_unfenced,
@@ -706,7 +683,7 @@ fn main() {
         Commands::Leader(l) => leader::leader(
             leader::LeaderArgs {
                 plugin: l.plugin,
-                config: l.config,
+                config: l.config.config,
                 key: l.key,
                 json: l.json,
                 watch: l.watch,
