@@ -6,6 +6,7 @@
 //! the outcome into a status code plus optional plugin-owned JSON.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
@@ -85,11 +86,17 @@ type SlotResult = Result<Done, Failure>;
 /// Hands JSON to the caller as a plugin-owned C string. `Nul` buffers
 /// already end in their terminator (see [`crate::wire`]).
 fn into_c(json: Json) -> *mut c_char {
-    // JSON never holds a raw NUL (it is escaped as \u0000), so these only
-    // fail if an invariant broke; degrade to NULL rather than panic.
     match json {
+        // JSON never holds a raw NUL (it is escaped as \u0000), so this only
+        // fails if an invariant broke; degrade to NULL rather than panic.
         Json::Text(s) => CString::new(s).map_or(ptr::null_mut(), CString::into_raw),
-        Json::Nul(v) => CString::from_vec_with_nul(v).map_or(ptr::null_mut(), CString::into_raw),
+        Json::Nul(v) => {
+            debug_assert_eq!(v.iter().position(|&b| b == 0), Some(v.len() - 1));
+            // SAFETY: `wire` writes JSON whose strings escape every control
+            // character and whose other bytes are punctuation and digits, so
+            // its one NUL is the terminator it appends.
+            unsafe { CString::from_vec_with_nul_unchecked(v) }.into_raw()
+        }
     }
 }
 
@@ -220,14 +227,45 @@ fn plugin<'a, E: Export>(instance: *mut BextLockingInstance) -> Result<&'a Insta
     Ok(unsafe { &*(instance as *const Instance<E>) })
 }
 
-/// Parses a handle passed back by the host; the kit checks its key and TTL.
-fn handle(p: *const c_char) -> Result<LockHandle, Failure> {
+/// Parses a handle passed back by the host and runs `f` on it; the kit
+/// checks its key and TTL.
+///
+/// A handle in canonical form (the usual case) is copied into this
+/// thread's scratch handle, whose strings keep their allocations from call
+/// to call, so `renew` and `release` allocate nothing for it. A call made
+/// from inside `f` on the same thread, a thread whose locals are gone, and
+/// strings longer than any valid handle has get a fresh handle instead
+/// (the last so that no thread keeps a huge allocation).
+fn with_handle(p: *const c_char, f: impl FnOnce(&LockHandle) -> SlotResult) -> SlotResult {
+    thread_local! {
+        static SCRATCH: RefCell<LockHandle> = const {
+            RefCell::new(LockHandle { key: String::new(), lock_id: String::new(), ttl_ms: 0, fence: None })
+        };
+    }
     let bytes = input_bytes(p, "handle_json")?;
-    match crate::wire::parse_canonical_handle(bytes) {
-        Some(h) => Ok(h),
-        None => parse_input::<LockHandle>(bytes, "handle_json", "a lock handle"),
+    let Some(fast) = crate::wire::parse_canonical_handle_ref(bytes) else {
+        return f(&parse_input::<LockHandle>(bytes, "handle_json", "a lock handle")?);
+    };
+    if fast.key.len() > bext_locking::MAX_KEY_BYTES || fast.lock_id.len() > MAX_SCRATCH_LOCK_ID {
+        return f(&fast.to_owned());
+    }
+    let mut f = Some(f);
+    // Called at most once below: the scratch path returns `Some` when it ran.
+    let mut run = |h: &LockHandle| f.take().map_or(Ok(Done::Empty), |f| f(h));
+    let done = SCRATCH.try_with(|cell| {
+        let mut h = cell.try_borrow_mut().ok()?;
+        fast.write_into(&mut h);
+        Some(run(&h))
+    });
+    match done {
+        Ok(Some(done)) => done,
+        _ => run(&fast.to_owned()),
     }
 }
+
+/// The longest `lock_id` the scratch handle takes: far above any backend's
+/// (a UUID is 36 bytes), so only junk is copied into a fresh handle.
+const MAX_SCRATCH_LOCK_ID: usize = 1024;
 
 pub(crate) unsafe extern "C" fn describe<E: Export>(out_json: *mut *mut c_char) -> i32 {
     slot(out_json, || {
@@ -308,9 +346,10 @@ pub(crate) unsafe extern "C" fn renew<E: Export>(
     out_json: *mut *mut c_char,
 ) -> i32 {
     counted::<E>(instance, out_json, Call::Renew, |instance| {
-        let h = handle(handle_json)?;
-        instance.plugin.renew_typed(&h)?;
-        Ok(Done::Empty)
+        with_handle(handle_json, |h| {
+            instance.plugin.renew_typed(h)?;
+            Ok(Done::Empty)
+        })
     })
 }
 
@@ -320,9 +359,10 @@ pub(crate) unsafe extern "C" fn release<E: Export>(
     out_json: *mut *mut c_char,
 ) -> i32 {
     counted::<E>(instance, out_json, Call::Release, |instance| {
-        let h = handle(handle_json)?;
-        instance.plugin.release_typed(&h)?;
-        Ok(Done::Empty)
+        with_handle(handle_json, |h| {
+            instance.plugin.release_typed(h)?;
+            Ok(Done::Empty)
+        })
     })
 }
 

@@ -2,9 +2,13 @@
 //!
 //! Counting here, in the slots every backend shares, gives every backend
 //! and every host the same numbers for the same calls, and keeps the
-//! backends free of bookkeeping. Each count is one relaxed atomic add: the
-//! counters are independent, and a snapshot taken while calls run may be
-//! off by the calls in flight (the ABI says so).
+//! backends free of bookkeeping. A counted call costs one relaxed atomic
+//! add: each call keeps one latency histogram per outcome (OK, contended,
+//! each error code), so the bucket it lands in is also its outcome's count,
+//! and the totals (`acquired`, `errors`, the histograms `stats` shows) are
+//! sums taken when a snapshot is asked for, which is rare. The counters are
+//! independent, and a snapshot taken while calls run may be off by the
+//! calls in flight (the ABI says so).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -21,6 +25,25 @@ pub(crate) enum Call {
     Renew,
     Release,
     ForceRelease,
+}
+
+/// The outcomes a counted call is split by: OK, another non-negative
+/// status (contended), then the four error codes, -1 to -4.
+const OUTCOMES: usize = 6;
+const OK: usize = 0;
+const OTHER: usize = 1;
+/// The first error column: status -1 (backend); -2 is `ERRORS + 1`, and so on.
+const ERRORS: usize = 2;
+
+/// The outcome column of `status`. A status this layer does not produce
+/// (below -4) cannot occur; it is clamped into the last error column
+/// rather than lost.
+fn outcome(status: i32) -> usize {
+    match status {
+        BEXT_LOCKING_OK => OK,
+        s if s > 0 => OTHER,
+        s => ERRORS + usize::try_from(-i64::from(s) - 1).unwrap_or(0).min(3),
+    }
 }
 
 /// One latency histogram.
@@ -40,73 +63,81 @@ impl Histogram {
         self.0[bucket_of(micros)].fetch_add(1, Relaxed);
     }
 
-    fn snapshot(&self) -> Vec<u64> {
-        self.0.iter().map(|c| c.load(Relaxed)).collect()
+    fn total(&self) -> u64 {
+        self.0.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// Adds this histogram's counts into `into`, bucket by bucket.
+    fn add_to(&self, into: &mut [u64]) {
+        for (sum, c) in into.iter_mut().zip(&self.0) {
+            *sum += c.load(Relaxed);
+        }
+    }
+}
+
+/// One call's histograms, one per outcome.
+struct ByOutcome([Histogram; OUTCOMES]);
+
+impl ByOutcome {
+    fn new() -> Self {
+        Self(std::array::from_fn(|_| Histogram::new()))
+    }
+
+    fn count(&self, column: usize) -> u64 {
+        self.0[column].total()
+    }
+
+    /// Calls answered with any status but OK.
+    fn not_ok(&self) -> u64 {
+        (OTHER..OUTCOMES).map(|c| self.count(c)).sum()
+    }
+
+    /// The latency histogram over every outcome.
+    fn latencies(&self) -> Vec<u64> {
+        let mut all = vec![0; STATS_BUCKETS];
+        for h in &self.0 {
+            h.add_to(&mut all);
+        }
+        all
     }
 }
 
 /// The counters of one instance, from `create` on.
 pub(crate) struct Counters {
-    acquired: AtomicU64,
-    contended: AtomicU64,
-    renewed: AtomicU64,
-    renew_failures: AtomicU64,
-    released: AtomicU64,
+    try_lock: ByOutcome,
+    renew: ByOutcome,
+    release: ByOutcome,
+    /// `force_release` answers with an error, by code; it has no histogram.
+    force_errors: [AtomicU64; 4],
     force_released: AtomicU64,
-    /// By status: -1 backend, -2 invalid_argument, -3 panic, -4 unsupported.
-    errors: [AtomicU64; 4],
-    try_lock: Histogram,
-    renew: Histogram,
-    release: Histogram,
 }
 
 impl Counters {
     pub(crate) fn new() -> Self {
         Self {
-            acquired: AtomicU64::new(0),
-            contended: AtomicU64::new(0),
-            renewed: AtomicU64::new(0),
-            renew_failures: AtomicU64::new(0),
-            released: AtomicU64::new(0),
+            try_lock: ByOutcome::new(),
+            renew: ByOutcome::new(),
+            release: ByOutcome::new(),
+            force_errors: std::array::from_fn(|_| AtomicU64::new(0)),
             force_released: AtomicU64::new(0),
-            errors: std::array::from_fn(|_| AtomicU64::new(0)),
-            try_lock: Histogram::new(),
-            renew: Histogram::new(),
-            release: Histogram::new(),
         }
     }
 
     /// Counts one answered call of `call` with `status`, which took `took`.
     pub(crate) fn record(&self, call: Call, status: i32, took: Duration) {
-        if status < 0 {
-            // A status this layer does not produce cannot occur; clamp it
-            // into the backend column rather than lose it.
-            let column = usize::try_from(-i64::from(status) - 1).unwrap_or(0).min(3);
-            self.errors[column].fetch_add(1, Relaxed);
-        }
-        match call {
-            Call::TryLock => {
-                match status {
-                    BEXT_LOCKING_OK => self.acquired.fetch_add(1, Relaxed),
-                    BEXT_LOCKING_CONTENDED => self.contended.fetch_add(1, Relaxed),
-                    _ => 0,
-                };
-                self.try_lock.record(took);
-            }
-            Call::Renew => {
-                let counter =
-                    if status == BEXT_LOCKING_OK { &self.renewed } else { &self.renew_failures };
-                counter.fetch_add(1, Relaxed);
-                self.renew.record(took);
-            }
-            Call::Release => {
-                if status == BEXT_LOCKING_OK {
-                    self.released.fetch_add(1, Relaxed);
+        let column = outcome(status);
+        let calls = match call {
+            Call::TryLock => &self.try_lock,
+            Call::Renew => &self.renew,
+            Call::Release => &self.release,
+            Call::ForceRelease => {
+                if column >= ERRORS {
+                    self.force_errors[column - ERRORS].fetch_add(1, Relaxed);
                 }
-                self.release.record(took);
+                return;
             }
-            Call::ForceRelease => {}
-        }
+        };
+        calls.0[column].record(took);
     }
 
     /// Counts a `force_release` that broke a lock.
@@ -116,25 +147,31 @@ impl Counters {
 
     /// The counts now.
     pub(crate) fn snapshot(&self) -> Stats {
-        let e = |i: usize| self.errors[i].load(Relaxed);
+        let e = |i: usize| {
+            [&self.try_lock, &self.renew, &self.release]
+                .iter()
+                .map(|c| c.count(ERRORS + i))
+                .sum::<u64>()
+                + self.force_errors[i].load(Relaxed)
+        };
         Stats {
-            acquired: self.acquired.load(Relaxed),
-            contended: self.contended.load(Relaxed),
+            acquired: self.try_lock.count(OK),
+            contended: self.try_lock.count(OTHER),
             errors: ErrorCounts {
                 backend: e(0),
                 invalid_argument: e(1),
                 panic: e(2),
                 unsupported: e(3),
             },
-            renewed: self.renewed.load(Relaxed),
-            renew_failures: self.renew_failures.load(Relaxed),
-            released: self.released.load(Relaxed),
+            renewed: self.renew.count(OK),
+            renew_failures: self.renew.not_ok(),
+            released: self.release.count(OK),
             force_released: self.force_released.load(Relaxed),
             latency_us: Latencies {
                 bounds: bext_locking::STATS_BUCKET_BOUNDS_US.to_vec(),
-                try_lock: self.try_lock.snapshot(),
-                renew: self.renew.snapshot(),
-                release: self.release.snapshot(),
+                try_lock: self.try_lock.latencies(),
+                renew: self.renew.latencies(),
+                release: self.release.latencies(),
             },
         }
     }
@@ -170,5 +207,39 @@ mod tests {
         assert_eq!(s.latency_us.renew[3], 1);
         assert_eq!(s.latency_us.release[0], 2);
         assert_eq!(s.latency_us.try_lock.iter().sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn outcomes_sum_into_the_totals() {
+        let c = Counters::new();
+        let us = Duration::from_micros;
+        for _ in 0..3 {
+            c.record(Call::TryLock, BEXT_LOCKING_OK, us(40));
+        }
+        c.record(Call::TryLock, BEXT_LOCKING_ERR_BACKEND, us(40));
+        c.record(Call::Release, BEXT_LOCKING_ERR_BACKEND, us(2));
+        c.record(Call::ForceRelease, BEXT_LOCKING_ERR_BACKEND, us(2));
+        // A status no slot returns still counts, in the last error column.
+        c.record(Call::Renew, -9, us(2));
+        c.record(Call::ForceRelease, BEXT_LOCKING_OK, us(2));
+        let s = c.snapshot();
+        assert_eq!((s.acquired, s.errors.backend, s.errors.unsupported), (3, 3, 1));
+        assert_eq!((s.renewed, s.renew_failures, s.released), (0, 1, 0));
+        // Every outcome of a call is in its one histogram: 40 µs is bucket 5 (<= 50).
+        assert_eq!(s.latency_us.try_lock[5], 4);
+        assert_eq!(s.latency_us.release[1], 1);
+        assert_eq!(s.latency_us.renew[1], 1);
+    }
+
+    #[test]
+    fn each_status_has_its_column() {
+        assert_eq!(outcome(BEXT_LOCKING_OK), OK);
+        assert_eq!(outcome(BEXT_LOCKING_CONTENDED), OTHER);
+        assert_eq!(outcome(BEXT_LOCKING_CANCELLED), OTHER);
+        assert_eq!(outcome(BEXT_LOCKING_ERR_BACKEND), ERRORS);
+        assert_eq!(outcome(BEXT_LOCKING_ERR_INVALID), ERRORS + 1);
+        assert_eq!(outcome(BEXT_LOCKING_ERR_PANIC), ERRORS + 2);
+        assert_eq!(outcome(BEXT_LOCKING_ERR_UNSUPPORTED), ERRORS + 3);
+        assert_eq!(outcome(i32::MIN), ERRORS + 3);
     }
 }

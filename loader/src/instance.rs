@@ -178,7 +178,10 @@ impl FfiPlugin {
         key: &str,
         ttl_ms: u64,
     ) -> Result<Option<LockHandle>, PluginError> {
-        self.try_lock_as(key, ttl_ms, Some(crate::default_owner()))
+        // The default owner is valid (cut to the limit when it was made)
+        // and escaped once, so neither is done again per call.
+        let owner = crate::owner::default_owner_json();
+        self.try_lock_with(|buf| wire::write_request_owner_json_nul(buf, key, ttl_ms, owner))
     }
 
     /// [`try_lock_typed`](Self::try_lock_typed) naming the holder: `owner`
@@ -195,8 +198,16 @@ impl FfiPlugin {
         if let Some(owner) = owner {
             validate_owner(owner).map_err(PluginError::invalid)?;
         }
+        self.try_lock_with(|buf| wire::write_owned_request_nul(buf, key, ttl_ms, owner))
+    }
+
+    /// Calls `try_lock` with the request `write` puts in the buffer.
+    fn try_lock_with(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Option<LockHandle>, PluginError> {
         let (status, out) = with_buffer(|buf| {
-            wire::write_owned_request_nul(buf, key, ttl_ms, owner);
+            write(buf);
             self.call(self.slots.try_lock, buf)
         });
         match status {

@@ -23,6 +23,13 @@ pub fn default_owner() -> &'static str {
     })
 }
 
+/// [`default_owner`] as a JSON string literal, escaped once: what every
+/// request that names no owner carries.
+pub(crate) fn default_owner_json() -> &'static [u8] {
+    static JSON: OnceLock<Vec<u8>> = OnceLock::new();
+    JSON.get_or_init(|| bext_locking_ffi::wire::json_string(default_owner()))
+}
+
 /// The host's name, or `localhost` when the system will not say.
 fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -43,5 +50,7 @@ mod tests {
         let (host, pid) = owner.rsplit_once(':').expect("host:pid");
         assert!(!host.is_empty());
         assert_eq!(pid, std::process::id().to_string());
+        let json: String = serde_json::from_slice(super::default_owner_json()).unwrap();
+        assert_eq!(json, owner);
     }
 }

@@ -23,7 +23,7 @@ struct Entry {
     /// When this holder acquired the lock (renewals keep it).
     acquired: Instant,
     fence: u64,
-    owner: Option<Box<str>>,
+    owner: Option<Arc<str>>,
 }
 
 /// A thread blocked in [`Store::lock_wait`], queued for its key.
@@ -44,6 +44,10 @@ struct Shard {
     /// Locks handed to waiters that have not woken to take them yet, by
     /// waiter id, with the instant their lease started.
     granted: HashMap<u64, (LockHandle, Instant)>,
+    /// The owner of the last lease written here. A process usually gives
+    /// every lock the same owner, so entries share this one string rather
+    /// than each allocating a copy.
+    last_owner: Option<Arc<str>>,
 }
 
 /// A lock table; shared between the instances of one namespace.
@@ -89,6 +93,7 @@ impl Store {
                     next_sweep: FIRST_SWEEP,
                     queues: HashMap::new(),
                     granted: HashMap::new(),
+                    last_owner: None,
                 })
             })
             .collect();
@@ -159,7 +164,7 @@ impl Store {
             expires: now + Duration::from_millis(ttl_ms),
             acquired: now,
             fence,
-            owner: owner.map(Box::from),
+            owner: owner.map(|o| shard.owner_of(o)),
         };
         match shard.map.get_mut(key) {
             Some(expired) => *expired = entry,
@@ -376,6 +381,15 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Shard {
+    /// `owner` as an entry keeps it: the shard's last owner again when it
+    /// is the same.
+    fn owner_of(&mut self, owner: &str) -> Arc<str> {
+        match &self.last_owner {
+            Some(last) if **last == *owner => Arc::clone(last),
+            _ => Arc::clone(self.last_owner.insert(Arc::from(owner))),
+        }
+    }
+
     fn sweep_if_grown(&mut self, now: Instant) {
         if self.map.len() >= self.next_sweep {
             self.map.retain(|_, e| e.expires > now);
