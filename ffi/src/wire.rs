@@ -35,53 +35,70 @@ fn specials(word: u64) -> u64 {
 fn scan(s: &[u8]) -> (usize, bool) {
     #[cfg(target_arch = "x86_64")]
     {
-        let (at, found, high) = scan16(s);
-        if found {
-            return (at, high);
+        let Some(last) = s.len().checked_sub(16) else {
+            // Shorter than a block: scan a copy padded with a byte that is
+            // neither special nor high; the padding is never reported.
+            let mut block = [b'a'; 16];
+            block[..s.len()].copy_from_slice(s);
+            return match block16(&block) {
+                (0, top) => (s.len(), top != 0),
+                (special, top) => first_special(0, special, 0, top),
+            };
+        };
+        let mut high = 0u32;
+        let mut at = 0;
+        loop {
+            // The last block may overlap the one before: its bytes up to
+            // there hold nothing special, and were counted for `high`.
+            let start = at.min(last);
+            let (special, top) = block16(&s[start..start + 16]);
+            if special != 0 {
+                return first_special(start, special, high, top);
+            }
+            high |= top;
+            if start == last {
+                return (s.len(), high != 0);
+            }
+            at += 16;
         }
-        let (end, tail_high) = scan8(&s[at..]);
-        (at + end, high | tail_high)
     }
     #[cfg(not(target_arch = "x86_64"))]
     scan8(s)
 }
 
-/// The whole 16-byte blocks of `s`, up to the first that holds a byte a
-/// plain string cannot: where scanning stopped, whether it stopped on such
-/// a byte, and whether a byte before it is not ASCII.
+/// The answer of [`scan`] when block `special`, at `start`, holds a
+/// special byte: the first one, and whether a byte before it is not ASCII.
 #[cfg(target_arch = "x86_64")]
-fn scan16(s: &[u8]) -> (usize, bool, bool) {
+fn first_special(start: usize, special: u32, high: u32, top: u32) -> (usize, bool) {
+    let byte = special.trailing_zeros();
+    let before = (1u32 << byte) - 1;
+    (start + byte as usize, (high | (top & before)) != 0)
+}
+
+/// One bit per byte of a 16-byte block: which bytes a plain string
+/// cannot hold, and which are not ASCII.
+#[cfg(target_arch = "x86_64")]
+fn block16(block: &[u8]) -> (u32, u32) {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
     };
-    let mut high = 0u32;
-    let mut at = 0;
-    while let Some(block) = s.get(at..at + 16) {
-        // SAFETY: SSE2 is part of the x86-64 baseline, so these
-        // instructions exist; the unaligned load reads exactly the 16 bytes
-        // of `block`.
-        let (special, top) = unsafe {
-            let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
-            // A byte is below 0x20 exactly when max(byte, 0x1f) is 0x1f.
-            let control = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
-            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-            let special = _mm_or_si128(control, _mm_or_si128(quote, backslash));
-            (_mm_movemask_epi8(special) as u32, _mm_movemask_epi8(v) as u32)
-        };
-        if special != 0 {
-            let byte = special.trailing_zeros();
-            let before = (1u32 << byte) - 1;
-            return (at + byte as usize, true, (high | (top & before)) != 0);
-        }
-        high |= top;
-        at += 16;
+    assert!(block.len() >= 16);
+    // SAFETY: SSE2 is part of the x86-64 baseline, so these instructions
+    // exist; the unaligned load reads 16 bytes of `block`, which has them.
+    unsafe {
+        let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+        // A byte is below 0x20 exactly when max(byte, 0x1f) is 0x1f.
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        let special = _mm_or_si128(control, _mm_or_si128(quote, backslash));
+        (_mm_movemask_epi8(special) as u32, _mm_movemask_epi8(v) as u32)
     }
-    (at, false, high != 0)
 }
 
-/// [`scan`], eight bytes at a time in a `u64`.
+/// [`scan`], eight bytes at a time in a `u64`: for targets without SSE2.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 fn scan8(s: &[u8]) -> (usize, bool) {
     let mut high = 0;
     let mut at = 0;
@@ -519,6 +536,7 @@ mod escape_tests {
                         let mut s = vec![filler; len];
                         s[at] = b;
                         assert_eq!(scan(&s), slow_scan(&s), "{s:?}");
+                        assert_eq!(super::scan8(&s), slow_scan(&s), "{s:?}");
                     }
                 }
             }
