@@ -302,14 +302,21 @@ impl<'a> Canonical<'a> {
         Some(s)
     }
 
+    /// A non-negative integer without a leading zero that fits in a `u64`,
+    /// read in one pass.
     fn number(&mut self) -> Option<u64> {
-        let digits = self.rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let mut n: u64 = 0;
+        let mut digits = 0;
+        for &b in self.rest {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            n = n.checked_mul(10)?.checked_add(u64::from(d))?;
+            digits += 1;
+        }
         if digits == 0 || (digits > 1 && self.rest[0] == b'0') {
             return None;
-        }
-        let mut n: u64 = 0;
-        for &d in &self.rest[..digits] {
-            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
         }
         self.rest = &self.rest[digits..];
         Some(n)
