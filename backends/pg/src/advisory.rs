@@ -11,7 +11,8 @@
 //! this instance already holds or is acquiring answers "contended" without
 //! asking the server.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -81,33 +82,22 @@ struct HeldLock {
 enum Slot {
     /// A `try_lock` of this key is talking to the server.
     Acquiring,
-    /// Held until `expiry.0` unless renewed.
-    Held { lock: Arc<HeldLock>, expiry: Expiry },
+    /// Held until `until` unless renewed.
+    Held { lock: Arc<HeldLock>, until: Instant },
 }
-
-/// A deadline made unique by a sequence number, to index `Held::expiries`.
-type Expiry = (Instant, u64);
 
 #[derive(Default)]
 struct Held {
+    /// The keys held or being acquired. The reaper finds what expired by
+    /// going through all of them when it wakes, which is at the soonest
+    /// expiry (about once per TTL while locks come and go): cheaper than
+    /// keeping every expiry in a second, ordered map on every pair.
     slots: HashMap<String, Slot>,
-    /// Every held slot's expiry, soonest first: what the reaper sleeps on.
-    expiries: BTreeMap<Expiry, String>,
-    seq: u64,
     closed: bool,
     /// When the reaper will next look, unprompted. An acquisition wakes it
     /// only when its expiry comes sooner, so the common case (a TTL longer
     /// than the reaper's sleep) costs no thread switch.
     reaper_wakes_at: Option<Instant>,
-}
-
-impl Held {
-    fn next_expiry(&mut self, at: Instant, key: &str) -> Expiry {
-        self.seq += 1;
-        let e = (at, self.seq);
-        self.expiries.insert(e, key.to_owned());
-        e
-    }
 }
 
 struct Shared {
@@ -164,10 +154,12 @@ impl Advisory {
             if h.closed {
                 return Err(closed());
             }
-            if h.slots.contains_key(key) {
-                return Ok(None);
+            match h.slots.entry(key.to_owned()) {
+                Entry::Occupied(_) => return Ok(None),
+                Entry::Vacant(v) => {
+                    v.insert(Slot::Acquiring);
+                }
             }
-            h.slots.insert(key.to_owned(), Slot::Acquiring);
         }
         let mut pending = Pending { shared: &self.shared, key, armed: true };
         let hash = advisory_key(key);
@@ -206,15 +198,14 @@ impl Advisory {
         // Measured from before the request, so the local lease never
         // outlasts the one asked for.
         let until = started.checked_add(Duration::from_millis(ttl_ms)).unwrap_or(started);
-        let expiry = h.next_expiry(until, key);
         let soonest = h.reaper_wakes_at.is_none_or(|at| until < at);
         let held = Arc::new(HeldLock { lock_id, hash, conn: Mutex::new(Some(conn)) });
         // A slot still `Acquiring` is a `try_lock` of this key in flight,
         // which the server is refusing: the lock is this one.
         match h.slots.get_mut(key) {
-            Some(slot) => *slot = Slot::Held { lock: held, expiry },
+            Some(slot) => *slot = Slot::Held { lock: held, until },
             None => {
-                h.slots.insert(key.to_owned(), Slot::Held { lock: held, expiry });
+                h.slots.insert(key.to_owned(), Slot::Held { lock: held, until });
             }
         }
         drop(h);
@@ -371,8 +362,8 @@ impl Advisory {
                 return Err(closed());
             }
             match h.slots.get(&handle.key) {
-                Some(Slot::Held { lock, expiry }) if lock.lock_id == lock_id => {
-                    if expiry.0 <= started {
+                Some(Slot::Held { lock, until }) if lock.lock_id == lock_id => {
+                    if *until <= started {
                         return Err(not_held(&handle.key));
                     }
                     lock.clone()
@@ -400,13 +391,10 @@ impl Advisory {
         let mut guard = lock(&self.shared.held);
         let h = &mut *guard;
         match h.slots.get_mut(&handle.key) {
-            Some(Slot::Held { lock, expiry }) if Arc::ptr_eq(lock, &held) => {
-                h.expiries.remove(expiry);
-                h.seq += 1;
+            Some(Slot::Held { lock, until: held_until }) if Arc::ptr_eq(lock, &held) => {
                 let until =
                     started.checked_add(Duration::from_millis(handle.ttl_ms)).unwrap_or(started);
-                *expiry = (until, h.seq);
-                h.expiries.insert(*expiry, handle.key.clone());
+                *held_until = until;
                 // A shorter lease (renew_for) may end before the reaper
                 // next looks: wake it to sleep on the new soonest expiry.
                 let soonest = h.reaper_wakes_at.is_none_or(|at| until < at);
@@ -429,15 +417,16 @@ impl Advisory {
             if h.closed {
                 return Err(closed());
             }
-            match h.slots.get(&handle.key) {
-                Some(Slot::Held { lock, expiry }) if Some(lock.lock_id) == lock_id => {
-                    let held = lock.clone();
-                    h.expiries.remove(expiry);
-                    h.slots.remove(&handle.key);
-                    held
-                }
+            // Taken out and, when not ours, put back: one lookup in the
+            // common case.
+            match h.slots.remove_entry(&handle.key) {
+                Some((_, Slot::Held { lock, .. })) if Some(lock.lock_id) == lock_id => lock,
                 // Not ours (any more): touch nothing.
-                _ => return Ok(()),
+                Some((key, slot)) => {
+                    h.slots.insert(key, slot);
+                    return Ok(());
+                }
+                None => return Ok(()),
             }
         };
         self.shared.unlock(&held, self.shared.pool.deadline())
@@ -447,9 +436,8 @@ impl Advisory {
     fn forget(&self, key: &str, held: &Arc<HeldLock>) {
         let mut guard = lock(&self.shared.held);
         let h = &mut *guard;
-        if let Some(Slot::Held { lock, expiry }) = h.slots.get(key) {
+        if let Some(Slot::Held { lock, .. }) = h.slots.get(key) {
             if Arc::ptr_eq(lock, held) {
-                h.expiries.remove(expiry);
                 h.slots.remove(key);
             }
         }
@@ -461,7 +449,6 @@ impl Advisory {
         let locks: Vec<Arc<HeldLock>> = {
             let mut h = lock(&self.shared.held);
             h.closed = true;
-            h.expiries.clear();
             h.slots
                 .drain()
                 .filter_map(|(_, s)| match s {
@@ -508,21 +495,24 @@ impl Shared {
                     }
                     let now = Instant::now();
                     let mut expired = Vec::new();
-                    while let Some((&(at, seq), _)) = h.expiries.first_key_value() {
-                        if at > now {
-                            break;
+                    let mut soonest: Option<Instant> = None;
+                    h.slots.retain(|_, slot| match slot {
+                        Slot::Held { lock, until } if *until <= now => {
+                            expired.push(lock.clone());
+                            false
                         }
-                        let key = h.expiries.remove(&(at, seq)).unwrap_or_default();
-                        if let Some(Slot::Held { lock, .. }) = h.slots.remove(&key) {
-                            expired.push(lock);
+                        Slot::Held { until, .. } => {
+                            soonest = Some(soonest.map_or(*until, |s| s.min(*until)));
+                            true
                         }
-                    }
+                        Slot::Acquiring => true,
+                    });
                     if !expired.is_empty() {
                         break expired;
                     }
                     // With nothing held, look again after IDLE_NAP anyway:
                     // acquisitions with longer TTLs then need not wake us.
-                    let at = h.expiries.first_key_value().map_or(now + IDLE_NAP, |(e, _)| e.0);
+                    let at = soonest.unwrap_or(now + IDLE_NAP);
                     h.reaper_wakes_at = Some(at);
                     h = self
                         .wake

@@ -29,32 +29,54 @@ pub const WATCH_MAX: Duration = Duration::from_millis(4);
 /// connection cannot see its own commits in `data_version`).
 #[derive(Default)]
 pub(crate) struct Releases {
-    /// Bumped by every release, force release, cleanup and cancel.
-    generation: Mutex<u64>,
+    state: Mutex<Generation>,
     changed: Condvar,
 }
 
+#[derive(Default)]
+struct Generation {
+    /// Bumped by every release, force release, cleanup and cancel.
+    count: u64,
+    /// Threads sleeping in [`Releases::wait_past`]: a notify is a system
+    /// call even when nobody waits, so a release (every pair) sends one
+    /// only when someone does.
+    sleepers: usize,
+}
+
 impl Releases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generation> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The current generation.
     pub(crate) fn generation(&self) -> u64 {
-        *self.generation.lock().unwrap_or_else(PoisonError::into_inner)
+        self.lock().count
     }
 
     /// Wakes every waiter of this instance.
     pub(crate) fn bump(&self) {
-        *self.generation.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-        self.changed.notify_all();
+        let mut g = self.lock();
+        g.count += 1;
+        let wake = g.sleepers > 0;
+        drop(g);
+        if wake {
+            self.changed.notify_all();
+        }
     }
 
     /// Sleeps up to `d`, or until the generation is no longer `seen`.
     /// Returns whether it moved.
     pub(crate) fn wait_past(&self, seen: u64, d: Duration) -> bool {
-        let g = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
-        let (g, _) = self
+        let mut g = self.lock();
+        // Counted under the lock a bump takes, so a bump after this
+        // check sees the sleeper and notifies.
+        g.sleepers += 1;
+        let (mut g, _) = self
             .changed
-            .wait_timeout_while(g, d, |g| *g == seen)
+            .wait_timeout_while(g, d, |g| g.count == seen)
             .unwrap_or_else(PoisonError::into_inner);
-        *g != seen
+        g.sleepers -= 1;
+        g.count != seen
     }
 }
 

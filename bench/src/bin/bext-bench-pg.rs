@@ -166,6 +166,20 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
                     so - raw,
                     so - native
                 ));
+                let [b_native, b_so, b_raw] = before(mode);
+                body.push_str(&format!(
+                    "Before the backend's per-pair work was cut (commit 5eb58ae): in-process \
+                     {b_native:.0}, `.so` {b_so:.0}, raw {b_raw:.0} ({:.3}x; now {:.3}x).{}\n",
+                    b_so / b_raw,
+                    so / raw,
+                    if *mode == "advisory" {
+                        " Of the in-process side's difference, about 3,400 are the SHA-256 of \
+                         the key that names its advisory lock, which valgrind's CPU computes in \
+                         software; the raw side hashes each thread's key once, before it starts."
+                    } else {
+                        ""
+                    }
+                ));
                 report.target(
                     "pg",
                     format!("client instructions per pair, `.so` / raw postgres, {mode}, 1 thread (callgrind)"),
@@ -194,6 +208,13 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
     }
     report.section("pg", body);
     Ok(())
+}
+
+/// Client instructions per pair (in-process, `.so`, raw) of the code before
+/// the backend's per-pair work over the raw client was cut (commit
+/// 5eb58ae), measured with this section's own callgrind worker.
+fn before(mode: &str) -> [f64; 3] {
+    if mode == "lease" { [31914.0, 38734.0, 27181.0] } else { [38276.0, 45173.0, 27253.0] }
 }
 
 /// Client instructions per pair of each side (in-process, `.so`, raw).
@@ -249,8 +270,64 @@ fn callgrind_worker(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// For `strace -f -c` and `perf`: `pairs` pairs on each of `threads`
+/// threads (each on its own key) through `side`, as the measured groups
+/// run them; prints nothing, so the tools' counts are the output.
+fn threads_worker(args: &[String]) -> Result<(), String> {
+    let [side, mode, threads, pairs, url, schema, table] = args else {
+        return Err("usage: threads-worker SIDE MODE THREADS PAIRS URL SCHEMA TABLE".into());
+    };
+    let threads: usize = threads.parse().map_err(|_| "THREADS")?;
+    let pairs: u64 = pairs.parse().map_err(|_| "PAIRS")?;
+    let config = serde_json::json!({
+        "url": url, "mode": mode, "schema": schema, "pool_size": threads,
+    })
+    .to_string();
+    let key = |t: usize| format!("bench/pg/threads/{mode}/{t}");
+    let run_all = |pair: &(dyn Fn(usize) -> Result<(), String> + Sync)| {
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| s.spawn(move || (0..pairs).try_for_each(|_| pair(t))))
+                .collect();
+            workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| Err("panic".into())))
+        })
+    };
+    match side.as_str() {
+        "so" | "in-process" => {
+            let p = if side == "so" {
+                plugin::load("pg")?.create(&config)?
+            } else {
+                plugin::in_process::<Exported>(&config)?
+            };
+            run_all(&|t| plugin::pair(&*p, &key(t)))
+        }
+        _ => {
+            let sql = if mode == "lease" {
+                bext_locking_pg::sql::lease(table)
+            } else {
+                bext_locking_pg::sql::advisory()
+            };
+            let raw = PerThread::new(threads, |_| Raw::connect(url, &sql))?;
+            let lease = mode == "lease";
+            run_all(&|t| {
+                let k = key(t);
+                raw.with(t, |r| {
+                    if lease { r.lease_pair(&k) } else { r.advisory_pair(advisory_key(&k)) }
+                })
+            })
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("threads-worker") {
+        if let Err(e) = threads_worker(&args[1..]) {
+            eprintln!("bext-bench-pg threads-worker: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if args.first().map(String::as_str) == Some("callgrind-worker") {
         if let Err(e) = callgrind_worker(&args[1..]) {
             eprintln!("bext-bench-pg callgrind-worker: {e}");
