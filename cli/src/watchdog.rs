@@ -31,15 +31,20 @@
 //! (`kill -9` of both; their common ancestor's cgroup being killed kills the
 //! command too).
 
-use std::io::{BufRead, BufReader, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::time::TimeSpec;
 use nix::time::{ClockId, clock_gettime};
 use nix::unistd::{Pid, getpgrp, getppid};
 
@@ -78,51 +83,75 @@ fn from_monotonic_ns(ns: u64) -> Instant {
 
 /// `bext-lock`'s side: the watchdog process and the pipe to it.
 pub struct Watchdog {
-    child: Child,
+    /// The thread starting the process, until [`Watchdog::ready`] takes
+    /// the process from it.
+    starting: Option<JoinHandle<std::io::Result<Child>>>,
+    child: Option<Child>,
     stdin: Option<ChildStdin>,
-    /// Its stdout until it has said `ready`.
-    starting: Option<std::process::ChildStdout>,
     warned: bool,
+    /// Told a deadline: from then on, the end of the pipe kills the group.
+    armed: bool,
 }
 
 impl Watchdog {
     /// Starts the watchdog in a process group of its own, without waiting
-    /// for it: its start (a second
-    /// process of this binary) then overlaps loading the plugin and taking
-    /// the lock. Call [`Watchdog::ready`] before starting the command.
+    /// for it: a thread of its own starts it, because starting a process
+    /// stops the calling thread until the new program is executing (most
+    /// of a millisecond), and the process's own start (a second process
+    /// of this binary) then overlaps loading the plugin and taking the
+    /// lock. Call [`Watchdog::ready`] before starting the command.
     pub fn spawn() -> Result<Self, String> {
-        // /proc/self/exe is this very binary, even if the file was replaced
-        // since (an upgrade while bext-lock runs).
-        let mut child = Command::new("/proc/self/exe")
-            .arg0("bext-lock")
-            .arg(ARG)
-            .process_group(0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
+        let start = || {
+            // /proc/self/exe is this very binary, even if the file was
+            // replaced since (an upgrade while bext-lock runs).
+            Command::new("/proc/self/exe")
+                .arg0("bext-lock")
+                .arg(ARG)
+                .process_group(0)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+        };
+        let starting = thread::Builder::new()
+            .name("bext-lock-spawn".into())
+            .spawn(start)
+            .map_err(|e| format!("cannot start the watchdog process: no thread: {e}"))?;
+        Ok(Self { starting: Some(starting), child: None, stdin: None, warned: false, armed: false })
+    }
+
+    /// The process, once its start has returned (waiting for it if needed).
+    fn started(&mut self) -> Result<(), String> {
+        let Some(starting) = self.starting.take() else { return Ok(()) };
+        let mut child = starting
+            .join()
+            .map_err(|_| "cannot start the watchdog process: its thread panicked".to_owned())?
             .map_err(|e| format!("cannot start the watchdog process: {e}"))?;
-        let starting = child.stdout.take();
-        let stdin = child.stdin.take();
-        Ok(Self { child, stdin, starting, warned: false })
+        self.stdin = child.stdin.take();
+        self.child = Some(child);
+        Ok(())
     }
 
     /// Waits until the watchdog ignores the signals that will reach it (at
     /// once when it already said so).
     pub fn ready(&mut self) -> Result<(), String> {
-        let Some(stdout) = self.starting.take() else { return Ok(()) };
+        self.started()?;
+        let Some(child) = self.child.as_mut() else { return Ok(()) };
+        let Some(stdout) = child.stdout.take() else { return Ok(()) };
         let mut line = String::new();
         let ready = BufReader::new(stdout).read_line(&mut line);
         if !(ready.is_ok() && line.trim() == "ready") {
-            let _ = self.child.kill();
+            let _ = child.kill();
             return Err(format!("the watchdog process did not start: {ready:?} {line:?}"));
         }
         Ok(())
     }
 
-    /// The watchdog's process group, which the command joins.
+    /// The watchdog's process group, which the command joins. Known once
+    /// [`Watchdog::ready`] returned.
     pub fn pgid(&self) -> Pid {
-        Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX))
+        let pid = self.child.as_ref().map_or(u32::MAX, Child::id);
+        Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX))
     }
 
     fn say(&mut self, line: &str) {
@@ -145,6 +174,7 @@ impl Watchdog {
 
     /// The command must be gone by `at`, unless told a later instant.
     pub fn kill_at(&mut self, at: Instant) {
+        self.armed = true;
         self.say(&format!("kill-at {}", to_monotonic_ns(at)));
     }
 
@@ -155,17 +185,30 @@ impl Watchdog {
     }
 
     /// The command is done: the watchdog exits without killing anything.
+    /// Nothing waits for it to exit: it does so on its own at once, and
+    /// after `bext-lock` exits the system reaps it. Before it was armed
+    /// (the lock was not taken) not even `done` is needed: the end of the
+    /// pipe (when this value is dropped) tells an unarmed watchdog to exit,
+    /// so this does not wait for its start either.
     pub fn disarm(mut self) {
-        self.say("done");
+        if self.armed {
+            self.say("done");
+        }
+        self.armed = false;
     }
 }
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        // Without `done` first (a panic), the end of the pipe makes the
-        // watchdog kill the group, as if bext-lock had died.
+        // Without `done` first (an error or a panic while the command may
+        // run), the end of the pipe makes the watchdog kill the group, as
+        // if bext-lock had died; wait until it has.
         self.stdin.take();
-        let _ = self.child.wait();
+        if self.armed {
+            if let Some(child) = self.child.as_mut() {
+                let _ = child.wait();
+            }
+        }
     }
 }
 
@@ -207,54 +250,107 @@ pub fn serve() -> i32 {
             return 1;
         }
     }
-    println!("ready");
-    if std::io::stdout().flush().is_err() {
+    // Unbuffered: `ppoll` must see every byte not yet handled.
+    let mut input = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            eprintln!("bext-lock: watchdog: cannot read its pipe: {e}");
+            return 1;
+        }
+    };
+    // Fails when bext-lock exited before it looked (it did not take the
+    // lock, so there is nothing to guard): exit quietly then.
+    let mut out = std::io::stdout();
+    if writeln!(out, "ready").and_then(|()| out.flush()).is_err() {
         return 1;
     }
-    let (tx, messages) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if let Some(m) = parse(&line) {
-                if tx.send(m).is_err() {
-                    return;
-                }
-            }
-        }
-        let _ = tx.send(Message::End);
-    });
+    let mut lines = Lines::default();
     let mut kill_at: Option<Instant> = None;
     let mut only: Option<Pid> = None;
     let mut armed = false;
     loop {
-        let next = match kill_at {
-            Some(at) => messages.recv_timeout(at.saturating_duration_since(Instant::now())),
-            None => messages.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        let next = match lines.next_message() {
+            Some(m) => Some(m),
+            None => lines.wait(&mut input, kill_at),
         };
         match next {
-            Ok(Message::KillAt(at)) => {
+            Some(Message::KillAt(at)) => {
                 kill_at = Some(at);
                 armed = true;
             }
-            Ok(Message::Pid(pid)) => only = Some(pid),
-            Ok(Message::Done) => return 0,
-            Ok(Message::End) | Err(RecvTimeoutError::Disconnected) => {
+            Some(Message::Pid(pid)) => only = Some(pid),
+            Some(Message::Done) => return 0,
+            Some(Message::End) => {
                 if armed {
                     stop(only, &format!("bext-lock (pid {parent}) is gone while its command ran"));
                 }
                 return 0;
             }
-            Err(RecvTimeoutError::Timeout) => {
-                stop(
-                    only,
-                    &format!(
-                        "the lease ends now and bext-lock (pid {parent}) has not confirmed a \
-                         renewal: it is stopped or starved"
-                    ),
-                );
-                // Wait for bext-lock to say it is done, or to die.
-                kill_at = None;
+            None => {
+                if kill_at.is_some_and(|at| Instant::now() >= at) {
+                    stop(
+                        only,
+                        &format!(
+                            "the lease ends now and bext-lock (pid {parent}) has not confirmed a \
+                             renewal: it is stopped or starved"
+                        ),
+                    );
+                    // Wait for bext-lock to say it is done, or to die.
+                    kill_at = None;
+                }
             }
+        }
+    }
+}
+
+/// The watchdog's input: what it read of its pipe and not yet handled.
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+}
+
+/// More than any message: a line this long without its end is dropped.
+const MAX_LINE: usize = 4096;
+
+impl Lines {
+    /// The next whole message read already (lines that are not one are
+    /// skipped).
+    fn next_message(&mut self) -> Option<Message> {
+        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=end).collect();
+            if let Some(m) = parse(&String::from_utf8_lossy(&line)) {
+                return Some(m);
+            }
+        }
+        if self.buf.len() > MAX_LINE {
+            self.buf.clear();
+        }
+        None
+    }
+
+    /// Waits for more input until `until`: [`Message::End`] at the end of
+    /// the pipe, `None` after new bytes (see [`Lines::next_message`]), a
+    /// signal, or the deadline.
+    fn wait(&mut self, input: &mut File, until: Option<Instant>) -> Option<Message> {
+        let timeout = until.map(|at| TimeSpec::from(at.saturating_duration_since(Instant::now())));
+        if timeout.is_some_and(|t| t == TimeSpec::from(Duration::ZERO)) {
+            return None;
+        }
+        let mut fds = [PollFd::new(input.as_fd(), PollFlags::POLLIN)];
+        match ppoll(&mut fds, timeout, None) {
+            Ok(0) | Err(Errno::EINTR) => return None,
+            Ok(_) => {}
+            Err(_) => return Some(Message::End),
+        }
+        let mut chunk = [0u8; 512];
+        match input.read(&mut chunk) {
+            Ok(0) => Some(Message::End),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                None
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => None,
+            Err(_) => Some(Message::End),
         }
     }
 }
