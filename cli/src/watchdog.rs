@@ -35,10 +35,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -83,11 +82,10 @@ fn from_monotonic_ns(ns: u64) -> Instant {
 
 /// `bext-lock`'s side: the watchdog process and the pipe to it.
 pub struct Watchdog {
-    /// The thread starting the process, until [`Watchdog::ready`] takes
-    /// the process from it.
-    starting: Option<JoinHandle<std::io::Result<Child>>>,
-    child: Option<Child>,
+    child: Child,
     stdin: Option<ChildStdin>,
+    /// Its stdout until it has said `ready`.
+    starting: Option<ChildStdout>,
     warned: bool,
     /// Told a deadline: from then on, the end of the pipe kills the group.
     armed: bool,
@@ -95,63 +93,47 @@ pub struct Watchdog {
 
 impl Watchdog {
     /// Starts the watchdog in a process group of its own, without waiting
-    /// for it: a thread of its own starts it, because starting a process
-    /// stops the calling thread until the new program is executing (most
-    /// of a millisecond), and the process's own start (a second process
-    /// of this binary) then overlaps loading the plugin and taking the
-    /// lock. Call [`Watchdog::ready`] before starting the command.
+    /// for it to be ready: its start (a second process of this binary) then
+    /// overlaps loading the plugin and taking the lock. Call
+    /// [`Watchdog::ready`] before starting the command.
+    ///
+    /// Started from this thread: from a thread of its own the start would
+    /// not stop this one (starting a process stops the calling thread until
+    /// the new program runs, most of a millisecond here), but on a busy
+    /// machine `bext-lock run` measured slower that way, not faster.
     pub fn spawn() -> Result<Self, String> {
-        let start = || {
-            // /proc/self/exe is this very binary, even if the file was
-            // replaced since (an upgrade while bext-lock runs).
-            Command::new("/proc/self/exe")
-                .arg0("bext-lock")
-                .arg(ARG)
-                .process_group(0)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-        };
-        let starting = thread::Builder::new()
-            .name("bext-lock-spawn".into())
-            .spawn(start)
-            .map_err(|e| format!("cannot start the watchdog process: no thread: {e}"))?;
-        Ok(Self { starting: Some(starting), child: None, stdin: None, warned: false, armed: false })
-    }
-
-    /// The process, once its start has returned (waiting for it if needed).
-    fn started(&mut self) -> Result<(), String> {
-        let Some(starting) = self.starting.take() else { return Ok(()) };
-        let mut child = starting
-            .join()
-            .map_err(|_| "cannot start the watchdog process: its thread panicked".to_owned())?
+        // /proc/self/exe is this very binary, even if the file was replaced
+        // since (an upgrade while bext-lock runs).
+        let mut child = Command::new("/proc/self/exe")
+            .arg0("bext-lock")
+            .arg(ARG)
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
             .map_err(|e| format!("cannot start the watchdog process: {e}"))?;
-        self.stdin = child.stdin.take();
-        self.child = Some(child);
-        Ok(())
+        let starting = child.stdout.take();
+        let stdin = child.stdin.take();
+        Ok(Self { child, stdin, starting, warned: false, armed: false })
     }
 
     /// Waits until the watchdog ignores the signals that will reach it (at
     /// once when it already said so).
     pub fn ready(&mut self) -> Result<(), String> {
-        self.started()?;
-        let Some(child) = self.child.as_mut() else { return Ok(()) };
-        let Some(stdout) = child.stdout.take() else { return Ok(()) };
+        let Some(stdout) = self.starting.take() else { return Ok(()) };
         let mut line = String::new();
         let ready = BufReader::new(stdout).read_line(&mut line);
         if !(ready.is_ok() && line.trim() == "ready") {
-            let _ = child.kill();
+            let _ = self.child.kill();
             return Err(format!("the watchdog process did not start: {ready:?} {line:?}"));
         }
         Ok(())
     }
 
-    /// The watchdog's process group, which the command joins. Known once
-    /// [`Watchdog::ready`] returned.
+    /// The watchdog's process group, which the command joins.
     pub fn pgid(&self) -> Pid {
-        let pid = self.child.as_ref().map_or(u32::MAX, Child::id);
-        Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX))
+        Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX))
     }
 
     fn say(&mut self, line: &str) {
@@ -188,8 +170,7 @@ impl Watchdog {
     /// Nothing waits for it to exit: it does so on its own at once, and
     /// after `bext-lock` exits the system reaps it. Before it was armed
     /// (the lock was not taken) not even `done` is needed: the end of the
-    /// pipe (when this value is dropped) tells an unarmed watchdog to exit,
-    /// so this does not wait for its start either.
+    /// pipe (when this value is dropped) tells an unarmed watchdog to exit.
     pub fn disarm(mut self) {
         if self.armed {
             self.say("done");
@@ -205,9 +186,7 @@ impl Drop for Watchdog {
         // if bext-lock had died; wait until it has.
         self.stdin.take();
         if self.armed {
-            if let Some(child) = self.child.as_mut() {
-                let _ = child.wait();
-            }
+            let _ = self.child.wait();
         }
     }
 }
