@@ -4,6 +4,7 @@
 Rerun it any time (after `make release`, or `make bench-build`):
 
     python3 bench/startup.py [--build target/release] [--runs 20] [--dir /dev/shm]
+                             [--baseline OLD]
 
 It installs the release build into a scratch prefix with `make install`
 (plugins and CLI stripped, debug info in .debug/), puts the SQLite file and
@@ -21,7 +22,11 @@ pieces of a run:
   `bext-lock run -v` prints "plugin ...", "acquired ..." and "released ...";
 * the same run with the plugin as built (not stripped);
 
-and prints the file sizes as built and as installed. When hyperfine is
+and prints the file sizes as built and as installed. With --baseline OLD
+(another build folder, or a `make install` prefix holding bin/bext-lock),
+that older bext-lock runs in the same alternation, so a change is measured
+against its baseline in one run (the machine's load shifts between runs).
+When hyperfine is
 installed its own (not alternating) figures are printed too, as a
 cross-check. The output is plain text; `make bench` embeds it in
 docs/BENCHMARKS.md.
@@ -89,6 +94,7 @@ def main():
     ap.add_argument("--build", default=os.environ.get("BENCH_BUILD", "target/release"))
     ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_STARTUP_RUNS", "20")))
     ap.add_argument("--dir", default=os.environ.get("BENCH_STARTUP_DIR", "/dev/shm"))
+    ap.add_argument("--baseline", help="an older build folder or install prefix to alternate with")
     args = ap.parse_args()
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,6 +115,17 @@ def main():
                         f"INSTALL_FROM={build}", "INSTALL_NO_BUILD=1"],
                        check=True, stdout=subprocess.DEVNULL, env=env)
         cli = os.path.join(prefix, "bin", "bext-lock")
+        base_cli = None
+        if args.baseline:
+            base = os.path.abspath(args.baseline)
+            if os.path.isfile(os.path.join(base, "bin", "bext-lock")):
+                base_cli = os.path.join(base, "bin", "bext-lock")
+            else:
+                base_prefix = os.path.join(scratch, "baseline")
+                subprocess.run(["make", "-s", "-C", repo, "install", f"PREFIX={base_prefix}",
+                                f"INSTALL_FROM={base}", "INSTALL_NO_BUILD=1"],
+                               check=True, stdout=subprocess.DEVNULL, env=env)
+                base_cli = os.path.join(base_prefix, "bin", "bext-lock")
         plugin = os.path.join(prefix, "lib", "bext-locking", PLUGIN)
         # Only the installed folders: no BEXT_PLUGIN_DIR from the caller.
         run_env = {k: v for k, v in os.environ.items() if k != "BEXT_PLUGIN_DIR"}
@@ -121,14 +138,17 @@ def main():
                 ["sqlite", "--config", config, "--key", "startup", "--", "true"]
 
         ours, theirs = run_cmd(cli), [flock, lockfile, "true"]
+        contenders = [("ours", ours), ("flock", theirs)]
+        if base_cli:
+            contenders.append(("baseline", run_cmd(base_cli)))
         # Warm-up: creates the database and its schema, fills the page cache.
         for _ in range(3):
-            timed(ours, run_env)
-            timed(theirs, run_env)
-        walls = {"ours": [], "flock": []}
-        cpus = {"ours": [], "flock": []}
+            for _, argv in contenders:
+                timed(argv, run_env)
+        walls = {name: [] for name, _ in contenders}
+        cpus = {name: [] for name, _ in contenders}
         for i in range(args.runs):
-            order = [("ours", ours), ("flock", theirs)]
+            order = list(contenders)
             if i % 2:
                 order.reverse()
             for name, argv in order:
@@ -158,6 +178,9 @@ def main():
                    f"files in {args.dir}, plugin and CLI installed stripped")
         out.append(f"  wall: bext-lock {ms(med['ours'])}, flock {ms(med['flock'])}: {ratio:.2f}x")
         out.append(f"  cpu:  bext-lock {ms(medc['ours'])}, flock {ms(medc['flock'])}: {cpu_ratio:.2f}x")
+        if base_cli:
+            out.append(f"  baseline {args.baseline} in the same alternation: wall {ms(med['baseline'])} "
+                       f"({med['baseline'] / med['flock']:.2f}x flock), cpu {ms(medc['baseline'])}")
         out.append(f"  same run, plugin and CLI as built (not stripped): {ms(t_built)}")
         out.append(f"where the time goes (medians of {args.runs} fresh processes):")
         out.append(f"  process start, `true`:                         {ms(t_true)}")

@@ -167,15 +167,29 @@ impl Watchdog {
     }
 
     /// The command is done: the watchdog exits without killing anything.
-    /// Nothing waits for it to exit: it does so on its own at once, and
-    /// after `bext-lock` exits the system reaps it. Before it was armed
-    /// (the lock was not taken) not even `done` is needed: the end of the
-    /// pipe (when this value is dropped) tells an unarmed watchdog to exit.
+    /// Before it was armed (the lock was not taken) not even `done` is
+    /// needed: the end of the pipe (when this value is dropped) tells an
+    /// unarmed watchdog to exit. Nothing waits for it to exit: it does so at
+    /// once, and the system reaps it once `bext-lock` has exited. Until then
+    /// it is a zombie child, so a process that goes on to start more
+    /// watchdogs uses [`Watchdog::disarm_and_reap`] instead.
     pub fn disarm(mut self) {
         if self.armed {
             self.say("done");
         }
         self.armed = false;
+    }
+
+    /// [`Watchdog::disarm`], then waits for the watchdog to exit (at once,
+    /// once told) and reaps it.
+    pub fn disarm_and_reap(mut self) {
+        if self.armed {
+            self.say("done");
+        }
+        self.armed = false;
+        self.stdin.take();
+        self.starting.take();
+        let _ = self.child.wait();
     }
 }
 
