@@ -179,7 +179,7 @@ def main():
         out.append(f"  wall: bext-lock {ms(med['ours'])}, flock {ms(med['flock'])}: {ratio:.2f}x")
         out.append(f"  cpu:  bext-lock {ms(medc['ours'])}, flock {ms(medc['flock'])}: {cpu_ratio:.2f}x")
         if base_cli:
-            out.append(f"  baseline {args.baseline} in the same alternation: wall {ms(med['baseline'])} "
+            out.append(f"  baseline (--baseline), in the same alternation: wall {ms(med['baseline'])} "
                        f"({med['baseline'] / med['flock']:.2f}x flock), cpu {ms(medc['baseline'])}")
         out.append(f"  same run, plugin and CLI as built (not stripped): {ms(t_built)}")
         out.append(f"where the time goes (medians of {args.runs} fresh processes):")
