@@ -63,13 +63,20 @@ def become_subreaper():
         return False
 
 
-def reap_orphans():
-    """Waits for every process left behind by the last command."""
+def reap_orphans(limit=5.0):
+    """Waits for every process left behind by the last command, for at
+    most `limit` seconds (one that stays is reported, not waited for)."""
+    deadline = time.monotonic() + limit
     while True:
         try:
-            os.waitpid(-1, 0)
+            pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
+        if pid == 0:
+            if time.monotonic() > deadline:
+                sys.exit("a process left behind by the command is still running after "
+                         f"{limit:.0f} s (bext-lock's watchdog exits at once when told)")
+            time.sleep(0.0002)
 
 
 def timed(argv, env=None):
