@@ -4,13 +4,14 @@
 Rerun it any time (after `make release`, or `make bench-build`):
 
     python3 bench/startup.py [--build target/release] [--runs 20] [--dir /dev/shm]
+                             [--baseline OLD]
 
 It installs the release build into a scratch prefix with `make install`
 (plugins and CLI stripped, debug info in .debug/), puts the SQLite file and
 the flock file in --dir (tmpfs by default, so neither side waits for a
 disk), then runs the two commands alternately, --runs times each, and
 prints the median wall time and CPU time (user + system of the process and
-every child it waited for) of each, and their ratio. It also times the
+all its descendants, the watchdog included) of each, and their ratio. It also times the
 pieces of a run:
 
 * process start: `true`, and `bext-lock --version` (the CLI's own start:
@@ -21,7 +22,11 @@ pieces of a run:
   `bext-lock run -v` prints "plugin ...", "acquired ..." and "released ...";
 * the same run with the plugin as built (not stripped);
 
-and prints the file sizes as built and as installed. When hyperfine is
+and prints the file sizes as built and as installed. With --baseline OLD
+(another build folder, or a `make install` prefix holding bin/bext-lock),
+that older bext-lock runs in the same alternation, so a change is measured
+against its baseline in one run (the machine's load shifts between runs).
+When hyperfine is
 installed its own (not alternating) figures are printed too, as a
 cross-check. The output is plain text; `make bench` embeds it in
 docs/BENCHMARKS.md.
@@ -45,12 +50,45 @@ def children_cpu():
     return r.ru_utime + r.ru_stime
 
 
+def become_subreaper():
+    """Makes the processes a command leaves behind (bext-lock's watchdog
+    exits on its own after bext-lock, which does not wait for it) children
+    of this script, so their CPU time is counted too. Linux only."""
+    try:
+        import ctypes
+
+        PR_SET_CHILD_SUBREAPER = 36
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_orphans(limit=5.0):
+    """Waits for every process left behind by the last command, for at
+    most `limit` seconds (one that stays is reported, not waited for)."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            if time.monotonic() > deadline:
+                sys.exit("a process left behind by the command is still running after "
+                         f"{limit:.0f} s (bext-lock's watchdog exits at once when told)")
+            time.sleep(0.0002)
+
+
 def timed(argv, env=None):
-    """Wall and CPU seconds of one run; fails loudly on a non-zero exit."""
+    """Wall and CPU seconds of one run; fails loudly on a non-zero exit.
+    The wall time ends when the command has exited and every process
+    holding its stderr has closed it (as a shell pipe or cron would wait);
+    the CPU time includes processes it left behind."""
     cpu0 = children_cpu()
     t0 = time.perf_counter()
     p = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     wall = time.perf_counter() - t0
+    reap_orphans()
     cpu = children_cpu() - cpu0
     if p.returncode != 0:
         sys.exit(f"{' '.join(argv)} exited {p.returncode}: {p.stderr.decode(errors='replace')}")
@@ -71,6 +109,7 @@ def phases(argv, env=None):
                 marks[key] = now
     p.wait()
     marks["exit"] = time.perf_counter() - t0
+    reap_orphans()
     if p.returncode != 0 or len(marks) != 4:
         sys.exit(f"{' '.join(argv)}: exit {p.returncode}, saw {sorted(marks)}")
     return marks
@@ -89,6 +128,7 @@ def main():
     ap.add_argument("--build", default=os.environ.get("BENCH_BUILD", "target/release"))
     ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_STARTUP_RUNS", "20")))
     ap.add_argument("--dir", default=os.environ.get("BENCH_STARTUP_DIR", "/dev/shm"))
+    ap.add_argument("--baseline", help="an older build folder or install prefix to alternate with")
     args = ap.parse_args()
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,6 +137,7 @@ def main():
     for f in (built_cli, built_plugin):
         if not os.path.isfile(f):
             sys.exit(f"{f} is missing: build first (make release, or make bench-build)")
+    subreaper = become_subreaper()
     flock = shutil.which("flock")
     if not flock:
         sys.exit("flock(1) is not installed (util-linux)")
@@ -109,6 +150,17 @@ def main():
                         f"INSTALL_FROM={build}", "INSTALL_NO_BUILD=1"],
                        check=True, stdout=subprocess.DEVNULL, env=env)
         cli = os.path.join(prefix, "bin", "bext-lock")
+        base_cli = None
+        if args.baseline:
+            base = os.path.abspath(args.baseline)
+            if os.path.isfile(os.path.join(base, "bin", "bext-lock")):
+                base_cli = os.path.join(base, "bin", "bext-lock")
+            else:
+                base_prefix = os.path.join(scratch, "baseline")
+                subprocess.run(["make", "-s", "-C", repo, "install", f"PREFIX={base_prefix}",
+                                f"INSTALL_FROM={base}", "INSTALL_NO_BUILD=1"],
+                               check=True, stdout=subprocess.DEVNULL, env=env)
+                base_cli = os.path.join(base_prefix, "bin", "bext-lock")
         plugin = os.path.join(prefix, "lib", "bext-locking", PLUGIN)
         # Only the installed folders: no BEXT_PLUGIN_DIR from the caller.
         run_env = {k: v for k, v in os.environ.items() if k != "BEXT_PLUGIN_DIR"}
@@ -121,14 +173,17 @@ def main():
                 ["sqlite", "--config", config, "--key", "startup", "--", "true"]
 
         ours, theirs = run_cmd(cli), [flock, lockfile, "true"]
+        contenders = [("ours", ours), ("flock", theirs)]
+        if base_cli:
+            contenders.append(("baseline", run_cmd(base_cli)))
         # Warm-up: creates the database and its schema, fills the page cache.
         for _ in range(3):
-            timed(ours, run_env)
-            timed(theirs, run_env)
-        walls = {"ours": [], "flock": []}
-        cpus = {"ours": [], "flock": []}
+            for _, argv in contenders:
+                timed(argv, run_env)
+        walls = {name: [] for name, _ in contenders}
+        cpus = {name: [] for name, _ in contenders}
         for i in range(args.runs):
-            order = [("ours", ours), ("flock", theirs)]
+            order = list(contenders)
             if i % 2:
                 order.reverse()
             for name, argv in order:
@@ -157,7 +212,11 @@ def main():
         out.append(f"bext-lock run sqlite -- true vs flock FILE true: median of {args.runs} alternating runs each, "
                    f"files in {args.dir}, plugin and CLI installed stripped")
         out.append(f"  wall: bext-lock {ms(med['ours'])}, flock {ms(med['flock'])}: {ratio:.2f}x")
-        out.append(f"  cpu:  bext-lock {ms(medc['ours'])}, flock {ms(medc['flock'])}: {cpu_ratio:.2f}x")
+        out.append(f"  cpu:  bext-lock {ms(medc['ours'])}, flock {ms(medc['flock'])}: {cpu_ratio:.2f}x"
+                   + ("" if subreaper else " (without processes left behind: no subreaper here)"))
+        if base_cli:
+            out.append(f"  baseline (--baseline), in the same alternation: wall {ms(med['baseline'])} "
+                       f"({med['baseline'] / med['flock']:.2f}x flock), cpu {ms(medc['baseline'])}")
         out.append(f"  same run, plugin and CLI as built (not stripped): {ms(t_built)}")
         out.append(f"where the time goes (medians of {args.runs} fresh processes):")
         out.append(f"  process start, `true`:                         {ms(t_true)}")

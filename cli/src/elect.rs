@@ -164,16 +164,16 @@ pub fn elect(args: ElectArgs, plugin_dirs: &[PathBuf]) -> Result<i32, CliError> 
         let guard = match got {
             Ok(Some(guard)) => guard,
             Ok(None) => {
-                watchdog.disarm();
+                watchdog.disarm_and_reap();
                 continue; // a signal (seen at the top) or a slice that ran out
             }
             Err(e) => {
-                watchdog.disarm();
+                watchdog.disarm_and_reap();
                 return Err(campaign_failed(&args.key, &e, &secrets));
             }
         };
         if guard.fence().is_none() && !args.allow_unfenced {
-            watchdog.disarm();
+            watchdog.disarm_and_reap();
             let _ = guard.release();
             return Err(unfenced(library.name()));
         }
@@ -182,7 +182,7 @@ pub fn elect(args: ElectArgs, plugin_dirs: &[PathBuf]) -> Result<i32, CliError> 
         while events.try_recv().is_ok() {}
         let started = Instant::now();
         let term = lead(guard, &args, &plan, &mut watchdog, &events, &events_tx, &secrets);
-        watchdog.disarm();
+        watchdog.disarm_and_reap();
         let code = match term? {
             Term::Lost => exit::LOST,
             Term::Exited(code) => code,

@@ -65,6 +65,8 @@ const POLL: Duration = Duration::from_millis(200);
 pub(crate) struct SignalThread {
     handle: signal_hook::iterator::Handle,
     thread: Option<thread::JoinHandle<()>>,
+    /// Stop and join the thread when dropped (see [`SignalThread::until_exit`]).
+    join: bool,
 }
 
 impl SignalThread {
@@ -87,12 +89,23 @@ impl SignalThread {
                 }
             })
             .map_err(|e| CliError::new(exit::ERROR, format!("cannot start a thread: {e}")))?;
-        Ok(Self { handle, thread: Some(thread) })
+        Ok(Self { handle, thread: Some(thread), join: true })
+    }
+
+    /// For a process that exits right after: dropping it then neither
+    /// wakes the thread nor waits for it to end (on a busy machine that
+    /// wait is a wait for a free core), the exit ends it.
+    pub(crate) fn until_exit(mut self) -> Self {
+        self.join = false;
+        self
     }
 }
 
 impl Drop for SignalThread {
     fn drop(&mut self) {
+        if !self.join {
+            return;
+        }
         self.handle.close();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -147,7 +160,8 @@ pub fn run(args: RunArgs, plugin_dirs: &[std::path::PathBuf]) -> Result<i32, Cli
     check_min_hold(&plugin, args.min_hold, &secrets)?;
 
     let (events_tx, events) = mpsc::channel();
-    let _signals = SignalThread::start(events_tx.clone())?;
+    // `run` returns only for bext-lock to exit.
+    let _signals = SignalThread::start(events_tx.clone())?.until_exit();
     let options = GuardOptions::default().clock_drift(drift).stop_margin(plan.stop_margin);
 
     let guard = match acquire(&plugin, &args, options, &events, &events_tx, &secrets) {

@@ -31,15 +31,19 @@
 //! (`kill -9` of both; their common ancestor's cgroup being killed kills the
 //! command too).
 
-use std::io::{BufRead, BufReader, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::time::TimeSpec;
 use nix::time::{ClockId, clock_gettime};
 use nix::unistd::{Pid, getpgrp, getppid};
 
@@ -81,15 +85,22 @@ pub struct Watchdog {
     child: Child,
     stdin: Option<ChildStdin>,
     /// Its stdout until it has said `ready`.
-    starting: Option<std::process::ChildStdout>,
+    starting: Option<ChildStdout>,
     warned: bool,
+    /// Told a deadline: from then on, the end of the pipe kills the group.
+    armed: bool,
 }
 
 impl Watchdog {
     /// Starts the watchdog in a process group of its own, without waiting
-    /// for it: its start (a second
-    /// process of this binary) then overlaps loading the plugin and taking
-    /// the lock. Call [`Watchdog::ready`] before starting the command.
+    /// for it to be ready: its start (a second process of this binary) then
+    /// overlaps loading the plugin and taking the lock. Call
+    /// [`Watchdog::ready`] before starting the command.
+    ///
+    /// Started from this thread: from a thread of its own the start would
+    /// not stop this one (starting a process stops the calling thread until
+    /// the new program runs, most of a millisecond here), but on a busy
+    /// machine `bext-lock run` measured slower that way, not faster.
     pub fn spawn() -> Result<Self, String> {
         // /proc/self/exe is this very binary, even if the file was replaced
         // since (an upgrade while bext-lock runs).
@@ -104,7 +115,7 @@ impl Watchdog {
             .map_err(|e| format!("cannot start the watchdog process: {e}"))?;
         let starting = child.stdout.take();
         let stdin = child.stdin.take();
-        Ok(Self { child, stdin, starting, warned: false })
+        Ok(Self { child, stdin, starting, warned: false, armed: false })
     }
 
     /// Waits until the watchdog ignores the signals that will reach it (at
@@ -145,6 +156,7 @@ impl Watchdog {
 
     /// The command must be gone by `at`, unless told a later instant.
     pub fn kill_at(&mut self, at: Instant) {
+        self.armed = true;
         self.say(&format!("kill-at {}", to_monotonic_ns(at)));
     }
 
@@ -155,17 +167,41 @@ impl Watchdog {
     }
 
     /// The command is done: the watchdog exits without killing anything.
+    /// Before it was armed (the lock was not taken) not even `done` is
+    /// needed: the end of the pipe (when this value is dropped) tells an
+    /// unarmed watchdog to exit. Nothing waits for it to exit: it does so at
+    /// once, and the system reaps it once `bext-lock` has exited. Until then
+    /// it is a zombie child, so a process that goes on to start more
+    /// watchdogs uses [`Watchdog::disarm_and_reap`] instead.
     pub fn disarm(mut self) {
-        self.say("done");
+        if self.armed {
+            self.say("done");
+        }
+        self.armed = false;
+    }
+
+    /// [`Watchdog::disarm`], then waits for the watchdog to exit (at once,
+    /// once told) and reaps it.
+    pub fn disarm_and_reap(mut self) {
+        if self.armed {
+            self.say("done");
+        }
+        self.armed = false;
+        self.stdin.take();
+        self.starting.take();
+        let _ = self.child.wait();
     }
 }
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        // Without `done` first (a panic), the end of the pipe makes the
-        // watchdog kill the group, as if bext-lock had died.
+        // Without `done` first (an error or a panic while the command may
+        // run), the end of the pipe makes the watchdog kill the group, as
+        // if bext-lock had died; wait until it has.
         self.stdin.take();
-        let _ = self.child.wait();
+        if self.armed {
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -207,54 +243,107 @@ pub fn serve() -> i32 {
             return 1;
         }
     }
-    println!("ready");
-    if std::io::stdout().flush().is_err() {
+    // Unbuffered: `ppoll` must see every byte not yet handled.
+    let mut input = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            eprintln!("bext-lock: watchdog: cannot read its pipe: {e}");
+            return 1;
+        }
+    };
+    // Fails when bext-lock exited before it looked (it did not take the
+    // lock, so there is nothing to guard): exit quietly then.
+    let mut out = std::io::stdout();
+    if writeln!(out, "ready").and_then(|()| out.flush()).is_err() {
         return 1;
     }
-    let (tx, messages) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if let Some(m) = parse(&line) {
-                if tx.send(m).is_err() {
-                    return;
-                }
-            }
-        }
-        let _ = tx.send(Message::End);
-    });
+    let mut lines = Lines::default();
     let mut kill_at: Option<Instant> = None;
     let mut only: Option<Pid> = None;
     let mut armed = false;
     loop {
-        let next = match kill_at {
-            Some(at) => messages.recv_timeout(at.saturating_duration_since(Instant::now())),
-            None => messages.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        let next = match lines.next_message() {
+            Some(m) => Some(m),
+            None => lines.wait(&mut input, kill_at),
         };
         match next {
-            Ok(Message::KillAt(at)) => {
+            Some(Message::KillAt(at)) => {
                 kill_at = Some(at);
                 armed = true;
             }
-            Ok(Message::Pid(pid)) => only = Some(pid),
-            Ok(Message::Done) => return 0,
-            Ok(Message::End) | Err(RecvTimeoutError::Disconnected) => {
+            Some(Message::Pid(pid)) => only = Some(pid),
+            Some(Message::Done) => return 0,
+            Some(Message::End) => {
                 if armed {
                     stop(only, &format!("bext-lock (pid {parent}) is gone while its command ran"));
                 }
                 return 0;
             }
-            Err(RecvTimeoutError::Timeout) => {
-                stop(
-                    only,
-                    &format!(
-                        "the lease ends now and bext-lock (pid {parent}) has not confirmed a \
-                         renewal: it is stopped or starved"
-                    ),
-                );
-                // Wait for bext-lock to say it is done, or to die.
-                kill_at = None;
+            None => {
+                if kill_at.is_some_and(|at| Instant::now() >= at) {
+                    stop(
+                        only,
+                        &format!(
+                            "the lease ends now and bext-lock (pid {parent}) has not confirmed a \
+                             renewal: it is stopped or starved"
+                        ),
+                    );
+                    // Wait for bext-lock to say it is done, or to die.
+                    kill_at = None;
+                }
             }
+        }
+    }
+}
+
+/// The watchdog's input: what it read of its pipe and not yet handled.
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+}
+
+/// More than any message: a line this long without its end is dropped.
+const MAX_LINE: usize = 4096;
+
+impl Lines {
+    /// The next whole message read already (lines that are not one are
+    /// skipped).
+    fn next_message(&mut self) -> Option<Message> {
+        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=end).collect();
+            if let Some(m) = parse(&String::from_utf8_lossy(&line)) {
+                return Some(m);
+            }
+        }
+        if self.buf.len() > MAX_LINE {
+            self.buf.clear();
+        }
+        None
+    }
+
+    /// Waits for more input until `until`: [`Message::End`] at the end of
+    /// the pipe, `None` after new bytes (see [`Lines::next_message`]), a
+    /// signal, or the deadline.
+    fn wait(&mut self, input: &mut File, until: Option<Instant>) -> Option<Message> {
+        let timeout = until.map(|at| TimeSpec::from(at.saturating_duration_since(Instant::now())));
+        if timeout.is_some_and(|t| t == TimeSpec::from(Duration::ZERO)) {
+            return None;
+        }
+        let mut fds = [PollFd::new(input.as_fd(), PollFlags::POLLIN)];
+        match ppoll(&mut fds, timeout, None) {
+            Ok(0) | Err(Errno::EINTR) => return None,
+            Ok(_) => {}
+            Err(_) => return Some(Message::End),
+        }
+        let mut chunk = [0u8; 512];
+        match input.read(&mut chunk) {
+            Ok(0) => Some(Message::End),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                None
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => None,
+            Err(_) => Some(Message::End),
         }
     }
 }

@@ -128,7 +128,7 @@ fn setup(path: &Path, table: &str, statements: &Statements) -> Result<Connection
         .into());
     }
 
-    check_layout(&conn, table, path)?;
+    let columns = check_layout(&conn, table, path)?;
 
     // Only the first process to open the file switches it (a write); the
     // mode is stored in the file, so the others just read it.
@@ -152,18 +152,21 @@ fn setup(path: &Path, table: &str, statements: &Statements) -> Result<Connection
     // OS crash.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sqlite(format!("cannot set synchronous=FULL on `{shown}`")))?;
-    conn.execute_batch(&statements.create_table)
-        .map_err(sqlite(format!("cannot create table `{table}` in `{shown}`")))?;
-    add_columns(&conn, table)
-        .map_err(sqlite(format!("cannot add the owner columns to `{table}` in `{shown}`")))?;
-    // Preparing now proves the statements fit the table, and warms the cache.
-    for sql in [
-        &statements.acquire,
-        &statements.renew,
-        &statements.release,
-        &statements.inspect,
-        &statements.force_release,
-    ] {
+    // A table that has every column already needs neither (the common case:
+    // every open but the first), and skipping them spares parsing the SQL.
+    if columns.is_empty() {
+        conn.execute_batch(&statements.create_table)
+            .map_err(sqlite(format!("cannot create table `{table}` in `{shown}`")))?;
+    }
+    if columns.is_empty() || lacks_added_columns(&columns) {
+        add_columns(&conn, table)
+            .map_err(sqlite(format!("cannot add the owner columns to `{table}` in `{shown}`")))?;
+    }
+    // Preparing now proves the table takes the writes every caller makes
+    // (not, say, a view of the same columns), and warms the cache for the
+    // first lock. The statements only some callers use are prepared when
+    // first used: the columns they name were checked above.
+    for sql in [&statements.acquire, &statements.release] {
         conn.prepare_cached(sql)
             .map_err(sqlite(format!("table `{table}` in `{shown}` does not fit this backend")))?;
     }
@@ -249,10 +252,7 @@ fn add_columns(conn: &Connection, table: &str) -> rusqlite::Result<()> {
         let names = stmt.query_map([table], |row| row.get::<_, String>(0))?;
         names.collect()
     };
-    let missing = |have: &[String]| {
-        crate::sql::ADDED_COLUMNS.iter().any(|(c, _)| !have.iter().any(|h| h == c))
-    };
-    if !missing(&has(conn)?) {
+    if !lacks_added_columns(&has(conn)?) {
         return Ok(());
     }
     conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -274,9 +274,15 @@ fn add_columns(conn: &Connection, table: &str) -> rusqlite::Result<()> {
     }
 }
 
+/// Whether a table with `columns` lacks one of [`crate::sql::ADDED_COLUMNS`].
+fn lacks_added_columns(columns: &[String]) -> bool {
+    crate::sql::ADDED_COLUMNS.iter().any(|(c, _)| !columns.iter().any(|h| h == c))
+}
+
 /// Refuses an existing table of the same name that has other columns, before
-/// anything is written.
-fn check_layout(conn: &Connection, table: &str, path: &Path) -> Result<(), Failure> {
+/// anything is written. Returns the table's columns: none when it does not
+/// exist yet.
+fn check_layout(conn: &Connection, table: &str, path: &Path) -> Result<Vec<String>, Failure> {
     let shown = path.display();
     let read = || -> rusqlite::Result<Vec<String>> {
         let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
@@ -285,7 +291,7 @@ fn check_layout(conn: &Connection, table: &str, path: &Path) -> Result<(), Failu
     };
     let columns = read().map_err(sqlite(format!("cannot read `{shown}`")))?;
     if columns.is_empty() {
-        return Ok(());
+        return Ok(columns);
     }
     let missing: Vec<&str> =
         COLUMNS.iter().copied().filter(|c| !columns.iter().any(|have| have == c)).collect();
@@ -298,7 +304,7 @@ fn check_layout(conn: &Connection, table: &str, path: &Path) -> Result<(), Failu
         ))
         .into());
     }
-    Ok(())
+    Ok(columns)
 }
 
 /// Sorts a SQLite failure while opening into bad config versus broken backend.
