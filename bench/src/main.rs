@@ -357,8 +357,8 @@ fn startup(output: Option<&Path>, report: &mut Report) -> Result<(), String> {
         "`python3 bench/startup.py` (run by `make bench`; rerun it by hand any time after a \
          release build): `make install` into a scratch prefix (stripped plugin and CLI), the \
          database and the flock file on `/dev/shm`, then the two commands alternately, each \
-         timed from spawn to exit; CPU is user + system of the process and the children it \
-         waited for:\n\n```text\n",
+         timed from spawn to exit; CPU is user + system of the process and every process it \
+         started, the ones it left behind included:\n\n```text\n",
     );
     body.push_str(text.trim_end());
     body.push_str("\n```\n");
