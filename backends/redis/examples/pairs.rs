@@ -70,7 +70,7 @@ fn on_threads(
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or(Err("a worker panicked".into()))).collect()
+        workers.into_iter().try_for_each(|w| w.join().unwrap_or(Err("a worker panicked".into())))
     })
 }
 
