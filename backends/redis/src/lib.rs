@@ -20,10 +20,11 @@
 //!
 //! With `"fencing": false` a single node or cluster acquires with a plain
 //! `SET key token NX PX ttl`, the command a hand-written client sends, and
-//! its handles carry no fence. A plain `SET` cannot write the record as
-//! well, so an acquire that names an owner runs instead the one script that
-//! sets the lock and writes the record (the quorum's per-master acquire);
-//! without an owner there is no record, and `inspect` shows the lock held
+//! its handles carry no fence. An owner travels in the `SET`'s value
+//! (`token:ttl_ms:owner`, the whole of it the handle's `lock_id`), so the
+//! acquire stays that one command and `inspect` reads the owner, and how
+//! long the lock has been held, from the value (see `holder`); without an
+//! owner the value is the bare token, and `inspect` shows the lock held
 //! with its TTL but no owner and no `held_for_ms`.
 //!
 //! `lock_wait` subscribes to the lock's pub/sub channel (on each server it
@@ -43,6 +44,7 @@
 
 mod cluster;
 mod config;
+mod holder;
 pub mod keys;
 mod node;
 mod quorum;
@@ -67,8 +69,8 @@ use crate::node::{Invocation, Node};
 use crate::quorum::Quorum;
 use crate::redact::secrets_of;
 use crate::scripts::{
-    ACQUIRE_FENCED, ACQUIRE_FENCED_WAIT, ACQUIRE_PLAIN, ACQUIRE_PLAIN_WAIT, FORCE_RELEASE, HOLDS,
-    INSPECT, RELEASE, RENEW,
+    ACQUIRE_FENCED, ACQUIRE_FENCED_WAIT, ACQUIRE_PLAIN_WAIT, FORCE_RELEASE, HOLDS, INSPECT,
+    RELEASE, RENEW,
 };
 use crate::waiting::{Listen, Try, contended, wait_for};
 
@@ -168,16 +170,12 @@ impl Redis {
 }
 
 impl Redis {
-    /// `SET lock token NX PX ttl` and nothing else on the way to a held
-    /// lock. A nil reply is someone else's lock, or ours when the command
-    /// was sent again after its first reply was lost (a reconnect, or the
-    /// cluster driver's retry): the `GET` that tells the two apart costs a
-    /// round trip on contention only.
-    ///
-    /// With an owner, one [`ACQUIRE_PLAIN`] call instead: the lock and its
-    /// record in one round trip and one atomic step, so the record is only
-    /// ever written by the holder (a plain `SET` followed by a second write
-    /// would cost a round trip more).
+    /// `SET lock value NX PX ttl` and nothing else on the way to a held
+    /// lock, the value carrying the owner when one is given (see
+    /// [`holder`]). A nil reply is someone else's lock, or ours when the
+    /// command was sent again after its first reply was lost (a reconnect,
+    /// or the cluster driver's retry): the `GET` that tells the two apart
+    /// costs a round trip on contention only.
     fn try_lock_unfenced(
         &self,
         key: &str,
@@ -186,33 +184,14 @@ impl Redis {
         owner: Option<&str>,
     ) -> Result<Option<LockHandle>, PluginError> {
         let lock = lock_key(&self.prefix, key);
+        let value = holder::unfenced_value(token, ttl_ms, owner);
         let ttl = ttl_ms.to_string();
-        let handle = |held: bool| {
-            held.then(|| LockHandle {
-                key: key.to_owned(),
-                lock_id: token.clone(),
-                ttl_ms,
-                fence: None,
-            })
-        };
-        if let Some(owner) = owner {
-            let info = info_key(&self.prefix, key);
-            let inv = Invocation {
-                lua: Some(&ACQUIRE_PLAIN),
-                keys: &[&lock, &info],
-                args: &[&token, &ttl, owner],
-            };
-            return match self.script(&inv)? {
-                Value::Int(n) => Ok(handle(n == 1)),
-                other => Err(unexpected("acquire", &other)),
-            };
-        }
-        let inv = Invocation { lua: None, keys: &[&lock], args: &[&token, &ttl] };
+        let inv = Invocation { lua: None, keys: &[&lock], args: &[&value, &ttl] };
         let held = match self.script(&inv)? {
             Value::Okay => true,
             Value::SimpleString(s) if s == "OK" => true,
             Value::Nil => {
-                let check = Invocation { lua: Some(&HOLDS), keys: &[&lock], args: &[&token] };
+                let check = Invocation { lua: Some(&HOLDS), keys: &[&lock], args: &[&value] };
                 match self.script(&check)? {
                     Value::Int(n) => n == 1,
                     other => return Err(unexpected("acquire check", &other)),
@@ -220,7 +199,7 @@ impl Redis {
             }
             other => return Err(unexpected("acquire", &other)),
         };
-        Ok(handle(held))
+        Ok(held.then(|| LockHandle { key: key.to_owned(), lock_id: value, ttl_ms, fence: None }))
     }
 }
 
@@ -246,24 +225,24 @@ impl Redis {
     /// in the same round trip. Without fences the plain script stands in
     /// for `SET NX PX` (one command either way).
     fn try_waiting(&self, key: &str, ttl_ms: u64, owner: Option<&str>) -> Result<Try, PluginError> {
-        let token = uuid::Uuid::new_v4().to_string();
+        let mut token = uuid::Uuid::new_v4().to_string();
         let (lock, info) = (lock_key(&self.prefix, key), info_key(&self.prefix, key));
         let fence = fence_key(&self.prefix, key);
         let ttl = ttl_ms.to_string();
-        let mut args = vec![token.as_str(), ttl.as_str()];
-        args.extend(owner);
-        let inv = if self.fencing {
-            Invocation {
-                lua: Some(&ACQUIRE_FENCED_WAIT),
-                keys: &[&lock, &fence, &info],
-                args: &args,
-            }
-        } else if owner.is_some() {
-            Invocation { lua: Some(&ACQUIRE_PLAIN_WAIT), keys: &[&lock, &info], args: &args }
+        let reply = if self.fencing {
+            let mut args = vec![token.as_str(), ttl.as_str()];
+            args.extend(owner);
+            let keys = [lock.as_str(), fence.as_str(), info.as_str()];
+            self.script(&Invocation { lua: Some(&ACQUIRE_FENCED_WAIT), keys: &keys, args: &args })?
         } else {
-            Invocation { lua: Some(&ACQUIRE_PLAIN_WAIT), keys: &[&lock], args: &args }
+            token = holder::unfenced_value(token, ttl_ms, owner);
+            let args = [token.as_str(), ttl.as_str()];
+            self.script(&Invocation {
+                lua: Some(&ACQUIRE_PLAIN_WAIT),
+                keys: &[&lock],
+                args: &args,
+            })?
         };
-        let reply = self.script(&inv)?;
         let handle = |fence: Option<u64>| LockHandle {
             key: key.to_owned(),
             lock_id: token.clone(),
@@ -477,14 +456,21 @@ impl Backend for Redis {
             return q.release(&self.prefix, handle).map_err(PluginError::backend);
         }
         let lock = lock_key(&self.prefix, &handle.key);
-        let info = info_key(&self.prefix, &handle.key);
         let channel = wake_channel(&self.prefix, &handle.key);
-        let inv = Invocation {
-            lua: Some(&RELEASE),
-            keys: &[&lock, &info],
-            args: &[&handle.lock_id, &channel],
+        let args = [handle.lock_id.as_str(), channel.as_str()];
+        // Without fences a record exists only once a renew wrote one, and
+        // it expires with the lease it describes and describes no later
+        // holder (its digest is this token's), so the release leaves it:
+        // deleting a key that is nearly always absent is a server call
+        // per release for nothing.
+        let info;
+        let keys: &[&str] = if self.fencing {
+            info = info_key(&self.prefix, &handle.key);
+            &[&lock, &info]
+        } else {
+            &[&lock]
         };
-        match self.script(&inv)? {
+        match self.script(&Invocation { lua: Some(&RELEASE), keys, args: &args })? {
             Value::Int(_) => Ok(()),
             other => Err(unexpected("release", &other)),
         }

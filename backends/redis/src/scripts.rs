@@ -159,15 +159,16 @@ end
 return false
 "#;
 
-/// Quorum (on each master), and a single node or cluster with
-/// `"fencing": false` when the caller names an owner: `SET NX PX`, and
-/// (with a second key) the holder's record as [`ACQUIRE_FENCED`] writes it,
-/// by this server's clock. KEYS: lock, [info]. ARGV: token, ttl_ms,
+/// Quorum (on each master): `SET NX PX`, and (with a second key) the
+/// holder's record as [`ACQUIRE_FENCED`] writes it, by this server's clock. KEYS: lock, [info]. ARGV: token, ttl_ms,
 /// [owner]. Returns 1 when the token holds the lock, 0 when another does.
 pub static ACQUIRE_PLAIN: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(concat!(acquire_plain_body!(), "return 0\n")));
 
 /// [`ACQUIRE_PLAIN`] for a waiter: `{pttl}` instead of 0 on contention.
+/// A waiter on a single node or cluster with `"fencing": false` runs it
+/// with the lock's key alone (no record: the value carries the owner),
+/// which is `SET NX PX` and the contended answer in one call.
 pub static ACQUIRE_PLAIN_WAIT: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(concat!(acquire_plain_body!(), contended_pttl!())));
 
@@ -176,11 +177,28 @@ pub static ACQUIRE_PLAIN_WAIT: LazyLock<Lua> =
 /// with a channel (`renew_for`, which may bring the expiry closer) the
 /// waiters are told, so they read the new `PTTL`. Returns 1 when extended,
 /// 0 when not ours.
+///
+/// An unfenced lock whose value carries its owner and TTL (see `holder`)
+/// has no record until its first renew: until then `ttl_ms - PTTL` is how
+/// long it has been held, and the renew is about to reset the `PTTL`, so it
+/// first writes the acquisition time that gives into the record.
 pub static RENEW: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   if KEYS[2] then
+    local ttl = string.match(ARGV[1], '^[^:]*:(%d+):')
+    if ttl then
+      local d = redis.sha1hex(ARGV[1])
+      local pttl = redis.call('PTTL', KEYS[1])
+      if pttl >= 0 and redis.call('HGET', KEYS[2], 'tok') ~= d then
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        local since = now - (tonumber(ttl) - pttl) * 1000
+        redis.call('DEL', KEYS[2])
+        redis.call('HSET', KEYS[2], 'tok', d, 'since', string.format('%.0f', since))
+      end
+    end
     redis.call('PEXPIRE', KEYS[2], ARGV[2])
   end
   local n = redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -220,9 +238,13 @@ return 0
 /// Who holds a lock, by this server's clock, without the token: the SHA-1
 /// of the token (only to tell the holders of a quorum's masters apart; the
 /// plugin never shows it), the lock's remaining `PTTL`, the fence counter
-/// (with a third key), how long ago the holder acquired it and its owner
-/// (when the record beside the lock is this holder's: a holder that wrote
-/// none, such as an older plugin, shows neither).
+/// (with a third key), how long ago the holder acquired it and its owner.
+///
+/// Those last two come from the record beside the lock when it is this
+/// holder's, else from the value of an unfenced lock that carries its
+/// owner and TTL (see `holder`: held for `ttl_ms - PTTL`, since no renew
+/// has written a record yet). A holder that left neither, such as one
+/// without an owner, shows neither.
 ///
 /// KEYS: lock, info, [fence]. Returns nil when free, else
 /// `{digest, pttl, fence or '', held_for_ms or -1, has_owner, owner}`.
@@ -239,20 +261,23 @@ local fence = ''
 if KEYS[3] then
   fence = redis.call('GET', KEYS[3]) or ''
 end
+local ttl, owner = string.match(v, '^[^:]*:(%d+):(.*)$')
+local held = -1
 local i = redis.call('HMGET', KEYS[2], 'tok', 'since', 'owner')
 if i[1] == d and i[2] then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local held = math.floor((now - tonumber(i[2])) / 1000)
-  if held < 0 then
-    held = 0
-  end
+  held = math.max(0, math.floor((now - tonumber(i[2])) / 1000))
   if i[3] then
-    return {d, pttl, fence, held, 1, i[3]}
+    owner = i[3]
   end
-  return {d, pttl, fence, held, 0, ''}
+elseif ttl and pttl >= 0 then
+  held = math.max(0, tonumber(ttl) - pttl)
 end
-return {d, pttl, fence, -1, 0, ''}
+if owner then
+  return {d, pttl, fence, held, 1, owner}
+end
+return {d, pttl, fence, held, 0, ''}
 "#,
     )
 });

@@ -104,7 +104,13 @@ fn an_owner_is_recorded_and_inspect_and_force_release_need_no_fence() {
     server.command(&["CONFIG", "RESETSTAT"]).unwrap();
     let h = p.try_lock_as("owned", 30_000, Some("host-a:42")).unwrap().unwrap();
     assert_eq!(h.fence, None);
-    assert_eq!(calls(&server, "evalsha") + calls(&server, "eval"), 1, "one script call");
+    assert_eq!(calls(&server, "set"), 1, "the owner rides in the one plain SET");
+    assert_eq!(calls(&server, "evalsha") + calls(&server, "eval"), 0);
+    assert_eq!(calls(&server, "hset"), 0, "no record is written");
+    let lock = lock_key(DEFAULT_KEY_PREFIX, "owned");
+    let value: Option<String> = redis::cmd("GET").arg(&lock).query(&mut c).unwrap();
+    assert_eq!(value.as_deref(), Some(h.lock_id.as_str()), "the lock id is the whole value");
+    assert!(h.lock_id.ends_with(":30000:host-a:42"), "{}", h.lock_id);
     let info = p.inspect("owned").unwrap();
     assert!(info.held);
     assert_eq!(info.fence, None, "{info:?}");
@@ -131,4 +137,70 @@ fn an_owner_is_recorded_and_inspect_and_force_release_need_no_fence() {
     assert!(info.expires_in_ms.is_some());
     p.release(h).unwrap();
     assert!(!p.force_release("anon", None).unwrap().released, "a free key");
+}
+
+#[test]
+fn held_for_counts_from_the_acquisition_across_renewals() {
+    use bext_locking::{LockAdmin, LockWait};
+    let server = Server::start();
+    let p = plugin(&single_config(&server, r#","fencing":false"#));
+    let h = p.try_lock_as("long", 2_000, Some("host-c:7")).unwrap().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = p.inspect("long").unwrap().held_for_ms.unwrap();
+    assert!((300..2_000).contains(&before), "{before}");
+    // A renew resets the PTTL the first answer was read from; the record
+    // it writes keeps the acquisition time.
+    p.renew(&h).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    p.renew_for(&h, 60_000).unwrap();
+    let info = p.inspect("long").unwrap();
+    let after = info.held_for_ms.unwrap();
+    assert!(after >= before + 200 && after < 5_000, "{before} then {after}");
+    assert_eq!(info.owner.as_deref(), Some("host-c:7"));
+    assert!(info.expires_in_ms.is_some_and(|ms| ms > 2_000), "{info:?}");
+    p.release(h.clone()).unwrap();
+    assert!(!p.inspect("long").unwrap().held);
+    // The release leaves the record to expire with the lease it described.
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(bext_locking_redis::keys::info_key(DEFAULT_KEY_PREFIX, "long"))
+        .query(&mut conn(&server))
+        .unwrap();
+    assert!(pttl > 0 && pttl <= 60_000, "{pttl}");
+
+    // A new holder's lock is not described by an earlier holder's record.
+    let h2 = p.try_lock_as("long", 30_000, Some("host-d:8")).unwrap().unwrap();
+    let info = p.inspect("long").unwrap();
+    assert_eq!(info.owner.as_deref(), Some("host-d:8"));
+    assert!(info.held_for_ms.is_some_and(|ms| ms < 200), "{info:?}");
+    p.release(h2).unwrap();
+}
+
+#[test]
+fn an_owner_with_colons_and_a_waiter_that_names_one() {
+    use bext_locking::{LockAdmin, LockWait, Wait};
+    let server = Server::start();
+    let p = plugin(&single_config(&server, r#","fencing":false"#));
+    let odd = "a:b::c: d";
+    let h = p.try_lock_as("odd", 30_000, Some(odd)).unwrap().unwrap();
+    assert_eq!(p.inspect("odd").unwrap().owner.as_deref(), Some(odd));
+    let empty = p.try_lock_as("empty", 30_000, Some("")).unwrap().unwrap();
+    assert_eq!(p.inspect("empty").unwrap().owner.as_deref(), Some(""));
+    p.release(empty).unwrap();
+
+    let waiter = std::thread::scope(|s| {
+        let w = s.spawn(|| {
+            p.lock_wait("odd", 30_000, Some("waiter:1"), &Wait::new(Duration::from_secs(5)))
+                .unwrap()
+                .expect("handed over")
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        p.release(h).unwrap();
+        w.join().unwrap()
+    });
+    assert!(waiter.handle.lock_id.ends_with(":30000:waiter:1"), "{}", waiter.handle.lock_id);
+    let info = p.inspect("odd").unwrap();
+    assert_eq!(info.owner.as_deref(), Some("waiter:1"));
+    assert!(info.held_for_ms.is_some(), "{info:?}");
+    p.release(waiter.handle).unwrap();
+    assert!(!p.inspect("odd").unwrap().held);
 }

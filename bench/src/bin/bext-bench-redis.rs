@@ -280,8 +280,10 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
          hand-written one: `SET NX PX` plus a compare-and-delete script; the plugin runs a fenced \
          acquire script instead (the key plus a fence counter floored at the server's clock), \
          shown as the raw fenced row doing exactly that. The `.so unfenced` row is the same \
-         plugin with `\"fencing\": false`: a plain `SET NX PX`, then the compare-and-delete \
-         script, the baseline's own commands. rslock {} runs each thread on its own \
+         plugin with `\"fencing\": false`: a plain `SET NX PX` (the host's default owner rides in \
+         the value, so it is longer than the bare token), then the compare-and-delete script, \
+         which also publishes to the lock's channel for `lock_wait` waiters: the baseline's \
+         commands plus that `PUBLISH`. rslock {} runs each thread on its own \
          current-thread tokio runtime with one multiplexed connection per node.\n\n### One node\n\n",
         "0.7.4"
     );
@@ -335,7 +337,7 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
     // the raw client running its own script.
     for (g, threads) in singles.iter().zip([1, 8]) {
         let (unf, raw, rs) = (find(g, Kind::SoAlt), find(g, Kind::Raw), find(g, Kind::Rslock));
-        let adds = "the C boundary's JSON in and out, the token's formatting and the pool checkout; the commands on the wire are the baseline's";
+        let adds = "the C boundary's JSON in and out (in-process, the plugin's own client work per pair is the raw client's, by instruction count), the release's `PUBLISH` to the lock's channel for waiters, and the owner in the `SET` value; the commands are otherwise the baseline's";
         bar_target(
             report,
             format!("`.so` unfenced / raw `SET NX PX` + CAS, {threads} thread(s)"),
@@ -360,7 +362,7 @@ pub fn run(settings: &Settings, report: &mut Report) -> Result<(), String> {
             find(g, Kind::So).as_ref(),
             find(g, Kind::RawAlt).as_ref(),
             0.95,
-            "the C boundary's JSON, the token and the pool; the script is the same",
+            "the C boundary's JSON, the key names and the pool, and the release's `PUBLISH` to the lock's channel for waiters (the raw client's compare-and-delete publishes nothing); the acquire script is the same",
         );
     }
     script.report(report, &mut body);
