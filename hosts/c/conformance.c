@@ -1669,7 +1669,10 @@ static int start_waiter_for_cleanup(BextLockingInstance *a, BextLockingInstance 
     release(b, held);
     return 0;
   }
-  sleep_ms(150);
+  /* Time for the waiter to reach the plugin before the cleanup: under
+   * valgrind on a busy machine a thread can take this long to start, and a
+   * lock_wait that arrives after cleanup is refused, not cancelled. */
+  sleep_ms(400);
   return 1;
 }
 

@@ -23,6 +23,7 @@
 
 mod backend;
 pub mod config;
+pub mod held;
 mod limits;
 pub mod message;
 mod plugin;

@@ -12,13 +12,12 @@
 //! its `RELEASE_LOCK`), and a key this instance already holds or is
 //! acquiring answers "contended" without asking the server.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bext_locking::{Acquired, LockHandle, PluginError, Wait};
+use bext_locking_kit::held::{HeldLocks, lock};
 use uuid::Uuid;
 
 use crate::config::Settings;
@@ -95,37 +94,11 @@ struct HeldLock {
     conn: Mutex<Option<Conn>>,
 }
 
-enum Slot {
-    /// A `try_lock` of this key is talking to the server.
-    Acquiring,
-    /// Held until `until` unless renewed.
-    Held { lock: Arc<HeldLock>, until: Instant },
-}
-
-#[derive(Default)]
-struct Held {
-    /// The keys held or being acquired. The reaper finds what expired by
-    /// going through all of them when it wakes, which is at the soonest
-    /// expiry (about once per TTL while locks come and go): cheaper than
-    /// keeping every expiry in a second, ordered map on every pair.
-    slots: HashMap<String, Slot>,
-    closed: bool,
-    /// When the reaper will next look, unprompted. An acquisition wakes it
-    /// only when its expiry comes sooner, so the common case (a TTL longer
-    /// than the reaper's sleep) costs no thread switch.
-    reaper_wakes_at: Option<Instant>,
-}
-
 struct Shared {
     pool: Pool,
-    held: Mutex<Held>,
+    held: Mutex<HeldLocks<HeldLock>>,
     /// Wakes the reaper: a sooner expiry, or shutdown.
     wake: Condvar,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update keeps the maps consistent before it can panic.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A get_lock-mode instance.
@@ -147,8 +120,7 @@ impl GetLock {
             PluginError::backend(s.secrets.scrub(&format!("mysql ({}): {}", s.target, e.message)))
         })?;
         pool.put(conn);
-        let shared =
-            Arc::new(Shared { pool, held: Mutex::new(Held::default()), wake: Condvar::new() });
+        let shared = Arc::new(Shared { pool, held: Mutex::default(), wake: Condvar::new() });
         let for_reaper = shared.clone();
         let reaper = std::thread::Builder::new()
             .name("bext-mysql-reaper".into())
@@ -166,14 +138,11 @@ impl GetLock {
     pub fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<LockHandle>, Fail> {
         {
             let mut h = lock(&self.shared.held);
-            if h.closed {
+            if h.is_closed() {
                 return Err(closed());
             }
-            match h.slots.entry(key.to_owned()) {
-                Entry::Occupied(_) => return Ok(None),
-                Entry::Vacant(v) => {
-                    v.insert(Slot::Acquiring);
-                }
+            if !h.start(key) {
+                return Ok(None);
             }
         }
         let mut pending = Pending { shared: &self.shared, key, armed: true };
@@ -209,7 +178,7 @@ impl GetLock {
     ) -> Result<LockHandle, Fail> {
         let lock_id = Uuid::new_v4();
         let mut h = lock(&self.shared.held);
-        if h.closed {
+        if h.is_closed() {
             drop(h);
             // Closing the session releases the lock.
             self.shared.pool.discard(conn);
@@ -221,16 +190,8 @@ impl GetLock {
         // caller, which counts from before its call, never believes it
         // holds the lock longer than this instance keeps it.
         let until = started.checked_add(Duration::from_millis(ttl_ms)).unwrap_or(started);
-        let soonest = h.reaper_wakes_at.is_none_or(|at| until < at);
         let held = Arc::new(HeldLock { lock_id, name, conn: Mutex::new(Some(conn)) });
-        // A slot still `Acquiring` is a `try_lock` of this key in flight,
-        // which the server is refusing: the lock is this one.
-        match h.slots.get_mut(key) {
-            Some(slot) => *slot = Slot::Held { lock: held, until },
-            None => {
-                h.slots.insert(key.to_owned(), Slot::Held { lock: held, until });
-            }
-        }
+        let soonest = h.hold(key, held, until);
         drop(h);
         if soonest {
             self.shared.wake.notify_one();
@@ -367,16 +328,11 @@ impl GetLock {
         };
         let held = {
             let h = lock(&self.shared.held);
-            if h.closed {
+            if h.is_closed() {
                 return Err(closed());
             }
-            match h.slots.get(&handle.key) {
-                Some(Slot::Held { lock, until }) if lock.lock_id == lock_id => {
-                    if *until <= started {
-                        return Err(not_held(&handle.key));
-                    }
-                    lock.clone()
-                }
+            match h.get(&handle.key) {
+                Some((lock, until)) if lock.lock_id == lock_id && until > started => lock.clone(),
                 _ => return Err(not_held(&handle.key)),
             }
         };
@@ -412,44 +368,32 @@ impl GetLock {
             ));
         }
         drop(conn_slot);
-        let mut guard = lock(&self.shared.held);
-        let h = &mut *guard;
-        match h.slots.get_mut(&handle.key) {
-            Some(Slot::Held { lock, until: held_until }) if Arc::ptr_eq(lock, &held) => {
-                let until =
-                    started.checked_add(Duration::from_millis(handle.ttl_ms)).unwrap_or(started);
-                *held_until = until;
-                // A shorter lease (renew_for) may end before the reaper
-                // next looks: wake it to sleep on the new soonest expiry.
-                let soonest = h.reaper_wakes_at.is_none_or(|at| until < at);
-                drop(guard);
-                if soonest {
+        let until = started.checked_add(Duration::from_millis(handle.ttl_ms)).unwrap_or(started);
+        // A shorter lease (renew_for) may end before the reaper next looks:
+        // `extend` says when to wake it to sleep on the new soonest expiry.
+        let extended = lock(&self.shared.held).extend(&handle.key, &held, until);
+        match extended {
+            Some(wake) => {
+                if wake {
                     self.shared.wake.notify_one();
                 }
                 Ok(())
             }
             // Released or reaped while we checked.
-            _ => Err(not_held(&handle.key)),
+            None => Err(not_held(&handle.key)),
         }
     }
 
     pub fn release(&self, handle: &LockHandle) -> Result<(), Fail> {
         let lock_id = Uuid::parse_str(&handle.lock_id).ok();
         let held = {
-            let mut guard = lock(&self.shared.held);
-            let h = &mut *guard;
-            if h.closed {
+            let mut h = lock(&self.shared.held);
+            if h.is_closed() {
                 return Err(closed());
             }
-            // Taken out and, when not ours, put back: one lookup in the
-            // common case.
-            match h.slots.remove_entry(&handle.key) {
-                Some((_, Slot::Held { lock, .. })) if Some(lock.lock_id) == lock_id => lock,
-                // Not ours (any more): touch nothing.
-                Some((key, slot)) => {
-                    h.slots.insert(key, slot);
-                    return Ok(());
-                }
+            // Not ours (any more): touch nothing.
+            match h.take(&handle.key, |l| Some(l.lock_id) == lock_id) {
+                Some(lock) => lock,
                 None => return Ok(()),
             }
         };
@@ -458,29 +402,13 @@ impl GetLock {
 
     /// Drops `key`'s slot if it still belongs to `held`.
     fn forget(&self, key: &str, held: &Arc<HeldLock>) {
-        let mut guard = lock(&self.shared.held);
-        let h = &mut *guard;
-        if let Some(Slot::Held { lock, .. }) = h.slots.get(key) {
-            if Arc::ptr_eq(lock, held) {
-                h.slots.remove(key);
-            }
-        }
+        lock(&self.shared.held).forget(key, held);
     }
 
     /// Ends every held lock, stops the reaper and closes the pool.
     /// Idempotent.
     pub fn cleanup(&self) {
-        let locks: Vec<Arc<HeldLock>> = {
-            let mut h = lock(&self.shared.held);
-            h.closed = true;
-            h.slots
-                .drain()
-                .filter_map(|(_, s)| match s {
-                    Slot::Held { lock, .. } => Some(lock),
-                    Slot::Acquiring => None,
-                })
-                .collect()
-        };
+        let locks = lock(&self.shared.held).close();
         self.shared.wake.notify_all();
         if let Some(reaper) = lock(&self.reaper).take() {
             let _ = reaper.join();
@@ -510,42 +438,7 @@ impl Drop for GetLock {
 impl Shared {
     /// The reaper: sleeps until the soonest expiry, unlocks what expired.
     fn reap(&self) {
-        loop {
-            let expired = {
-                let mut h = lock(&self.held);
-                loop {
-                    if h.closed {
-                        return;
-                    }
-                    let now = Instant::now();
-                    let mut expired = Vec::new();
-                    let mut soonest: Option<Instant> = None;
-                    h.slots.retain(|_, slot| match slot {
-                        Slot::Held { lock, until } if *until <= now => {
-                            expired.push(lock.clone());
-                            false
-                        }
-                        Slot::Held { until, .. } => {
-                            soonest = Some(soonest.map_or(*until, |s| s.min(*until)));
-                            true
-                        }
-                        Slot::Acquiring => true,
-                    });
-                    if !expired.is_empty() {
-                        break expired;
-                    }
-                    // With nothing held, look again after IDLE_NAP anyway:
-                    // acquisitions with longer TTLs then need not wake us.
-                    let at = soonest.unwrap_or(now + IDLE_NAP);
-                    h.reaper_wakes_at = Some(at);
-                    h = self
-                        .wake
-                        .wait_timeout(h, at - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                    h.reaper_wakes_at = None;
-                }
-            };
+        while let Some(expired) = HeldLocks::next_expired(&self.held, &self.wake, IDLE_NAP) {
             for held in expired {
                 // An unlock that fails closed the session, which frees the
                 // lock all the same; there is nobody to report it to.
@@ -596,10 +489,7 @@ struct Pending<'a> {
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let mut h = lock(&self.shared.held);
-            if matches!(h.slots.get(self.key), Some(Slot::Acquiring)) {
-                h.slots.remove(self.key);
-            }
+            lock(&self.shared.held).abandon(self.key);
         }
     }
 }
