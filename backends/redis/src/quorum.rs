@@ -24,9 +24,7 @@ use redis::Value;
 
 use crate::keys::{info_key, lock_key, wake_channel};
 use crate::node::{Invocation, Node, Pending};
-use crate::scripts::{
-    ACQUIRE_PLAIN, ACQUIRE_PLAIN_WAIT, FORCE_RELEASE_PLAIN, INSPECT, Inspected, RELEASE, RENEW,
-};
+use crate::scripts::{ACQUIRE_PLAIN_WAIT, FORCE_RELEASE_PLAIN, INSPECT, Inspected, RELEASE, RENEW};
 use crate::waiting::{Try, contended};
 
 /// The fixed part of Redlock's drift allowance.
@@ -145,8 +143,9 @@ impl Quorum {
         let mut t = Tally { yes: 0, no: 0, held_for: Vec::new(), failures: Vec::new() };
         for (node, r) in self.nodes.iter().zip(results) {
             match r {
-                Ok(Value::Int(1)) => t.yes += 1,
-                Ok(Value::Int(0)) => t.no += 1,
+                Ok(Value::Int(1) | Value::Okay) => t.yes += 1,
+                Ok(Value::SimpleString(s)) if s == "OK" => t.yes += 1,
+                Ok(Value::Int(0) | Value::Nil) => t.no += 1,
                 Ok(v) if contended(&v).is_some() => {
                     t.no += 1;
                     t.held_for.extend(contended(&v));
@@ -168,7 +167,7 @@ impl Quorum {
         ttl_ms: u64,
         owner: Option<&str>,
     ) -> Result<Option<LockHandle>, String> {
-        self.attempt(&ACQUIRE_PLAIN, prefix, key, ttl_ms, owner).map(|(got, _)| got)
+        self.attempt(None, prefix, key, ttl_ms, owner).map(|(got, _)| got)
     }
 
     /// One Redlock attempt for a waiter: on contention, when the lock
@@ -185,7 +184,7 @@ impl Quorum {
         ttl_ms: u64,
         owner: Option<&str>,
     ) -> Result<Try, String> {
-        let (got, t) = self.attempt(&ACQUIRE_PLAIN_WAIT, prefix, key, ttl_ms, owner)?;
+        let (got, t) = self.attempt(Some(&ACQUIRE_PLAIN_WAIT), prefix, key, ttl_ms, owner)?;
         if let Some(handle) = got {
             return Ok(Try::Got(handle));
         }
@@ -201,23 +200,28 @@ impl Quorum {
         Ok(Try::Held(hint.filter(|d| *d != Duration::MAX)))
     }
 
-    /// One attempt with `script`: the lock, or `None` and the tally that
-    /// refused it (`None` too when only failures answered: that is `Err`).
+    /// One attempt: `SET lock value NX PX ttl` on every master, or `script`
+    /// (a waiter's, which answers contention with the holder's `PTTL`) on
+    /// the lock's key alone. The value carries the owner (see [`holder`]),
+    /// so nothing but the lock is written on the way to a held lock. The
+    /// lock, or `None` and the tally that refused it (`None` too when only
+    /// failures answered: that is `Err`).
+    ///
+    /// [`holder`]: crate::holder
     fn attempt(
         &self,
-        script: &crate::scripts::Lua,
+        script: Option<&crate::scripts::Lua>,
         prefix: &str,
         key: &str,
         ttl_ms: u64,
         owner: Option<&str>,
     ) -> Result<(Option<LockHandle>, Option<Tally>), String> {
-        let token = uuid::Uuid::new_v4().to_string();
+        let token = crate::holder::unfenced_value(uuid::Uuid::new_v4().to_string(), ttl_ms, owner);
         let (lock, info) = (lock_key(prefix, key), info_key(prefix, key));
         let ttl = ttl_ms.to_string();
-        let mut args = vec![token.as_str(), ttl.as_str()];
-        args.extend(owner);
+        let args = [token.as_str(), ttl.as_str()];
         let start = Instant::now();
-        let inv = Invocation { lua: Some(script), keys: &[&lock, &info], args: &args };
+        let inv = Invocation { lua: script, keys: &[&lock], args: &args };
         let t = self.tally(self.fan_out(&inv, start + self.node_timeout(ttl_ms)));
         let validity = self.validity_ms(ttl_ms, start.elapsed());
         if t.yes >= self.majority() && validity > 0.0 {

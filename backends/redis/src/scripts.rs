@@ -66,31 +66,6 @@ end
     };
 }
 
-/// The plain acquire up to its answer on contention, shared by
-/// [`ACQUIRE_PLAIN`] and [`ACQUIRE_PLAIN_WAIT`].
-macro_rules! acquire_plain_body {
-    () => {
-        r#"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if KEYS[2] then
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    redis.call('DEL', KEYS[2])
-    redis.call('HSET', KEYS[2], 'tok', redis.sha1hex(ARGV[1]), 'since', string.format('%.0f', now))
-    if ARGV[3] then
-      redis.call('HSET', KEYS[2], 'owner', ARGV[3])
-    end
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  end
-  return 1
-end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return 1
-end
-"#
-    };
-}
-
 /// Single node and cluster: `SET NX PX`, then raise the never-expiring
 /// fence counter to `max(counter + 1, server time in microseconds)`.
 ///
@@ -159,18 +134,26 @@ end
 return false
 "#;
 
-/// Quorum (on each master): `SET NX PX`, and (with a second key) the
-/// holder's record as [`ACQUIRE_FENCED`] writes it, by this server's clock. KEYS: lock, [info]. ARGV: token, ttl_ms,
-/// [owner]. Returns 1 when the token holds the lock, 0 when another does.
-pub static ACQUIRE_PLAIN: LazyLock<Lua> =
-    LazyLock::new(|| Lua::new(concat!(acquire_plain_body!(), "return 0\n")));
-
-/// [`ACQUIRE_PLAIN`] for a waiter: `{pttl}` instead of 0 on contention.
-/// A waiter on a single node or cluster with `"fencing": false` runs it
-/// with the lock's key alone (no record: the value carries the owner),
-/// which is `SET NX PX` and the contended answer in one call.
-pub static ACQUIRE_PLAIN_WAIT: LazyLock<Lua> =
-    LazyLock::new(|| Lua::new(concat!(acquire_plain_body!(), contended_pttl!())));
+/// A waiter's acquire of a lock without fences (single node, cluster, and
+/// each master of a quorum): `SET NX PX`, answering contention with
+/// `{pttl}`, the holder's remaining time, in the same call. The value
+/// carries the owner (see `holder`), so no record is written. A plain
+/// `try_lock` sends the bare `SET` instead. KEYS: lock. ARGV: value,
+/// ttl_ms. Returns 1 when the value holds the lock (also when it did
+/// already: a resent command after a lost reply).
+pub static ACQUIRE_PLAIN_WAIT: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(concat!(
+        r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return 1
+end
+"#,
+        contended_pttl!()
+    ))
+});
 
 /// Compare-and-`PEXPIRE`: never creates a missing key. KEYS: lock,
 /// [info], whose TTL follows the lock's. ARGV: token, ttl_ms, [channel]:
@@ -344,10 +327,9 @@ return 0
 });
 
 /// Every script, for loading them on a new connection.
-pub static ALL: [&LazyLock<Lua>; 10] = [
+pub static ALL: [&LazyLock<Lua>; 9] = [
     &ACQUIRE_FENCED,
     &ACQUIRE_FENCED_WAIT,
-    &ACQUIRE_PLAIN,
     &ACQUIRE_PLAIN_WAIT,
     &RENEW,
     &RELEASE,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bext_locking::LockingPlugin;
 use bext_locking_redis::DEFAULT_KEY_PREFIX;
 use bext_locking_redis::keys::{fence_key, lock_key};
-use harness::{Server, conn, plugin, single_config};
+use harness::{Server, conn, plugin, quorum_config, servers, single_config};
 
 /// The server's own count of calls to `command` since the last reset.
 fn calls(server: &Server, command: &str) -> u64 {
@@ -84,6 +84,38 @@ fn the_so_describes_the_option_and_its_handles_carry_no_fence() {
 fn a_quorum_refuses_fencing_true() {
     let e = lib_error(r#"{"urls":["redis://127.0.0.1:1"],"fencing":true}"#);
     assert!(e.contains("fencing: true"), "{e}");
+}
+
+#[test]
+fn a_quorum_acquire_is_one_plain_set_per_master_carrying_the_owner() {
+    use bext_locking::LockAdmin;
+    let nodes = servers(3);
+    let p = plugin(&quorum_config(&nodes, ""));
+    for n in &nodes {
+        n.command(&["CONFIG", "RESETSTAT"]).unwrap();
+    }
+    let h = p.try_lock_as("qowned", 30_000, Some("host-q:7")).unwrap().unwrap();
+    assert!(h.lock_id.ends_with(":30000:host-q:7"), "{}", h.lock_id);
+    let lock = lock_key(DEFAULT_KEY_PREFIX, "qowned");
+    for n in &nodes {
+        assert_eq!(calls(n, "set"), 1, "one SET on each master");
+        assert_eq!(calls(n, "evalsha") + calls(n, "eval") + calls(n, "hset"), 0);
+        let value: Option<String> = redis::cmd("GET").arg(&lock).query(&mut conn(n)).unwrap();
+        assert_eq!(value.as_deref(), Some(h.lock_id.as_str()));
+    }
+    let info = p.inspect("qowned").unwrap();
+    assert!(info.held, "{info:?}");
+    assert_eq!(info.owner.as_deref(), Some("host-q:7"));
+    assert!(info.held_for_ms.is_some_and(|ms| ms < 5_000), "{info:?}");
+    assert!(p.try_lock_as("qowned", 30_000, Some("host-r:1")).unwrap().is_none());
+    p.renew(&h).unwrap();
+    assert_eq!(p.inspect("qowned").unwrap().owner.as_deref(), Some("host-q:7"));
+    p.release(h).unwrap();
+    for n in &nodes {
+        let value: Option<String> = redis::cmd("GET").arg(&lock).query(&mut conn(n)).unwrap();
+        assert_eq!(value, None, "released on every master");
+    }
+    assert!(!p.inspect("qowned").unwrap().held);
 }
 
 fn lib_error(config: &str) -> String {
