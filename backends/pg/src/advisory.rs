@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::conn::Conn;
 use crate::connections::{Pool, closed};
+use crate::deadlines::Watch;
 use crate::fail::{Fail, FailKind};
 use crate::keyhash::advisory_key;
 
@@ -98,7 +99,8 @@ pub(crate) fn not_held(key: &str) -> Fail {
 
 impl Advisory {
     pub fn open(settings: Settings) -> Result<Self, PluginError> {
-        let pool = Pool::new(settings, statements());
+        let watch = Watch::start().map_err(|e| PluginError::backend(format!("pg: {e}")))?;
+        let pool = Pool::new(settings, statements(), watch);
         let conn = pool.get(pool.deadline()).map_err(|e| {
             let s = pool.settings();
             PluginError::backend(s.secrets.scrub(&format!("pg ({}): {}", s.target, e.message)))

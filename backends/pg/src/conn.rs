@@ -1,6 +1,6 @@
 //! One connection: a `tokio-postgres` client driven on its own
 //! current-thread runtime by the calling thread, with a deadline on every
-//! call.
+//! call (kept by the instance's deadline thread, see `deadlines`).
 //!
 //! This is what the sync `postgres` crate does, plus the deadline: its
 //! `Client` waits as long as the server takes, so a frozen server or a
@@ -8,6 +8,7 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Row, Socket, Statement};
 
 use crate::config::Settings;
+use crate::deadlines::{Slot, Watch};
 use crate::fail::{Fail, FailKind, describe_error};
 
 type Driver = Connection<Socket, NoTlsStream>;
@@ -35,9 +37,8 @@ pub(crate) struct Conn {
     /// Notifications (`LISTEN`) received and not yet taken; a connection
     /// listens to one channel at most, so a count is enough.
     notices: usize,
-    /// One timer per connection, re-armed for every call (cheaper than a
-    /// new one each time).
-    timer: Pin<Box<tokio::time::Sleep>>,
+    /// This connection's deadline, one call at a time.
+    deadline: Arc<Slot>,
     /// The statements of the mode, prepared once per connection.
     pub stmts: Vec<Statement>,
     /// True until the connection has come back to the pool once: a failure
@@ -48,10 +49,15 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// Opens a connection and prepares `statements` on it, all before
-    /// `deadline` and within the connect timeout.
-    /// Boxed: a connection (with its runtime) is large, and moves between
+    /// `deadline` and within the connect timeout; `watch` keeps the
+    /// deadlines of its calls. Boxed: a connection (with its runtime) is large, and moves between
     /// the pool, calls and held locks on every call.
-    pub fn open(s: &Settings, statements: &[String], deadline: Instant) -> Result<Box<Self>, Fail> {
+    pub fn open(
+        s: &Settings,
+        statements: &[String],
+        deadline: Instant,
+        watch: &Watch,
+    ) -> Result<Box<Self>, Fail> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -75,14 +81,9 @@ impl Conn {
             }
             Ok(Ok(pair)) => pair,
         };
-        // A timer must be made inside its runtime.
-        let timer = {
-            let _in = rt.enter();
-            Box::pin(tokio::time::sleep_until(until.into()))
-        };
         let mut conn = Box::new(Self {
             client,
-            timer,
+            deadline: watch.slot(),
             driver: Some(Box::pin(driver)),
             ended: None,
             notices: 0,
@@ -131,19 +132,24 @@ impl Conn {
     where
         F: Future<Output = Result<T, tokio_postgres::Error>> + 'c,
     {
-        let Self { client, driver, ended, rt, timer, notices, .. } = self;
+        let Self { client, driver, ended, rt, deadline, notices, .. } = self;
         let token = cancel.map(|_| client.cancel_token());
         // Pinned here, so the future `block_on` takes (and moves) holds a
         // reference to it: the client's query future is large, and copying
         // it into `block_on` was a measurable share of a pair.
         let mut fut = pin!(call(client));
         let mut sent_cancel = false;
+        deadline.arm(until);
         let out = rt.block_on(async {
-            timer.as_mut().reset(until.into());
             let mut woken = cancel.map(|n| Box::pin(n.notified()));
             let mut canceller: Option<Pin<Box<dyn Future<Output = ()>>>> = None;
             let mut result = None;
+            let mut registered = false;
             poll_fn(|cx| {
+                if !registered {
+                    deadline.register(cx.waker());
+                    registered = true;
+                }
                 pump(driver, ended, notices, cx);
                 if result.is_none() {
                     if let Poll::Ready(r) = fut.as_mut().poll(cx) {
@@ -173,13 +179,14 @@ impl Conn {
                 if result.is_some() && canceller.is_none() {
                     return Poll::Ready(result.take());
                 }
-                if timer.as_mut().poll(cx).is_ready() {
+                if deadline.fired() {
                     return Poll::Ready(result.take());
                 }
                 Poll::Pending
             })
             .await
         });
+        deadline.disarm();
         let out = match out {
             Some(Ok(v)) => Ok(v),
             Some(Err(e)) => {
@@ -208,14 +215,19 @@ impl Conn {
     /// whether a notification came (those that arrived earlier, during a
     /// statement, count too: see [`take_notices`](Self::take_notices)).
     pub fn wait_notice(&mut self, until: Instant, wake: &Notify) -> Result<bool, Fail> {
-        let Self { driver, ended, rt, timer, notices, .. } = self;
+        let Self { driver, ended, rt, deadline, notices, .. } = self;
         if *notices > 0 {
             return Ok(true);
         }
+        deadline.arm(until);
         rt.block_on(async {
-            timer.as_mut().reset(until.into());
             let mut woken = pin!(wake.notified());
+            let mut registered = false;
             poll_fn(|cx| {
+                if !registered {
+                    deadline.register(cx.waker());
+                    registered = true;
+                }
                 pump(driver, ended, notices, cx);
                 if *notices > 0 {
                     return Poll::Ready(());
@@ -223,13 +235,14 @@ impl Conn {
                 if driver.is_none() {
                     return Poll::Ready(());
                 }
-                if woken.as_mut().poll(cx).is_ready() || timer.as_mut().poll(cx).is_ready() {
+                if woken.as_mut().poll(cx).is_ready() || deadline.fired() {
                     return Poll::Ready(());
                 }
                 Poll::Pending
             })
             .await
         });
+        deadline.disarm();
         if *notices > 0 {
             return Ok(true);
         }

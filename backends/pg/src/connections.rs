@@ -12,6 +12,7 @@ use bext_locking_kit::pool::{self, PoolError, Taken};
 
 use crate::config::Settings;
 use crate::conn::Conn;
+use crate::deadlines::Watch;
 use crate::fail::{Fail, FailKind};
 
 /// Up to `pool_size` connections to one server, each with the mode's
@@ -22,6 +23,8 @@ pub(crate) struct Pool {
     // Boxed: a connection (with its runtime) is large, and moves between the
     // pool, calls and held locks.
     inner: pool::Pool<Box<Conn>>,
+    /// The deadlines of every connection's calls.
+    watch: Watch,
 }
 
 /// How long a close may wait for the server to acknowledge it.
@@ -37,9 +40,9 @@ fn close_all(conns: Vec<Box<Conn>>) {
 }
 
 impl Pool {
-    pub fn new(settings: Settings, statements: Vec<String>) -> Self {
+    pub fn new(settings: Settings, statements: Vec<String>, watch: Watch) -> Self {
         let inner = pool::Pool::new(settings.pool_size);
-        Self { settings, statements, inner }
+        Self { settings, statements, inner, watch }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -56,8 +59,10 @@ impl Pool {
     pub fn get(&self, deadline: Instant) -> Result<Box<Conn>, Fail> {
         match self.inner.take(deadline) {
             Ok(Taken::Idle(conn)) => Ok(conn),
-            Ok(Taken::Vacant) => Conn::open(&self.settings, &self.statements, deadline)
-                .inspect_err(|_| self.inner.vacate()),
+            Ok(Taken::Vacant) => {
+                Conn::open(&self.settings, &self.statements, deadline, &self.watch)
+                    .inspect_err(|_| self.inner.vacate())
+            }
             Err(PoolError::Closed) => Err(closed()),
             Err(PoolError::Exhausted { cap }) => Err(Fail::new(
                 FailKind::Busy,
@@ -73,7 +78,7 @@ impl Pool {
     /// with the mode's statements prepared: a waiter's, which its owner
     /// closes.
     pub fn open_dedicated(&self, deadline: Instant) -> Result<Box<Conn>, Fail> {
-        Conn::open(&self.settings, &self.statements, deadline)
+        Conn::open(&self.settings, &self.statements, deadline, &self.watch)
     }
 
     /// Gives a healthy connection back.

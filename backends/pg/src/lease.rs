@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::conn::Conn;
 use crate::connections::Pool;
+use crate::deadlines::Watch;
 use crate::fail::{Fail, FailKind};
 
 const ACQUIRE: usize = 0;
@@ -177,12 +178,14 @@ pub(crate) struct Lease {
 
 impl Lease {
     pub fn open(settings: Settings) -> Result<Self, PluginError> {
+        let watch = Watch::start().map_err(|e| PluginError::backend(format!("pg: {e}")))?;
         if settings.create_table {
-            ensure_table(&settings, Instant::now() + settings.call_budget())?;
+            ensure_table(&settings, Instant::now() + settings.call_budget(), &watch)?;
         }
-        let owner_column = has_owner_column(&settings, Instant::now() + settings.call_budget())?;
+        let owner_column =
+            has_owner_column(&settings, Instant::now() + settings.call_budget(), &watch)?;
         let statements = statements(&settings.table.quoted, owner_column);
-        let pool = Pool::new(settings, statements);
+        let pool = Pool::new(settings, statements, watch);
         // Opening one connection now prepares the statements, which proves
         // the table exists and has the expected columns.
         let conn = pool.get(pool.deadline()).map_err(|e| {
@@ -407,11 +410,11 @@ impl Lease {
 }
 
 /// Whether the lock table has the `owner` column.
-fn has_owner_column(s: &Settings, deadline: Instant) -> Result<bool, PluginError> {
+fn has_owner_column(s: &Settings, deadline: Instant, watch: &Watch) -> Result<bool, PluginError> {
     let fail = |e: Fail| {
         PluginError::backend(s.secrets.scrub(&format!("pg ({}): {}", s.target, e.message)))
     };
-    let mut conn = Conn::open(s, &[], deadline).map_err(fail)?;
+    let mut conn = Conn::open(s, &[], deadline, watch).map_err(fail)?;
     let rows = conn.query_sql(
         "SELECT EXISTS (SELECT 1 FROM pg_attribute \
           WHERE attrelid = to_regclass($1) AND attname = 'owner' AND NOT attisdropped)",
@@ -428,13 +431,13 @@ fn has_owner_column(s: &Settings, deadline: Instant) -> Result<bool, PluginError
 /// advisory lock (two `CREATE TABLE IF NOT EXISTS` can otherwise collide on
 /// the catalog), and nothing is created that already exists, so a role
 /// without CREATE rights works against a table made for it.
-fn ensure_table(s: &Settings, deadline: Instant) -> Result<(), PluginError> {
+fn ensure_table(s: &Settings, deadline: Instant, watch: &Watch) -> Result<(), PluginError> {
     let fail = |what: &str, e: Fail| {
         PluginError::backend(s.secrets.scrub(&format!("pg ({}): {what}: {}", s.target, e.message)))
     };
     // `Conn::open` already says what failed ("cannot connect: ...",
     // "connecting took longer than ..."): no second prefix.
-    let mut conn = Conn::open(s, &[], deadline).map_err(|e| {
+    let mut conn = Conn::open(s, &[], deadline, watch).map_err(|e| {
         PluginError::backend(s.secrets.scrub(&format!("pg ({}): {}", s.target, e.message)))
     })?;
     // The two-integer form lives in a key space of its own, so no lock of

@@ -34,6 +34,7 @@ mod advisory;
 mod config;
 mod conn;
 mod connections;
+mod deadlines;
 mod fail;
 pub mod keyhash;
 mod lease;

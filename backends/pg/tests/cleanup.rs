@@ -1,5 +1,6 @@
 //! Advisory-mode cleanup: held locks are free when it returns, and the
-//! reaper thread is joined. Alone in its test binary because it counts the
+//! reaper thread is joined; in both modes dropping an instance joins its
+//! deadline thread. Alone in its test binary because it counts the
 //! process's threads.
 
 mod common;
@@ -9,12 +10,16 @@ use std::time::{Duration, Instant};
 use bext_locking::LockingPlugin;
 use common::{Scratch, admin, base_url, free_on_server};
 
-/// Reaper threads once their number settles on `expected` (a new thread
-/// names itself a moment after it starts), or the last count after 2 s.
-fn reaper_threads_become(expected: usize) -> usize {
+const REAPER: &str = "bext-pg-reaper";
+const DEADLINES: &str = "bext-pg-timeout";
+
+/// Threads named `name` once their number settles on `expected` (a new
+/// thread names itself a moment after it starts), or the last count after
+/// 2 s.
+fn threads_become(name: &str, expected: usize) -> usize {
     let started = Instant::now();
     loop {
-        let n = reaper_threads();
+        let n = threads(name);
         if n == expected || started.elapsed() > Duration::from_secs(2) {
             return n;
         }
@@ -22,11 +27,11 @@ fn reaper_threads_become(expected: usize) -> usize {
     }
 }
 
-fn reaper_threads() -> usize {
+fn threads(name: &str) -> usize {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|name| name.trim() == "bext-pg-reaper")
+        .filter(|comm| comm.trim() == name)
         .count()
 }
 
@@ -35,15 +40,23 @@ fn cleanup_frees_locks_and_stops_the_reaper() {
     let scratch = Scratch::new("adv_cleanup");
     let key = format!("{}/k", scratch.schema);
     let mut db = admin(&base_url());
-    let before = reaper_threads();
+    let (before, deadlines) = (threads(REAPER), threads(DEADLINES));
     for _ in 0..3 {
         let p = scratch.plugin("advisory");
         let _h = p.try_lock(&key, 30_000).unwrap().unwrap();
-        assert_eq!(reaper_threads_become(before + 1), before + 1);
+        assert_eq!(threads_become(REAPER, before + 1), before + 1);
+        assert_eq!(threads_become(DEADLINES, deadlines + 1), deadlines + 1);
         drop(p);
-        assert_eq!(reaper_threads(), before, "drop joins the reaper");
+        assert_eq!(threads(REAPER), before, "drop joins the reaper");
+        assert_eq!(threads(DEADLINES), deadlines, "drop joins the deadline thread");
         assert!(free_on_server(&mut db, &key), "drop frees held locks at once");
     }
+    let lease = scratch.plugin("lease");
+    let h = lease.try_lock(&key, 30_000).unwrap().unwrap();
+    lease.release(h).unwrap();
+    assert_eq!(threads_become(DEADLINES, deadlines + 1), deadlines + 1);
+    drop(lease);
+    assert_eq!(threads(DEADLINES), deadlines, "drop joins a lease instance's deadline thread");
     // Through the .so: destroy joins it too.
     let so = bext_locking_loader::load(bext_locking_test_support::plugin_path("pg")).unwrap();
     let p = so.create(&scratch.config("advisory")).unwrap();
