@@ -14,7 +14,7 @@
 # stable toolchain accept that flag, so no nightly is needed.
 
 FUZZ_TARGETS := create try_lock handle sequence admin
-FUZZ_SHORT_SECONDS ?= 24
+FUZZ_SHORT_SECONDS ?= 15
 FUZZ_LONG_SECONDS ?= 3600
 FUZZ_ENV := RUSTC_BOOTSTRAP=1
 # -timeout: an input that runs this long is a hang (every lock the targets
