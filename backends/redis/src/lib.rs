@@ -49,6 +49,7 @@ pub mod keys;
 mod node;
 mod quorum;
 mod redact;
+mod resp;
 pub mod scripts;
 mod waiting;
 mod wake;

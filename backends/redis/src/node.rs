@@ -14,6 +14,7 @@ use bext_locking::redact::Secrets;
 use redis::{ErrorKind, RedisError, Value};
 
 use crate::redact::{Voice, redact_url};
+use crate::resp::Wire;
 use crate::scripts::{self, Lua};
 use bext_locking_kit::pool::{Lease, Pool};
 
@@ -56,7 +57,7 @@ impl Invocation<'_> {
 }
 
 /// One command in the protocol's request form: an array of bulk strings.
-fn pack(parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn pack(parts: &[&[u8]]) -> Vec<u8> {
     let mut digits = [0; 20];
     let len = 3
         + decimal(parts.len() as u64, &mut digits).len()
@@ -94,7 +95,7 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 
 /// A pooled connection and the socket timeout currently set on it.
 pub struct Conn {
-    inner: redis::Connection,
+    inner: Wire,
     timeout: Duration,
 }
 
@@ -170,18 +171,17 @@ impl Node {
     fn open(&self, deadline: Instant) -> Result<Conn, String> {
         let remaining = remaining(deadline)
             .ok_or_else(|| self.voice.message("no time left to connect before the deadline"))?;
-        // The driver applies its timeout to the TCP connect and then to each
-        // handshake reply in turn, so a hung server could cost it several
-        // times over.
+        // The timeout applies to the TCP connect and then to each handshake
+        // reply in turn, so a hung server could cost it several times over.
         let budget = remaining.min(self.connect_timeout) / self.handshake_replies.max(1);
-        let inner = self.client.get_connection_with_timeout(budget).map_err(|e| {
+        let inner = Wire::connect(self.client.get_connection_info(), budget).map_err(|e| {
             if e.is_timeout() {
                 self.voice.message("connect timed out")
             } else {
                 self.voice.message(&format!("cannot connect: {}", crate::redact::describe(&e)))
             }
         })?;
-        // The driver clears socket timeouts after its handshake.
+        // The handshake left its own timeouts set: fit them to this call.
         let mut conn = Conn { inner, timeout: Duration::ZERO };
         fit_timeout(&mut conn, deadline, false).map_err(|_| {
             self.voice.message("connected, but no time was left before the deadline")
