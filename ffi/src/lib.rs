@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 mod abi;
+mod clock;
 pub mod export;
 mod json;
 mod slots;

@@ -10,12 +10,12 @@ use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
-use std::time::Instant;
 
 use bext_locking::{ErrorKind, LockHandle, LockingPlugin, PluginError};
 use bext_locking_kit::{Backend, Plugin};
 
 use crate::abi::*;
+use crate::clock;
 use crate::export::Export;
 use crate::json::{
     CancelRequest, ForceRequest, KeyRequest, LockRequest, OwnerProbe, RenewForRequest, WaitRequest,
@@ -190,11 +190,11 @@ fn counted<E: Export>(
     if cfg!(feature = "uncounted") {
         return slot(out, || body(plugin::<E>(instance)?));
     }
-    let start = Instant::now();
+    let start = clock::start();
     let found = plugin::<E>(instance).ok();
     let status = slot(out, || body(found.ok_or_else(|| Failure::invalid("instance is NULL"))?));
     if let Some(instance) = found {
-        instance.counters.record(call, status, start.elapsed());
+        instance.counters.record(call, status, clock::micros_since(start));
     }
     status
 }

@@ -11,7 +11,6 @@
 //! calls in flight (the ABI says so).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
 
 use bext_locking::admin::bucket_of;
 use bext_locking::{ErrorCounts, Latencies, STATS_BUCKETS, Stats};
@@ -54,12 +53,7 @@ impl Histogram {
         Self(std::array::from_fn(|_| AtomicU64::new(0)))
     }
 
-    fn record(&self, took: Duration) {
-        // In u64: `as_nanos` is a u128, and its division is a library call.
-        let micros = took
-            .as_secs()
-            .saturating_mul(1_000_000)
-            .saturating_add(u64::from(took.subsec_nanos().div_ceil(1000)));
+    fn record(&self, micros: u64) {
         self.0[bucket_of(micros)].fetch_add(1, Relaxed);
     }
 
@@ -123,8 +117,9 @@ impl Counters {
         }
     }
 
-    /// Counts one answered call of `call` with `status`, which took `took`.
-    pub(crate) fn record(&self, call: Call, status: i32, took: Duration) {
+    /// Counts one answered call of `call` with `status`, which took
+    /// `micros` (whole microseconds, rounded up).
+    pub(crate) fn record(&self, call: Call, status: i32, micros: u64) {
         let column = outcome(status);
         let calls = match call {
             Call::TryLock => &self.try_lock,
@@ -137,7 +132,7 @@ impl Counters {
                 return;
             }
         };
-        calls.0[column].record(took);
+        calls.0[column].record(micros);
     }
 
     /// Counts a `force_release` that broke a lock.
@@ -184,10 +179,10 @@ mod tests {
     #[test]
     fn every_outcome_lands_in_its_column() {
         let c = Counters::new();
-        let us = Duration::from_micros;
+        let us = |n: u64| n;
         c.record(Call::TryLock, BEXT_LOCKING_OK, us(1));
         c.record(Call::TryLock, BEXT_LOCKING_CONTENDED, us(3));
-        c.record(Call::TryLock, BEXT_LOCKING_ERR_INVALID, Duration::from_nanos(1001));
+        c.record(Call::TryLock, BEXT_LOCKING_ERR_INVALID, 2); // 1.001 µs, rounded up
         c.record(Call::Renew, BEXT_LOCKING_OK, us(6_000_000));
         c.record(Call::Renew, BEXT_LOCKING_ERR_BACKEND, us(10));
         c.record(Call::Release, BEXT_LOCKING_OK, us(0));
@@ -201,7 +196,7 @@ mod tests {
             s.errors,
             ErrorCounts { invalid_argument: 1, backend: 1, panic: 1, unsupported: 1 }
         );
-        // 1 µs is bucket 0 (<= 1), 3 µs bucket 2 (<= 5), 1.001 µs rounds up into bucket 1.
+        // 1 µs is bucket 0 (<= 1), 3 µs bucket 2 (<= 5), 1.001 µs (2, rounded up) into bucket 1.
         assert_eq!(&s.latency_us.try_lock[..3], &[1, 1, 1]);
         assert_eq!(s.latency_us.renew[STATS_BUCKETS - 1], 1);
         assert_eq!(s.latency_us.renew[3], 1);
@@ -212,7 +207,7 @@ mod tests {
     #[test]
     fn outcomes_sum_into_the_totals() {
         let c = Counters::new();
-        let us = Duration::from_micros;
+        let us = |n: u64| n;
         for _ in 0..3 {
             c.record(Call::TryLock, BEXT_LOCKING_OK, us(40));
         }
