@@ -222,7 +222,7 @@ fn stats_cost(settings: &Settings, report: &mut Report, body: &mut String) -> Re
         format!("{:.1} ns (median {:.1} ns)", mean_pair / 2.0, p50_pair / 2.0),
         Verdict::of(mean_pair / 2.0 < 50.0),
         format!(
-            "counting is always on, so it must stay small beside the cheapest call there is (a memory pair through the .so is about {} ns); two monotonic clock reads (most of the cost where reading the clock is slow, as on many virtual machines), a table lookup for the bucket and one relaxed atomic add per call{callgrind_note}",
+            "counting is always on, so it must stay small beside the cheapest call there is (a memory pair through the .so is about {} ns); two clock reads (the CPU's timestamp counter where the kernel keeps time with it, else the monotonic clock), a table lookup for the bucket and one relaxed atomic add per call{callgrind_note}",
             on.hist.quantile(0.5)
         ),
     );
