@@ -50,8 +50,9 @@ pub(crate) struct Conn {
 impl Conn {
     /// Opens a connection and prepares `statements` on it, all before
     /// `deadline` and within the connect timeout; `watch` keeps the
-    /// deadlines of its calls. Boxed: a connection (with its runtime) is large, and moves between
-    /// the pool, calls and held locks on every call.
+    /// deadlines of its calls. Boxed: a connection (with its runtime) is
+    /// large, and moves between the pool, calls and held locks on every
+    /// call.
     pub fn open(
         s: &Settings,
         statements: &[String],
