@@ -13,8 +13,11 @@
 //! counter and the monotonic clock, and the first one at least
 //! [`CALIBRATION`] later divides the two intervals. Each such reading is
 //! bracketed by two counter reads, and a rate whose brackets add up to more
-//! than a ten-thousandth of its interval (the thread was preempted between
-//! the reads) is not taken: a later call tries again over a longer span.
+//! than a thousandth of its interval (the thread was preempted between the
+//! reads) is not taken: a later call tries again over a longer span. A
+//! thousandth is far below what a latency histogram resolves. (Under
+//! valgrind, whose reads are slow, that takes seconds: a short run there
+//! is timed with the monotonic clock throughout.)
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -87,12 +90,17 @@ pub(crate) fn micros_since(start: Start) -> u64 {
 /// Takes the reference reading, or once it is old enough, the rate;
 /// whether the counter may be used from now on.
 fn calibrate() -> bool {
-    let reference = REFERENCE.get_or_init(|| usable().then(|| Reference(paired())));
+    let reference = REFERENCE.get_or_init(|| {
+        // The first clock read of a process is slow (its first call into
+        // the vDSO): not between the bracketing reads.
+        let _ = Instant::now();
+        usable().then(|| Reference(paired()))
+    });
     let Some(Reference(r)) = reference else { return false };
     let now = paired();
     let elapsed = now.at.duration_since(r.at);
     let ticks = now.ticks.saturating_sub(r.ticks);
-    if elapsed < CALIBRATION || ticks == 0 || (r.spread + now.spread) > ticks / 10_000 {
+    if elapsed < CALIBRATION || ticks == 0 || (r.spread + now.spread) > ticks / 1_000 {
         return false;
     }
     let micros_q32 = (elapsed.as_nanos() << 32) / 1000 / u128::from(ticks);
