@@ -61,8 +61,10 @@ static MICROS_PER_TICK_Q32: AtomicU64 = AtomicU64::new(0);
 
 /// Now, for timing a call.
 pub(crate) fn start() -> Start {
-    if MICROS_PER_TICK_Q32.load(Relaxed) == 0 && !calibrate() {
-        return Start::Clock(Instant::now());
+    if MICROS_PER_TICK_Q32.load(Relaxed) == 0 {
+        if let Err(now) = calibrate() {
+            return Start::Clock(now);
+        }
     }
     Start::Ticks(ticks())
 }
@@ -87,29 +89,31 @@ pub(crate) fn micros_since(start: Start) -> u64 {
     }
 }
 
-/// Takes the reference reading, or once it is old enough, the rate;
-/// whether the counter may be used from now on.
-fn calibrate() -> bool {
+/// Takes the reference reading, or once it is old enough, the rate:
+/// `Ok` when the counter may be used from now on, else the monotonic
+/// clock's now (read for the attempt already, so the caller need not read
+/// it again).
+fn calibrate() -> Result<(), Instant> {
     let reference = REFERENCE.get_or_init(|| {
         // The first clock read of a process is slow (its first call into
         // the vDSO): not between the bracketing reads.
         let _ = Instant::now();
         usable().then(|| Reference(paired()))
     });
-    let Some(Reference(r)) = reference else { return false };
+    let Some(Reference(r)) = reference else { return Err(Instant::now()) };
     let now = paired();
     let elapsed = now.at.duration_since(r.at);
     let ticks = now.ticks.saturating_sub(r.ticks);
     if elapsed < CALIBRATION || ticks == 0 || (r.spread + now.spread) > ticks / 1_000 {
-        return false;
+        return Err(now.at);
     }
     let micros_q32 = (elapsed.as_nanos() << 32) / 1000 / u128::from(ticks);
     match u64::try_from(micros_q32) {
         Ok(q32 @ 1..) => {
             MICROS_PER_TICK_Q32.store(q32, Relaxed);
-            true
+            Ok(())
         }
-        _ => false,
+        _ => Err(now.at),
     }
 }
 

@@ -140,17 +140,12 @@ impl Conn {
         // it into `block_on` was a measurable share of a pair.
         let mut fut = pin!(call(client));
         let mut sent_cancel = false;
-        deadline.arm(until);
+        let mut armed = deadline.arm(until);
         let out = rt.block_on(async {
             let mut woken = cancel.map(|n| Box::pin(n.notified()));
             let mut canceller: Option<Pin<Box<dyn Future<Output = ()>>>> = None;
             let mut result = None;
-            let mut registered = false;
             poll_fn(|cx| {
-                if !registered {
-                    deadline.register(cx.waker());
-                    registered = true;
-                }
                 pump(driver, ended, notices, cx);
                 if result.is_none() {
                     if let Poll::Ready(r) = fut.as_mut().poll(cx) {
@@ -180,14 +175,14 @@ impl Conn {
                 if result.is_some() && canceller.is_none() {
                     return Poll::Ready(result.take());
                 }
-                if deadline.fired() {
+                if armed.passed(cx) {
                     return Poll::Ready(result.take());
                 }
                 Poll::Pending
             })
             .await
         });
-        deadline.disarm();
+        drop(armed);
         let out = match out {
             Some(Ok(v)) => Ok(v),
             Some(Err(e)) => {
@@ -220,15 +215,10 @@ impl Conn {
         if *notices > 0 {
             return Ok(true);
         }
-        deadline.arm(until);
+        let mut armed = deadline.arm(until);
         rt.block_on(async {
             let mut woken = pin!(wake.notified());
-            let mut registered = false;
             poll_fn(|cx| {
-                if !registered {
-                    deadline.register(cx.waker());
-                    registered = true;
-                }
                 pump(driver, ended, notices, cx);
                 if *notices > 0 {
                     return Poll::Ready(());
@@ -236,14 +226,14 @@ impl Conn {
                 if driver.is_none() {
                     return Poll::Ready(());
                 }
-                if woken.as_mut().poll(cx).is_ready() || deadline.fired() {
+                if woken.as_mut().poll(cx).is_ready() || armed.passed(cx) {
                     return Poll::Ready(());
                 }
                 Poll::Pending
             })
             .await
         });
-        deadline.disarm();
+        drop(armed);
         if *notices > 0 {
             return Ok(true);
         }

@@ -23,7 +23,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::Waker;
+use std::task::{Context, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -176,9 +176,9 @@ impl Drop for Watch {
     }
 }
 
-/// One connection's deadline: [`arm`](Slot::arm) before a call,
-/// [`register`](Slot::register) the waker of the future driving it, give
-/// up once [`fired`](Slot::fired), [`disarm`](Slot::disarm) after.
+/// One connection's deadline, one call at a time: [`arm`](Slot::arm) it
+/// for the call, and give up once the [`Armed`] guard says it
+/// [`passed`](Armed::passed).
 pub(crate) struct Slot {
     shared: Arc<Shared>,
     /// [`IDLE`], [`FIRED`] or the call's deadline.
@@ -189,39 +189,32 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    /// The call starting now must end by `until`.
-    pub fn arm(&self, until: Instant) {
+    /// The call starting now must end by `until`; the call is over when
+    /// the guard drops.
+    pub fn arm(&self, until: Instant) -> Armed<'_> {
         let v = self.shared.encode(until);
         self.state.store(v, SeqCst);
         self.armed.store(true, SeqCst);
         if self.shared.closed.load(SeqCst) {
             // Nothing would ever fire it: give up at once instead.
             self.state.store(FIRED, SeqCst);
-            return;
-        }
-        if v < self.shared.wakes_at.load(SeqCst) {
+        } else if v < self.shared.wakes_at.load(SeqCst) {
             lock(&self.shared.state).generation += 1;
             self.shared.wake.notify_one();
         }
+        Armed { slot: self, registered: false }
     }
 
     /// Who to wake when the deadline passes: the task polling the call.
-    pub fn register(&self, waker: &Waker) {
+    fn register(&self, waker: &Waker) {
         let mut w = lock(&self.waker);
         if !w.as_ref().is_some_and(|old| old.will_wake(waker)) {
             *w = Some(waker.clone());
         }
     }
 
-    /// Whether the deadline has passed (checked after
-    /// [`register`](Slot::register), so a fire in between is seen).
-    pub fn fired(&self) -> bool {
+    fn fired(&self) -> bool {
         self.state.load(SeqCst) == FIRED
-    }
-
-    /// The call is over.
-    pub fn disarm(&self) {
-        self.state.store(IDLE, SeqCst);
     }
 
     /// Fires the call armed with `v`, unless it ended or another one
@@ -232,6 +225,33 @@ impl Slot {
                 w.wake_by_ref();
             }
         }
+    }
+}
+
+/// One call's deadline, armed; dropping it ends the call (also when the
+/// call panics, so no later fire can hit a call that is gone).
+pub(crate) struct Armed<'s> {
+    slot: &'s Slot,
+    registered: bool,
+}
+
+impl Armed<'_> {
+    /// Whether the deadline has passed. The first call registers the
+    /// waker of `cx`, before looking, so a fire after the look wakes it
+    /// and a fire before it is seen: call it on every poll that would
+    /// otherwise return pending.
+    pub fn passed(&mut self, cx: &Context<'_>) -> bool {
+        if !self.registered {
+            self.slot.register(cx.waker());
+            self.registered = true;
+        }
+        self.slot.fired()
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        self.slot.state.store(IDLE, SeqCst);
     }
 }
 
@@ -257,17 +277,21 @@ mod tests {
         (Waker::from(Arc::new(Told(Mutex::new(tx)))), rx)
     }
 
+    /// Asks `call` whether its deadline passed, as a poll driven by `w`.
+    fn passed(call: &mut Armed<'_>, w: &Waker) -> bool {
+        call.passed(&Context::from_waker(w))
+    }
+
     #[test]
     fn a_passed_deadline_fires_and_wakes_the_call() {
         let watch = Watch::start().unwrap();
         let slot = watch.slot();
         let (w, woken) = waker();
         let armed = Instant::now();
-        slot.arm(armed + Duration::from_millis(50));
-        slot.register(&w);
-        assert!(!slot.fired());
+        let mut call = slot.arm(armed + Duration::from_millis(50));
+        assert!(!passed(&mut call, &w));
         woken.recv_timeout(Duration::from_secs(5)).expect("woken at the deadline");
-        assert!(slot.fired());
+        assert!(passed(&mut call, &w));
         assert!(armed.elapsed() >= Duration::from_millis(50), "fired early");
     }
 
@@ -276,9 +300,9 @@ mod tests {
         let watch = Watch::start().unwrap();
         let slot = watch.slot();
         let (w, woken) = waker();
-        slot.arm(Instant::now() + Duration::from_millis(30));
-        slot.register(&w);
-        slot.disarm();
+        let mut call = slot.arm(Instant::now() + Duration::from_millis(30));
+        assert!(!passed(&mut call, &w));
+        drop(call);
         assert!(woken.recv_timeout(Duration::from_millis(200)).is_err(), "a finished call woken");
         assert!(!slot.fired());
     }
@@ -287,12 +311,12 @@ mod tests {
     fn a_sooner_deadline_wakes_a_thread_sleeping_towards_a_later_one() {
         let watch = Watch::start().unwrap();
         let (far, near) = (watch.slot(), watch.slot());
-        far.arm(Instant::now() + Duration::from_secs(60));
+        let _far_call = far.arm(Instant::now() + Duration::from_secs(60));
         // Let the thread plan its sleep towards the far deadline.
         std::thread::sleep(Duration::from_millis(50));
         let (w, woken) = waker();
-        near.arm(Instant::now() + Duration::from_millis(20));
-        near.register(&w);
+        let mut near_call = near.arm(Instant::now() + Duration::from_millis(20));
+        assert!(!passed(&mut near_call, &w));
         woken.recv_timeout(Duration::from_secs(5)).expect("the near deadline fired");
         assert!(near.fired() && !far.fired());
     }
@@ -301,9 +325,8 @@ mod tests {
     fn a_rearmed_slot_keeps_only_its_new_deadline() {
         let watch = Watch::start().unwrap();
         let slot = watch.slot();
-        slot.arm(Instant::now() + Duration::from_millis(20));
-        slot.disarm();
-        slot.arm(Instant::now() + Duration::from_secs(60));
+        drop(slot.arm(Instant::now() + Duration::from_millis(20)));
+        let _call = slot.arm(Instant::now() + Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(100));
         assert!(!slot.fired(), "the old deadline fired the new call");
     }
@@ -313,31 +336,32 @@ mod tests {
         let watch = Watch::start().unwrap();
         let slot = watch.slot();
         let (w, woken) = waker();
-        slot.arm(Instant::now() + Duration::from_secs(60));
-        slot.register(&w);
+        let mut call = slot.arm(Instant::now() + Duration::from_secs(60));
+        assert!(!passed(&mut call, &w));
         drop(watch);
         woken.recv_timeout(Duration::from_secs(5)).expect("woken at the end");
         assert!(slot.fired());
-        slot.disarm();
-        slot.arm(Instant::now() + Duration::from_secs(60));
-        assert!(slot.fired(), "a call after the end would wait forever");
+        drop(call);
+        let mut later = slot.arm(Instant::now() + Duration::from_secs(60));
+        assert!(passed(&mut later, &w), "a call after the end would wait forever");
     }
 
     #[test]
     fn many_calls_each_fire_at_their_own_deadline_never_before() {
         let watch = Watch::start().unwrap();
         let start = Instant::now();
-        let calls: Vec<_> = (0..8u64)
-            .map(|i| {
-                let s = watch.slot();
+        let slots: Vec<_> = (0..8).map(|_| watch.slot()).collect();
+        let calls: Vec<_> = slots
+            .iter()
+            .zip(0..8u64)
+            .map(|(s, i)| {
                 let until = start + Duration::from_millis(10 + 15 * ((i * 5) % 8));
-                s.arm(until);
-                (s, until)
+                (s, s.arm(until), until)
             })
             .collect();
-        while !calls.iter().all(|(s, _)| s.fired()) {
+        while !calls.iter().all(|(s, _, _)| s.fired()) {
             assert!(start.elapsed() < Duration::from_secs(5), "not all fired");
-            for (s, until) in &calls {
+            for (s, _, until) in &calls {
                 // Read the clock after the flag: fired implies passed.
                 let fired = s.fired();
                 assert!(!fired || Instant::now() >= *until, "fired before its deadline");
