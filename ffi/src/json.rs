@@ -195,6 +195,29 @@ fn if_fence_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Err
     d.deserialize_u64(FenceVisitor).map(Some)
 }
 
+/// The offset of the first control character (below U+0020) that stands
+/// unescaped inside a string of the JSON `text`, which JSON forbids.
+/// serde_json refuses one in every string it reads as text, but the owner
+/// is read as bytes (see [`OwnerBytes`]), and there it lets raw control
+/// characters through.
+pub(crate) fn raw_control_in_string(text: &[u8]) -> Option<usize> {
+    let (mut in_string, mut escaped) = (false, false);
+    for (i, &b) in text.iter().enumerate() {
+        if !in_string {
+            in_string = b == b'"';
+        } else if escaped {
+            escaped = false;
+        } else if b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            in_string = false;
+        } else if b < 0x20 {
+            return Some(i);
+        }
+    }
+    None
+}
+
 /// The ABI's error object: `{"code":…,"message":…}`.
 pub fn error_json(kind: ErrorKind, message: &str) -> String {
     serde_json::json!({ "code": kind.code(), "message": message }).to_string()
@@ -241,6 +264,19 @@ mod tests {
         assert_eq!(r.if_fence, Some(7));
         let e = serde_json::from_str::<KeyRequest>(r#"{"key":null}"#).err().unwrap().to_string();
         assert!(e.contains("`key`"), "{e}");
+    }
+
+    #[test]
+    fn raw_control_characters_are_found_only_inside_strings() {
+        assert_eq!(raw_control_in_string(b"{\"owner\":\"\x0co\"}"), Some(10));
+        assert_eq!(raw_control_in_string(b"{\"k\":\"a\\\"\x01\"}"), Some(9));
+        assert_eq!(raw_control_in_string(b"{\n\t\"k\" :\r\"v\"}"), None);
+        assert_eq!(raw_control_in_string(br#"{"k":"\u000c\n\\"}"#), None);
+        assert_eq!(raw_control_in_string(b"{\"k\":\"a\\\\\"\x01"), None);
+        for c in 0u8..0x20 {
+            let json = [&b"{\"owner\":\"a"[..], &[c], b"\"}"].concat();
+            assert_eq!(raw_control_in_string(&json), Some(11), "{c:#x}");
+        }
     }
 
     #[test]

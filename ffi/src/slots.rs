@@ -170,6 +170,12 @@ fn parse_input<'a, T: serde::Deserialize<'a>>(
     // ABI makes any invalid UTF-8 an invalid argument: check it all first.
     let text = std::str::from_utf8(bytes)
         .map_err(|u| Failure::invalid(&format!("{what} is not valid UTF-8: {u}")))?;
+    if let Some(at) = crate::json::raw_control_in_string(bytes) {
+        return Err(Failure::invalid(&format!(
+            "{what} is not {shape}: an unescaped control character (U+0000 to U+001F) in a \
+             string at byte {at}"
+        )));
+    }
     // Derived impls also read a struct from a JSON array (`["k",1000]`);
     // the ABI's inputs are objects.
     if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
